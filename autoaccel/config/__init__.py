@@ -1,0 +1,37 @@
+"""``TrainingConfig``: the knobs autoaccel tunes, their YAML file, and its validation.
+
+One name per knob everywhere: the dataclass field is the YAML key, the Optuna parameter
+name and the CLI override key. Every field carries its documentation in its metadata, which
+writes the comment beside each key in ``autoaccel.yaml`` and the table in
+``docs/config.md`` (a test keeps that file in step: regenerate it with
+``python -m autoaccel.reference > docs/config.md``).
+"""
+
+from __future__ import annotations
+
+from autoaccel.config._files import load_config, now_iso, save_config
+from autoaccel.config._reference import reference_markdown
+from autoaccel.config._render import render_yaml, yaml_scalar
+from autoaccel.config._schema import (
+    LR_SCALING,
+    SCHEDULES,
+    SCHEMA_VERSION,
+    STRATEGIES,
+    Provenance,
+    TrainingConfig,
+)
+
+__all__ = [
+    "LR_SCALING",
+    "SCHEDULES",
+    "SCHEMA_VERSION",
+    "STRATEGIES",
+    "Provenance",
+    "TrainingConfig",
+    "load_config",
+    "now_iso",
+    "reference_markdown",
+    "render_yaml",
+    "save_config",
+    "yaml_scalar",
+]

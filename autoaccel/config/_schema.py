@@ -1,0 +1,347 @@
+"""``TrainingConfig``: the knobs autoaccel tunes and their validation.
+
+One name per knob everywhere: the dataclass field is the YAML key, the Optuna parameter
+name and the CLI override key. Every field carries its documentation in its metadata, which
+writes the comment beside each key in ``autoaccel.yaml`` and the table in
+``docs/config.md`` (a test keeps that file in step: regenerate it with
+``python -m autoaccel.reference > docs/config.md``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from autoaccel.config._render import render_yaml
+from autoaccel.errors import ConfigError
+from autoaccel.probe import PRECISIONS, HardwareProfile
+
+__all__ = [
+    "LR_SCALING",
+    "SCHEDULES",
+    "SCHEMA_VERSION",
+    "STRATEGIES",
+    "Provenance",
+    "TrainingConfig",
+]
+
+#: The newest config format this autoaccel reads and the one it writes.
+SCHEMA_VERSION = 1
+
+STRATEGIES = ("none", "ddp", "fsdp")
+LR_SCALING = ("none", "linear", "sqrt")
+SCHEDULES = ("constant", "cosine", "linear", "one-cycle")
+
+
+def knob(
+    default: Any,
+    doc: str,
+    *,
+    kind: type | tuple[type, ...],
+    minimum: float | None = None,
+    choices: tuple[str, ...] | None = None,
+    optional: bool = False,
+    factory: Any = None,
+) -> Any:
+    """A config field with the facts validation and documentation need."""
+    defaults = {"default_factory": factory} if factory else {"default": default}
+    return field(
+        **defaults,
+        metadata={
+            "doc": doc,
+            "kind": kind,
+            "minimum": minimum,
+            "choices": choices,
+            "optional": optional,
+        },
+    )
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where a config came from: the machine, the versions, the figures, the command."""
+
+    hardware_fingerprint: str | None = knob(
+        None, "hash of the hardware this was measured on", kind=str, optional=True
+    )
+    hardware: str | None = knob(
+        None, "the hardware this was measured on, in words", kind=str, optional=True
+    )
+    created_at: str | None = knob(
+        None, "when this file was written (UTC, ISO 8601)", kind=str, optional=True
+    )
+    command: str | None = knob(None, "the command that produced this file", kind=str, optional=True)
+    versions: dict[str, str] = knob(None, "library versions when measured", kind=dict, factory=dict)
+    measured: dict[str, float] = knob(
+        None, "figures measured for this config", kind=dict, factory=dict
+    )
+    evidence: dict[str, str] = knob(
+        None, "per knob, the measurement that chose its value", kind=dict, factory=dict
+    )
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """The training setup autoaccel tunes; every field is one knob.
+
+    ``None`` in an optional field means "keep what the user's script does".
+
+    Raises:
+        ConfigError: listing every invalid field at once.
+
+    Example:
+        >>> config = TrainingConfig(batch_size=256, precision="bf16-mixed")
+        >>> config.replace(num_workers=2).num_workers
+        2
+    """
+
+    schema_version: int = knob(
+        SCHEMA_VERSION,
+        "config format version; newer files need a newer autoaccel",
+        kind=int,
+        minimum=1,
+    )
+    batch_size: int = knob(32, "samples per step in each process", kind=int, minimum=1)
+    grad_accum_steps: int = knob(
+        1, "micro-batches accumulated before each optimizer step", kind=int, minimum=1
+    )
+    num_workers: int = knob(
+        0, "DataLoader worker processes (0 = load in the training process)", kind=int, minimum=0
+    )
+    persistent_workers: bool = knob(
+        False, "keep DataLoader workers alive between epochs (needs num_workers > 0)", kind=bool
+    )
+    prefetch_factor: int | None = knob(
+        None,
+        "batches each worker loads ahead (needs num_workers > 0; empty = torch's 2)",
+        kind=int,
+        minimum=1,
+        optional=True,
+    )
+    pin_memory: bool = knob(
+        False, "page-locked host memory for faster copies to the GPU", kind=bool
+    )
+    batch_fetch: bool = knob(
+        False,
+        "fetch a whole batch by one indexing call instead of collating sample by sample "
+        "(in-memory tensor data only)",
+        kind=bool,
+    )
+    num_threads: int | None = knob(
+        None,
+        "CPU threads for intra-op parallelism (empty = torch's default)",
+        kind=int,
+        minimum=1,
+        optional=True,
+    )
+    precision: str = knob(
+        "32-true",
+        "numeric precision: 32-true, tf32, bf16-mixed or 16-mixed",
+        kind=str,
+        choices=PRECISIONS,
+    )
+    channels_last: bool = knob(
+        False, "channels-last memory layout for models with conv layers", kind=bool
+    )
+    compile: bool = knob(
+        False, "torch.compile the model (its compile time counts against it)", kind=bool
+    )
+    strategy: str = knob(
+        "none",
+        "parallelism: none, ddp or fsdp (launched with torchrun)",
+        kind=str,
+        choices=STRATEGIES,
+    )
+    processes: int = knob(
+        1, "training processes on this machine (torchrun --nproc-per-node)", kind=int, minimum=1
+    )
+    lr: float | None = knob(
+        None,
+        "peak learning rate (empty = the optimizer's own)",
+        kind=(float, int),
+        minimum=0.0,
+        optional=True,
+    )
+    lr_scaling: str = knob(
+        "none",
+        "how lr follows a changed global batch: none, linear or sqrt",
+        kind=str,
+        choices=LR_SCALING,
+    )
+    warmup_steps: int = knob(
+        0, "optimizer steps of linear warm-up to the peak lr", kind=int, minimum=0
+    )
+    schedule: str = knob(
+        "constant",
+        "lr after warm-up: constant, cosine, linear or one-cycle",
+        kind=str,
+        choices=SCHEDULES,
+    )
+    schedule_steps: int | None = knob(
+        None,
+        "optimizer steps the decay spans (needed by cosine, linear, one-cycle)",
+        kind=int,
+        minimum=1,
+        optional=True,
+    )
+    provenance: Provenance = field(
+        default_factory=Provenance,
+        metadata={"doc": "where this config came from", "kind": Provenance},
+    )
+
+    def __post_init__(self) -> None:
+        problems = _check_fields(self, "")
+        problems += _check_relations(self)
+        if problems:
+            raise ConfigError(problems)
+
+    def replace(self, **changes: Any) -> TrainingConfig:
+        """A copy with ``changes`` applied (and validated)."""
+        return dataclasses.replace(self, **changes)
+
+    def knobs(self) -> dict[str, Any]:
+        """The knob values by name (no schema version, no provenance)."""
+        return {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if f.name not in ("schema_version", "provenance")
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain copy, ready for YAML or JSON; the config is not changed."""
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        """The commented YAML text ``save_config`` writes."""
+        return render_yaml(self)
+
+    def check_for(self, profile: HardwareProfile) -> list[str]:
+        """Problems running this config on ``profile``'s machine (empty when none)."""
+        problems = []
+        if self.precision not in profile.supported_precisions():
+            problems.append(
+                f"precision: {self.precision!r} cannot run here "
+                f"({profile.precision_reason(self.precision)}); use one of "
+                f"{', '.join(profile.supported_precisions())}"
+            )
+        return problems
+
+    def hardware_mismatch(self, profile: HardwareProfile) -> str | None:
+        """A warning when this config was measured on other hardware, else ``None``."""
+        recorded = self.provenance.hardware_fingerprint
+        if recorded is None or recorded == profile.fingerprint():
+            return None
+        was = self.provenance.hardware or "unknown hardware"
+        return (
+            f"this config was measured on other hardware ({was}, fingerprint {recorded}); "
+            f"this machine is {profile.describe()} (fingerprint {profile.fingerprint()}). "
+            "Its figures may not hold here: run `autoaccel tune` again."
+        )
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, source: str | None = None) -> TrainingConfig:
+        """Build a config from a mapping, reporting every problem in one ``ConfigError``."""
+        problems = _check_mapping(cls, data, "")
+        if problems:
+            raise ConfigError(problems, source=source)
+        provenance = Provenance(**data.get("provenance") or {})
+        knobs = {k: v for k, v in data.items() if k != "provenance"}
+        try:
+            return cls(**knobs, provenance=provenance)
+        except ConfigError as error:
+            raise ConfigError(error.problems, source=source) from None
+
+
+# --- validation --------------------------------------------------------------------------
+
+
+def kind_name(kind: type | tuple[type, ...]) -> str:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    names = {
+        bool: "true/false",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        dict: "a mapping",
+    }
+    return " or ".join(dict.fromkeys(names.get(k, k.__name__) for k in kinds))
+
+
+def _check_value(name: str, value: Any, meta: Mapping[str, Any]) -> str | None:
+    kind = meta["kind"]
+    if value is None:
+        return None if meta.get("optional") else f"{name}: must be set, got an empty value"
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    # bool is an int in Python, but `batch_size: true` is a mistake, not a 1.
+    if isinstance(value, bool) and bool not in kinds:
+        return f"{name}: expected {kind_name(kind)}, got {value!r}"
+    if not isinstance(value, kinds):
+        return f"{name}: expected {kind_name(kind)}, got {type(value).__name__} {value!r}"
+    if meta.get("choices") and value not in meta["choices"]:
+        return f"{name}: expected one of {', '.join(meta['choices'])}, got {value!r}"
+    minimum = meta.get("minimum")
+    if minimum is not None and value < minimum:
+        return f"{name}: must be >= {minimum}, got {value!r}"
+    return None
+
+
+def _check_mapping(cls: type, data: Any, prefix: str) -> list[str]:
+    """Every problem in a raw mapping meant for ``cls``, each with its key path."""
+    where = prefix.rstrip(".") or "the config"
+    if not isinstance(data, Mapping):
+        return [f"{where}: expected a mapping of keys to values, got {type(data).__name__}"]
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    problems = [
+        f"{prefix}{key}: unknown key; known keys are {', '.join(fields)}"
+        for key in data
+        if key not in fields
+    ]
+    version = data.get("schema_version") if cls is TrainingConfig else None
+    if isinstance(version, int) and not isinstance(version, bool) and version > SCHEMA_VERSION:
+        problems.append(
+            f"schema_version: {version} is newer than this autoaccel understands "
+            f"({SCHEMA_VERSION}); upgrade with `pip install -U autoaccel`"
+        )
+    for key, value in data.items():
+        if key not in fields:
+            continue
+        meta = fields[key].metadata
+        if meta["kind"] is Provenance:
+            if value is not None:
+                problems += _check_mapping(Provenance, value, f"{prefix}{key}.")
+            continue
+        problem = _check_value(f"{prefix}{key}", value, meta)
+        if problem:
+            problems.append(problem)
+    return problems
+
+
+def _check_fields(obj: Any, prefix: str) -> list[str]:
+    problems = []
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if f.metadata.get("kind") is Provenance:
+            if not isinstance(value, Provenance):
+                problems.append(f"{prefix}{f.name}: expected a Provenance, got {value!r}")
+            continue
+        problem = _check_value(f"{prefix}{f.name}", value, f.metadata)
+        if problem:
+            problems.append(problem)
+    return problems
+
+
+def _check_relations(config: TrainingConfig) -> list[str]:
+    problems = []
+    if config.num_workers == 0 and config.persistent_workers:
+        problems.append("persistent_workers: needs num_workers > 0; set it to false")
+    if config.num_workers == 0 and config.prefetch_factor is not None:
+        problems.append("prefetch_factor: needs num_workers > 0; leave it empty")
+    if config.strategy == "none" and config.processes > 1:
+        problems.append(
+            f"processes: {config.processes} processes need strategy ddp or fsdp, got none"
+        )
+    if config.schedule != "constant" and config.schedule_steps is None:
+        problems.append(f"schedule_steps: schedule {config.schedule!r} needs a step count")
+    return problems

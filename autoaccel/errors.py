@@ -1,0 +1,57 @@
+"""Errors raised by autoaccel.
+
+Every error autoaccel raises on purpose derives from :class:`AutoaccelError`, and also from
+the builtin that fits, so callers can catch either::
+
+    AutoaccelError (Exception)
+    ├── UsageError (ValueError)        bad input from the caller: exit code 2 in the CLI
+    │   ├── ConfigError                a config file or TrainingConfig that is not valid
+    │   └── DataError                  data, model or loss that cannot be trained as given
+    └── TrialError (RuntimeError)      a measurement that could not be completed: exit code 1
+
+The CLI prints ``str(error)`` on one line; messages say what was expected, what was got and
+how to fix it.
+"""
+
+from __future__ import annotations
+
+__all__ = ["AutoaccelError", "ConfigError", "DataError", "TrialError", "UsageError"]
+
+
+class AutoaccelError(Exception):
+    """Base of every error autoaccel raises on purpose."""
+
+    exit_code = 1
+
+
+class UsageError(AutoaccelError, ValueError):
+    """The caller asked for something that cannot be done as given."""
+
+    exit_code = 2
+
+
+class ConfigError(UsageError):
+    """A configuration that is not valid; ``problems`` lists every one found.
+
+    Args:
+        problems: One entry per problem, each naming its key path.
+        source: Where the config came from (a file path), if from a file.
+    """
+
+    def __init__(self, problems: list[str] | str, *, source: str | None = None) -> None:
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        self.source = source
+        where = f"{source}: " if source else ""
+        if len(self.problems) == 1:
+            message = f"{where}{self.problems[0]}"
+        else:
+            message = f"{where}{len(self.problems)} problems: " + "; ".join(self.problems)
+        super().__init__(message)
+
+
+class DataError(UsageError):
+    """The model, data or loss cannot be trained as given."""
+
+
+class TrialError(AutoaccelError, RuntimeError):
+    """A measurement or trial could not be completed."""

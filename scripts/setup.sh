@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Set up autoaccel for development in ./.venv (idempotent; safe to run again).
+# torch==2.13.0 goes in first when no torch is present: on the project's machines that pin
+# is a CPU build lying on disk, while an open range would make pip fetch a multi-GB CUDA
+# build. The package itself keeps a range, so users elsewhere keep their own torch.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PYTHON=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+    "$PYTHON" -m venv .venv
+fi
+if ! .venv/bin/python -c "import torch" 2>/dev/null; then
+    .venv/bin/pip install --quiet torch==2.13.0
+fi
+.venv/bin/pip install --quiet -e ".[dev]"

@@ -1,0 +1,113 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from autoaccel.cli import build_parser, main
+from autoaccel.config import Provenance, TrainingConfig, save_config
+
+DATA = Path(__file__).parent / "data" / "configs"
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "autoaccel.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=120,
+    )
+
+
+def test_probe_json_is_machine_readable(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["probe", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["cpu"]["usable_cores"] >= 1
+    assert {p["precision"] for p in data["precisions"]} == {
+        "32-true",
+        "tf32",
+        "bf16-mixed",
+        "16-mixed",
+    }
+    assert len(data["fingerprint"]) == 16
+
+
+def test_probe_table_for_people(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["probe"]) == 0
+    out = capsys.readouterr().out
+    assert "usable cores" in out and "Precisions" in out and "bf16-mixed" in out
+
+
+def test_show_prints_the_config(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["show", str(DATA / "v1.yaml"), "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["config"]["batch_size"] == 256
+    assert main(["show", str(DATA / "v1.yaml")]) == 0
+    assert "bf16-mixed" in capsys.readouterr().out
+
+
+def test_show_warns_about_other_hardware(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = save_config(
+        TrainingConfig(provenance=Provenance(hardware_fingerprint="f" * 16, hardware="8x H100")),
+        tmp_path / "a.yaml",
+    )
+    assert main(["show", str(path)]) == 0
+    err = capsys.readouterr().err
+    assert "warning:" in err and "measured on other hardware (8x H100" in err
+
+
+def test_show_defaults_to_autoaccel_yaml_in_the_working_directory(tmp_path: Path) -> None:
+    save_config(TrainingConfig(batch_size=77), tmp_path / "autoaccel.yaml")
+    result = run_cli("show", "--json", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["config"]["batch_size"] == 77
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (None, "config file not found"),
+        ("batch_size: [\n", "not valid YAML"),
+        ("batch_size: 0\nnum_workers: -1\n", "2 problems: batch_size: must be >= 1"),
+        ("precision: fp8\n", "precision: expected one of"),
+        ("schema_version: 2\n", "schema_version: 2 is newer"),
+    ],
+)
+def test_bad_config_is_one_line_and_exit_2(tmp_path: Path, text: str | None, message: str) -> None:
+    path = tmp_path / "autoaccel.yaml"
+    if text is not None:
+        path.write_text(text)
+    before = sorted(p.name for p in tmp_path.iterdir())
+    result = run_cli("show", str(path))
+    assert result.returncode == 2
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("autoaccel: error: ") and message in lines[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # nothing written
+
+
+def test_debug_shows_the_traceback(tmp_path: Path) -> None:
+    result = run_cli("show", str(tmp_path / "missing.yaml"), "--debug")
+    assert result.returncode == 2
+    assert "Traceback" in result.stderr and "ConfigError" in result.stderr
+
+
+def test_usage_errors_exit_2() -> None:
+    assert run_cli("frobnicate").returncode == 2
+    assert run_cli().returncode == 2
+
+
+def test_every_command_has_help_with_an_example() -> None:
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr]
+    assert commands
+    for name, sub in commands.items():
+        text = sub.format_help()
+        assert "example:" in text and f"autoaccel {name}" in text, name
+        assert "--json" in text and "--debug" in text, name

@@ -1,0 +1,23 @@
+from __future__ import annotations
+
+import autoaccel
+
+
+def test_public_names_are_pinned() -> None:
+    assert sorted(autoaccel.__all__) == sorted(
+        [
+            "AutoaccelError",
+            "ConfigError",
+            "DataError",
+            "HardwareProfile",
+            "TrainingConfig",
+            "TrialError",
+            "UsageError",
+            "__version__",
+            "load_config",
+            "probe_system",
+            "save_config",
+        ]
+    )
+    for name in autoaccel.__all__:
+        assert hasattr(autoaccel, name), name

@@ -1,0 +1,631 @@
+"""``advise()``: diagnose a training setup, search for the fastest one, prove the speedup.
+
+The answer is an :class:`Advice`: the recommended ``TrainingConfig``, the baseline and best
+measurements, the paired speedup, the diagnosis, and recommendations that each carry their
+measured evidence. Advice that was not measured (gradient checkpointing, transfer learning,
+early stopping, pruning / quantization / distillation) is labelled so.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import random
+import statistics
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import optuna
+import torch
+from rich.console import Console
+from rich.table import Table
+from torch import nn
+
+from autoaccel import __version__
+from autoaccel.config import Provenance, TrainingConfig, now_iso, save_config
+from autoaccel.errors import UsageError
+from autoaccel.measure import Measurement, MeterSettings
+from autoaccel.prepare import describe_data, has_conv
+from autoaccel.probe import HardwareProfile, probe_system
+from autoaccel.search import PRUNE_BELOW, Search, SearchResult, TrialRecord
+from autoaccel.space import SearchSpace, build_space
+from autoaccel.trial import OptimizerLike, Workload, make_workload, run_trial
+
+__all__ = ["Advice", "Diagnosis", "Recommendation", "Speedup", "advise", "confirm"]
+
+INPUT_BOUND = 0.20  # data wait >= 20% of the step: highly input-bound (TF profiler's line)
+SOME_INPUT_WAIT = 0.05  # >= 5%: worth trying more workers (PyTorch profiler's line)
+MEMORY_BOUND = 0.80  # peak >= 80% of the memory budget
+DEFAULT_BUDGET_S = 120.0
+DEFAULT_MAX_TRIALS = 40
+CONFIRM_PAIRS = 3
+
+
+@dataclass(frozen=True)
+class Speedup:
+    """Best vs. baseline, measured in interleaved pairs (A B A B ...) so drift cancels."""
+
+    ratios: tuple[float, ...]
+    baseline_samples_per_s: tuple[float, ...]
+    best_samples_per_s: tuple[float, ...]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.ratios) if self.ratios else 1.0
+
+    @property
+    def min(self) -> float:
+        return min(self.ratios) if self.ratios else 1.0
+
+    @property
+    def max(self) -> float:
+        return max(self.ratios) if self.ratios else 1.0
+
+    def __str__(self) -> str:
+        return (
+            f"{self.median:.2f}x (min {self.min:.2f}, max {self.max:.2f}, {len(self.ratios)} pairs)"
+        )
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """What limits the current setup, with the figures and thresholds that say so."""
+
+    bound: str  # input | compute | memory
+    data_wait_fraction: float
+    peak_memory_bytes: int | None
+    memory_budget_bytes: int
+    reasons: tuple[str, ...]
+
+    def __str__(self) -> str:
+        return f"{self.bound}-bound: " + "; ".join(self.reasons)
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """One piece of advice; ``measured`` says whether ``evidence`` is a measurement."""
+
+    text: str
+    evidence: str
+    measured: bool
+    knob: str | None = None
+
+    def __str__(self) -> str:
+        label = "measured" if self.measured else "advice, not measured"
+        return f"{self.text} [{label}: {self.evidence}]"
+
+
+@dataclass
+class Advice:
+    """The answer of ``advise()``.
+
+    Example:
+        >>> advice = advise(model, (X, y))          # doctest: +SKIP
+        >>> print(advice.summary())                  # doctest: +SKIP
+        >>> advice.save("autoaccel.yaml")            # doctest: +SKIP
+    """
+
+    config: TrainingConfig
+    baseline: Measurement
+    best: Measurement
+    speedup: Speedup
+    diagnosis: Diagnosis
+    recommendations: list[Recommendation]
+    profile: HardwareProfile
+    search: SearchResult
+    space: SearchSpace
+    wall_s: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    def to_yaml(self) -> str:
+        """The config as commented YAML, with its evidence."""
+        return self.config.to_yaml()
+
+    def save(self, path: str | Path = "autoaccel.yaml") -> Path:
+        """Write the config atomically; returns the path."""
+        return save_config(self.config, path)
+
+    def summary(self, *, width: int = 110) -> str:
+        """A readable report: baseline vs. best, what changed and why, the search."""
+        console = Console(record=True, width=width, file=io.StringIO())
+        for table in self.tables():
+            console.print(table)
+        for note in self.notes:
+            console.print(f"note: {note}", highlight=False)
+        return console.export_text()
+
+    def tables(self) -> list[Table]:
+        """The summary as rich tables."""
+        result = Table(
+            title=f"autoaccel advice ({self.diagnosis.bound}-bound)", title_justify="left"
+        )
+        result.add_column("")
+        result.add_column("baseline", justify="right")
+        result.add_column("tuned", justify="right")
+        b, t = self.baseline, self.best
+        result.add_row("samples/s", f"{b.samples_per_s:,.0f}", f"{t.samples_per_s:,.0f}")
+        result.add_row("speedup (paired)", "1.00x", str(self.speedup))
+        result.add_row("data wait", f"{b.data_wait_fraction:.0%}", f"{t.data_wait_fraction:.0%}")
+        result.add_row(
+            "step time", f"{b.step_time_s * 1e3:.1f} ms", f"{t.step_time_s * 1e3:.1f} ms"
+        )
+        result.add_row("peak memory", _mem(b.peak_memory_bytes), _mem(t.peak_memory_bytes))
+        base_params = self.search.baseline.params
+        for name, value in self.search.best.params.items():
+            if value != base_params.get(name):
+                result.add_row(name, str(base_params.get(name)), str(value))
+        recs = Table(title="Recommendations", title_justify="left")
+        recs.add_column("recommendation")
+        recs.add_column("evidence")
+        for r in self.recommendations:
+            recs.add_row(
+                r.text, ("measured: " if r.measured else "advice, not measured: ") + r.evidence
+            )
+        s = self.search
+        search = Table(title="Search", title_justify="left", show_header=False)
+        search.add_column("")
+        search.add_column("")
+        search.add_row(
+            "trials",
+            f"{s.trials_measured} measured of a {s.grid_size}-configuration "
+            f"grid; failures: {s.failures or 'none'}",
+        )
+        search.add_row("stopped", s.stop_reason)
+        search.add_row("time", f"{self.wall_s:.0f} s in all, search {s.wall_s:.0f} s")
+        search.add_row("study", f"{s.study_name} in {s.storage}")
+        search.add_row("diagnosis", str(self.diagnosis))
+        return [result, recs, search]
+
+
+def _mem(n: int | None) -> str:
+    return "unknown" if not n else f"{n / 2**20:,.0f} MiB"
+
+
+# --- diagnosis and guesses ------------------------------------------------------------------
+
+
+def diagnose(baseline: Measurement, space: SearchSpace) -> Diagnosis:
+    """Input-, compute- or memory-bound, from the baseline's measured figures."""
+    wait = baseline.data_wait_fraction
+    budget = space.memory.budget_bytes
+    peak = baseline.memory_growth_bytes
+    reasons = [f"data wait is {wait:.0%} of the step (input-bound at >= {INPUT_BOUND:.0%})"]
+    if peak:
+        reasons.append(
+            f"the step needs {peak / 2**20:,.0f} MiB, {peak / budget:.0%} of the "
+            f"{budget / 2**30:.1f} GiB budget (memory-bound at >= {MEMORY_BOUND:.0%})"
+        )
+    if peak and peak >= MEMORY_BOUND * budget:
+        bound = "memory"
+    elif wait >= INPUT_BOUND:
+        bound = "input"
+    else:
+        bound = "compute"
+    return Diagnosis(bound, wait, peak, budget, tuple(reasons))
+
+
+def knob_priority(diagnosis: Diagnosis) -> list[str]:
+    """The order in which the greedy phase changes knobs."""
+    if diagnosis.bound == "input":
+        return [
+            "batch_fetch",
+            "num_workers",
+            "batch_size",
+            "num_threads",
+            "precision",
+            "channels_last",
+            "pin_memory",
+            "compile",
+        ]
+    return [
+        "batch_size",
+        "precision",
+        "channels_last",
+        "batch_fetch",
+        "num_threads",
+        "num_workers",
+        "pin_memory",
+        "compile",
+    ]
+
+
+def guesses(
+    space: SearchSpace, user: TrainingConfig, diagnosis: Diagnosis, profile: HardwareProfile
+) -> list[TrainingConfig]:
+    """Heuristic best guesses to seed the study with (``enqueue_trial``)."""
+    params = space.params_of(user)
+    names = space.names
+    guess = dict(params)
+    sizes = space.knob("batch_size").choices
+    # Compute-bound: a larger batch amortises per-step overhead (8x, as far as memory allows).
+    larger = [b for b in sizes if b <= user.batch_size * 8 and space.memory.fits(b)]
+    if larger:
+        guess["batch_size"] = max(larger)
+    if "num_threads" in names:
+        guess["num_threads"] = max(space.knob("num_threads").choices)
+    if "channels_last" in names:
+        guess["channels_last"] = True
+    if "batch_fetch" in names:
+        guess["batch_fetch"] = True
+    fast_low_precision = profile.device_type == "cuda" or {"avx512_bf16", "amx_bf16"} & set(
+        profile.cpu.flags
+    )
+    if fast_low_precision and "bf16-mixed" in space.knob("precision").choices:
+        guess["precision"] = "bf16-mixed"
+    if "pin_memory" in names:
+        guess["pin_memory"] = True
+    found = [space.config_for(guess)]
+    if diagnosis.bound == "input" or diagnosis.data_wait_fraction >= SOME_INPUT_WAIT:
+        workers = [w for w in space.knob("num_workers").choices if w > user.num_workers]
+        if workers:
+            found.append(space.config_for({**guess, "num_workers": min(workers[-1], 4)}))
+    return found
+
+
+# --- evidence --------------------------------------------------------------------------------
+
+
+def _one_knob_pair(
+    records: list[TrialRecord], best: TrialRecord, knob: str, value: Any
+) -> TrialRecord | None:
+    """A trial equal to ``best`` except ``knob`` = ``value`` (measured, or stopped early)."""
+    target = {**best.params, knob: value}
+    for r in records:
+        if r.params == target and r.measurement.outcome in ("ok", "pruned"):
+            return r
+    return None
+
+
+def _compare(knob: str, old: Any, new: Any, before: TrialRecord, after: TrialRecord) -> str:
+    """Evidence text for one knob changed between two trials, all else equal."""
+    trials = f"(trial {before.number} vs {after.number}, all else equal)"
+    early = [r for r in (before, after) if r.measurement.outcome == "pruned"]
+    rate_before = before.measurement.samples_per_s
+    rate_after = after.measurement.samples_per_s
+    if rate_before <= 0 or rate_after <= 0:
+        return f"{knob} {old} -> {new}: no throughput to compare {trials}"
+    ratio = f"{rate_after / rate_before:.2f}x samples/s"
+    if early:
+        ratio = (
+            f"about {ratio} (trial {early[0].number} stopped early, under "
+            f"{PRUNE_BELOW:.0%} of the best)"
+        )
+    return f"{knob} {old} -> {new}: {ratio} {trials}"
+
+
+def recommendations(
+    result: SearchResult, diagnosis: Diagnosis, workload: Workload, keep_global_batch: bool
+) -> list[Recommendation]:
+    """What to change, each with its measured evidence, then unmeasured advice."""
+    recs: list[Recommendation] = []
+    best, base = result.best, result.baseline
+    for knob, value in best.params.items():
+        old = base.params[knob]
+        if value == old:
+            continue
+        other = _one_knob_pair(result.records, best, knob, old)
+        if other is not None:
+            evidence = _compare(knob, old, value, other, best)
+        else:
+            evidence = (
+                f"chosen together with other changes: the best trial ({best.number}) "
+                f"ran {best.value / max(base.value, 1e-9):.2f}x the baseline"
+            )
+        recs.append(Recommendation(f"set {knob} = {value} (was {old})", evidence, True, knob))
+    for knob, value in best.params.items():
+        if value != base.params[knob]:
+            continue
+        tried = [
+            r
+            for r in result.records
+            if r.measurement.outcome in ("ok", "pruned")
+            and r.params[knob] != value
+            and {k: v for k, v in r.params.items() if k != knob}
+            == {k: v for k, v in best.params.items() if k != knob}
+        ]
+        if tried:
+            alt = max(tried, key=lambda r: r.value)
+            recs.append(
+                Recommendation(
+                    f"keep {knob} = {value}",
+                    _compare(knob, value, alt.params[knob], best, alt),
+                    True,
+                    knob,
+                )
+            )
+    if best.params.get("batch_size") != base.params.get("batch_size") and not keep_global_batch:
+        ratio = best.params["batch_size"] / base.params["batch_size"]
+        recs.append(
+            Recommendation(
+                f"the batch changed {ratio:g}x: scale the learning rate with it (linear for SGD, "
+                "square root for Adam) and warm it up, or pass keep_global_batch=True",
+                "a larger batch takes fewer, larger steps; throughput alone does not show how "
+                "fast the model learns",
+                False,
+                "lr",
+            )
+        )
+    failures = [r for r in result.records if r.measurement.outcome == "oom"]
+    if diagnosis.bound == "memory" or failures:
+        where = (
+            f"batch {min(r.config.batch_size for r in failures)} ran out of memory"
+            if failures
+            else f"peak memory is {diagnosis.peak_memory_bytes} bytes"
+        )
+        recs.append(
+            Recommendation(
+                "gradient checkpointing (torch.utils.checkpoint) trades compute for memory to fit "
+                "larger batches",
+                where,
+                False,
+            )
+        )
+    params = workload.parameter_count
+    samples = len(workload.data)
+    if params > 1_000_000 and samples < 20 * params / 1000:
+        recs.append(
+            Recommendation(
+                "with this little data for this model, start from a pretrained model (transfer "
+                "learning) and fine-tune",
+                f"{params:,} parameters for {samples:,} samples",
+                False,
+            )
+        )
+    losses = base.measurement.losses
+    if len(losses) >= 30:
+        third = len(losses) // 3
+        first, last = statistics.fmean(losses[:third]), statistics.fmean(losses[-third:])
+        if first > 0 and abs(first - last) / first < 0.01:
+            recs.append(
+                Recommendation(
+                    "the training loss has flattened: use early stopping on a validation metric",
+                    f"mean loss {first:.4g} -> {last:.4g} across the baseline run (< 1% change)",
+                    False,
+                )
+            )
+    if params >= 10_000_000:
+        recs.append(
+            Recommendation(
+                "for deployment, consider pruning, quantization (torch.ao.quantization) or "
+                "distillation into a smaller model",
+                f"{params:,} parameters",
+                False,
+            )
+        )
+    return recs
+
+
+# --- confirm ---------------------------------------------------------------------------------
+
+
+def confirm(
+    measure: Callable[[TrainingConfig], Measurement],
+    baseline: TrainingConfig,
+    best: TrainingConfig,
+    *,
+    pairs: int = CONFIRM_PAIRS,
+) -> Speedup:
+    """Re-measure baseline and best interleaved (A B A B ...); ratios of each pair."""
+    ratios, base_rates, best_rates = [], [], []
+    for _ in range(pairs):
+        a = measure(baseline)
+        b = measure(best)
+        if a.ok and b.ok and a.samples_per_s > 0:
+            ratios.append(b.samples_per_s / a.samples_per_s)
+            base_rates.append(a.samples_per_s)
+            best_rates.append(b.samples_per_s)
+    return Speedup(tuple(ratios), tuple(base_rates), tuple(best_rates))
+
+
+# --- the public function ---------------------------------------------------------------------
+
+
+@contextmanager
+def _preserved_state() -> Iterator[None]:
+    """Restore RNG states, threads and matmul precision, whatever happens inside."""
+    torch_rng = torch.get_rng_state()
+    cuda_rng = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
+    py_rng = random.getstate()
+    np_rng = np.random.get_state()
+    threads = torch.get_num_threads()
+    matmul = torch.get_float32_matmul_precision()
+    try:
+        yield
+    finally:
+        torch.set_rng_state(torch_rng)
+        if cuda_rng is not None:
+            torch.cuda.set_rng_state_all(cuda_rng)
+        random.setstate(py_rng)
+        np.random.set_state(np_rng)
+        torch.set_num_threads(threads)
+        torch.set_float32_matmul_precision(matmul)
+
+
+def _study_name(
+    workload: Workload, space: SearchSpace, profile: HardwareProfile, settings: MeterSettings
+) -> str:
+    facts = repr(
+        (
+            type(workload.model).__name__,
+            workload.parameter_count,
+            len(workload.data),
+            workload.loss.mode,
+            space.describe(),
+            profile.fingerprint(),
+            settings,
+        )
+    )
+    digest = hashlib.sha256(facts.encode()).hexdigest()[:10]
+    return f"advise-{type(workload.model).__name__}-{digest}"
+
+
+def advise(
+    model: nn.Module,
+    data: Any,
+    *,
+    loss_fn: Callable[..., torch.Tensor] | None = None,
+    optimizer: OptimizerLike = None,
+    budget_s: float = DEFAULT_BUDGET_S,
+    max_trials: int = DEFAULT_MAX_TRIALS,
+    keep_global_batch: bool = False,
+    storage: str | None = None,
+    study_name: str | None = None,
+    seed: int | None = None,
+    loader_kwargs: Mapping[str, Any] | None = None,
+    include_compile: bool = False,
+    settings: MeterSettings | None = None,
+    progress: bool = True,
+) -> Advice:
+    """Find the fastest training setup for ``model`` on ``data`` here, measured.
+
+    Args:
+        model: The model to train; never changed (trials train copies).
+        data: A Dataset, a DataLoader (its settings are the baseline) or tensors ``(X, y)``.
+        loss_fn: ``loss_fn(model(*inputs), target)``; inferred only when unambiguous
+            (cross-entropy for integer targets, or a model that returns its own loss).
+        optimizer: The caller's optimizer (copied per trial, never stepped), a factory
+            ``params -> optimizer``, or None for AdamW(lr=1e-3).
+        budget_s: Wall-clock budget for everything (baseline, search and confirm).
+        max_trials: At most this many measured trials.
+        keep_global_batch: Keep the global batch (batch x accumulation) as it is.
+        storage: Optuna storage URL or SQLite path (default ``.autoaccel/studies.db``).
+        study_name: Name of the study; the default is derived from the workload, so the
+            same call resumes.
+        seed: Seeds the sampler.
+        loader_kwargs: Loader settings for a Dataset (batch_size, shuffle, collate_fn, ...).
+        include_compile: Search torch.compile as well (slow: compile time per trial).
+        settings: Warm-up and window lengths of each trial.
+        progress: Print a line per trial on stderr.
+
+    Returns:
+        The ``Advice``; ``advice.config`` is the recommended ``TrainingConfig``.
+
+    Raises:
+        DataError: empty data, model and data that do not fit (naming the call and the
+            shapes), no loss to infer, data on another device than the model.
+        UsageError: a budget too small for one trial, max_trials < 1.
+
+    Example:
+        >>> X, y = torch.randn(4096, 32), torch.randint(0, 4, (4096,))
+        >>> model = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 4))
+        >>> advice = advise(model, (X, y), budget_s=30, progress=False)  # doctest: +SKIP
+        >>> advice.speedup.median > 1                                     # doctest: +SKIP
+        True
+    """
+    settings = settings or MeterSettings()
+    minimum_s = 3 * (settings.window_s + 1.0)
+    if budget_s < minimum_s:
+        raise UsageError(
+            f"budget_s={budget_s:g} is too small for even one trial plus its confirmation: "
+            f"give at least {minimum_s:.0f} s (e.g. budget_s=60)"
+        )
+    if max_trials < 1:
+        raise UsageError(f"max_trials must be >= 1, got {max_trials}")
+    console = Console(stderr=True) if progress else None
+    started = time.monotonic()
+    spec = describe_data(data, loader_kwargs=loader_kwargs)
+    with _preserved_state():
+        workload = make_workload(model, spec, loss_fn=loss_fn, optimizer=optimizer, seed=seed or 0)
+        profile = probe_system()
+        user = workload.user_config()
+
+        def measure(
+            config: TrainingConfig, prune: Callable[[float, float], bool] | None = None
+        ) -> Measurement:
+            return run_trial(workload, config, settings, prune=prune)
+
+        if console:
+            console.print(
+                f"autoaccel: measuring the baseline (batch {user.batch_size}, "
+                f"{user.num_workers} workers, {user.num_threads} threads, fp32)",
+                highlight=False,
+            )
+        baseline = measure(user)
+        if not baseline.ok:
+            raise UsageError(
+                f"the current setup cannot be measured ({baseline.outcome}: "
+                f"{baseline.message}); fix the training step first"
+            )
+        space = build_space(
+            profile,
+            user,
+            dataset_size=len(spec),
+            device=workload.device,
+            conv_model=has_conv(model),
+            tensor_data=spec.tensors is not None,
+            baseline_memory_bytes=baseline.memory_growth_bytes,
+            keep_global_batch=keep_global_batch,
+            include_compile=include_compile,
+        )
+        diagnosis = diagnose(baseline, space)
+        trial_s = baseline.warmup_s + baseline.window_s + 0.5
+        search = Search(
+            space,
+            measure,
+            budget_s=budget_s,
+            max_trials=max_trials,
+            study_name=study_name or _study_name(workload, space, profile, settings),
+            storage=storage,
+            seed=seed,
+            reserve_s=2 * CONFIRM_PAIRS * trial_s,
+            priority=knob_priority(diagnosis),
+            console=console,
+        )
+        result = search.run(user, guesses(space, user, diagnosis, profile))
+        if console:
+            console.print(
+                f"autoaccel: search stopped ({result.stop_reason}); confirming "
+                f"best vs. baseline in {CONFIRM_PAIRS} interleaved pairs",
+                highlight=False,
+            )
+        speedup = confirm(measure, result.baseline.config, result.best.config)
+    best_measurement = result.best.measurement
+    recs = recommendations(result, diagnosis, workload, keep_global_batch)
+    wall_s = time.monotonic() - started
+    config = replace(
+        result.best.config,
+        provenance=Provenance(
+            hardware_fingerprint=profile.fingerprint(),
+            hardware=profile.describe(),
+            created_at=now_iso(),
+            command=f"autoaccel.advise({type(model).__name__}, ...)",
+            versions={
+                "autoaccel": __version__,
+                "torch": str(torch.__version__),
+                "optuna": str(optuna.__version__),
+            },
+            measured={
+                "samples_per_s": round(best_measurement.samples_per_s, 1),
+                "baseline_samples_per_s": round(baseline.samples_per_s, 1),
+                "speedup": round(speedup.median, 3),
+                "speedup_min": round(speedup.min, 3),
+                "speedup_max": round(speedup.max, 3),
+                "trials": result.trials_measured,
+            },
+            evidence={r.knob: r.evidence for r in recs if r.measured and r.knob},
+        ),
+    )
+    notes = list(best_measurement.notes)
+    if speedup.ratios and speedup.max < 1.0:
+        notes.append(
+            "the confirmed speedup is below 1: the baseline is already the fastest "
+            "setup measured here"
+        )
+    return Advice(
+        config,
+        baseline,
+        best_measurement,
+        speedup,
+        diagnosis,
+        recs,
+        profile,
+        result,
+        space,
+        wall_s,
+        notes,
+    )

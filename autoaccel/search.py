@@ -1,0 +1,385 @@
+"""The Optuna study that finds the fastest configuration.
+
+The loop is ask/tell so autoaccel decides each trial's fate itself:
+
+1. the baseline (the caller's setup) and the heuristic guesses from the diagnosis are
+   enqueued first (``enqueue_trial``);
+2. then greedy neighbours of the best so far, one knob changed at a time, in the order the
+   diagnosis suggests (input-bound: loader knobs first; compute-bound: batch and precision);
+3. then Optuna's TPE sampler, until ``patience`` trials in a row bring no gain.
+
+A trial that runs out of memory, diverges, crashes or times out is completed with value 0
+and a violated constraint (``Trial.set_constraint``), so TPE steers away from that region;
+the memory model learns from it too. A trial clearly slower than the best is stopped early
+and recorded PRUNED. The study lives in SQLite under ``.autoaccel/`` by default (any Optuna
+storage URL works), so an interrupted search resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+from rich.console import Console
+
+from autoaccel.config import TrainingConfig
+from autoaccel.measure import Measurement
+from autoaccel.space import SearchSpace
+
+__all__ = ["DEFAULT_STORAGE", "Search", "SearchResult", "TrialRecord", "storage_url"]
+
+DEFAULT_STORAGE = Path(".autoaccel") / "studies.db"
+PRUNE_BELOW = 0.7  # a trial running under this share of the best so far is stopped
+GAIN = 1.01  # an improvement must beat the best by this factor to count
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+TrialFn = Callable[[TrainingConfig, Callable[[float, float], bool] | None], Measurement]
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """One trial: its knob values, its figures and why it was tried."""
+
+    number: int
+    params: dict[str, Any]
+    config: TrainingConfig
+    measurement: Measurement
+    source: str  # baseline | guess | neighbour | sampler | resumed | predicted
+    parent: int | None = None  # the trial this one changed one knob of
+    changed: str | None = None  # which knob
+    elapsed_s: float = 0.0
+
+    @property
+    def value(self) -> float:
+        return self.measurement.samples_per_s if self.measurement.ok else 0.0
+
+
+@dataclass
+class SearchResult:
+    """Every trial, the best one, and why the search stopped."""
+
+    records: list[TrialRecord]
+    baseline: TrialRecord
+    best: TrialRecord
+    stop_reason: str
+    wall_s: float
+    study_name: str
+    storage: str
+    trials_measured: int
+    grid_size: int
+    failures: dict[str, int] = field(default_factory=dict)
+
+
+def storage_url(storage: str | None) -> str:
+    """An Optuna storage URL; the default is SQLite in ``.autoaccel/studies.db``."""
+    if storage:
+        if "://" in storage:
+            return storage
+        path = Path(storage)
+    else:
+        path = DEFAULT_STORAGE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path}"
+
+
+def _key(params: dict[str, Any]) -> str:
+    return json.dumps(params, sort_keys=True, default=str)
+
+
+def _measurement_attrs(m: Measurement) -> dict[str, Any]:
+    data = m.to_dict()
+    data.pop("data_wait_fraction")
+    data["losses"] = list(m.losses[-5:])  # the last few are enough to show learning
+    return data
+
+
+def _measurement_from_attrs(data: dict[str, Any]) -> Measurement:
+    known = {f.name for f in fields(Measurement)}
+    clean: dict[str, Any] = {
+        k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in known
+    }
+    return Measurement(**clean)
+
+
+class Search:
+    """One study over a ``SearchSpace``, measuring with ``trial_fn``.
+
+    Args:
+        space: The knobs and their values.
+        trial_fn: Runs one config and returns its measurement (with a prune callback).
+        budget_s: Wall-clock budget for the whole search, baseline included.
+        max_trials: At most this many measured trials.
+        storage: Optuna storage URL or SQLite path (default ``.autoaccel/studies.db``).
+        study_name: Name in the storage; the same name resumes.
+        seed: Seeds the sampler.
+        patience: Sampler trials in a row without gain before stopping.
+        reserve_s: Seconds of the budget kept for what follows (the confirm runs).
+        priority: Knob names in the order the greedy phase tries them.
+        console: Where progress lines go (None for silence).
+        clock: Injected for tests.
+    """
+
+    def __init__(
+        self,
+        space: SearchSpace,
+        trial_fn: TrialFn,
+        *,
+        budget_s: float,
+        max_trials: int,
+        study_name: str,
+        storage: str | None = None,
+        seed: int | None = None,
+        patience: int = 4,
+        reserve_s: float = 0.0,
+        priority: Sequence[str] = (),
+        console: Console | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.space = space
+        self.trial_fn = trial_fn
+        self.budget_s = budget_s
+        self.max_trials = max_trials
+        self.storage = storage_url(storage)
+        self.study_name = study_name
+        self.patience = patience
+        self.reserve_s = reserve_s
+        self.priority = [n for n in priority if n in space.names] + [
+            n for n in space.names if n not in priority
+        ]
+        self.console = console
+        self.clock = clock
+        self.study = optuna.create_study(
+            study_name=study_name,
+            storage=self.storage,
+            direction="maximize",
+            sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=5),
+            load_if_exists=True,
+        )
+        self.records: list[TrialRecord] = []
+        self._by_key: dict[str, TrialRecord] = {}
+        self._started = clock()
+        self._measured = 0
+        self._load_previous()
+
+    # --- resuming ----------------------------------------------------------------------
+
+    def _load_previous(self) -> None:
+        for frozen in self.study.get_trials(deepcopy=False):
+            if frozen.state not in (TrialState.COMPLETE, TrialState.PRUNED):
+                continue
+            attrs = frozen.user_attrs
+            if "measurement" not in attrs or set(frozen.params) != set(self.space.names):
+                continue
+            record = TrialRecord(
+                number=frozen.number,
+                params=dict(frozen.params),
+                config=self.space.config_for(dict(frozen.params)),
+                measurement=_measurement_from_attrs(attrs["measurement"]),
+                source="resumed",
+                parent=attrs.get("parent"),
+                changed=attrs.get("changed"),
+            )
+            self._remember(record)
+
+    def _remember(self, record: TrialRecord) -> None:
+        self.records.append(record)
+        self._by_key.setdefault(_key(record.params), record)
+
+    # --- what to try next ----------------------------------------------------------------
+
+    @property
+    def best(self) -> TrialRecord | None:
+        ok = [r for r in self.records if r.measurement.ok]
+        return max(ok, key=lambda r: r.value) if ok else None
+
+    def _neighbours(self, record: TrialRecord) -> list[tuple[dict[str, Any], str]]:
+        found = []
+        for name in self.priority:
+            choices = list(self.space.knob(name).choices)
+            here = choices.index(record.params[name])
+            if name == "batch_size":
+                order = [here + 2, here + 1, here - 1]  # x4, x2, /2
+            elif isinstance(choices[0], bool) or name == "precision":
+                order = [i for i in range(len(choices)) if i != here]
+            else:
+                order = [here + 1, here - 1]
+            for i in order:
+                if 0 <= i < len(choices):
+                    params = {**record.params, name: choices[i]}
+                    if _key(params) not in self._by_key:
+                        found.append((params, name))
+        return found
+
+    def _time_left(self) -> float:
+        return self.budget_s - self.reserve_s - (self.clock() - self._started)
+
+    def _typical_trial_s(self) -> float:
+        times = [r.elapsed_s for r in self.records if r.elapsed_s > 0]
+        return statistics.median(times) if times else 0.0
+
+    # --- running one trial -----------------------------------------------------------------
+
+    def _run(
+        self,
+        params: dict[str, Any],
+        source: str,
+        parent: int | None = None,
+        changed: str | None = None,
+    ) -> TrialRecord:
+        cached = self._by_key.get(_key(params))
+        if cached is not None:
+            return cached
+        self.study.enqueue_trial(params)
+        trial = self.study.ask(self.space.distributions())
+        return self._measure(trial, source, parent, changed)
+
+    def _measure(
+        self, trial: optuna.Trial, source: str, parent: int | None, changed: str | None
+    ) -> TrialRecord:
+        params = dict(trial.params)
+        config = self.space.config_for(params)
+        started = self.clock()
+        best = self.best
+        if not self.space.memory.fits(config.batch_size):
+            predicted = self.space.memory.predict(config.batch_size) or 0
+            measurement = Measurement(
+                outcome="oom",
+                message=f"predicted by the memory model: {predicted / 2**30:.1f} GiB at batch "
+                f"{config.batch_size} exceeds the budget, not run",
+            )
+            source = "predicted"
+        else:
+
+            def prune(done: float, running: float) -> bool:
+                return best is not None and done >= 0.2 and running < PRUNE_BELOW * best.value
+
+            measurement = self.trial_fn(config, prune)
+            self._measured += 1
+        elapsed = self.clock() - started
+        if measurement.outcome == "oom":
+            self.space.memory.observe_oom(config.batch_size)
+        elif measurement.ok:
+            self.space.memory.observe(config.batch_size, measurement.memory_growth_bytes)
+        trial.set_user_attr("measurement", _measurement_attrs(measurement))
+        trial.set_user_attr("source", source)
+        if parent is not None:
+            trial.set_user_attr("parent", parent)
+            trial.set_user_attr("changed", changed)
+        if measurement.outcome == "pruned":
+            self.study.tell(trial, state=TrialState.PRUNED)
+        else:
+            # Failures complete with 0 and a violated constraint: TPE learns to avoid them.
+            trial.set_constraint("feasible", 0.0 if measurement.ok else 1.0)
+            self.study.tell(trial, measurement.samples_per_s if measurement.ok else 0.0)
+        record = TrialRecord(
+            trial.number, params, config, measurement, source, parent, changed, elapsed
+        )
+        self._remember(record)
+        self._report(record)
+        return record
+
+    def _report(self, record: TrialRecord) -> None:
+        if self.console is None:
+            return
+        m = record.measurement
+        best = self.best
+        base = next((r for r in self.records if r.source == "baseline"), None)
+        shown = ", ".join(f"{k}={v}" for k, v in record.params.items())
+        result = f"{m.samples_per_s:,.0f} samples/s" if m.ok else f"{m.outcome}: {m.message}"
+        ratio = ""
+        if best is not None and base is not None and base.value > 0:
+            ratio = f" ({best.value / base.value:.2f}x baseline)"
+        best_text = f"{best.value:,.0f}{ratio}" if best else "none yet"
+        self.console.print(
+            f"trial #{record.number} ({self._measured}/{self.max_trials})  {shown}  -> "
+            f"{result}  | best "
+            f"{best_text}  | {max(0.0, self._time_left()):.0f} s left",
+            highlight=False,
+            soft_wrap=True,
+            markup=False,
+        )
+
+    # --- the whole search ------------------------------------------------------------------
+
+    def _should_stop(self) -> str | None:
+        if self._measured >= self.max_trials:
+            return f"max_trials ({self.max_trials}) reached"
+        if self._time_left() < self._typical_trial_s():
+            return f"budget ({self.budget_s:.0f} s) spent"
+        return None
+
+    def run(self, baseline: TrainingConfig, guesses: Sequence[TrainingConfig] = ()) -> SearchResult:
+        """Measure the baseline, the guesses, greedy neighbours, then sampled trials."""
+        base_record = self._run(self.space.params_of(baseline), "baseline")
+        stop = None
+        for guess in guesses:
+            stop = self._should_stop()
+            if stop:
+                break
+            self._run(self.space.params_of(guess), "guess")
+        while stop is None:
+            stop = self._should_stop()
+            best = self.best
+            if stop or best is None:
+                break
+            options = self._neighbours(best)
+            if not options:
+                break
+            params, knob = options[0]
+            self._run(params, "neighbour", best.number, knob)
+        stop = stop or self._sample()
+        best = self.best or base_record
+        failures: dict[str, int] = {}
+        for r in self.records:
+            if not r.measurement.ok:
+                failures[r.measurement.outcome] = failures.get(r.measurement.outcome, 0) + 1
+        return SearchResult(
+            records=list(self.records),
+            baseline=base_record,
+            best=best,
+            stop_reason=stop,
+            wall_s=self.clock() - self._started,
+            study_name=self.study_name,
+            storage=self.storage,
+            trials_measured=self._measured,
+            grid_size=self.space.grid_size(),
+            failures=failures,
+        )
+
+    def _sample(self) -> str:
+        """TPE trials until ``patience`` in a row bring no gain, or a limit is hit."""
+        without_gain, repeats = 0, 0
+        grid = self.space.grid_size()
+        while True:
+            stop = self._should_stop()
+            if stop:
+                return stop
+            if len(self._by_key) >= grid:
+                return f"every one of the {grid} configurations was tried"
+            if without_gain >= self.patience:
+                return (
+                    f"further gain unlikely: {self.patience} sampled trials in a row "
+                    "did not beat the best by 1%"
+                )
+            best_before = self.best.value if self.best else 0.0
+            trial = self.study.ask(self.space.distributions())
+            cached = self._by_key.get(_key(dict(trial.params)))
+            if cached is not None:
+                # Already measured: tell the sampler what it was, spend no time.
+                repeats += 1
+                trial.set_constraint("feasible", 0.0 if cached.measurement.ok else 1.0)
+                self.study.tell(trial, cached.value)
+                if repeats >= 20:
+                    return "the sampler keeps proposing measured configurations"
+                without_gain += 1
+                continue
+            record = self._measure(trial, "sampler", None, None)
+            without_gain = 0 if record.value > best_before * GAIN else without_gain + 1

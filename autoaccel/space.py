@@ -1,0 +1,308 @@
+"""The search space: only the knobs that apply here, with bounds, and the memory model.
+
+``build_space`` reads the hardware profile, the workload and the baseline measurement and
+returns a ``SearchSpace``: a list of knobs with their candidate values (each with the reason
+it is searched) and the knobs left out (each with the reason why). Batch sizes are bounded by
+``MemoryModel``, a regression of measured peak memory on batch size that predicts the largest
+batch under the memory budget before it is tried.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import optuna
+import psutil
+import torch
+from sklearn.linear_model import LinearRegression
+
+from autoaccel.config import TrainingConfig
+from autoaccel.probe import HardwareProfile
+
+__all__ = ["Knob", "MemoryModel", "SearchSpace", "build_space"]
+
+MEMORY_HEADROOM = 0.85  # use at most this share of the memory budget
+
+
+@dataclass
+class MemoryModel:
+    """Peak memory as a linear function of batch size, fitted on measured trials.
+
+    With one measurement the model assumes memory grows in proportion to the batch (an
+    upper bound, since part of the memory does not grow); with two or more distinct batch
+    sizes it fits ``peak = base + per_sample * batch`` (scikit-learn, non-negative slope).
+    A batch size that ran out of memory caps every larger one.
+
+    Example:
+        >>> model = MemoryModel(budget_bytes=1000)
+        >>> model.observe(10, 100); model.observe(20, 150)
+        >>> model.max_batch_size()
+        170
+    """
+
+    budget_bytes: int
+    points: list[tuple[int, int]] = field(default_factory=list)
+    smallest_oom: int | None = None
+
+    def observe(self, batch_size: int, peak_bytes: int | None) -> None:
+        """Record one trial's peak memory."""
+        if peak_bytes:
+            self.points.append((batch_size, peak_bytes))
+
+    def observe_oom(self, batch_size: int) -> None:
+        """Record that ``batch_size`` ran out of memory."""
+        if self.smallest_oom is None or batch_size < self.smallest_oom:
+            self.smallest_oom = batch_size
+
+    def _coefficients(self) -> tuple[float, float] | None:
+        if not self.points:
+            return None
+        sizes = {b for b, _ in self.points}
+        if len(sizes) == 1:
+            b, peak = max(self.points)
+            return 0.0, peak / b
+        x = np.array([[b] for b, _ in self.points], dtype=float)
+        y = np.array([p for _, p in self.points], dtype=float)
+        fit = LinearRegression(positive=True).fit(x, y)
+        return float(fit.intercept_), float(fit.coef_[0])
+
+    def predict(self, batch_size: int) -> float | None:
+        """Predicted peak bytes at ``batch_size``; None before any measurement."""
+        coefficients = self._coefficients()
+        if coefficients is None:
+            return None
+        base, per_sample = coefficients
+        return base + per_sample * batch_size
+
+    def fits(self, batch_size: int) -> bool:
+        """Whether ``batch_size`` is predicted to stay under the budget."""
+        if self.smallest_oom is not None and batch_size >= self.smallest_oom:
+            return False
+        predicted = self.predict(batch_size)
+        return predicted is None or predicted <= self.budget_bytes * MEMORY_HEADROOM
+
+    def max_batch_size(self) -> int | None:
+        """The largest batch predicted to fit; None while nothing bounds it."""
+        coefficients = self._coefficients()
+        limit = None if self.smallest_oom is None else self.smallest_oom - 1
+        if coefficients is not None and coefficients[1] > 0:
+            base, per_sample = coefficients
+            predicted = int((self.budget_bytes * MEMORY_HEADROOM - base) / per_sample)
+            limit = predicted if limit is None else min(limit, predicted)
+        return limit
+
+
+@dataclass(frozen=True)
+class Knob:
+    """One searched knob: its candidate values and why it is searched."""
+
+    name: str
+    choices: tuple[Any, ...]
+    reason: str
+
+
+@dataclass
+class SearchSpace:
+    """The knobs searched here, the ones left out (with why), and the memory model."""
+
+    knobs: tuple[Knob, ...]
+    excluded: dict[str, str]
+    base: TrainingConfig  # values of every knob not searched
+    memory: MemoryModel
+    keep_global_batch: bool = False
+
+    def knob(self, name: str) -> Knob:
+        """The knob called ``name``."""
+        for k in self.knobs:
+            if k.name == name:
+                return k
+        raise KeyError(name)
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(k.name for k in self.knobs)
+
+    def distributions(self) -> dict[str, optuna.distributions.BaseDistribution]:
+        """Optuna distributions, named as the config's fields."""
+        return {k.name: optuna.distributions.CategoricalDistribution(k.choices) for k in self.knobs}
+
+    def grid_size(self) -> int:
+        """How many configurations an exhaustive grid over this space holds."""
+        return math.prod(len(k.choices) for k in self.knobs)
+
+    def grid(self) -> list[dict[str, Any]]:
+        """Every configuration of the space, as parameter dicts."""
+        combos: list[dict[str, Any]] = [{}]
+        for k in self.knobs:
+            combos = [{**c, k.name: v} for c in combos for v in k.choices]
+        return combos
+
+    def params_of(self, config: TrainingConfig) -> dict[str, Any]:
+        """The config's values of the searched knobs."""
+        return {k.name: getattr(config, k.name) for k in self.knobs}
+
+    def config_for(self, params: dict[str, Any]) -> TrainingConfig:
+        """A full config from searched values, with the knobs that depend on them set."""
+        config = replace(self.base, **params)
+        workers = config.num_workers
+        return replace(
+            config,
+            persistent_workers=workers > 0,  # trials and epochs reuse workers
+            prefetch_factor=(config.prefetch_factor or 2) if workers > 0 else None,
+            grad_accum_steps=self._accum_for(config.batch_size),
+        )
+
+    def _accum_for(self, batch_size: int) -> int:
+        global_batch = self.base.batch_size * self.base.grad_accum_steps
+        if self.keep_global_batch and batch_size <= global_batch:
+            return max(1, global_batch // batch_size)
+        return 1
+
+    def describe(self) -> list[tuple[str, str, str]]:
+        """Rows of (knob, values, why) for reports."""
+        rows = [(k.name, ", ".join(map(str, k.choices)), k.reason) for k in self.knobs]
+        rows += [(name, "not searched", why) for name, why in self.excluded.items()]
+        return rows
+
+
+def _powers_of_two(low: int, high: int) -> list[int]:
+    values, b = [], 1
+    while b <= high:
+        if b >= low:
+            values.append(b)
+        b *= 2
+    return values
+
+
+def _spread(limit: int) -> list[int]:
+    """0..limit on a small machine; 0, 1, 2, 4, ... limit on a large one."""
+    if limit <= 4:
+        return list(range(limit + 1))
+    return sorted({0, 1, *_powers_of_two(2, limit), limit})
+
+
+def memory_budget(profile: HardwareProfile, device: torch.device) -> int:
+    """Bytes a trial may add: the GPU's whole memory, or the RAM available now on CPU.
+
+    On CPU the model is fitted on each trial's growth over the memory already in use, so
+    the budget is what is still free; on CUDA, peaks count everything the trial allocated.
+    """
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return int(torch.cuda.get_device_properties(index).total_memory)
+    return int(psutil.virtual_memory().available)
+
+
+def build_space(
+    profile: HardwareProfile,
+    user: TrainingConfig,
+    *,
+    dataset_size: int,
+    device: torch.device,
+    conv_model: bool,
+    tensor_data: bool,
+    baseline_memory_bytes: int | None,
+    keep_global_batch: bool = False,
+    include_compile: bool = False,
+    max_batch_size: int | None = None,
+) -> SearchSpace:
+    """The knobs worth searching for this workload on this machine.
+
+    Args:
+        profile: The probed machine.
+        user: The caller's current setup; its values stay in every knob's choices.
+        dataset_size: Samples in the dataset (a batch never exceeds half of it).
+        device: Where the model trains.
+        conv_model: The model has conv layers (channels_last applies).
+        tensor_data: The data is in-memory tensors (batch_fetch applies).
+        baseline_memory_bytes: What the baseline added to memory, to seed the memory model.
+        keep_global_batch: Keep batch_size x grad_accum_steps as the caller has it.
+        include_compile: Search torch.compile too (its compile time costs each trial).
+        max_batch_size: An upper bound the caller sets.
+    """
+    cuda = device.type == "cuda"
+    memory = MemoryModel(memory_budget(profile, device))
+    memory.observe(user.batch_size, baseline_memory_bytes)
+    excluded: dict[str, str] = {}
+    knobs: list[Knob] = []
+
+    global_batch = user.batch_size * user.grad_accum_steps
+    if keep_global_batch:
+        upper = global_batch
+        batch_reason = f"micro-batches of the kept global batch {global_batch}"
+    else:
+        upper = max(user.batch_size, dataset_size // 2)
+        batch_reason = "larger batches use the hardware better, up to the memory model's bound"
+    if max_batch_size is not None:
+        upper = min(upper, max_batch_size)
+    low = max(1, min(user.batch_size, 8) if keep_global_batch else user.batch_size // 4, 1)
+    sizes = sorted({*_powers_of_two(low, min(upper, 8192)), user.batch_size})
+    if keep_global_batch:
+        sizes = [b for b in sizes if global_batch % b == 0]
+    knobs.append(Knob("batch_size", tuple(sizes), batch_reason))
+
+    if cuda:
+        excluded["num_threads"] = "the GPU does the compute; CPU threads stay as they are"
+    else:
+        cores = profile.cpu.usable_cores
+        threads = sorted(
+            {*_spread(cores)} - {0} | ({user.num_threads} if user.num_threads else set())
+        )
+        knobs.append(
+            Knob(
+                "num_threads",
+                tuple(threads),
+                f"intra-op threads compete with loader workers for {cores} cores",
+            )
+        )
+
+    worker_limit = profile.cpu.usable_cores
+    workers = sorted({*_spread(worker_limit), user.num_workers})
+    knobs.append(
+        Knob(
+            "num_workers",
+            tuple(workers),
+            f"loader workers, bounded by the {worker_limit} usable cores",
+        )
+    )
+
+    precisions = [p for p in profile.supported_precisions() if p != "tf32" or cuda]
+    if user.precision not in precisions:
+        precisions.insert(0, user.precision)
+    for p in profile.precisions:
+        if not p.supported:
+            excluded[f"precision {p.precision}"] = p.reason
+    knobs.append(Knob("precision", tuple(precisions), "the precisions this machine can run"))
+
+    if conv_model:
+        knobs.append(Knob("channels_last", (False, True), "the model has conv layers"))
+    else:
+        excluded["channels_last"] = "the model has no conv layers"
+    if tensor_data:
+        knobs.append(
+            Knob(
+                "batch_fetch", (False, True), "in-memory tensors can be gathered a batch at a time"
+            )
+        )
+    else:
+        excluded["batch_fetch"] = "only for in-memory tensor data"
+    if cuda:
+        knobs.append(Knob("pin_memory", (False, True), "page-locked copies to the GPU"))
+    else:
+        excluded["pin_memory"] = "no GPU to copy to"
+    if include_compile and profile.software.compile_available:
+        knobs.append(Knob("compile", (False, True), "torch.compile, compile time counted"))
+    elif not profile.software.compile_available:
+        excluded["compile"] = f"not available here: {profile.software.compile_reason}"
+    else:
+        excluded["compile"] = (
+            "compiling costs tens of seconds per trial; pass "
+            "include_compile=True with a budget of 10 minutes or more"
+        )
+    excluded["strategy"] = (
+        "several processes need script trials: use `autoaccel tune train.py` for DDP/FSDP"
+    )
+    return SearchSpace(tuple(knobs), excluded, user, memory, keep_global_batch)

@@ -56,7 +56,7 @@ class MeterSettings:
     settle_tolerance: float = 0.3  # ... within this relative spread (max/min - 1)
     max_warmup_s: float = 6.0  # give up waiting for steps to settle (reported)
     window_s: float = 1.5  # the steady-state window, by time ...
-    min_window_steps: int = 8  # ... but at least this many steps
+    min_window_steps: int = 5  # ... but at least this many steps
     max_window_steps: int = 2_000  # ... and at most this many
     blocks: int = 5  # the window is split into blocks for median and spread
     memory_sample_s: float = 0.05  # how often to read RSS on CPU

@@ -1,0 +1,175 @@
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from models import FAST, Pairs, TinyConv, mlp, tabular
+from torch import nn
+
+from autoaccel.advice import Diagnosis, advise, confirm, diagnose
+from autoaccel.config import load_config
+from autoaccel.errors import DataError, UsageError
+from autoaccel.measure import Measurement
+
+
+def test_advise_finds_a_faster_setup_and_leaves_the_caller_untouched(tmp_path: Path) -> None:
+    model = mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    x, y = tabular(2048)
+    loss = nn.functional.cross_entropy(model(x[:8]), y[:8])
+    loss.backward()
+    optimizer.step()  # the caller's optimizer has state worth protecting
+    params = {k: v.clone() for k, v in model.state_dict().items()}
+    momentum = {id(p): optimizer.state[p]["momentum_buffer"].clone() for p in model.parameters()}
+    threads = torch.get_num_threads()
+    torch.manual_seed(123)
+    random.seed(5)
+    np.random.seed(7)
+    torch_rng, py_rng, np_rng = torch.get_rng_state(), random.getstate(), np.random.get_state()
+
+    advice = advise(
+        model,
+        (x, y),
+        optimizer=optimizer,
+        budget_s=40,
+        max_trials=6,
+        storage=str(tmp_path / "s.db"),
+        settings=FAST,
+        progress=False,
+        seed=0,
+    )
+
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, params[k]), k
+    for p in model.parameters():
+        assert torch.equal(optimizer.state[p]["momentum_buffer"], momentum[id(p)])
+    assert torch.get_num_threads() == threads
+    assert torch.equal(torch.get_rng_state(), torch_rng)
+    assert random.getstate() == py_rng
+    assert np.array_equal(np.random.get_state()[1], np_rng[1])
+
+    assert advice.baseline.ok and advice.best.ok
+    assert advice.best.samples_per_s >= advice.baseline.samples_per_s
+    assert len(advice.speedup.ratios) == 3
+    assert advice.speedup.min <= advice.speedup.median <= advice.speedup.max
+    assert advice.diagnosis.bound in ("input", "compute", "memory")
+    assert advice.config.provenance.measured["speedup"] == round(advice.speedup.median, 3)
+    assert advice.search.trials_measured <= 6
+    text = advice.summary()
+    assert "samples/s" in text and "speedup (paired)" in text and "Recommendations" in text
+    path = advice.save(tmp_path / "autoaccel.yaml")
+    assert load_config(path) == advice.config
+
+
+def test_each_recommendation_is_labelled(tmp_path: Path) -> None:
+    advice = advise(
+        mlp(),
+        tabular(2048),
+        budget_s=30,
+        max_trials=5,
+        settings=FAST,
+        progress=False,
+        storage=str(tmp_path / "s.db"),
+        seed=1,
+    )
+    for rec in advice.recommendations:
+        assert str(rec).endswith("]")
+        assert ("[measured: " in str(rec)) == rec.measured
+    changed = [r for r in advice.recommendations if r.measured and r.text.startswith("set ")]
+    for rec in changed:
+        assert "x samples/s" in rec.evidence or "ran" in rec.evidence
+
+
+def test_diagnosis_thresholds() -> None:
+    class Space:
+        class memory:
+            budget_bytes = 1000
+
+    waiting = Measurement(outcome="ok", data_wait_s=0.3, compute_s=0.7)
+    busy = Measurement(outcome="ok", data_wait_s=0.1, compute_s=0.9)
+    full = Measurement(outcome="ok", data_wait_s=0.1, compute_s=0.9, peak_memory_bytes=900)
+    assert diagnose(waiting, Space).bound == "input"  # type: ignore[arg-type]
+    assert diagnose(busy, Space).bound == "compute"  # type: ignore[arg-type]
+    assert diagnose(full, Space).bound == "memory"  # type: ignore[arg-type]
+    assert "input-bound at >= 20%" in str(diagnose(busy, Space))  # type: ignore[arg-type]
+    assert isinstance(diagnose(busy, Space), Diagnosis)  # type: ignore[arg-type]
+
+
+def test_confirm_interleaves_and_pairs() -> None:
+    order: list[str] = []
+
+    def measure(config: object) -> Measurement:
+        name = "A" if config == "base" else "B"
+        order.append(name)
+        drift = 1 + 0.1 * len(order)  # the machine slows down over time
+        rate = (100 if name == "A" else 200) / drift
+        return Measurement(outcome="ok", samples_per_s=rate)
+
+    speedup = confirm(measure, "base", "best", pairs=3)  # type: ignore[arg-type]
+    assert order == ["A", "B", "A", "B", "A", "B"]
+    assert speedup.median == pytest.approx(2 * (1 + 0.1 * 3) / (1 + 0.1 * 4))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        (
+            dict(data=(torch.zeros(0, 16), torch.zeros(0, dtype=torch.long))),
+            DataError,
+            "the dataset is empty",
+        ),
+        (
+            dict(data=(torch.randn(64, 10), torch.zeros(64, dtype=torch.long))),
+            DataError,
+            r"model\(\*inputs\) failed for batch shapes \[\(4, 10\), \(4,\)\]",
+        ),
+        (
+            dict(data=(torch.randn(64, 16), torch.randn(64, 4))),
+            DataError,
+            "cannot tell which loss to use",
+        ),
+        (
+            dict(data=tabular(), budget_s=2),
+            UsageError,
+            r"budget_s=2 is too small for even one "
+            r"trial",
+        ),
+        (
+            dict(
+                data=(
+                    torch.randn(8, 16, device="meta"),
+                    torch.zeros(8, dtype=torch.long, device="meta"),
+                )
+            ),
+            DataError,
+            "the data is on meta but the model is on cpu",
+        ),
+        (dict(data=tabular(), max_trials=0), UsageError, "max_trials must be >= 1, got 0"),
+    ],
+)
+def test_bad_input_fails_before_any_search(
+    tmp_path: Path, kwargs: dict[str, object], error: type, match: str
+) -> None:
+    storage = tmp_path / "never.db"
+    with pytest.raises(error, match=match):
+        advise(mlp(), storage=str(storage), progress=False, **kwargs)  # type: ignore[arg-type]
+    assert not storage.exists()
+
+
+def test_a_conv_model_on_a_dataset(tmp_path: Path) -> None:
+    advice = advise(
+        TinyConv(),
+        Pairs(256),
+        loader_kwargs={"batch_size": 16, "shuffle": True},
+        budget_s=30,
+        max_trials=4,
+        storage=str(tmp_path / "s.db"),
+        settings=FAST,
+        progress=False,
+    )
+    assert "channels_last" in advice.space.names
+    assert "batch_fetch" not in advice.space.names
+    assert advice.search.baseline.config.batch_size == 16

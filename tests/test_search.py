@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+from models import FAST, OutOfMemoryAbove, mlp, tabular
+from optuna.trial import TrialState
+
+from autoaccel.config import TrainingConfig
+from autoaccel.prepare import describe_data
+from autoaccel.probe import probe_system
+from autoaccel.search import Search, storage_url
+from autoaccel.space import build_space
+from autoaccel.trial import make_workload, run_trial
+
+
+def setup(
+    model: torch.nn.Module, tmp_path: Path, **search: object
+) -> tuple[Search, TrainingConfig]:
+    spec = describe_data(tabular(1024))
+    workload = make_workload(model, spec, loss_fn=None, optimizer=None)
+    user = TrainingConfig(batch_size=32, num_threads=1)
+    space = build_space(
+        probe_system(),
+        user,
+        dataset_size=len(spec),
+        device=torch.device("cpu"),
+        conv_model=False,
+        tensor_data=True,
+        baseline_memory_bytes=None,
+    )
+    options: dict[str, object] = dict(
+        budget_s=60, max_trials=8, study_name="t", storage=str(tmp_path / "s.db"), seed=0
+    )
+    options.update(search)
+
+    def trial_fn(config: TrainingConfig, prune: object) -> object:
+        return run_trial(workload, config, FAST, prune=prune)  # type: ignore[arg-type]
+
+    return Search(space, trial_fn, **options), user  # type: ignore[arg-type]
+
+
+def test_out_of_memory_is_recorded_and_steers_the_search(tmp_path: Path) -> None:
+    search, user = setup(OutOfMemoryAbove(100), tmp_path, max_trials=12, priority=["batch_size"])
+    result = search.run(user)
+    ooms = [r for r in result.records if r.measurement.outcome == "oom"]
+    assert ooms, "the search should have tried a batch above 100"
+    assert all(r.config.batch_size > 100 for r in ooms)
+    assert result.best.config.batch_size <= 100 and result.best.measurement.ok
+    assert search.space.memory.smallest_oom is not None
+    study = optuna.load_study(study_name="t", storage=storage_url(str(tmp_path / "s.db")))
+    failed = [
+        t for t in study.trials if t.user_attrs.get("measurement", {}).get("outcome") == "oom"
+    ]
+    assert failed and all(t.state == TrialState.COMPLETE and t.value == 0.0 for t in failed)
+    assert all(t.constraints == {"feasible": 1.0} for t in failed)
+
+
+def test_max_trials_and_the_budget_stop_the_search(tmp_path: Path) -> None:
+    search, user = setup(mlp(), tmp_path, max_trials=3)
+    result = search.run(user)
+    assert result.trials_measured == 3 and "max_trials (3)" in result.stop_reason
+    search, user = setup(mlp(), tmp_path / "b", budget_s=0.5, max_trials=50)
+    result = search.run(user)
+    assert "budget" in result.stop_reason and result.trials_measured <= 2
+
+
+def test_an_interrupted_study_resumes(tmp_path: Path) -> None:
+    first, user = setup(mlp(), tmp_path, max_trials=3)
+    done = first.run(user)
+    again, _ = setup(mlp(), tmp_path, max_trials=3)
+    assert {r.source for r in again.records} == {"resumed"}
+    assert len(again.records) == len(done.records)
+    result = again.run(user)
+    # The baseline comes from the stored study, and new trials are new configurations.
+    assert result.baseline.source == "resumed"
+    keys = [tuple(sorted(r.params.items())) for r in result.records]
+    assert len(keys) == len(set(keys))
+
+
+def test_storage_urls(tmp_path: Path) -> None:
+    assert storage_url("postgresql://u@h/db") == "postgresql://u@h/db"
+    assert storage_url(str(tmp_path / "x" / "s.db")) == f"sqlite:///{tmp_path}/x/s.db"
+    assert (tmp_path / "x").is_dir()
+
+
+@pytest.mark.parametrize("patience", [1])
+def test_stops_when_gain_is_unlikely(tmp_path: Path, patience: int) -> None:
+    search, user = setup(mlp(), tmp_path, max_trials=40, patience=patience)
+    result = search.run(user)
+    assert result.trials_measured < 40
+    assert "further gain unlikely" in result.stop_reason or "tried" in result.stop_reason

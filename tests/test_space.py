@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from autoaccel.config import TrainingConfig
+from autoaccel.probe import probe_system
+from autoaccel.space import MemoryModel, build_space
+
+
+def test_memory_model_from_one_point_is_proportional() -> None:
+    model = MemoryModel(budget_bytes=1000)
+    model.observe(10, 100)
+    assert model.predict(20) == pytest.approx(200)
+    assert model.max_batch_size() == 85  # 0.85 x 1000 / 10 per sample
+
+
+def test_memory_model_fits_a_line_on_several_points() -> None:
+    model = MemoryModel(budget_bytes=10_000)
+    for batch in (8, 16, 32, 64):
+        model.observe(batch, 1000 + 50 * batch)
+    assert model.predict(128) == pytest.approx(1000 + 50 * 128)
+    assert model.max_batch_size() == int((8500 - 1000) / 50)
+    assert model.fits(128) and not model.fits(200)
+
+
+def test_an_oom_caps_larger_batches() -> None:
+    model = MemoryModel(budget_bytes=10**12)
+    model.observe_oom(512)
+    model.observe_oom(1024)
+    assert model.smallest_oom == 512
+    assert model.fits(256) and not model.fits(512) and not model.fits(2048)
+    assert model.max_batch_size() == 511
+
+
+def space_for(**kwargs: object) -> object:
+    defaults = dict(
+        dataset_size=4096,
+        device=torch.device("cpu"),
+        conv_model=False,
+        tensor_data=True,
+        baseline_memory_bytes=10_000_000,
+    )
+    defaults.update(kwargs)
+    return build_space(probe_system(), TrainingConfig(batch_size=32, num_threads=2), **defaults)
+
+
+def test_only_knobs_that_apply_here() -> None:
+    profile = probe_system()
+    space = space_for()
+    names = space.names
+    assert "channels_last" not in names and "channels_last" in space.excluded
+    assert "batch_fetch" in names
+    assert "pin_memory" not in names  # no GPU
+    assert set(space.knob("precision").choices) == set(profile.supported_precisions()) - {"tf32"}
+    assert max(space.knob("num_workers").choices) <= profile.cpu.usable_cores
+    assert max(space.knob("num_threads").choices) <= max(profile.cpu.usable_cores, 2)
+    assert 32 in space.knob("batch_size").choices
+    assert max(space.knob("batch_size").choices) <= 2048  # half the dataset
+    conv = space_for(conv_model=True, tensor_data=False)
+    assert "channels_last" in conv.names and "batch_fetch" not in conv.names
+
+
+def test_keep_global_batch_searches_micro_batches() -> None:
+    space = space_for(keep_global_batch=True)
+    sizes = space.knob("batch_size").choices
+    assert max(sizes) == 32 and all(32 % b == 0 for b in sizes)
+    config = space.config_for({**space.params_of(space.base), "batch_size": 8})
+    assert config.batch_size * config.grad_accum_steps == 32
+
+
+def test_grid_covers_every_combination() -> None:
+    space = space_for()
+    grid = space.grid()
+    assert len(grid) == space.grid_size()
+    assert len({tuple(sorted(p.items())) for p in grid}) == len(grid)
+
+
+def test_workers_imply_persistent_workers() -> None:
+    space = space_for()
+    params = {**space.params_of(space.base), "num_workers": 1}
+    config = space.config_for(params)
+    assert config.persistent_workers and config.prefetch_factor == 2

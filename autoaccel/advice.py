@@ -28,15 +28,25 @@ from torch import nn
 
 from autoaccel import __version__
 from autoaccel.config import Provenance, TrainingConfig, now_iso, save_config
+from autoaccel.data import describe_data
 from autoaccel.errors import UsageError
 from autoaccel.measure import Measurement, MeterSettings
-from autoaccel.prepare import describe_data, has_conv
+from autoaccel.prepare import has_conv
 from autoaccel.probe import HardwareProfile, probe_system
 from autoaccel.search import PRUNE_BELOW, Search, SearchResult, TrialRecord
 from autoaccel.space import SearchSpace, build_space
-from autoaccel.trial import OptimizerLike, Workload, make_workload, run_trial
+from autoaccel.trial import OptimizerLike, make_workload, run_trial
 
-__all__ = ["Advice", "Diagnosis", "Recommendation", "Speedup", "advise", "confirm"]
+__all__ = [
+    "Advice",
+    "Diagnosis",
+    "Recommendation",
+    "Speedup",
+    "WorkloadFacts",
+    "advise",
+    "confirm",
+    "tune_measured",
+]
 
 INPUT_BOUND = 0.20  # data wait >= 20% of the step: highly input-bound (TF profiler's line)
 SOME_INPUT_WAIT = 0.05  # >= 5%: worth trying more workers (PyTorch profiler's line)
@@ -44,6 +54,19 @@ MEMORY_BOUND = 0.80  # peak >= 80% of the memory budget
 DEFAULT_BUDGET_S = 120.0
 DEFAULT_MAX_TRIALS = 40
 CONFIRM_PAIRS = 3
+
+
+@dataclass(frozen=True)
+class WorkloadFacts:
+    """What the search space and the advice need to know about a workload."""
+
+    model_name: str
+    parameter_count: int
+    dataset_size: int
+    conv_model: bool
+    tensor_data: bool
+    device: torch.device
+    start_s: float  # fixed cost of starting one trial (a subprocess costs seconds)
 
 
 @dataclass(frozen=True)
@@ -299,7 +322,7 @@ def _compare(knob: str, old: Any, new: Any, before: TrialRecord, after: TrialRec
 
 
 def recommendations(
-    result: SearchResult, diagnosis: Diagnosis, workload: Workload, keep_global_batch: bool
+    result: SearchResult, diagnosis: Diagnosis, facts: WorkloadFacts, keep_global_batch: bool
 ) -> list[Recommendation]:
     """What to change, each with its measured evidence, then unmeasured advice."""
     recs: list[Recommendation] = []
@@ -365,8 +388,8 @@ def recommendations(
                 False,
             )
         )
-    params = workload.parameter_count
-    samples = len(workload.data)
+    params = facts.parameter_count
+    samples = facts.dataset_size
     if params > 1_000_000 and samples < 20 * params / 1000:
         recs.append(
             Recommendation(
@@ -446,22 +469,127 @@ def _preserved_state() -> Iterator[None]:
         torch.set_float32_matmul_precision(matmul)
 
 
-def _study_name(
-    workload: Workload, space: SearchSpace, profile: HardwareProfile, settings: MeterSettings
+def study_name_for(
+    facts: WorkloadFacts,
+    space: SearchSpace,
+    profile: HardwareProfile,
+    settings: MeterSettings,
+    *,
+    prefix: str,
 ) -> str:
-    facts = repr(
-        (
-            type(workload.model).__name__,
-            workload.parameter_count,
-            len(workload.data),
-            workload.loss.mode,
-            space.describe(),
-            profile.fingerprint(),
-            settings,
-        )
+    """A study name derived from the workload, the space and the machine: same call, same
+    study, so a rerun resumes; a changed space gets a new study."""
+    key = repr((facts, space.describe(), profile.fingerprint(), settings))
+    digest = hashlib.sha256(key.encode()).hexdigest()[:10]
+    return f"{prefix}-{facts.model_name}-{digest}"
+
+
+def tune_measured(
+    measure: Callable[..., Measurement],
+    user: TrainingConfig,
+    baseline: Measurement,
+    facts: WorkloadFacts,
+    profile: HardwareProfile,
+    *,
+    budget_s: float,
+    max_trials: int,
+    keep_global_batch: bool,
+    storage: str | None,
+    study_name: str | None,
+    seed: int | None,
+    include_compile: bool,
+    settings: MeterSettings,
+    console: Console | None,
+    command: str,
+    started: float,
+    prefix: str,
+    include_parallel: bool = False,
+) -> Advice:
+    """The pipeline after the baseline: space, study, confirm, advice.
+
+    ``measure(config, prune=None)`` runs one trial, in-process for ``advise()`` or as a
+    subprocess for ``autoaccel tune``; everything else is shared.
+    """
+    space = build_space(
+        profile,
+        user,
+        dataset_size=facts.dataset_size,
+        device=facts.device,
+        conv_model=facts.conv_model,
+        tensor_data=facts.tensor_data,
+        baseline_memory_bytes=baseline.memory_growth_bytes,
+        keep_global_batch=keep_global_batch,
+        include_compile=include_compile,
+        include_parallel=include_parallel,
     )
-    digest = hashlib.sha256(facts.encode()).hexdigest()[:10]
-    return f"advise-{type(workload.model).__name__}-{digest}"
+    diagnosis = diagnose(baseline, space)
+    trial_s = baseline.warmup_s + baseline.window_s + facts.start_s
+    search = Search(
+        space,
+        measure,
+        budget_s=budget_s - (time.monotonic() - started),
+        max_trials=max_trials,
+        study_name=study_name or study_name_for(facts, space, profile, settings, prefix=prefix),
+        storage=storage,
+        seed=seed,
+        reserve_s=2 * CONFIRM_PAIRS * trial_s,
+        priority=knob_priority(diagnosis),
+        console=console,
+    )
+    result = search.run(user, guesses(space, user, diagnosis, profile))
+    if console:
+        console.print(
+            f"autoaccel: search stopped ({result.stop_reason}); confirming best vs. "
+            f"baseline in {CONFIRM_PAIRS} interleaved pairs",
+            highlight=False,
+        )
+    speedup = confirm(measure, result.baseline.config, result.best.config)
+    best = result.best.measurement
+    recs = recommendations(result, diagnosis, facts, keep_global_batch)
+    config = replace(
+        result.best.config,
+        provenance=Provenance(
+            hardware_fingerprint=profile.fingerprint(),
+            hardware=profile.describe(),
+            created_at=now_iso(),
+            command=command,
+            versions={
+                "autoaccel": __version__,
+                "torch": str(torch.__version__),
+                "optuna": str(optuna.__version__),
+            },
+            measured={
+                "samples_per_s": round(best.samples_per_s, 1),
+                "baseline_samples_per_s": round(result.baseline.measurement.samples_per_s, 1),
+                "speedup": round(speedup.median, 3),
+                "speedup_min": round(speedup.min, 3),
+                "speedup_max": round(speedup.max, 3),
+                "trials": result.trials_measured,
+            },
+            evidence={r.knob: r.evidence for r in recs if r.measured and r.knob},
+        ),
+    )
+    notes = list(best.notes)
+    if speedup.ratios and speedup.max < 1.0:
+        notes.append(
+            "the confirmed speedup is below 1: the baseline is already the fastest "
+            "setup measured here"
+        )
+    if not speedup.ratios:
+        notes.append("the confirmation runs failed; the speedup is not confirmed")
+    return Advice(
+        config,
+        result.baseline.measurement,
+        best,
+        speedup,
+        diagnosis,
+        recs,
+        profile,
+        result,
+        space,
+        time.monotonic() - started,
+        notes,
+    )
 
 
 def advise(
@@ -518,14 +646,7 @@ def advise(
         True
     """
     settings = settings or MeterSettings()
-    minimum_s = 3 * (settings.window_s + 1.0)
-    if budget_s < minimum_s:
-        raise UsageError(
-            f"budget_s={budget_s:g} is too small for even one trial plus its confirmation: "
-            f"give at least {minimum_s:.0f} s (e.g. budget_s=60)"
-        )
-    if max_trials < 1:
-        raise UsageError(f"max_trials must be >= 1, got {max_trials}")
+    check_budget(budget_s, max_trials, settings)
     console = Console(stderr=True) if progress else None
     started = time.monotonic()
     spec = describe_data(data, loader_kwargs=loader_kwargs)
@@ -551,81 +672,47 @@ def advise(
                 f"the current setup cannot be measured ({baseline.outcome}: "
                 f"{baseline.message}); fix the training step first"
             )
-        space = build_space(
-            profile,
-            user,
+        facts = WorkloadFacts(
+            model_name=type(model).__name__,
+            parameter_count=workload.parameter_count,
             dataset_size=len(spec),
-            device=workload.device,
             conv_model=has_conv(model),
             tensor_data=spec.tensors is not None,
-            baseline_memory_bytes=baseline.memory_growth_bytes,
-            keep_global_batch=keep_global_batch,
-            include_compile=include_compile,
+            device=workload.device,
+            start_s=0.5,
         )
-        diagnosis = diagnose(baseline, space)
-        trial_s = baseline.warmup_s + baseline.window_s + 0.5
-        search = Search(
-            space,
+        return tune_measured(
             measure,
+            user,
+            baseline,
+            facts,
+            profile,
             budget_s=budget_s,
             max_trials=max_trials,
-            study_name=study_name or _study_name(workload, space, profile, settings),
+            keep_global_batch=keep_global_batch,
             storage=storage,
+            study_name=study_name,
             seed=seed,
-            reserve_s=2 * CONFIRM_PAIRS * trial_s,
-            priority=knob_priority(diagnosis),
+            include_compile=include_compile,
+            settings=settings,
             console=console,
-        )
-        result = search.run(user, guesses(space, user, diagnosis, profile))
-        if console:
-            console.print(
-                f"autoaccel: search stopped ({result.stop_reason}); confirming "
-                f"best vs. baseline in {CONFIRM_PAIRS} interleaved pairs",
-                highlight=False,
-            )
-        speedup = confirm(measure, result.baseline.config, result.best.config)
-    best_measurement = result.best.measurement
-    recs = recommendations(result, diagnosis, workload, keep_global_batch)
-    wall_s = time.monotonic() - started
-    config = replace(
-        result.best.config,
-        provenance=Provenance(
-            hardware_fingerprint=profile.fingerprint(),
-            hardware=profile.describe(),
-            created_at=now_iso(),
             command=f"autoaccel.advise({type(model).__name__}, ...)",
-            versions={
-                "autoaccel": __version__,
-                "torch": str(torch.__version__),
-                "optuna": str(optuna.__version__),
-            },
-            measured={
-                "samples_per_s": round(best_measurement.samples_per_s, 1),
-                "baseline_samples_per_s": round(baseline.samples_per_s, 1),
-                "speedup": round(speedup.median, 3),
-                "speedup_min": round(speedup.min, 3),
-                "speedup_max": round(speedup.max, 3),
-                "trials": result.trials_measured,
-            },
-            evidence={r.knob: r.evidence for r in recs if r.measured and r.knob},
-        ),
-    )
-    notes = list(best_measurement.notes)
-    if speedup.ratios and speedup.max < 1.0:
-        notes.append(
-            "the confirmed speedup is below 1: the baseline is already the fastest "
-            "setup measured here"
+            started=started,
+            prefix="advise",
         )
-    return Advice(
-        config,
-        baseline,
-        best_measurement,
-        speedup,
-        diagnosis,
-        recs,
-        profile,
-        result,
-        space,
-        wall_s,
-        notes,
-    )
+
+
+def check_budget(budget_s: float, max_trials: int, settings: MeterSettings) -> None:
+    """Refuse a budget too small for a trial and its confirmation, before any work.
+
+    Raises:
+        UsageError: naming the smallest budget that can work.
+    """
+    minimum_s = 3 * (settings.window_s + 1.0)
+    if budget_s < minimum_s:
+        raise UsageError(
+            f"budget_s={budget_s:g} is too small for even one trial plus its confirmation: "
+            f"give at least {minimum_s:.0f} s (e.g. budget_s=60 or --budget 1m)"
+        )
+    if max_trials < 1:
+        raise UsageError(f"max_trials must be >= 1, got {max_trials}")

@@ -150,6 +150,7 @@ class SearchSpace:
         workers = config.num_workers
         return replace(
             config,
+            strategy="ddp" if config.processes > 1 else "none",
             persistent_workers=workers > 0,  # trials and epochs reuse workers
             prefetch_factor=(config.prefetch_factor or 2) if workers > 0 else None,
             grad_accum_steps=self._accum_for(config.batch_size),
@@ -207,6 +208,7 @@ def build_space(
     baseline_memory_bytes: int | None,
     keep_global_batch: bool = False,
     include_compile: bool = False,
+    include_parallel: bool = False,
     max_batch_size: int | None = None,
 ) -> SearchSpace:
     """The knobs worth searching for this workload on this machine.
@@ -221,6 +223,7 @@ def build_space(
         baseline_memory_bytes: What the baseline added to memory, to seed the memory model.
         keep_global_batch: Keep batch_size x grad_accum_steps as the caller has it.
         include_compile: Search torch.compile too (its compile time costs each trial).
+        include_parallel: Search DDP over several processes (script trials only).
         max_batch_size: An upper bound the caller sets.
     """
     cuda = device.type == "cuda"

@@ -19,16 +19,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from autoaccel.config import TrainingConfig
+from autoaccel.data import DataSpec, batch_samples, build_loader, move_batch
 from autoaccel.errors import DataError
 from autoaccel.measure import Measurement, Meter, MeterSettings, classify_failure, process_rss_bytes
-from autoaccel.prepare import (
-    DataSpec,
-    Run,
-    applied_settings,
-    batch_samples,
-    build_loader,
-    move_batch,
-)
+from autoaccel.prepare import Run, applied_settings, model_device
 
 __all__ = ["LossPlan", "Workload", "make_workload", "run_trial"]
 
@@ -211,12 +205,6 @@ class Workload:
         return sum(p.numel() for p in self.model.parameters())
 
 
-def _model_device(model: nn.Module) -> torch.device:
-    for p in model.parameters():
-        return p.device
-    return torch.device("cpu")
-
-
 def _tensor_devices(batch: Any) -> set[torch.device]:
     if isinstance(batch, torch.Tensor):
         return {batch.device}
@@ -243,7 +231,7 @@ def make_workload(
     """
     if not isinstance(model, nn.Module):
         raise DataError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    device = _model_device(model)
+    device = model_device(model)
     if data.tensors is not None:
         # CPU tensors are moved to the model's device batch by batch; others cannot be.
         elsewhere = {t.device for t in data.tensors if t.device.type != "cpu"} - {device}

@@ -29,8 +29,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from workloads import WORKLOADS
 
 from autoaccel.advice import advise
+from autoaccel.data import describe_data
 from autoaccel.measure import MeterSettings
-from autoaccel.prepare import describe_data
 from autoaccel.search import PRUNE_BELOW
 from autoaccel.trial import make_workload, run_trial
 
@@ -107,9 +107,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("workloads", nargs="*", default=list(WORKLOADS), choices=list(WORKLOADS))
+    parser.add_argument(
+        "workloads",
+        nargs="*",
+        default=list(WORKLOADS),
+        help=f"any of {', '.join(WORKLOADS)} (default: all)",
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
+    unknown = sorted(set(args.workloads) - set(WORKLOADS))
+    if unknown:
+        parser.error(
+            f"unknown workload(s) {', '.join(unknown)}; choose from {', '.join(WORKLOADS)}"
+        )
     console = Console(stderr=True)
     rows = [bench(name, console) for name in args.workloads]
     table = Table(title="advise vs. exhaustive grid (ratios re-measured interleaved, one run)")

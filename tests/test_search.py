@@ -9,7 +9,7 @@ from models import FAST, OutOfMemoryAbove, mlp, tabular
 from optuna.trial import TrialState
 
 from autoaccel.config import TrainingConfig
-from autoaccel.prepare import describe_data
+from autoaccel.data import describe_data
 from autoaccel.probe import probe_system
 from autoaccel.search import Search, storage_url
 from autoaccel.space import build_space

@@ -7,8 +7,8 @@ from models import FAST, OutOfMemoryAbove, Pairs, mlp, tabular
 from torch import nn
 
 from autoaccel.config import TrainingConfig
+from autoaccel.data import describe_data
 from autoaccel.errors import DataError
-from autoaccel.prepare import describe_data
 from autoaccel.trial import make_workload, run_trial
 
 

@@ -26,13 +26,13 @@ from rich.console import Console
 from rich.table import Table
 from torch import nn
 
-from autoaccel import __version__
+from autoaccel._version import __version__
 from autoaccel.config import Provenance, TrainingConfig, now_iso, save_config
 from autoaccel.data import describe_data
 from autoaccel.errors import UsageError
 from autoaccel.measure import Measurement, MeterSettings
-from autoaccel.prepare import has_conv
 from autoaccel.probe import HardwareProfile, probe_system
+from autoaccel.run import has_conv
 from autoaccel.search import PRUNE_BELOW, Search, SearchResult, TrialRecord
 from autoaccel.space import SearchSpace, build_space
 from autoaccel.trial import OptimizerLike, make_workload, run_trial
@@ -62,7 +62,7 @@ class WorkloadFacts:
 
     model_name: str
     parameter_count: int
-    dataset_size: int
+    dataset_size: int | None  # None when the script batches by itself
     conv_model: bool
     tensor_data: bool
     device: torch.device
@@ -152,6 +152,41 @@ class Advice:
     def save(self, path: str | Path = "autoaccel.yaml") -> Path:
         """Write the config atomically; returns the path."""
         return save_config(self.config, path)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready copy of the answer and its evidence."""
+        s = self.search
+        return {
+            "config": self.config.to_dict(),
+            "baseline": self.baseline.to_dict(),
+            "best": self.best.to_dict(),
+            "speedup": {
+                "median": self.speedup.median,
+                "min": self.speedup.min,
+                "max": self.speedup.max,
+                "ratios": list(self.speedup.ratios),
+            },
+            "diagnosis": {
+                "bound": self.diagnosis.bound,
+                "data_wait_fraction": self.diagnosis.data_wait_fraction,
+                "reasons": list(self.diagnosis.reasons),
+            },
+            "recommendations": [
+                {"text": r.text, "evidence": r.evidence, "measured": r.measured, "knob": r.knob}
+                for r in self.recommendations
+            ],
+            "search": {
+                "trials_measured": s.trials_measured,
+                "grid_size": s.grid_size,
+                "stop_reason": s.stop_reason,
+                "failures": s.failures,
+                "study_name": s.study_name,
+                "storage": s.storage,
+                "space": [list(row) for row in self.space.describe()],
+            },
+            "wall_s": self.wall_s,
+            "notes": list(self.notes),
+        }
 
     def summary(self, *, width: int = 110) -> str:
         """A readable report: baseline vs. best, what changed and why, the search."""
@@ -390,7 +425,7 @@ def recommendations(
         )
     params = facts.parameter_count
     samples = facts.dataset_size
-    if params > 1_000_000 and samples < 20 * params / 1000:
+    if samples and params > 1_000_000 and samples < 20 * params / 1000:
         recs.append(
             Recommendation(
                 "with this little data for this model, start from a pretrained model (transfer "
@@ -504,6 +539,8 @@ def tune_measured(
     started: float,
     prefix: str,
     include_parallel: bool = False,
+    has_loader: bool = True,
+    on_best: Callable[[TrialRecord], None] | None = None,
 ) -> Advice:
     """The pipeline after the baseline: space, study, confirm, advice.
 
@@ -521,6 +558,7 @@ def tune_measured(
         keep_global_batch=keep_global_batch,
         include_compile=include_compile,
         include_parallel=include_parallel,
+        has_loader=has_loader,
     )
     diagnosis = diagnose(baseline, space)
     trial_s = baseline.warmup_s + baseline.window_s + facts.start_s
@@ -535,8 +573,11 @@ def tune_measured(
         reserve_s=2 * CONFIRM_PAIRS * trial_s,
         priority=knob_priority(diagnosis),
         console=console,
+        on_best=on_best,
     )
-    result = search.run(user, guesses(space, user, diagnosis, profile))
+    result = search.run(
+        user, guesses(space, user, diagnosis, profile), baseline_measurement=baseline
+    )
     if console:
         console.print(
             f"autoaccel: search stopped ({result.stop_reason}); confirming best vs. "

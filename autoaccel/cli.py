@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
 import sys
 import traceback
 from collections.abc import Callable, Sequence
@@ -19,10 +21,13 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from autoaccel import __version__
+from autoaccel._version import __version__
 from autoaccel.config import TrainingConfig, load_config, yaml_scalar
-from autoaccel.errors import AutoaccelError
+from autoaccel.errors import AutoaccelError, UsageError
+from autoaccel.measure import MeterSettings
+from autoaccel.prepare import CONFIG_ENV
 from autoaccel.probe import HardwareProfile, probe_system
+from autoaccel.runner import check_script, launch_command
 
 __all__ = ["CommandResult", "main"]
 
@@ -173,6 +178,102 @@ def cmd_show(args: argparse.Namespace) -> CommandResult:
     return CommandResult(data, [config_table(config, str(args.path))], warnings)
 
 
+# --- tune and run --------------------------------------------------------------------------
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from "90", "90s", "3m" or "1h"."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    number, unit = (text[:-1], text[-1]) if text and text[-1] in units else (text, "s")
+    try:
+        value = float(number) * units[unit]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a duration such as 90s, 3m or 1h, got {text!r}"
+        ) from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"a duration must be positive, got {text!r}")
+    return value
+
+
+def cmd_tune(args: argparse.Namespace) -> CommandResult:
+    """``autoaccel tune``: search the fastest config for a training script."""
+    # Imported here, not at the top: Optuna and scikit-learn cost 2-3 s, which `probe`,
+    # `show` and `run` should not pay.
+    from autoaccel.tune import tune_script
+
+    settings = MeterSettings(window_s=args.window) if args.window else MeterSettings()
+    console = None if args.json else Console(stderr=True)
+    out = args.out
+    try:
+        result = tune_script(
+            args.script,
+            tuple(args.script_args),
+            budget_s=args.budget,
+            max_trials=args.max_trials,
+            storage=args.storage,
+            study_name=args.study,
+            trial_timeout_s=args.trial_timeout,
+            out=out,
+            settings=settings,
+            console=console,
+            seed=args.seed,
+        )
+    except KeyboardInterrupt:
+        where = out or args.script.parent / "autoaccel.yaml"
+        saved = (
+            f"the best config so far is in {where}"
+            if Path(where).exists()
+            else ("no config was written yet")
+        )
+        Console(stderr=True).print(
+            f"autoaccel: interrupted; {saved}. Run the same command again to resume the study.",
+            highlight=False,
+        )
+        raise
+    advice = result.advice
+    paths = Table(title="Where things are", title_justify="left", show_header=False)
+    paths.add_column("")
+    paths.add_column("")
+    paths.add_row("config", str(result.config_path))
+    paths.add_row("trial logs", str(result.trials_dir))
+    paths.add_row("study", f"{advice.search.study_name} in {result.storage}")
+    paths.add_row("next", f"autoaccel run {args.script}")
+    data = {
+        **advice.to_dict(),
+        "config_path": str(result.config_path),
+        "trials_dir": str(result.trials_dir),
+    }
+    return CommandResult(data, [*advice.tables(), paths], list(advice.notes))
+
+
+def cmd_run(args: argparse.Namespace) -> CommandResult:
+    """``autoaccel run``: run a script with its tuned config (torchrun for several processes)."""
+    script: Path = args.script
+    check_script(script)
+    path = args.config
+    if path is None:
+        for candidate in (script.resolve().parent / "autoaccel.yaml", Path("autoaccel.yaml")):
+            if candidate.is_file():
+                path = candidate
+                break
+    if path is None:
+        raise UsageError(
+            f"no autoaccel.yaml beside {script} or here; tune first: "
+            f"`autoaccel tune {script}`, or pass --config PATH"
+        )
+    config = load_config(path, profile=probe_system())
+    command = launch_command(script, tuple(args.script_args), config.processes)
+    env = {**os.environ, CONFIG_ENV: str(Path(path).resolve())}
+    Console(stderr=True).print(
+        f"autoaccel: {' '.join(command)}  (config {path})", highlight=False, markup=False
+    )
+    returncode = subprocess.run(command, env=env, check=False).returncode
+    return CommandResult(
+        {"command": command, "config": str(path), "returncode": returncode}, exit_code=returncode
+    )
+
+
 # --- plumbing ----------------------------------------------------------------------------
 
 EXAMPLES = {
@@ -180,6 +281,9 @@ EXAMPLES = {
     "  autoaccel probe --json     # for machines",
     "show": "autoaccel show                 # ./autoaccel.yaml\n"
     "  autoaccel show runs/cfg.yaml --json",
+    "tune": "autoaccel tune examples/train_cnn.py --budget 3m\n"
+    "  autoaccel tune train.py --max-trials 20 --out runs/autoaccel.yaml -- --epochs 100",
+    "run": "autoaccel run examples/train_cnn.py -- --epochs 5",
 }
 
 
@@ -191,7 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="autoaccel",
         description="Make PyTorch training run as fast as this machine allows, and prove it.",
-        epilog="example:\n  autoaccel probe\n  autoaccel show autoaccel.yaml",
+        epilog="example:\n  autoaccel probe\n  autoaccel tune examples/train_cnn.py --budget 2m\n"
+        "  autoaccel run examples/train_cnn.py\n  autoaccel show examples/autoaccel.yaml",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"autoaccel {__version__}")
@@ -213,6 +318,41 @@ def build_parser() -> argparse.ArgumentParser:
 
     add("probe", cmd_probe, "Report the CPU, memory, GPUs, software and precisions here.")
     show = add("show", cmd_show, "Print a config file as a table.")
+    tune = add("tune", cmd_tune, "Find the fastest config for a training script, measured.")
+    tune.add_argument("script", type=Path, help="a training script that calls autoaccel.prepare()")
+    tune.add_argument(
+        "--budget",
+        type=parse_duration,
+        default=parse_duration("4m"),
+        help="wall-clock budget, e.g. 90s, 3m (default 4m)",
+    )
+    tune.add_argument("--max-trials", type=int, default=40, help="at most this many trials")
+    tune.add_argument(
+        "--storage", help="Optuna storage URL or SQLite path (default .autoaccel/studies.db)"
+    )
+    tune.add_argument(
+        "--study", help="study name (default: derived from the script; the same command resumes)"
+    )
+    tune.add_argument(
+        "--trial-timeout",
+        type=parse_duration,
+        default=parse_duration("2m"),
+        help="kill a trial after this long (default 2m)",
+    )
+    tune.add_argument(
+        "--out",
+        type=Path,
+        help="where to write the config (default: autoaccel.yaml beside the script)",
+    )
+    tune.add_argument("--window", type=float, help="seconds measured per trial (default 1.5)")
+    tune.add_argument("--seed", type=int, help="seed of the sampler")
+    run = add("run", cmd_run, "Run a training script with its tuned config.")
+    run.add_argument("script", type=Path, help="the training script")
+    run.add_argument(
+        "--config",
+        type=Path,
+        help="config file (default: autoaccel.yaml beside the script, then ./autoaccel.yaml)",
+    )
     show.add_argument(
         "path",
         nargs="?",
@@ -236,8 +376,16 @@ def render(result: CommandResult, *, as_json: bool, out: Console, err: Console) 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    script_args: list[str] = []
+    if "--" in argv:  # everything after -- belongs to the training script
+        split = argv.index("--")
+        argv, script_args = argv[:split], argv[split + 1 :]
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.script_args = script_args
+    if args.command in ("tune",) and args.max_trials < 1:
+        parser.error(f"--max-trials must be >= 1, got {args.max_trials}")
     out, err = Console(), Console(stderr=True)
     try:
         result = args.handler(args)

@@ -14,7 +14,7 @@ import math
 import statistics
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import psutil
@@ -117,10 +117,17 @@ class Measurement:
             return None
         return max(0, self.peak_memory_bytes - self.memory_base_bytes)
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Measurement:
+        """The inverse of ``to_dict`` (derived and unknown keys are ignored)."""
+        known = {f.name for f in fields(cls)}
+        clean: dict[str, Any] = {
+            k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in known
+        }
+        return cls(**clean)
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready copy."""
-        from dataclasses import asdict
-
         data = asdict(self)
         data["data_wait_fraction"] = self.data_wait_fraction
         return data
@@ -185,6 +192,7 @@ class Meter:
         self._arrived = 0.0
         self._samples = 0
         self._peak_memory = 0
+        self._last_end = self._started
         self._last_memory_read = -math.inf
         self._next_prune_check = 0.0
         self.done = False
@@ -200,10 +208,22 @@ class Meter:
         self._arrived = self.clock()
         self._samples = samples
 
+    @property
+    def steps(self) -> int:
+        """Steps seen so far, warm-up included."""
+        return len(self._warmup) + len(self._window)
+
+    def step_started_at_last_end(self, samples: int) -> None:
+        """For loops without a loader: this step began when the last one ended, with no
+        data wait known, and holds ``samples`` samples."""
+        self._fetch_start = self._arrived = self._last_end
+        self._samples = samples
+
     def step_end(self, loss: Any) -> None:
         """The step is over; ``loss`` is a float, a tensor, or None when not known."""
         now = self.clock()
         step = _Step(self._fetch_start, self._arrived, now, self._samples)
+        self._last_end = now
         if loss is not None:
             self._losses.append(loss.detach() if isinstance(loss, torch.Tensor) else loss)
         self._read_memory(now)

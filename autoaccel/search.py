@@ -21,7 +21,7 @@ import json
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +33,14 @@ from autoaccel.config import TrainingConfig
 from autoaccel.measure import Measurement
 from autoaccel.space import SearchSpace
 
-__all__ = ["DEFAULT_STORAGE", "Search", "SearchResult", "TrialRecord", "storage_url"]
+__all__ = [
+    "DEFAULT_STORAGE",
+    "PruneBelow",
+    "Search",
+    "SearchResult",
+    "TrialRecord",
+    "storage_url",
+]
 
 DEFAULT_STORAGE = Path(".autoaccel") / "studies.db"
 PRUNE_BELOW = 0.7  # a trial running under this share of the best so far is stopped
@@ -41,7 +48,21 @@ GAIN = 1.01  # an improvement must beat the best by this factor to count
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-TrialFn = Callable[[TrainingConfig, Callable[[float, float], bool] | None], Measurement]
+
+class PruneBelow:
+    """Stops a trial running under ``floor`` samples/s once a fifth of its window is done.
+
+    In-process trials call it; script trials hand ``floor`` to the script.
+    """
+
+    def __init__(self, floor: float) -> None:
+        self.floor = floor
+
+    def __call__(self, done: float, running: float) -> bool:
+        return self.floor > 0 and done >= 0.2 and running < self.floor
+
+
+TrialFn = Callable[[TrainingConfig, PruneBelow | None], Measurement]
 
 
 @dataclass(frozen=True)
@@ -101,14 +122,6 @@ def _measurement_attrs(m: Measurement) -> dict[str, Any]:
     return data
 
 
-def _measurement_from_attrs(data: dict[str, Any]) -> Measurement:
-    known = {f.name for f in fields(Measurement)}
-    clean: dict[str, Any] = {
-        k: tuple(v) if isinstance(v, list) else v for k, v in data.items() if k in known
-    }
-    return Measurement(**clean)
-
-
 class Search:
     """One study over a ``SearchSpace``, measuring with ``trial_fn``.
 
@@ -125,6 +138,8 @@ class Search:
         priority: Knob names in the order the greedy phase tries them.
         console: Where progress lines go (None for silence).
         clock: Injected for tests.
+        on_best: Called with each new best trial (``autoaccel tune`` saves it at once, so an
+            interrupted search leaves the best config so far).
     """
 
     def __init__(
@@ -142,6 +157,7 @@ class Search:
         priority: Sequence[str] = (),
         console: Console | None = None,
         clock: Callable[[], float] = time.monotonic,
+        on_best: Callable[[TrialRecord], None] | None = None,
     ) -> None:
         self.space = space
         self.trial_fn = trial_fn
@@ -156,6 +172,7 @@ class Search:
         ]
         self.console = console
         self.clock = clock
+        self.on_best = on_best
         self.study = optuna.create_study(
             study_name=study_name,
             storage=self.storage,
@@ -182,7 +199,7 @@ class Search:
                 number=frozen.number,
                 params=dict(frozen.params),
                 config=self.space.config_for(dict(frozen.params)),
-                measurement=_measurement_from_attrs(attrs["measurement"]),
+                measurement=Measurement.from_dict(attrs["measurement"]),
                 source="resumed",
                 parent=attrs.get("parent"),
                 changed=attrs.get("changed"),
@@ -233,22 +250,31 @@ class Search:
         source: str,
         parent: int | None = None,
         changed: str | None = None,
+        known: Measurement | None = None,
     ) -> TrialRecord:
         cached = self._by_key.get(_key(params))
         if cached is not None:
             return cached
         self.study.enqueue_trial(params)
         trial = self.study.ask(self.space.distributions())
-        return self._measure(trial, source, parent, changed)
+        return self._measure(trial, source, parent, changed, known)
 
     def _measure(
-        self, trial: optuna.Trial, source: str, parent: int | None, changed: str | None
+        self,
+        trial: optuna.Trial,
+        source: str,
+        parent: int | None,
+        changed: str | None,
+        known: Measurement | None = None,
     ) -> TrialRecord:
         params = dict(trial.params)
         config = self.space.config_for(params)
         started = self.clock()
         best = self.best
-        if not self.space.memory.fits(config.batch_size):
+        if known is not None:
+            measurement = known  # measured before the search (the baseline)
+            self._measured += 1
+        elif not self.space.memory.fits(config.batch_size):
             predicted = self.space.memory.predict(config.batch_size) or 0
             measurement = Measurement(
                 outcome="oom",
@@ -257,10 +283,7 @@ class Search:
             )
             source = "predicted"
         else:
-
-            def prune(done: float, running: float) -> bool:
-                return best is not None and done >= 0.2 and running < PRUNE_BELOW * best.value
-
+            prune = PruneBelow(PRUNE_BELOW * best.value) if best is not None else None
             measurement = self.trial_fn(config, prune)
             self._measured += 1
         elapsed = self.clock() - started
@@ -283,6 +306,8 @@ class Search:
             trial.number, params, config, measurement, source, parent, changed, elapsed
         )
         self._remember(record)
+        if self.on_best is not None and self.best is record:
+            self.on_best(record)
         self._report(record)
         return record
 
@@ -316,9 +341,18 @@ class Search:
             return f"budget ({self.budget_s:.0f} s) spent"
         return None
 
-    def run(self, baseline: TrainingConfig, guesses: Sequence[TrainingConfig] = ()) -> SearchResult:
-        """Measure the baseline, the guesses, greedy neighbours, then sampled trials."""
-        base_record = self._run(self.space.params_of(baseline), "baseline")
+    def run(
+        self,
+        baseline: TrainingConfig,
+        guesses: Sequence[TrainingConfig] = (),
+        *,
+        baseline_measurement: Measurement | None = None,
+    ) -> SearchResult:
+        """Measure the baseline (unless given), the guesses, greedy neighbours, then
+        sampled trials."""
+        base_record = self._run(
+            self.space.params_of(baseline), "baseline", known=baseline_measurement
+        )
         stop = None
         for guess in guesses:
             stop = self._should_stop()

@@ -201,7 +201,7 @@ def build_space(
     profile: HardwareProfile,
     user: TrainingConfig,
     *,
-    dataset_size: int,
+    dataset_size: int | None,
     device: torch.device,
     conv_model: bool,
     tensor_data: bool,
@@ -209,6 +209,7 @@ def build_space(
     keep_global_batch: bool = False,
     include_compile: bool = False,
     include_parallel: bool = False,
+    has_loader: bool = True,
     max_batch_size: int | None = None,
 ) -> SearchSpace:
     """The knobs worth searching for this workload on this machine.
@@ -216,7 +217,7 @@ def build_space(
     Args:
         profile: The probed machine.
         user: The caller's current setup; its values stay in every knob's choices.
-        dataset_size: Samples in the dataset (a batch never exceeds half of it).
+        dataset_size: Samples in the dataset (a batch never exceeds half of it), or None.
         device: Where the model trains.
         conv_model: The model has conv layers (channels_last applies).
         tensor_data: The data is in-memory tensors (batch_fetch applies).
@@ -224,6 +225,8 @@ def build_space(
         keep_global_batch: Keep batch_size x grad_accum_steps as the caller has it.
         include_compile: Search torch.compile too (its compile time costs each trial).
         include_parallel: Search DDP over several processes (script trials only).
+        has_loader: The data comes through a DataLoader (False for scripts that batch by
+            themselves: no loader knobs then).
         max_batch_size: An upper bound the caller sets.
     """
     cuda = device.type == "cuda"
@@ -237,7 +240,9 @@ def build_space(
         upper = global_batch
         batch_reason = f"micro-batches of the kept global batch {global_batch}"
     else:
-        upper = max(user.batch_size, dataset_size // 2)
+        # A batch never exceeds half the data; a script that batches by itself has no
+        # dataset size, so 64x its own batch bounds the search there.
+        upper = max(user.batch_size, dataset_size // 2 if dataset_size else user.batch_size * 64)
         batch_reason = "larger batches use the hardware better, up to the memory model's bound"
     if max_batch_size is not None:
         upper = min(upper, max_batch_size)
@@ -262,15 +267,18 @@ def build_space(
             )
         )
 
-    worker_limit = profile.cpu.usable_cores
-    workers = sorted({*_spread(worker_limit), user.num_workers})
-    knobs.append(
-        Knob(
-            "num_workers",
-            tuple(workers),
-            f"loader workers, bounded by the {worker_limit} usable cores",
+    if has_loader:
+        worker_limit = profile.cpu.usable_cores
+        workers = sorted({*_spread(worker_limit), user.num_workers})
+        knobs.append(
+            Knob(
+                "num_workers",
+                tuple(workers),
+                f"loader workers, bounded by the {worker_limit} usable cores",
+            )
         )
-    )
+    else:
+        excluded["num_workers"] = "the script batches by itself, without a DataLoader"
 
     precisions = [p for p in profile.supported_precisions() if p != "tf32" or cuda]
     if user.precision not in precisions:
@@ -292,7 +300,7 @@ def build_space(
         )
     else:
         excluded["batch_fetch"] = "only for in-memory tensor data"
-    if cuda:
+    if cuda and has_loader:
         knobs.append(Knob("pin_memory", (False, True), "page-locked copies to the GPU"))
     else:
         excluded["pin_memory"] = "no GPU to copy to"

@@ -22,7 +22,7 @@ from autoaccel.config import TrainingConfig
 from autoaccel.data import DataSpec, batch_samples, build_loader, move_batch
 from autoaccel.errors import DataError
 from autoaccel.measure import Measurement, Meter, MeterSettings, classify_failure, process_rss_bytes
-from autoaccel.prepare import Run, applied_settings, model_device
+from autoaccel.run import Run, applied_settings, model_device
 
 __all__ = ["LossPlan", "Workload", "make_workload", "run_trial"]
 

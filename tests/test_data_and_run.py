@@ -9,7 +9,7 @@ from torch.utils.data import DataLoader, SequentialSampler, TensorDataset
 from autoaccel.config import TrainingConfig
 from autoaccel.data import build_loader, describe_data
 from autoaccel.errors import DataError
-from autoaccel.prepare import Run, applied_settings
+from autoaccel.run import Run, applied_settings
 
 
 def collate_pairs(batch: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, ...]:

@@ -1,0 +1,109 @@
+"""How ``autoaccel tune`` and a training script talk during a trial.
+
+The tuner writes a ``TrialSpec`` as JSON and starts the script with ``AUTOACCEL_TRIAL``
+pointing at it. ``prepare()`` in the script reads it, touches ``started_path`` (so the tuner
+knows the script reached ``prepare()``), applies the trial's config, measures, and writes a
+``TrialReport`` to ``report_path`` before leaving through ``TrialFinished``. Both files are
+written atomically.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from autoaccel.atomic import atomic_write_text
+from autoaccel.config import TrainingConfig
+from autoaccel.measure import Measurement, MeterSettings
+
+__all__ = [
+    "TRIAL_ENV",
+    "TrialFinished",
+    "TrialReport",
+    "TrialSpec",
+    "in_trial",
+    "read_trial_spec",
+]
+
+#: Set by the tuner in a trial's environment; its value is the spec file's path.
+TRIAL_ENV = "AUTOACCEL_TRIAL"
+
+
+class TrialFinished(SystemExit):
+    """Ends a trial after its result is written.
+
+    A ``SystemExit`` (exit code 0), so the script's own ``except Exception`` blocks cannot
+    swallow it, while its ``finally`` blocks still run.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(0)
+
+
+@dataclass(frozen=True)
+class TrialSpec:
+    """What one trial should run and where its answer goes."""
+
+    config: dict[str, Any]  # the knobs (ignored for the baseline)
+    baseline: bool  # run the script's own settings, only measure
+    settings: dict[str, Any]  # MeterSettings fields
+    started_path: str
+    report_path: str
+    prune_below_samples_per_s: float = 0.0  # stop early under this (0 = never)
+
+    def trial_config(self) -> TrainingConfig:
+        return TrainingConfig.from_dict(self.config)
+
+    def meter_settings(self) -> MeterSettings:
+        return MeterSettings(**self.settings)
+
+    def write(self, path: Path) -> None:
+        atomic_write_text(path, json.dumps(dataclasses.asdict(self), indent=2))
+
+
+@dataclass(frozen=True)
+class TrialReport:
+    """What the script measured, and the facts about it the search space needs."""
+
+    measurement: dict[str, Any]
+    user_config: dict[str, Any]  # the script's own settings (the baseline's config)
+    parameter_count: int
+    dataset_size: int | None  # None when the script batches by itself
+    conv_model: bool
+    tensor_data: bool
+    device: str
+    world_size: int = 1
+    notes: list[str] = field(default_factory=list)
+
+    def write(self, path: Path) -> None:
+        atomic_write_text(path, json.dumps(dataclasses.asdict(self), indent=2, default=str))
+
+    @classmethod
+    def read(cls, path: Path) -> TrialReport:
+        return cls(**json.loads(path.read_text()))
+
+    def to_measurement(self) -> Measurement:
+        return Measurement.from_dict(self.measurement)
+
+
+def in_trial() -> bool:
+    """Whether this process runs as a tuner's trial (guard checkpoints and logging with it).
+
+    Example:
+        >>> import autoaccel
+        >>> if not autoaccel.in_trial():      # doctest: +SKIP
+        ...     torch.save(model.state_dict(), "checkpoint.pt")
+    """
+    return bool(os.environ.get(TRIAL_ENV))
+
+
+def read_trial_spec() -> TrialSpec | None:
+    """The current trial's spec, or None in a normal run."""
+    path = os.environ.get(TRIAL_ENV)
+    if not path:
+        return None
+    return TrialSpec(**json.loads(Path(path).read_text()))

@@ -1,0 +1,227 @@
+"""Script trials: run a training script once per candidate config, in its own process group.
+
+Each trial gets a folder under ``.autoaccel/trials/`` with its spec, the script's combined
+stdout/stderr (``log.txt``) and, when the script got that far, its report. A trial that
+runs past its timeout is killed with its whole process group (torchrun and DataLoader
+workers included); one that crashes or runs out of memory is classified from its report
+or, failing that, from the tail of its log. Nothing a script does stops the search.
+"""
+
+from __future__ import annotations
+
+import ast
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from autoaccel.config import TrainingConfig
+from autoaccel.errors import UsageError
+from autoaccel.measure import Measurement, MeterSettings, classify_failure
+from autoaccel.protocol import TRIAL_ENV, TrialReport, TrialSpec
+
+__all__ = ["INTEGRATION_LINES", "ScriptRunner", "ScriptTrial", "check_script", "launch_command"]
+
+INTEGRATION_LINES = """\
+    import autoaccel
+    run = autoaccel.prepare(model, optimizer, train_dataset,
+                            loader_kwargs={"batch_size": 32, "shuffle": True})
+    for x, y in run.loader:
+        with run.autocast():
+            loss = loss_fn(run.model(x), y)
+        run.backward(loss)
+        run.step()"""
+
+LOG_TAIL_LINES = 15
+
+
+def check_script(script: Path) -> str:
+    """Refuse a script that cannot be tuned, before any trial; returns its source.
+
+    Raises:
+        UsageError: it does not exist, is not Python, or never calls ``prepare()``.
+    """
+    if not script.exists():
+        raise UsageError(
+            f"{script} does not exist; give the path of your training script, "
+            "e.g. `autoaccel tune train.py`"
+        )
+    if script.is_dir() or script.suffix != ".py":
+        raise UsageError(
+            f"{script} is not a Python file (.py); autoaccel tunes Python training scripts"
+        )
+    source = script.read_text(errors="replace")
+    try:
+        ast.parse(source, filename=str(script))
+    except SyntaxError as error:
+        raise UsageError(
+            f"{script} is not valid Python (line {error.lineno}: {error.msg}); "
+            "fix it so `python script.py` runs"
+        ) from None
+    if "prepare(" not in source:
+        raise UsageError(
+            f"{script} never calls autoaccel.prepare(), so its trials cannot be measured; "
+            f"add these lines (see docs/integration.md):\n{INTEGRATION_LINES}"
+        )
+    return source
+
+
+def launch_command(
+    script: Path, args: tuple[str, ...], processes: int, python: str = sys.executable
+) -> list[str]:
+    """``python script.py args`` or, for several processes, the same under torchrun."""
+    if processes > 1:
+        return [
+            python,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            f"--nproc-per-node={processes}",
+            str(script),
+            *args,
+        ]
+    return [python, str(script), *args]
+
+
+@dataclass(frozen=True)
+class ScriptTrial:
+    """One script trial: what it measured, what it reported, where its log is."""
+
+    measurement: Measurement
+    report: TrialReport | None
+    log_path: Path
+    reached_prepare: bool
+    returncode: int | None
+
+    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.rstrip().splitlines()[-lines:])
+
+
+class ScriptRunner:
+    """Runs one training script as trials.
+
+    Args:
+        script: The training script.
+        args: Its arguments.
+        trials_dir: Where each trial's folder goes.
+        settings: Warm-up and window lengths, handed to the script.
+        timeout_s: A trial still running after this long is killed.
+        python: The interpreter to run the script with.
+    """
+
+    def __init__(
+        self,
+        script: Path,
+        args: tuple[str, ...],
+        *,
+        trials_dir: Path,
+        settings: MeterSettings,
+        timeout_s: float,
+        python: str = sys.executable,
+    ) -> None:
+        self.script = script
+        self.args = args
+        self.trials_dir = trials_dir
+        self.settings = settings
+        self.timeout_s = timeout_s
+        self.python = python
+        self.count = 0
+
+    def _folder(self) -> Path:
+        while True:
+            folder = self.trials_dir / f"{self.count:04d}"
+            self.count += 1
+            if not folder.exists():
+                folder.mkdir(parents=True)
+                return folder
+
+    def run(self, config: TrainingConfig | None, *, prune_below: float = 0.0) -> ScriptTrial:
+        """One trial; ``config=None`` runs the script's own settings (the baseline)."""
+        folder = self._folder()
+        spec = TrialSpec(
+            config=(config or TrainingConfig()).to_dict(),
+            baseline=config is None,
+            settings=asdict(self.settings),
+            started_path=str(folder / "started"),
+            report_path=str(folder / "report.json"),
+            prune_below_samples_per_s=prune_below,
+        )
+        spec_path = folder / "spec.json"
+        spec.write(spec_path)
+        log_path = folder / "log.txt"
+        processes = config.processes if config is not None else 1
+        command = launch_command(self.script, self.args, processes, self.python)
+        env = {**os.environ, TRIAL_ENV: str(spec_path.resolve()), "PYTHONUNBUFFERED": "1"}
+        returncode: int | None = None
+        timed_out = False
+        with log_path.open("w") as log:
+            log.write("$ " + " ".join(command) + "\n")
+            log.flush()
+            process = subprocess.Popen(
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+                stdin=subprocess.DEVNULL,
+            )
+            try:
+                returncode = process.wait(timeout=self.timeout_s)
+            except subprocess.TimeoutExpired:
+                timed_out = True
+                _kill_group(process)
+            except BaseException:  # Ctrl-C: never leave a trial running behind us
+                _kill_group(process)
+                raise
+            finally:
+                _kill_group(process)  # workers or torchrun children left behind
+        reached = Path(spec.started_path).exists()
+        report_path = Path(spec.report_path)
+        report = TrialReport.read(report_path) if report_path.exists() else None
+        if report is not None:
+            measurement = report.to_measurement()
+        elif timed_out:
+            measurement = Measurement(
+                outcome="timeout",
+                message=f"killed after the {self.timeout_s:g} s trial "
+                "timeout (with its process group)",
+            )
+        else:
+            measurement = _from_log(log_path, returncode)
+        return ScriptTrial(measurement, report, log_path, reached, returncode)
+
+
+def _kill_group(process: subprocess.Popen[bytes]) -> None:
+    """Stop the trial's whole process group: TERM, a grace period, then KILL.
+
+    ``start_new_session=True`` made the script its group's leader, so the group id is its
+    pid, even after the leader has exited and left workers or torchrun children behind.
+    """
+    pgid = process.pid
+    try:
+        os.killpg(pgid, signal.SIGTERM)
+    except ProcessLookupError:
+        return  # nobody left in the group
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        process.wait(timeout=3.0)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)
+    process.wait()
+
+
+def _from_log(log_path: Path, returncode: int | None) -> Measurement:
+    """Classify a trial that left no report, from the last lines of its log."""
+    text = log_path.read_text(errors="replace") if log_path.exists() else ""
+    lines = [line for line in text.rstrip().splitlines() if line.strip()]
+    last = lines[-1] if lines else f"exited with code {returncode}"
+    outcome, message = classify_failure(RuntimeError(last))
+    if outcome == "error":
+        message = f"exited with code {returncode}: {last.strip()}"
+    return Measurement(outcome=outcome, message=message)

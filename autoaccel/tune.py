@@ -1,0 +1,152 @@
+"""``autoaccel tune script.py``: the search of ``advise()``, run on a training script.
+
+The baseline trial runs the script with its own settings and reports what the search
+space needs (its batch size, loader, model size, data kind); every later trial runs the
+script with a candidate config. The best config so far is written after each improvement,
+so Ctrl-C leaves it in place, and the same command resumes the study.
+"""
+
+from __future__ import annotations
+
+import shlex
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+from rich.console import Console
+
+from autoaccel.advice import (
+    DEFAULT_BUDGET_S,
+    DEFAULT_MAX_TRIALS,
+    Advice,
+    WorkloadFacts,
+    check_budget,
+    tune_measured,
+)
+from autoaccel.config import Provenance, TrainingConfig, now_iso, save_config
+from autoaccel.errors import UsageError
+from autoaccel.measure import Measurement, MeterSettings
+from autoaccel.probe import probe_system
+from autoaccel.runner import INTEGRATION_LINES, ScriptRunner, check_script
+from autoaccel.search import PruneBelow, TrialRecord
+
+__all__ = ["TuneResult", "tune_script"]
+
+STATE_DIR = Path(".autoaccel")
+PYTHON_START_S = 4.0  # a fresh interpreter importing torch, on top of the trial itself
+
+
+@dataclass
+class TuneResult:
+    """What ``autoaccel tune`` produced and where it put it."""
+
+    advice: Advice
+    config_path: Path
+    trials_dir: Path
+    storage: str
+
+
+def tune_script(
+    script: Path,
+    args: tuple[str, ...] = (),
+    *,
+    budget_s: float = DEFAULT_BUDGET_S * 2,
+    max_trials: int = DEFAULT_MAX_TRIALS,
+    storage: str | None = None,
+    study_name: str | None = None,
+    trial_timeout_s: float = 120.0,
+    out: Path | None = None,
+    settings: MeterSettings | None = None,
+    seed: int | None = None,
+    console: Console | None = None,
+) -> TuneResult:
+    """Tune a training script that calls ``autoaccel.prepare()``.
+
+    Raises:
+        UsageError: the script cannot be tuned (missing, not Python, no ``prepare()``,
+            failing before its first step), or the budget is too small.
+    """
+    settings = settings or MeterSettings()
+    check_budget(budget_s, max_trials, settings)
+    script = script.resolve() if script.exists() else script
+    check_script(script)
+    started = time.monotonic()
+    out = out or script.parent / "autoaccel.yaml"
+    command = "autoaccel tune " + shlex.join([str(script), *(["--", *args] if args else [])])
+    trials_dir = STATE_DIR / "trials" / f"{script.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    runner = ScriptRunner(
+        script, args, trials_dir=trials_dir, settings=settings, timeout_s=trial_timeout_s
+    )
+    if console:
+        console.print(
+            f"autoaccel: running {script.name} with its own settings (the baseline); "
+            f"logs in {trials_dir}",
+            highlight=False,
+        )
+    first = runner.run(None)
+    if not first.reached_prepare:
+        raise UsageError(
+            f"{script.name} ended without reaching autoaccel.prepare() "
+            f"(exit code {first.returncode}; log: {first.log_path}); call it before training, "
+            f"e.g.:\n{INTEGRATION_LINES}\nlast lines of the log:\n{first.log_tail()}"
+        )
+    if first.report is None or not first.measurement.ok:
+        raise UsageError(
+            f"{script.name} fails with its own settings ({first.measurement.outcome}: "
+            f"{first.measurement.message}); fix it so `python {script.name}` trains, then tune. "
+            f"Log: {first.log_path}"
+        )
+    report = first.report
+    user = TrainingConfig.from_dict({**report.user_config})
+    facts = WorkloadFacts(
+        model_name=script.stem,
+        parameter_count=report.parameter_count,
+        dataset_size=report.dataset_size,
+        conv_model=report.conv_model,
+        tensor_data=report.tensor_data,
+        device=torch.device(report.device),
+        start_s=PYTHON_START_S,
+    )
+    profile = probe_system()
+
+    def measure(config: TrainingConfig, prune: PruneBelow | None = None) -> Measurement:
+        return runner.run(config, prune_below=prune.floor if prune else 0.0).measurement
+
+    def save_best(record: TrialRecord) -> None:
+        partial = replace(
+            record.config,
+            provenance=Provenance(
+                hardware_fingerprint=profile.fingerprint(),
+                hardware=profile.describe(),
+                created_at=now_iso(),
+                command=command + "  (search in progress)",
+                measured={"samples_per_s": round(record.measurement.samples_per_s, 1)},
+            ),
+        )
+        save_config(partial, out)
+
+    advice = tune_measured(
+        measure,
+        user,
+        first.measurement,
+        facts,
+        profile,
+        budget_s=budget_s,
+        max_trials=max_trials,
+        keep_global_batch=False,
+        storage=storage,
+        study_name=study_name,
+        seed=seed,
+        include_compile=False,
+        settings=settings,
+        console=console,
+        command=command,
+        started=started,
+        prefix="tune",
+        include_parallel=True,
+        has_loader=report.dataset_size is not None,
+        on_best=save_best,
+    )
+    save_config(advice.config, out)
+    return TuneResult(advice, out, trials_dir, advice.search.storage)

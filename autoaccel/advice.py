@@ -541,6 +541,7 @@ def tune_measured(
     include_parallel: bool = False,
     has_loader: bool = True,
     on_best: Callable[[TrialRecord], None] | None = None,
+    confirm_pairs: int = CONFIRM_PAIRS,
 ) -> Advice:
     """The pipeline after the baseline: space, study, confirm, advice.
 
@@ -570,7 +571,7 @@ def tune_measured(
         study_name=study_name or study_name_for(facts, space, profile, settings, prefix=prefix),
         storage=storage,
         seed=seed,
-        reserve_s=2 * CONFIRM_PAIRS * trial_s,
+        reserve_s=2 * confirm_pairs * trial_s,
         priority=knob_priority(diagnosis),
         console=console,
         on_best=on_best,
@@ -581,10 +582,10 @@ def tune_measured(
     if console:
         console.print(
             f"autoaccel: search stopped ({result.stop_reason}); confirming best vs. "
-            f"baseline in {CONFIRM_PAIRS} interleaved pairs",
+            f"baseline in {confirm_pairs} interleaved pairs",
             highlight=False,
         )
-    speedup = confirm(measure, result.baseline.config, result.best.config)
+    speedup = confirm(measure, result.baseline.config, result.best.config, pairs=confirm_pairs)
     best = result.best.measurement
     recs = recommendations(result, diagnosis, facts, keep_global_batch)
     config = replace(
@@ -649,6 +650,7 @@ def advise(
     include_compile: bool = False,
     settings: MeterSettings | None = None,
     progress: bool = True,
+    confirm_pairs: int = CONFIRM_PAIRS,
 ) -> Advice:
     """Find the fastest training setup for ``model`` on ``data`` here, measured.
 
@@ -670,6 +672,7 @@ def advise(
         include_compile: Search torch.compile as well (slow: compile time per trial).
         settings: Warm-up and window lengths of each trial.
         progress: Print a line per trial on stderr.
+        confirm_pairs: Interleaved baseline/best pairs measured to confirm the speedup.
 
     Returns:
         The ``Advice``; ``advice.config`` is the recommended ``TrainingConfig``.
@@ -740,6 +743,7 @@ def advise(
             command=f"autoaccel.advise({type(model).__name__}, ...)",
             started=started,
             prefix="advise",
+            confirm_pairs=confirm_pairs,
         )
 
 

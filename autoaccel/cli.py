@@ -218,6 +218,7 @@ def cmd_tune(args: argparse.Namespace) -> CommandResult:
             settings=settings,
             console=console,
             seed=args.seed,
+            confirm_pairs=args.confirm_pairs,
         )
     except KeyboardInterrupt:
         where = out or args.script.parent / "autoaccel.yaml"
@@ -346,6 +347,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tune.add_argument("--window", type=float, help="seconds measured per trial (default 1.5)")
     tune.add_argument("--seed", type=int, help="seed of the sampler")
+    tune.add_argument(
+        "--confirm-pairs",
+        type=int,
+        default=3,
+        help="interleaved baseline/best pairs that confirm the speedup (default 3)",
+    )
     run = add("run", cmd_run, "Run a training script with its tuned config.")
     run.add_argument("script", type=Path, help="the training script")
     run.add_argument(

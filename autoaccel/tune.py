@@ -60,6 +60,7 @@ def tune_script(
     settings: MeterSettings | None = None,
     seed: int | None = None,
     console: Console | None = None,
+    confirm_pairs: int = 3,
 ) -> TuneResult:
     """Tune a training script that calls ``autoaccel.prepare()``.
 
@@ -147,6 +148,7 @@ def tune_script(
         include_parallel=True,
         has_loader=report.dataset_size is not None,
         on_best=save_best,
+        confirm_pairs=confirm_pairs,
     )
     save_config(advice.config, out)
     return TuneResult(advice, out, trials_dir, advice.search.storage)

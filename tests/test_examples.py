@@ -1,0 +1,61 @@
+"""Each example is tunable, and `autoaccel run` then trains with what tune wrote."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from autoaccel.config import load_config
+
+EXAMPLES = Path(__file__).parent.parent / "examples"
+
+
+def cli(*args: str, cwd: Path, timeout: float = 400) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "autoaccel.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=timeout,
+    )
+
+
+@pytest.mark.parametrize(
+    ("example", "run_args"),
+    [
+        ("train_cnn.py", ["--epochs", "1", "--samples", "256"]),
+        ("train_lm.py", ["--steps", "3"]),
+    ],
+)
+def test_tune_then_run(tmp_path: Path, example: str, run_args: list[str]) -> None:
+    out = tmp_path / "autoaccel.yaml"
+    tuned = cli(
+        "tune",
+        str(EXAMPLES / example),
+        "--budget",
+        "100s",
+        "--max-trials",
+        "3",
+        "--window",
+        "0.4",
+        "--confirm-pairs",
+        "1",
+        "--out",
+        str(out),
+        "--json",
+        cwd=tmp_path,
+    )
+    assert tuned.returncode == 0, tuned.stderr[-2000:]
+    data = json.loads(tuned.stdout)
+    config = load_config(out)
+    assert config.to_dict() == data["config"]
+    assert config.provenance.command and config.provenance.command.startswith("autoaccel tune")
+    assert config.provenance.measured["trials"] >= 1
+    assert data["search"]["trials_measured"] <= 3
+    ran = cli("run", str(EXAMPLES / example), "--config", str(out), "--", *run_args, cwd=tmp_path)
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    assert f"batch_size={config.batch_size} precision={config.precision}" in ran.stdout

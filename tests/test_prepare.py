@@ -1,0 +1,146 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import torch
+from models import Pairs, mlp, tabular
+
+import autoaccel
+from autoaccel.config import Provenance, TrainingConfig, save_config
+from autoaccel.errors import ConfigError
+from autoaccel.prepare import CONFIG_ENV, find_config
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Each test runs in an empty folder, and prepare()'s process-wide settings are undone."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(CONFIG_ENV, raising=False)
+    monkeypatch.setattr("sys.argv", [str(tmp_path / "train.py")])
+    threads = torch.get_num_threads()
+    matmul = torch.get_float32_matmul_precision()
+    yield
+    torch.set_num_threads(threads)
+    torch.set_float32_matmul_precision(matmul)
+
+
+def make(lr: float = 0.1) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+    model = mlp()
+    return model, torch.optim.SGD(model.parameters(), lr=lr)
+
+
+def test_without_a_config_nothing_changes_and_one_hint(capsys: pytest.CaptureFixture[str]) -> None:
+    model, optimizer = make()
+    threads = torch.get_num_threads()
+    run = autoaccel.prepare(model, optimizer, tabular(), loader_kwargs={"batch_size": 24})
+    assert run.batch_size == 24 and run.config.precision == "32-true"
+    assert torch.get_num_threads() == threads
+    x, _ = next(iter(run.loader))
+    assert len(x) == 24
+    assert run.model is model and optimizer.param_groups[0]["lr"] == 0.1
+    err = capsys.readouterr().err
+    assert err.count("autoaccel tune train.py") == 1
+
+
+def test_autoaccel_yaml_in_the_working_directory_is_applied() -> None:
+    save_config(
+        TrainingConfig(batch_size=64, num_threads=1, precision="bf16-mixed"), "autoaccel.yaml"
+    )
+    model, optimizer = make()
+    run = autoaccel.prepare(model, optimizer, tabular())
+    assert run.batch_size == 64 and torch.get_num_threads() == 1
+    x, _ = next(iter(run.loader))
+    with run.autocast():
+        assert run.model(x).dtype == torch.bfloat16
+
+
+def test_config_beside_the_script(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    folder = tmp_path / "project"
+    folder.mkdir()
+    save_config(TrainingConfig(batch_size=48), folder / "autoaccel.yaml")
+    monkeypatch.setattr("sys.argv", [str(folder / "train.py")])
+    assert find_config() == folder / "autoaccel.yaml"
+    model, optimizer = make()
+    assert autoaccel.prepare(model, optimizer, tabular()).batch_size == 48
+
+
+def test_the_environment_variable_and_config_argument_win(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    save_config(TrainingConfig(batch_size=64), "autoaccel.yaml")
+    other = save_config(TrainingConfig(batch_size=128), tmp_path / "other.yaml")
+    monkeypatch.setenv(CONFIG_ENV, str(other))
+    model, optimizer = make()
+    assert autoaccel.prepare(model, optimizer, tabular()).batch_size == 128
+    run = autoaccel.prepare(model, optimizer, tabular(), config=TrainingConfig(batch_size=8))
+    assert run.batch_size == 8
+    monkeypatch.setenv(CONFIG_ENV, str(tmp_path / "gone.yaml"))
+    with pytest.raises(
+        ConfigError,
+        match=r"\$AUTOACCEL_CONFIG names .*gone\.yaml, which does "
+        r"not exist",
+    ):
+        autoaccel.prepare(model, optimizer, tabular())
+
+
+def test_other_hardware_warns() -> None:
+    save_config(
+        TrainingConfig(provenance=Provenance(hardware_fingerprint="0" * 16, hardware="a DGX")),
+        "autoaccel.yaml",
+    )
+    model, optimizer = make()
+    with pytest.warns(UserWarning, match=r"measured on other hardware \(a DGX"):
+        autoaccel.prepare(model, optimizer, tabular())
+
+
+def test_an_invalid_config_file_is_refused() -> None:
+    Path("autoaccel.yaml").write_text("batch_size: 0\n")
+    model, optimizer = make()
+    with pytest.raises(ConfigError, match=r"autoaccel\.yaml: batch_size: must be >= 1"):
+        autoaccel.prepare(model, optimizer, tabular())
+
+
+def test_scripts_that_batch_by_themselves() -> None:
+    model, optimizer = make()
+    run = autoaccel.prepare(model, optimizer, batch_size=16)
+    assert run.batch_size == 16 and run.grad_accum_steps == 1
+    run = autoaccel.prepare(
+        model, optimizer, batch_size=16, config=TrainingConfig(batch_size=256, grad_accum_steps=2)
+    )
+    assert (run.batch_size, run.grad_accum_steps) == (256, 2)
+
+
+def test_tuned_schedule_and_lr_are_built(capsys: pytest.CaptureFixture[str]) -> None:
+    model = mlp()
+    optimizer = torch.optim.SGD(
+        [
+            {"params": model[0].parameters(), "lr": 0.1},
+            {"params": model[2].parameters(), "lr": 0.01},
+        ]
+    )
+    config = TrainingConfig(lr=0.2, warmup_steps=2, schedule="cosine", schedule_steps=10)
+    run = autoaccel.prepare(model, optimizer, tabular(), config=config)
+    assert run.scheduler is not None
+    lrs = [g["lr"] for g in optimizer.param_groups]
+    assert lrs == pytest.approx([0.2 * 0.5, 0.02 * 0.5])  # scaled groups, warm-up step 1 of 2
+    assert "others were scaled by the same 2x" in capsys.readouterr().err
+
+
+def test_a_user_scheduler_wins_and_says_so(capsys: pytest.CaptureFixture[str]) -> None:
+    model, optimizer = make()
+    mine = torch.optim.lr_scheduler.StepLR(optimizer, step_size=5)
+    config = TrainingConfig(schedule="linear", schedule_steps=100)
+    run = autoaccel.prepare(model, optimizer, tabular(), scheduler=mine, config=config)
+    assert run.scheduler is mine
+    assert "your own scheduler is used" in capsys.readouterr().err
+
+
+def test_a_dataset_with_loader_kwargs_keeps_them() -> None:
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 8 * 8, 2))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    run = autoaccel.prepare(
+        model, optimizer, Pairs(20), loader_kwargs={"batch_size": 8, "drop_last": True}
+    )
+    assert [len(x) for x, _ in run.loader] == [8, 8]

@@ -1,0 +1,249 @@
+"""Script trials for real: subprocesses, process groups, timeouts, failures."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from autoaccel.config import TrainingConfig
+from autoaccel.errors import UsageError
+from autoaccel.measure import MeterSettings
+from autoaccel.runner import ScriptRunner, check_script
+
+SHORT = MeterSettings(
+    min_warmup_steps=2,
+    settle_steps=2,
+    settle_tolerance=1.0,
+    max_warmup_s=1.0,
+    window_s=0.3,
+    min_window_steps=3,
+    blocks=3,
+)
+
+SCRIPT = """
+import os, sys, time
+import torch
+from torch import nn
+import autoaccel
+
+class Net(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(8, 2)
+    def forward(self, x):
+        {forward}
+        return self.lin(x)
+
+model = Net()
+opt = torch.optim.SGD(model.parameters(), lr={lr})
+x, y = torch.randn(4096, 8) * {scale}, torch.randint(0, 2, (4096,))
+run = autoaccel.prepare(model, opt, (x, y), loader_kwargs={{"batch_size": 32}})
+{before_loop}
+for epoch in range({epochs}):
+    for xb, yb in run.loader:
+        with run.autocast():
+            loss = torch.nn.functional.mse_loss(run.model(xb), torch.nn.functional.one_hot(yb, 2).float())
+        try:
+            run.backward(loss)
+            run.step()
+        except Exception:
+            pass  # a user's broad except must not swallow the end of a trial
+"""
+
+
+def script(
+    tmp_path: Path,
+    *,
+    forward: str = "pass",
+    lr: float = 0.1,
+    scale: float = 1.0,
+    epochs: str = "10**6",
+    before_loop: str = "",
+) -> Path:
+    path = tmp_path / "train.py"
+    path.write_text(
+        SCRIPT.format(forward=forward, lr=lr, scale=scale, epochs=epochs, before_loop=before_loop)
+    )
+    return path
+
+
+def runner(path: Path, tmp_path: Path, timeout_s: float = 60) -> ScriptRunner:
+    return ScriptRunner(
+        path, (), trials_dir=tmp_path / "trials", settings=SHORT, timeout_s=timeout_s
+    )
+
+
+def test_a_trial_measures_and_reports_the_scripts_settings(tmp_path: Path) -> None:
+    trial = runner(script(tmp_path), tmp_path).run(None)
+    assert trial.reached_prepare and trial.returncode == 0
+    assert trial.measurement.ok and trial.measurement.samples_per_s > 0
+    assert trial.report is not None
+    assert trial.report.user_config["batch_size"] == 32
+    assert trial.report.dataset_size == 4096 and trial.report.tensor_data
+    assert (tmp_path / "trials" / "0000" / "log.txt").exists()
+
+
+def test_a_trial_applies_its_config(tmp_path: Path) -> None:
+    config = TrainingConfig(batch_size=128, batch_fetch=True, num_threads=1)
+    trial = runner(script(tmp_path), tmp_path).run(config)
+    assert trial.measurement.ok
+    assert trial.measurement.samples / trial.measurement.window_steps == 128
+
+
+def test_out_of_memory_in_the_scripts_code(tmp_path: Path) -> None:
+    path = script(tmp_path, forward="if x.shape[0] > 64: torch.empty(2**62, dtype=torch.uint8)")
+    trial = runner(path, tmp_path).run(TrainingConfig(batch_size=128))
+    assert trial.measurement.outcome == "oom"
+    assert "can't allocate memory" in trial.measurement.message
+
+
+def test_divergence(tmp_path: Path) -> None:
+    trial = runner(script(tmp_path, lr=1e8, scale=1e6), tmp_path).run(None)
+    assert trial.measurement.outcome == "diverged"
+
+
+def test_a_script_ending_too_soon_says_so(tmp_path: Path) -> None:
+    path = script(tmp_path, epochs="1")
+    trial = runner(path, tmp_path).run(TrainingConfig(batch_size=2048))
+    assert trial.measurement.outcome == "error"
+    assert "ended after 2 steps, before the measurement finished" in trial.measurement.message
+
+
+def test_a_hanging_trial_is_killed_with_its_process_group(tmp_path: Path) -> None:
+    pid_file = tmp_path / "child.pid"
+    hang = (
+        f"import subprocess; c = subprocess.Popen([sys.executable, '-c', "
+        f"'import time; time.sleep(600)']); open({str(pid_file)!r}, 'w').write(str(c.pid)); "
+        "time.sleep(600)"
+    )
+    started = time.monotonic()
+    trial = runner(script(tmp_path, before_loop=hang), tmp_path, timeout_s=8).run(None)
+    assert time.monotonic() - started < 30
+    assert (
+        trial.measurement.outcome == "timeout" and "8 s trial timeout" in trial.measurement.message
+    )
+    child = int(pid_file.read_text())
+    deadline = time.monotonic() + 5
+    while psutil.pid_exists(child) and time.monotonic() < deadline:
+        if psutil.Process(child).status() == psutil.STATUS_ZOMBIE:
+            break
+        time.sleep(0.1)
+    assert not psutil.pid_exists(child) or psutil.Process(child).status() == psutil.STATUS_ZOMBIE
+
+
+@pytest.mark.parametrize(
+    ("text", "name", "match"),
+    [
+        (None, "missing.py", r"missing\.py does not exist"),
+        ("echo hi\n", "train.sh", r"train\.sh is not a Python file"),
+        ("def broken(:\n", "train.py", r"train\.py is not valid Python \(line 1"),
+        (
+            "import torch\nprint('training')\n",
+            "train.py",
+            r"never calls autoaccel\.prepare\(\).*\n.*import autoaccel",
+        ),
+    ],
+)
+def test_scripts_that_cannot_be_tuned(
+    tmp_path: Path, text: str | None, name: str, match: str
+) -> None:
+    path = tmp_path / name
+    if text is not None:
+        path.write_text(text)
+    with pytest.raises(UsageError, match=match):
+        check_script(path)
+    result = subprocess.run(
+        [sys.executable, "-m", "autoaccel.cli", "tune", str(path)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert result.stderr.startswith("autoaccel: error: ")
+    assert not (tmp_path / ".autoaccel" / "studies.db").exists()  # no search over failures
+
+
+def test_a_script_that_fails_before_its_first_step(tmp_path: Path) -> None:
+    path = script(tmp_path, forward="raise ValueError('shapes do not match')")
+    result = subprocess.run(
+        [sys.executable, "-m", "autoaccel.cli", "tune", str(path), "--window", "0.3"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "fails with its own settings (error: ValueError: shapes do not match)" in result.stderr
+    assert not (tmp_path / ".autoaccel" / "studies.db").exists()
+
+
+def test_a_script_that_mentions_prepare_but_never_reaches_it(tmp_path: Path) -> None:
+    path = tmp_path / "train.py"
+    path.write_text("import sys\n# autoaccel.prepare(model, optimizer) comes later\nsys.exit(0)\n")
+    result = subprocess.run(
+        [sys.executable, "-m", "autoaccel.cli", "tune", str(path)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert "ended without reaching autoaccel.prepare()" in result.stderr
+
+
+def test_ctrl_c_keeps_the_best_so_far_and_the_study_resumes(tmp_path: Path) -> None:
+    path = script(tmp_path)
+    out = tmp_path / "autoaccel.yaml"
+    command = [
+        sys.executable,
+        "-m",
+        "autoaccel.cli",
+        "tune",
+        str(path),
+        "--window",
+        "0.3",
+        "--budget",
+        "5m",
+        "--out",
+        str(out),
+    ]
+    tune = subprocess.Popen(
+        command,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    trials = tmp_path / ".autoaccel" / "trials"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # wait for the second trial to start
+        started = list(trials.glob("*/0001/started")) if trials.exists() else []
+        if started:
+            break
+        time.sleep(0.2)
+    assert started, "the search never reached its second trial"
+    os.kill(tune.pid, signal.SIGINT)
+    _, err = tune.communicate(timeout=60)
+    assert tune.returncode == 130, err
+    assert "interrupted; the best config so far is in" in err
+    assert out.exists()  # the baseline, the best so far, was saved
+    for proc in psutil.process_iter(["cmdline"]):
+        assert str(path) not in " ".join(proc.info["cmdline"] or []), "a trial was left running"
+    again = subprocess.run(
+        [*command, "--max-trials", "3", "--confirm-pairs", "1"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert again.returncode == 0, again.stderr
+    assert "trial #0" not in again.stderr  # the baseline came from the stored study

@@ -49,7 +49,8 @@ run = autoaccel.prepare(model, opt, (x, y), loader_kwargs={{"batch_size": 32}})
 for epoch in range({epochs}):
     for xb, yb in run.loader:
         with run.autocast():
-            loss = torch.nn.functional.mse_loss(run.model(xb), torch.nn.functional.one_hot(yb, 2).float())
+            target = torch.nn.functional.one_hot(yb, 2).float()
+            loss = torch.nn.functional.mse_loss(run.model(xb), target)
         try:
             run.backward(loss)
             run.step()

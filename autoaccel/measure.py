@@ -25,6 +25,7 @@ __all__ = [
     "Measurement",
     "Meter",
     "MeterSettings",
+    "PruneBelow",
     "PruneTrial",
     "TrialTimeout",
     "classify_failure",
@@ -41,6 +42,25 @@ class PruneTrial(Exception):
     def __init__(self, message: str, samples_per_s: float) -> None:
         super().__init__(message)
         self.samples_per_s = samples_per_s
+
+
+class PruneBelow:
+    """Stops a trial running under ``floor`` samples/s.
+
+    In the window (``done`` > 0, the share of it measured) once a fifth is measured; during
+    warm-up (``done`` == 0) only when under half the floor, since warm-up steps run slow.
+    In-process trials call it; script trials hand ``floor`` to the script.
+    """
+
+    def __init__(self, floor: float) -> None:
+        self.floor = floor
+
+    def __call__(self, done: float, running: float) -> bool:
+        if self.floor <= 0:
+            return False
+        if done == 0.0:
+            return running < self.floor / 2
+        return done >= 0.2 and running < self.floor
 
 
 class TrialTimeout(Exception):
@@ -163,7 +183,8 @@ class Meter:
         sync: Waits for queued device work (``torch.cuda.synchronize`` on CUDA), or None.
         memory: Reads current memory in bytes (CPU RSS), or None to skip.
         prune: Called with ``(fraction_of_window_done, running_samples_per_s)`` a few times
-            per window; returning True stops the trial as clearly slower (``PruneTrial``).
+            per window, and with fraction 0 after each warm-up step past the first;
+            returning True stops the trial as clearly slower (``PruneTrial``).
 
     Example:
         >>> meter = Meter(MeterSettings(window_s=0.0, min_window_steps=1))
@@ -248,6 +269,15 @@ class Meter:
             now = self.clock()
             self._warmup[-1].end = now
         self._check_finite(self._losses[-1:])
+        if self.prune is not None and len(self._warmup) >= 2:
+            later = self._warmup[1:]  # the first step pays one-off costs
+            took = sum(st.end - st.start for st in later)
+            running = sum(st.samples for st in later) / max(took, 1e-12)
+            if self.prune(0.0, running):
+                raise PruneTrial(
+                    f"stopped in warm-up: {running:,.0f} samples/s is far below the best so far",
+                    running,
+                )
         recent = [st.end - st.start for st in self._warmup[-s.settle_steps :]]
         enough = len(self._warmup) >= max(s.min_warmup_steps, s.settle_steps)
         settled = enough and min(recent) > 0 and max(recent) / min(recent) - 1 <= s.settle_tolerance

@@ -30,6 +30,7 @@ from autoaccel.errors import ConfigError
 from autoaccel.measure import (
     Measurement,
     Meter,
+    PruneBelow,
     PruneTrial,
     TrialTimeout,
     classify_failure,
@@ -116,11 +117,7 @@ class TrialSession(StepObserver):
         self._written = False
         cuda = device.type == "cuda"
         self._base_memory = 0 if cuda else process_rss_bytes()
-        floor = spec.prune_below_samples_per_s / world
-
-        def prune(done: float, running: float) -> bool:
-            return floor > 0 and done >= 0.2 and running < floor
-
+        prune = PruneBelow(spec.prune_below_samples_per_s / world)
         self.meter = Meter(
             spec.meter_settings(),
             sync=torch.cuda.synchronize if cuda else None,

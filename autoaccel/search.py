@@ -30,7 +30,7 @@ from optuna.trial import TrialState
 from rich.console import Console
 
 from autoaccel.config import TrainingConfig
-from autoaccel.measure import Measurement
+from autoaccel.measure import Measurement, PruneBelow
 from autoaccel.space import SearchSpace
 
 __all__ = [
@@ -47,19 +47,6 @@ PRUNE_BELOW = 0.7  # a trial running under this share of the best so far is stop
 GAIN = 1.01  # an improvement must beat the best by this factor to count
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-
-
-class PruneBelow:
-    """Stops a trial running under ``floor`` samples/s once a fifth of its window is done.
-
-    In-process trials call it; script trials hand ``floor`` to the script.
-    """
-
-    def __init__(self, floor: float) -> None:
-        self.floor = floor
-
-    def __call__(self, done: float, running: float) -> bool:
-        return self.floor > 0 and done >= 0.2 and running < self.floor
 
 
 TrialFn = Callable[[TrainingConfig, PruneBelow | None], Measurement]

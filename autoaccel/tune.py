@@ -26,10 +26,10 @@ from autoaccel.advice import (
 )
 from autoaccel.config import Provenance, TrainingConfig, now_iso, save_config
 from autoaccel.errors import UsageError
-from autoaccel.measure import Measurement, MeterSettings
+from autoaccel.measure import Measurement, MeterSettings, PruneBelow
 from autoaccel.probe import probe_system
 from autoaccel.runner import INTEGRATION_LINES, ScriptRunner, check_script
-from autoaccel.search import PruneBelow, TrialRecord
+from autoaccel.search import TrialRecord
 
 __all__ = ["TuneResult", "tune_script"]
 

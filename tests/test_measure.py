@@ -8,6 +8,7 @@ import torch
 from autoaccel.measure import (
     Meter,
     MeterSettings,
+    PruneBelow,
     PruneTrial,
     TrialTimeout,
     classify_failure,
@@ -158,14 +159,31 @@ def test_clearly_slower_trials_are_pruned() -> None:
 
     def prune(done: float, running: float) -> bool:
         seen.append((done, running))
-        return running < 500
+        return done > 0 and running < 500
 
     meter = Meter(SETTINGS, clock=clock, prune=prune)
     with pytest.raises(PruneTrial, match="stopped early: 100 samples/s") as caught:
         while not meter.done:
             step(meter, clock, wait=0, compute=0.1)
     assert caught.value.samples_per_s == pytest.approx(100)
-    assert seen and 0 < seen[0][0] < 1
+    window_calls = [c for c in seen if c[0] > 0]
+    assert window_calls and 0 < window_calls[0][0] < 1
+
+
+def test_hopeless_trials_stop_in_warm_up() -> None:
+    clock = FakeClock()
+    meter = Meter(SETTINGS, clock=clock, prune=PruneBelow(1000.0))
+    step(meter, clock, wait=0, compute=5.0)  # the first step pays one-off costs: never judged
+    with pytest.raises(PruneTrial, match=r"stopped in warm-up: 100 samples/s"):
+        step(meter, clock, wait=0, compute=0.1)  # 100/s is under half of the 1000/s floor
+
+
+def test_prune_below_rules() -> None:
+    prune = PruneBelow(1000.0)
+    assert prune(0.0, 499) and not prune(0.0, 501)  # warm-up: only under half the floor
+    assert not prune(0.1, 10)  # too little of the window measured to judge
+    assert prune(0.5, 999) and not prune(0.5, 1001)
+    assert not PruneBelow(0.0)(0.5, 1)  # no best yet: never prune
 
 
 def test_a_trial_past_its_time_limit_stops() -> None:

@@ -584,6 +584,7 @@ def tune_measured(
             f"autoaccel: search stopped ({result.stop_reason}); confirming best vs. "
             f"baseline in {confirm_pairs} interleaved pairs",
             highlight=False,
+            soft_wrap=True,
         )
     speedup = confirm(measure, result.baseline.config, result.best.config, pairs=confirm_pairs)
     best = result.best.measurement
@@ -709,6 +710,7 @@ def advise(
                 f"autoaccel: measuring the baseline (batch {user.batch_size}, "
                 f"{user.num_workers} workers, {user.num_threads} threads, fp32)",
                 highlight=False,
+                soft_wrap=True,
             )
         baseline = measure(user)
         if not baseline.ok:

@@ -230,6 +230,7 @@ def cmd_tune(args: argparse.Namespace) -> CommandResult:
         Console(stderr=True).print(
             f"autoaccel: interrupted; {saved}. Run the same command again to resume the study.",
             highlight=False,
+            soft_wrap=True,
         )
         raise
     advice = result.advice
@@ -267,7 +268,10 @@ def cmd_run(args: argparse.Namespace) -> CommandResult:
     command = launch_command(script, tuple(args.script_args), config.processes)
     env = {**os.environ, CONFIG_ENV: str(Path(path).resolve())}
     Console(stderr=True).print(
-        f"autoaccel: {' '.join(command)}  (config {path})", highlight=False, markup=False
+        f"autoaccel: {' '.join(command)}  (config {path})",
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
     )
     returncode = subprocess.run(command, env=env, check=False).returncode
     return CommandResult(

@@ -84,6 +84,7 @@ def tune_script(
             f"autoaccel: running {script.name} with its own settings (the baseline); "
             f"logs in {trials_dir}",
             highlight=False,
+            soft_wrap=True,
         )
     first = runner.run(None)
     if not first.reached_prepare:

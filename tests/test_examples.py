@@ -59,3 +59,28 @@ def test_tune_then_run(tmp_path: Path, example: str, run_args: list[str]) -> Non
     ran = cli("run", str(EXAMPLES / example), "--config", str(out), "--", *run_args, cwd=tmp_path)
     assert ran.returncode == 0, ran.stderr[-2000:]
     assert f"batch_size={config.batch_size} precision={config.precision}" in ran.stdout
+
+
+def test_run_starts_torchrun_for_a_ddp_config(tmp_path: Path) -> None:
+    from autoaccel.config import TrainingConfig, save_config
+
+    config = save_config(
+        TrainingConfig(batch_size=32, strategy="ddp", processes=2, num_threads=1),
+        tmp_path / "ddp.yaml",
+    )
+    ran = cli(
+        "run",
+        str(EXAMPLES / "train_cnn.py"),
+        "--config",
+        str(config),
+        "--",
+        "--epochs",
+        "1",
+        "--samples",
+        "256",
+        cwd=tmp_path,
+    )
+    assert ran.returncode == 0, ran.stderr[-2000:]
+    assert "torch.distributed.run --standalone --nproc-per-node=2" in ran.stderr
+    # each of the two processes trains half the data: 128 samples = 4 batches of 32
+    assert ran.stdout.count("batch_size=32") == 2

@@ -248,3 +248,13 @@ def test_ctrl_c_keeps_the_best_so_far_and_the_study_resumes(tmp_path: Path) -> N
     )
     assert again.returncode == 0, again.stderr
     assert "trial #0" not in again.stderr  # the baseline came from the stored study
+
+
+def test_a_two_process_ddp_trial_under_torchrun(tmp_path: Path) -> None:
+    config = TrainingConfig(batch_size=64, strategy="ddp", processes=2, num_threads=1)
+    trial = runner(script(tmp_path), tmp_path, timeout_s=120).run(config)
+    assert trial.measurement.ok, trial.log_tail()
+    assert trial.report is not None and trial.report.world_size == 2
+    # samples count across both processes: each step trains 2 x 64 samples
+    assert trial.measurement.samples == 2 * 64 * trial.measurement.window_steps
+    assert "torch.distributed.run" in trial.log_path.read_text().splitlines()[0]

@@ -48,7 +48,8 @@ class PruneBelow:
     """Stops a trial running under ``floor`` samples/s.
 
     In the window (``done`` > 0, the share of it measured) once a fifth is measured; during
-    warm-up (``done`` == 0) only when under half the floor, since warm-up steps run slow.
+    warm-up (``done`` == 0) only when under a quarter of the floor, since warm-up steps run
+    slow (loader workers are still filling their queues).
     In-process trials call it; script trials hand ``floor`` to the script.
     """
 
@@ -59,7 +60,7 @@ class PruneBelow:
         if self.floor <= 0:
             return False
         if done == 0.0:
-            return running < self.floor / 2
+            return running < self.floor / 4
         return done >= 0.2 and running < self.floor
 
 

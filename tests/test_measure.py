@@ -175,12 +175,12 @@ def test_hopeless_trials_stop_in_warm_up() -> None:
     meter = Meter(SETTINGS, clock=clock, prune=PruneBelow(1000.0))
     step(meter, clock, wait=0, compute=5.0)  # the first step pays one-off costs: never judged
     with pytest.raises(PruneTrial, match=r"stopped in warm-up: 100 samples/s"):
-        step(meter, clock, wait=0, compute=0.1)  # 100/s is under half of the 1000/s floor
+        step(meter, clock, wait=0, compute=0.1)  # 100/s: under a quarter of the 1000/s floor
 
 
 def test_prune_below_rules() -> None:
     prune = PruneBelow(1000.0)
-    assert prune(0.0, 499) and not prune(0.0, 501)  # warm-up: only under half the floor
+    assert prune(0.0, 249) and not prune(0.0, 251)  # warm-up: only under a quarter
     assert not prune(0.1, 10)  # too little of the window measured to judge
     assert prune(0.5, 999) and not prune(0.5, 1001)
     assert not PruneBelow(0.0)(0.5, 1)  # no best yet: never prune

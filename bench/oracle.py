@@ -149,7 +149,7 @@ def main() -> None:
             f"{r['time_share']:.1%}",
             f"{r['trials']} / {r['grid_size']}",
         )
-    Console().print(table)
+    Console(width=200).print(table)
     for r in rows:
         Console().print(
             f"{r['workload']}: oracle {r['oracle_params']}\n"

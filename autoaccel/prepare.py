@@ -270,6 +270,11 @@ def prepare(
         chosen = user if trial.baseline else trial.trial_config()
     else:
         chosen = _normal_run_config(config, user)
+    if chosen.strategy == "fsdp":
+        raise ConfigError(
+            "strategy: fsdp is not applied by this autoaccel yet (DDP is); set "
+            "strategy: ddp, or none for one process"
+        )
     rank, world = _distributed()
     if chosen.processes > 1 and world == 1 and trial is None:
         warnings.warn(

@@ -144,3 +144,10 @@ def test_a_dataset_with_loader_kwargs_keeps_them() -> None:
         model, optimizer, Pairs(20), loader_kwargs={"batch_size": 8, "drop_last": True}
     )
     assert [len(x) for x, _ in run.loader] == [8, 8]
+
+
+def test_fsdp_is_refused_not_silently_replaced() -> None:
+    model, optimizer = make()
+    config = TrainingConfig(strategy="fsdp", processes=2)
+    with pytest.raises(ConfigError, match="strategy: fsdp is not applied by this autoaccel yet"):
+        autoaccel.prepare(model, optimizer, tabular(), config=config)

@@ -84,7 +84,9 @@ class Run:
     ) -> None:
         self.config = config
         self.device = device or model_device(model)
-        if config.channels_last and has_conv(model):
+        # Computed once: has_conv walks every module.
+        self._channels_last = config.channels_last and has_conv(model)
+        if self._channels_last:
             model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         if distributed:
             # DDP before compile, as torch recommends; gradients all-reduce across processes.
@@ -100,7 +102,6 @@ class Run:
         self.grad_accum_steps = config.grad_accum_steps
         self._micro_step = 0
         self.optimizer_steps = 0
-        self._channels_last = config.channels_last and has_conv(model)
         dtype = _AUTOCAST_DTYPES.get(config.precision)
         self._autocast_dtype = dtype
         self._scaler = (

@@ -205,16 +205,6 @@ class Workload:
         return sum(p.numel() for p in self.model.parameters())
 
 
-def _tensor_devices(batch: Any) -> set[torch.device]:
-    if isinstance(batch, torch.Tensor):
-        return {batch.device}
-    if isinstance(batch, Mapping):
-        batch = list(batch.values())
-    if isinstance(batch, (tuple, list)):
-        return set().union(*(_tensor_devices(b) for b in batch)) if batch else set()
-    return set()
-
-
 def make_workload(
     model: nn.Module,
     data: DataSpec,

@@ -39,7 +39,7 @@ from autoaccel.measure import (
 from autoaccel.probe import probe_system
 from autoaccel.protocol import TrialFinished, TrialReport, TrialSpec, read_trial_spec
 from autoaccel.run import Run, StepObserver, has_conv, model_device
-from autoaccel.schedule import apply_lr, build_scheduler
+from autoaccel.schedule import apply_lr, apply_momentum, build_scheduler, scale_lr
 
 __all__ = ["CONFIG_ENV", "find_config", "prepare"]
 
@@ -227,6 +227,7 @@ def prepare(
     config: TrainingConfig | str | os.PathLike[str] | None = None,
     batch_size: int | None = None,
     grad_accum_steps: int = 1,
+    total_steps: int | None = None,
 ) -> Run:
     """Apply the tuned config (or a tuner's trial) to a training script's objects.
 
@@ -241,6 +242,9 @@ def prepare(
         config: A ``TrainingConfig`` or a path; the default looks for autoaccel.yaml.
         batch_size: The script's own batch size when it batches by itself.
         grad_accum_steps: The script's own gradient accumulation.
+        total_steps: Optimizer steps the whole run takes (epochs x batches per epoch /
+            accumulation); a tuned decaying schedule is stretched over them. Without it the
+            decay spans the horizon it was tuned on, and prepare() says so.
 
     Returns:
         The ``Run``: ``run.loader``, ``run.autocast()``, ``run.backward(loss)``,
@@ -292,8 +296,15 @@ def prepare(
         torch.set_num_threads(chosen.num_threads)
     if chosen.precision == "tf32":
         torch.set_float32_matmul_precision("high")
-    if chosen.lr is not None:
-        notes += apply_lr(optimizer, chosen.lr)
+    notes += _apply_lr_settings(optimizer, chosen, user, scheduler)
+    if chosen.schedule != "constant" and total_steps is not None:
+        chosen = replace(chosen, schedule_steps=total_steps)
+    elif chosen.schedule != "constant" and trial is None:
+        notes.append(
+            f"the tuned {chosen.schedule} schedule decays over {chosen.schedule_steps} "
+            "optimizer steps (the horizon it was tuned on); pass total_steps= to prepare() "
+            "to stretch it over your whole run"
+        )
     tuned_scheduler = build_scheduler(optimizer, chosen)
     if tuned_scheduler is not None and scheduler is not None:
         notes.append(
@@ -339,6 +350,26 @@ def prepare(
         observer=observer,
         distributed=world > 1,
     )
+
+
+def _apply_lr_settings(
+    optimizer: torch.optim.Optimizer, chosen: TrainingConfig, user: TrainingConfig, scheduler: Any
+) -> list[str]:
+    """The config's LR (tuned for its batch) or its scaling rule, and its momentum."""
+    notes = []
+    if chosen.lr is not None:
+        notes += apply_lr(optimizer, chosen.lr, scheduler=scheduler)
+    else:
+        notes += scale_lr(
+            optimizer,
+            user.global_batch,
+            chosen.global_batch,
+            chosen.lr_scaling,
+            scheduler=scheduler,
+        )
+    if chosen.momentum is not None:
+        notes += apply_momentum(optimizer, chosen.momentum)
+    return notes
 
 
 def _normal_run_config(

@@ -34,6 +34,7 @@ def has_conv(model: nn.Module) -> bool:
 
 
 _AUTOCAST_DTYPES = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
+_NO_AUTOCAST = contextlib.nullcontext()  # reusable: one object for every step
 
 
 @contextlib.contextmanager
@@ -109,7 +110,7 @@ class Run:
             if config.precision == "16-mixed" and self.device.type == "cuda"
             else None
         )
-        self.last_loss: torch.Tensor | None = None
+        self._last_loss: torch.Tensor | None = None
 
     @property
     def loader(self) -> Iterator[Any]:
@@ -143,12 +144,16 @@ class Run:
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         """The chosen precision as a context manager (a no-op in 32-true and tf32)."""
         if self._autocast_dtype is None:
-            return contextlib.nullcontext()
+            return _NO_AUTOCAST
         return torch.autocast(self.device.type, dtype=self._autocast_dtype)
 
     def backward(self, loss: torch.Tensor) -> None:
         """Backward through ``loss``, scaled for fp16 and divided for accumulation."""
-        self.last_loss = loss.detach()
+        if self.observer is not None:  # only the meter reads it; a normal run skips the copy
+            self._last_loss = loss.detach()
+        if self._scaler is None and self.grad_accum_steps == 1:
+            loss.backward()  # the common case, kept as short as the hand-written loop
+            return
         if self.grad_accum_steps > 1:
             loss = loss / self.grad_accum_steps
         scaled = self._scaler.scale(loss) if self._scaler is not None else loss
@@ -166,7 +171,7 @@ class Run:
             True when the optimizer stepped.
         """
         self._micro_step += 1
-        stepped = self._micro_step % self.grad_accum_steps == 0
+        stepped = self.grad_accum_steps == 1 or self._micro_step % self.grad_accum_steps == 0
         if stepped:
             if self._scaler is not None:
                 self._scaler.step(self.optimizer)
@@ -179,7 +184,7 @@ class Run:
             self.optimizer_steps += 1
         if self.observer is not None:
             # Last, so the optimizer's work counts in this step's time.
-            self.observer.step_end(self.last_loss, self.batch_size)
+            self.observer.step_end(self._last_loss, self.batch_size)
         return stepped
 
 

@@ -1,7 +1,12 @@
-"""Learning-rate schedules from a config: warm-up, then constant, cosine, linear or one-cycle.
+"""Learning rates: schedules from a config, the rule tying LR to batch size, the range test.
 
-``build_scheduler`` returns a ``LambdaLR`` stepped once per optimizer step (``Run.step()``
-steps it only when the optimizer steps, so gradient accumulation is handled).
+- ``build_scheduler`` returns a ``LambdaLR`` stepped once per optimizer step (``Run.step()``
+  steps it only when the optimizer steps, so gradient accumulation is handled).
+- ``scaling_rule``/``scale_lr``: when the global batch changes, the LR follows it, linearly
+  for SGD-family optimizers and by the square root for adaptive (Adam-family) ones
+  (Goyal et al. 2017; Malladi et al. 2022), in every param group.
+- ``RangeSweep``/``lr_range_test``: Smith's LR range test, with a suggestion below the
+  loss minimum rather than at the steepest point of the whole curve.
 """
 
 from __future__ import annotations
@@ -17,12 +22,34 @@ from autoaccel.config import TrainingConfig
 
 __all__ = [
     "LrFinding",
+    "RangeSweep",
     "apply_lr",
+    "apply_momentum",
     "build_scheduler",
     "lr_factor",
     "lr_range_test",
+    "momentum_of",
+    "scale_lr",
+    "scaling_rule",
     "suggest_lr",
 ]
+
+#: Optimizers whose LR scales linearly with the batch (plain gradient steps).
+SGD_FAMILY = ("SGD", "ASGD", "LARS")
+#: Adaptive optimizers: square-root scaling.
+ADAM_FAMILY = (
+    "Adam",
+    "AdamW",
+    "Adamax",
+    "NAdam",
+    "RAdam",
+    "Adagrad",
+    "Adadelta",
+    "Adafactor",
+    "RMSprop",
+    "SparseAdam",
+    "LAMB",
+)
 
 
 def lr_factor(config: TrainingConfig) -> Callable[[int], float]:
@@ -62,8 +89,9 @@ def build_scheduler(
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(config))
 
 
-def apply_lr(optimizer: torch.optim.Optimizer, lr: float) -> list[str]:
-    """Set the peak LR; several param groups keep their ratios to the first group.
+def apply_lr(optimizer: torch.optim.Optimizer, lr: float, *, scheduler: object = None) -> list[str]:
+    """Set the peak LR; several param groups keep their ratios to the first group, and a
+    scheduler made before (its base LRs) follows.
 
     Returns:
         Notes on what was changed, for the user.
@@ -74,12 +102,97 @@ def apply_lr(optimizer: torch.optim.Optimizer, lr: float) -> list[str]:
     for group in groups:
         group["lr"] = lr if not first else group["lr"] * ratio
         group["initial_lr"] = group["lr"]
+    base_lrs = getattr(scheduler, "base_lrs", None)
+    if isinstance(base_lrs, list):
+        base_lrs[:] = [base * ratio if first else lr for base in base_lrs]
     if len(groups) > 1:
         return [
             f"lr {first:g} -> {lr:g} in the first of {len(groups)} param groups; the "
             f"others were scaled by the same {ratio:.3g}x"
         ]
     return [f"lr {first:g} -> {lr:g}"]
+
+
+def scaling_rule(optimizer: torch.optim.Optimizer) -> tuple[str, str]:
+    """The default rule for how the LR follows the batch: ``(rule, why)``.
+
+    Example:
+        >>> scaling_rule(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1))[0]
+        'linear'
+    """
+    name = type(optimizer).__name__
+    if name in SGD_FAMILY:
+        return "linear", f"{name} is SGD-family: the LR scales with the batch (Goyal et al.)"
+    if name in ADAM_FAMILY:
+        return "sqrt", f"{name} is adaptive: the LR scales with the square root of the batch"
+    return "sqrt", f"{name} is not a known family; the square root is the cautious choice"
+
+
+def scale_lr(
+    optimizer: torch.optim.Optimizer,
+    old_batch: int,
+    new_batch: int,
+    rule: str,
+    *,
+    scheduler: object = None,
+) -> list[str]:
+    """Scale every param group's LR for a global batch going from ``old_batch`` to
+    ``new_batch`` by ``rule`` (none, linear or sqrt); a scheduler's base LRs follow.
+
+    Returns:
+        Notes on what was changed, for the user (empty when nothing changed).
+    """
+    if rule == "none" or old_batch == new_batch:
+        return []
+    ratio = new_batch / old_batch
+    factor = ratio if rule == "linear" else math.sqrt(ratio)
+    groups = optimizer.param_groups
+    before = [group["lr"] for group in groups]
+    for group in groups:
+        group["lr"] *= factor
+        group["initial_lr"] = group["lr"]
+    base_lrs = getattr(scheduler, "base_lrs", None)
+    if isinstance(base_lrs, list):  # a scheduler made before prepare() keeps its own copy
+        base_lrs[:] = [lr * factor for lr in base_lrs]
+    what = (
+        f"lr {before[0]:g} -> {groups[0]['lr']:g}"
+        if len(groups) == 1
+        else f"the lr of each of the {len(groups)} param groups "
+        f"({', '.join(f'{lr:g}' for lr in before)}) x{factor:.3g}"
+    )
+    how = f"x{ratio:.3g}" if rule == "linear" else f"x sqrt({ratio:.3g})"
+    return [
+        f"{what}: the global batch went {old_batch} -> {new_batch}, scaled by the {rule} "
+        f"rule ({how})"
+    ]
+
+
+def momentum_of(optimizer: torch.optim.Optimizer) -> tuple[str, float] | None:
+    """``("momentum", value)`` for SGD-style, ``("betas", beta1)`` for Adam-style, or None
+    when the optimizer has neither (or SGD without momentum)."""
+    group = optimizer.param_groups[0]
+    if "betas" in group:
+        return "betas", float(group["betas"][0])
+    if group.get("momentum"):
+        return "momentum", float(group["momentum"])
+    return None
+
+
+def apply_momentum(optimizer: torch.optim.Optimizer, value: float) -> list[str]:
+    """Set SGD's momentum or Adam's beta1 in every param group."""
+    found = momentum_of(optimizer)
+    if found is None:
+        return [
+            f"momentum {value:g} not applied: {type(optimizer).__name__} has no momentum "
+            "or betas (or runs without momentum)"
+        ]
+    key, old = found
+    for group in optimizer.param_groups:
+        if key == "betas":
+            group["betas"] = (value, *tuple(group["betas"])[1:])
+        else:
+            group["momentum"] = value
+    return [f"{'beta1' if key == 'betas' else 'momentum'} {old:g} -> {value:g}"]
 
 
 @dataclass(frozen=True)
@@ -125,6 +238,88 @@ def suggest_lr(lrs: Sequence[float], losses: Sequence[float]) -> tuple[float | N
     return float(lrs[steepest]), confidence, reason
 
 
+class RangeSweep:
+    """The range test step by step, for loops that are not ours (a script's, under
+    ``autoaccel lr-find``): ask ``lr`` for the next step's LR, ``record`` its loss until it
+    says stop, then ``finding()``.
+
+    Args:
+        min_lr: The first LR.
+        max_lr: The last LR.
+        steps: Steps in the sweep.
+        smoothing: Exponential smoothing of the loss (bias-corrected).
+        diverge_factor: Stop when the smoothed loss exceeds this many times its minimum.
+    """
+
+    def __init__(
+        self,
+        *,
+        min_lr: float = 1e-7,
+        max_lr: float = 10.0,
+        steps: int = 100,
+        smoothing: float = 0.98,
+        diverge_factor: float = 4.0,
+    ) -> None:
+        if not 0 < min_lr < max_lr:
+            raise ValueError(f"`0 < min_lr < max_lr` must hold, but got ({min_lr=}, {max_lr=})")
+        if steps < 5:
+            raise ValueError(f"steps must be >= 5 for a suggestion, got {steps}")
+        self.min_lr = min_lr
+        self.steps = steps
+        self.smoothing = smoothing
+        self.diverge_factor = diverge_factor
+        self._ratio = (max_lr / min_lr) ** (1 / (steps - 1))
+        self.lrs: list[float] = []
+        self.losses: list[float] = []  # smoothed
+        self.raw: list[float] = []
+        self._average = 0.0
+        self._best = math.inf
+        self.stop = ""
+
+    @property
+    def lr(self) -> float:
+        """The LR for the next step."""
+        return self.min_lr * self._ratio ** len(self.raw)
+
+    def record(self, loss: float) -> bool:
+        """Record the loss of a step taken at ``self.lr``; True when the sweep is over."""
+        lr, i = self.lr, len(self.raw)
+        self.raw.append(loss)
+        if not math.isfinite(loss):
+            self.stop = f"the loss became {loss} at lr {lr:.3g}"
+            return True
+        self._average = self.smoothing * self._average + (1 - self.smoothing) * loss
+        value = self._average / (1 - self.smoothing ** (i + 1))
+        self.lrs.append(lr)
+        self.losses.append(value)
+        self._best = min(self._best, value)
+        if i > 5 and value > self.diverge_factor * self._best:
+            self.stop = f"the loss diverged at lr {lr:.3g}"
+            return True
+        if len(self.raw) >= self.steps:
+            self.stop = "reached max_lr"
+            return True
+        return False
+
+    def finding(self) -> LrFinding:
+        """The curve and the suggestion."""
+        if self.raw and not math.isfinite(self.raw[0]):
+            return LrFinding(
+                (),
+                (),
+                None,
+                "none",
+                f"the loss was {self.raw[0]} at the very first step (lr {self.min_lr:.3g}): "
+                "the model or data gives NaN/inf before any LR matters; check the inputs "
+                "for NaN, the loss for log(0), and the initialisation",
+            )
+        suggestion, confidence, reason = suggest_lr(self.lrs, self.losses)
+        stop = self.stop or f"stopped after {len(self.raw)} steps"
+        return LrFinding(
+            tuple(self.lrs), tuple(self.losses), suggestion, confidence, f"{reason}; {stop}"
+        )
+
+
 def lr_range_test(
     step: Callable[[float], float],
     *,
@@ -145,26 +340,13 @@ def lr_range_test(
         smoothing: Exponential smoothing of the loss (bias-corrected).
         diverge_factor: Stop when the smoothed loss exceeds this many times its minimum.
     """
-    if not 0 < min_lr < max_lr:
-        raise ValueError(f"`0 < min_lr < max_lr` must hold, but got ({min_lr=}, {max_lr=})")
-    ratio = (max_lr / min_lr) ** (1 / max(steps - 1, 1))
-    lrs: list[float] = []
-    smoothed: list[float] = []
-    average, best = 0.0, math.inf
-    stop = "reached max_lr"
-    for i in range(steps):
-        lr = min_lr * ratio**i
-        loss = step(lr)
-        if not math.isfinite(loss):
-            stop = f"the loss became {loss} at lr {lr:.3g}"
-            break
-        average = smoothing * average + (1 - smoothing) * loss
-        value = average / (1 - smoothing ** (i + 1))
-        lrs.append(lr)
-        smoothed.append(value)
-        best = min(best, value)
-        if i > 5 and value > diverge_factor * best:
-            stop = f"the loss diverged at lr {lr:.3g}"
-            break
-    suggestion, confidence, reason = suggest_lr(lrs, smoothed)
-    return LrFinding(tuple(lrs), tuple(smoothed), suggestion, confidence, f"{reason}; {stop}")
+    sweep = RangeSweep(
+        min_lr=min_lr,
+        max_lr=max_lr,
+        steps=steps,
+        smoothing=smoothing,
+        diverge_factor=diverge_factor,
+    )
+    while not sweep.record(step(sweep.lr)):
+        pass
+    return sweep.finding()

@@ -151,3 +151,66 @@ def test_fsdp_is_refused_not_silently_replaced() -> None:
     config = TrainingConfig(strategy="fsdp", processes=2)
     with pytest.raises(ConfigError, match="strategy: fsdp is not applied by this autoaccel yet"):
         autoaccel.prepare(model, optimizer, tabular(), config=config)
+
+
+def test_lr_follows_a_larger_batch_by_the_configs_rule(capsys: pytest.CaptureFixture[str]) -> None:
+    model, optimizer = make(lr=0.1)
+    config = TrainingConfig(batch_size=128, lr_scaling="linear")
+    autoaccel.prepare(model, optimizer, tabular(), loader_kwargs={"batch_size": 32}, config=config)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.4)
+    assert "global batch went 32 -> 128, scaled by the linear rule" in capsys.readouterr().err
+
+    model = mlp()
+    adam = torch.optim.AdamW(
+        [
+            {"params": model[0].parameters(), "lr": 1e-3},
+            {"params": model[2].parameters(), "lr": 1e-4},
+        ]
+    )
+    config = TrainingConfig(batch_size=64, grad_accum_steps=2, lr_scaling="sqrt")
+    autoaccel.prepare(model, adam, tabular(), loader_kwargs={"batch_size": 32}, config=config)
+    assert [g["lr"] for g in adam.param_groups] == pytest.approx([2e-3, 2e-4])  # sqrt(128/32)
+    err = capsys.readouterr().err
+    assert "each of the 2 param groups (0.001, 0.0001) x2" in err
+
+
+def test_without_a_scaling_rule_or_batch_change_the_lr_stays() -> None:
+    model, optimizer = make(lr=0.1)
+    config = TrainingConfig(batch_size=128)  # lr_scaling: none
+    autoaccel.prepare(model, optimizer, tabular(), loader_kwargs={"batch_size": 32}, config=config)
+    assert optimizer.param_groups[0]["lr"] == 0.1
+    config = TrainingConfig(batch_size=32, lr_scaling="linear")
+    autoaccel.prepare(model, optimizer, tabular(), loader_kwargs={"batch_size": 32}, config=config)
+    assert optimizer.param_groups[0]["lr"] == 0.1
+
+
+def test_a_user_scheduler_follows_the_scaled_lr() -> None:
+    model, optimizer = make(lr=0.1)
+    mine = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)
+    config = TrainingConfig(batch_size=64, lr_scaling="linear")
+    run = autoaccel.prepare(
+        model, optimizer, tabular(), loader_kwargs={"batch_size": 32}, scheduler=mine, config=config
+    )
+    x, y = next(iter(run.loader))
+    run.backward(torch.nn.functional.cross_entropy(run.model(x), y))
+    run.step()
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.2 * 0.5)  # scaled base, one decay
+
+
+def test_tuned_momentum_and_total_steps(capsys: pytest.CaptureFixture[str]) -> None:
+    model = mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    config = TrainingConfig(lr=0.3, momentum=0.8, schedule="linear", schedule_steps=10)
+    run = autoaccel.prepare(model, optimizer, tabular(), config=config, total_steps=100)
+    assert optimizer.param_groups[0]["momentum"] == 0.8
+    assert run.scheduler is not None
+    optimizer.step()  # no gradients yet: a no-op, in the order torch expects
+    run.scheduler.step()
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.3 * 0.99)  # spans 100, not 10
+    assert "momentum 0.9 -> 0.8" in capsys.readouterr().err
+
+    adam = torch.optim.Adam(model.parameters(), lr=1e-3)
+    autoaccel.prepare(model, adam, tabular(), config=TrainingConfig(momentum=0.85))
+    assert adam.param_groups[0]["betas"] == (0.85, 0.999)
+    autoaccel.prepare(model, adam, tabular(), config=config)
+    assert "decays over 10 optimizer steps" in capsys.readouterr().err

@@ -8,7 +8,17 @@ import torch.nn.functional as F
 from models import mlp, tabular
 
 from autoaccel.config import TrainingConfig
-from autoaccel.schedule import apply_lr, build_scheduler, lr_factor, lr_range_test, suggest_lr
+from autoaccel.schedule import (
+    apply_lr,
+    apply_momentum,
+    build_scheduler,
+    lr_factor,
+    lr_range_test,
+    momentum_of,
+    scale_lr,
+    scaling_rule,
+    suggest_lr,
+)
 
 
 @pytest.mark.parametrize(
@@ -81,3 +91,35 @@ def test_too_short_a_curve_gives_no_suggestion() -> None:
     assert suggest_lr([1e-3, 1e-2], [1.0, 0.9])[0] is None
     with pytest.raises(ValueError, match=r"`0 < min_lr < max_lr` must hold"):
         lr_range_test(lambda lr: 1.0, min_lr=1.0, max_lr=0.1)
+
+
+def test_the_default_rule_follows_the_optimizer_family() -> None:
+    params = [torch.zeros(1, requires_grad=True)]
+    assert scaling_rule(torch.optim.SGD(params, lr=0.1))[0] == "linear"
+    assert scaling_rule(torch.optim.AdamW(params, lr=0.1))[0] == "sqrt"
+    rule, why = scaling_rule(torch.optim.LBFGS(params))
+    assert rule == "sqrt" and "cautious" in why
+
+
+def test_scale_lr_rules() -> None:
+    params = [torch.zeros(1, requires_grad=True)]
+    sgd = torch.optim.SGD(params, lr=0.1)
+    assert scale_lr(sgd, 32, 32, "linear") == []
+    assert scale_lr(sgd, 32, 128, "none") == []
+    scale_lr(sgd, 32, 128, "sqrt")
+    assert sgd.param_groups[0]["lr"] == pytest.approx(0.2)
+    scale_lr(sgd, 128, 64, "linear")
+    assert sgd.param_groups[0]["lr"] == pytest.approx(0.1)
+
+
+def test_momentum_is_refused_where_there_is_none() -> None:
+    params = [torch.zeros(1, requires_grad=True)]
+    plain = torch.optim.SGD(params, lr=0.1)
+    assert momentum_of(plain) is None
+    assert "not applied" in apply_momentum(plain, 0.9)[0]
+
+
+def test_a_loss_that_is_nan_from_the_first_step_is_named() -> None:
+    finding = lr_range_test(lambda lr: float("nan"), steps=20)
+    assert finding.suggestion is None
+    assert "at the very first step" in finding.reason and "NaN" in finding.reason

@@ -170,6 +170,13 @@ class TrainingConfig:
         kind=str,
         choices=LR_SCALING,
     )
+    momentum: float | None = knob(
+        None,
+        "SGD momentum or Adam-family beta1 (empty = the optimizer's own)",
+        kind=(float, int),
+        minimum=0.0,
+        optional=True,
+    )
     warmup_steps: int = knob(
         0, "optimizer steps of linear warm-up to the peak lr", kind=int, minimum=0
     )
@@ -208,6 +215,11 @@ class TrainingConfig:
             for f in dataclasses.fields(self)
             if f.name not in ("schema_version", "provenance")
         }
+
+    @property
+    def global_batch(self) -> int:
+        """Samples per optimizer step over all processes."""
+        return self.batch_size * self.grad_accum_steps * self.processes
 
     def to_dict(self) -> dict[str, Any]:
         """A plain copy, ready for YAML or JSON; the config is not changed."""
@@ -342,6 +354,8 @@ def _check_relations(config: TrainingConfig) -> list[str]:
         problems.append(
             f"processes: {config.processes} processes need strategy ddp or fsdp, got none"
         )
+    if config.momentum is not None and config.momentum >= 1:
+        problems.append(f"momentum: must be below 1, got {config.momentum!r}")
     if config.schedule != "constant" and config.schedule_steps is None:
         problems.append(f"schedule_steps: schedule {config.schedule!r} needs a step count")
     return problems

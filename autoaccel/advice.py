@@ -8,8 +8,10 @@ early stopping, pruning / quantization / distillation) is labelled so.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
+import math
 import random
 import statistics
 import time
@@ -28,11 +30,13 @@ from torch import nn
 
 from autoaccel._version import __version__
 from autoaccel.config import Provenance, TrainingConfig, now_iso, save_config
+from autoaccel.converge import ConvergenceResult, LossRun, holdout_split, search_schedule
 from autoaccel.data import describe_data
 from autoaccel.errors import UsageError
 from autoaccel.measure import Measurement, MeterSettings
 from autoaccel.probe import HardwareProfile, probe_system
 from autoaccel.run import has_conv
+from autoaccel.schedule import scaling_rule
 from autoaccel.search import PRUNE_BELOW, Search, SearchResult, TrialRecord
 from autoaccel.space import SearchSpace, build_space
 from autoaccel.trial import OptimizerLike, make_workload, run_trial
@@ -54,6 +58,11 @@ MEMORY_BOUND = 0.80  # peak >= 80% of the memory budget
 DEFAULT_BUDGET_S = 120.0
 DEFAULT_MAX_TRIALS = 40
 CONFIRM_PAIRS = 3
+OBJECTIVES = ("throughput", "time-to-loss")
+THROUGHPUT_SHARE = 0.35  # of a time-to-loss budget, for the system-knob search
+HORIZONS_PER_BUDGET = 10  # a schedule candidate trains for about 1/10 of what is left
+FINALISTS = 3  # configs re-measured at the end of a search
+FINAL_ROUNDS = 2  # extra measurements of each finalist
 
 
 @dataclass(frozen=True)
@@ -67,6 +76,7 @@ class WorkloadFacts:
     tensor_data: bool
     device: torch.device
     start_s: float  # fixed cost of starting one trial (a subprocess costs seconds)
+    optimizer: str = ""  # the optimizer's class name: it picks the LR scaling rule
 
 
 @dataclass(frozen=True)
@@ -144,6 +154,7 @@ class Advice:
     space: SearchSpace
     wall_s: float = 0.0
     notes: list[str] = field(default_factory=list)
+    convergence: ConvergenceResult | None = None
 
     def to_yaml(self) -> str:
         """The config as commented YAML, with its evidence."""
@@ -184,6 +195,7 @@ class Advice:
                 "storage": s.storage,
                 "space": [list(row) for row in self.space.describe()],
             },
+            "convergence": _convergence_dict(self.convergence),
             "wall_s": self.wall_s,
             "notes": list(self.notes),
         }
@@ -237,7 +249,80 @@ class Advice:
         search.add_row("time", f"{self.wall_s:.0f} s in all, search {s.wall_s:.0f} s")
         search.add_row("study", f"{s.study_name} in {s.storage}")
         search.add_row("diagnosis", str(self.diagnosis))
-        return [result, recs, search]
+        tables = [result, recs, search]
+        if self.convergence is not None:
+            tables.insert(1, _convergence_table(self.convergence))
+        return tables
+
+
+def _convergence_table(c: ConvergenceResult) -> Table:
+    """Your setup vs. the time-to-loss pick, and every schedule candidate."""
+    table = Table(
+        title=f"Time to loss: held-out loss after {c.horizon_s:.0f} s of training ({c.holdout})",
+        title_justify="left",
+    )
+    for column in ("candidate", "batch", "lr", "schedule", "warm-up", "momentum", "result"):
+        table.add_column(column)
+    for run in [c.baseline, *c.runs]:
+        config = run.config
+        name = run.label or f"#{run.number}"
+        if run is c.best:
+            name += " (picked)"
+        result = (
+            f"{run.final:.4g}" if run.ok else f"{run.outcome} ({run.message}) last {run.final:.4g}"
+        )
+        table.add_row(
+            name,
+            str(config.batch_size),
+            f"{config.lr:.3g}" if config.lr is not None else "yours",
+            config.schedule,
+            str(config.warmup_steps),
+            "yours" if config.momentum is None else f"{config.momentum:g}",
+            result,
+        )
+    took = c.time_to_baseline_loss
+    if took:
+        table.caption = (
+            f"the pick reached your setup's loss in {took:.1f} s: {c.speedup:.2f}x sooner"
+        )
+    if c.finding is not None:
+        table.caption = f"{table.caption or ''}\nLR range test: {c.finding}".strip()
+    return table
+
+
+def _convergence_dict(c: ConvergenceResult | None) -> dict[str, Any] | None:
+    if c is None:
+        return None
+
+    def run_dict(run: LossRun) -> dict[str, Any]:
+        return {
+            "number": run.number,
+            "config": run.config.knobs(),
+            "outcome": run.outcome,
+            "message": run.message,
+            "curve": [dataclasses.asdict(p) for p in run.curve],
+        }
+
+    return {
+        "horizon_s": c.horizon_s,
+        "holdout": c.holdout,
+        "baseline": run_dict(c.baseline),
+        "best": run_dict(c.best),
+        "runs": [run_dict(r) for r in c.runs],
+        "time_to_baseline_loss_s": c.time_to_baseline_loss,
+        "speedup": c.speedup,
+        "lr_finding": None
+        if c.finding is None
+        else {
+            "suggestion": c.finding.suggestion,
+            "confidence": c.finding.confidence,
+            "reason": c.finding.reason,
+        },
+        "scaling_rule": {"rule": c.rule, "reason": c.rule_reason},
+        "plateau": None if c.plateau is None else dataclasses.asdict(c.plateau),
+        "study_name": c.study_name,
+        "stop_reason": c.stop_reason,
+    }
 
 
 def _mem(n: int | None) -> str:
@@ -458,6 +543,53 @@ def recommendations(
     return recs
 
 
+# --- final round and confirm -----------------------------------------------------------------
+
+
+def final_round(
+    measure: Callable[[TrainingConfig], Measurement],
+    records: list[TrialRecord],
+    *,
+    finalists: int = FINALISTS,
+    rounds: int = FINAL_ROUNDS,
+) -> tuple[TrialRecord, str | None]:
+    """Re-measure the top configs interleaved and keep the one with the best median.
+
+    One short trial per config is noisy (a busy moment on the machine can sink a good
+    config or lift a poor one); the finalists get ``rounds`` more measurements each, taken
+    in turn (A B C A B C) so drift hits them alike.
+
+    Returns:
+        The winner (its measurement the median one) and a line of evidence, or the best
+        record and None when there is nothing to compare.
+    """
+    ranked: list[TrialRecord] = []
+    seen: set[str] = set()
+    for record in sorted(records, key=lambda r: r.value, reverse=True):
+        key = repr(sorted(record.config.knobs().items()))
+        if record.measurement.ok and key not in seen:
+            seen.add(key)
+            ranked.append(record)
+    top = ranked[:finalists]
+    if len(top) < 2:
+        return (top[0] if top else records[0]), None
+    runs: list[list[Measurement]] = [[r.measurement] for r in top]
+    for _ in range(rounds):
+        for i, record in enumerate(top):
+            again = measure(record.config)
+            if again.ok:
+                runs[i].append(again)
+    medians = [statistics.median(m.samples_per_s for m in ms) for ms in runs]
+    won = max(range(len(top)), key=lambda i: medians[i])
+    middle = sorted(runs[won], key=lambda m: m.samples_per_s)[(len(runs[won]) - 1) // 2]
+    evidence = "; ".join(
+        f"trial {r.number}: median {medians[i]:,.0f} samples/s of {len(runs[i])}"
+        for i, r in enumerate(top)
+    )
+    line = f"finalists re-measured in turn ({evidence}); trial {top[won].number} kept"
+    return replace(top[won], measurement=middle), line
+
+
 # --- confirm ---------------------------------------------------------------------------------
 
 
@@ -571,7 +703,7 @@ def tune_measured(
         study_name=study_name or study_name_for(facts, space, profile, settings, prefix=prefix),
         storage=storage,
         seed=seed,
-        reserve_s=2 * confirm_pairs * trial_s,
+        reserve_s=(2 * confirm_pairs + FINALISTS * FINAL_ROUNDS) * trial_s,
         priority=knob_priority(diagnosis),
         console=console,
         on_best=on_best,
@@ -581,16 +713,22 @@ def tune_measured(
     )
     if console:
         console.print(
-            f"autoaccel: search stopped ({result.stop_reason}); confirming best vs. "
-            f"baseline in {confirm_pairs} interleaved pairs",
+            f"autoaccel: search stopped ({result.stop_reason}); re-measuring the "
+            f"{FINALISTS} best, then confirming the winner vs. baseline in {confirm_pairs} "
+            "interleaved pairs",
             highlight=False,
             soft_wrap=True,
         )
+    winner, final_evidence = final_round(measure, result.records)
+    result = replace(result, best=winner)
     speedup = confirm(measure, result.baseline.config, result.best.config, pairs=confirm_pairs)
     best = result.best.measurement
     recs = recommendations(result, diagnosis, facts, keep_global_batch)
+    config, scaling = _lr_follows_batch(result.best.config, user, facts)
+    if scaling:
+        recs.append(scaling)
     config = replace(
-        result.best.config,
+        config,
         provenance=Provenance(
             hardware_fingerprint=profile.fingerprint(),
             hardware=profile.describe(),
@@ -609,10 +747,12 @@ def tune_measured(
                 "speedup_max": round(speedup.max, 3),
                 "trials": result.trials_measured,
             },
-            evidence={r.knob: r.evidence for r in recs if r.measured and r.knob},
+            evidence={r.knob: r.evidence for r in recs if r.knob and (r.measured or r is scaling)},
         ),
     )
     notes = list(best.notes)
+    if final_evidence:
+        notes.append(final_evidence)
     if speedup.ratios and speedup.max < 1.0:
         notes.append(
             "the confirmed speedup is below 1: the baseline is already the fastest "
@@ -635,13 +775,38 @@ def tune_measured(
     )
 
 
+def _lr_follows_batch(
+    config: TrainingConfig, user: TrainingConfig, facts: WorkloadFacts
+) -> tuple[TrainingConfig, Recommendation | None]:
+    """A changed global batch gets the optimizer family's LR scaling rule and a warm-up."""
+    if config.global_batch == user.global_batch or config.lr is not None:
+        return config, None
+    rule, why = scaling_rule(facts.optimizer or "unknown")
+    if facts.dataset_size:  # one epoch of warm-up, within reason
+        warmup = min(max(facts.dataset_size // config.global_batch, 10), 500)
+    else:
+        warmup = 100
+    warmup = max(warmup, config.warmup_steps)
+    ratio = config.global_batch / user.global_batch
+    factor = ratio if rule == "linear" else math.sqrt(ratio)
+    scaled = replace(config, lr_scaling=rule, warmup_steps=warmup)
+    return scaled, Recommendation(
+        f"scale the LR x{factor:.3g} ({rule} rule) with {warmup} warm-up steps: the global "
+        f"batch goes {user.global_batch} -> {config.global_batch}",
+        f"{why}; prepare() applies it to every param group (lr_scaling: {rule}, not measured "
+        "for convergence unless objective='time-to-loss')",
+        False,
+        "lr_scaling",
+    )
+
+
 def advise(
     model: nn.Module,
     data: Any,
     *,
     loss_fn: Callable[..., torch.Tensor] | None = None,
     optimizer: OptimizerLike = None,
-    budget_s: float = DEFAULT_BUDGET_S,
+    budget_s: float | None = None,
     max_trials: int = DEFAULT_MAX_TRIALS,
     keep_global_batch: bool = False,
     storage: str | None = None,
@@ -652,8 +817,16 @@ def advise(
     settings: MeterSettings | None = None,
     progress: bool = True,
     confirm_pairs: int = CONFIRM_PAIRS,
+    val_data: Any = None,
+    objective: str | None = None,
+    horizon_s: float | None = None,
 ) -> Advice:
     """Find the fastest training setup for ``model`` on ``data`` here, measured.
+
+    With ``objective="time-to-loss"`` (the default when ``val_data`` is given) "fastest"
+    means the lowest held-out loss after the same training time, not the most samples/s:
+    the throughput search picks the system settings, then a schedule study picks batch
+    size, LR (around an LR range test's suggestion), warm-up, decay and momentum.
 
     Args:
         model: The model to train; never changed (trials train copies).
@@ -662,7 +835,8 @@ def advise(
             (cross-entropy for integer targets, or a model that returns its own loss).
         optimizer: The caller's optimizer (copied per trial, never stepped), a factory
             ``params -> optimizer``, or None for AdamW(lr=1e-3).
-        budget_s: Wall-clock budget for everything (baseline, search and confirm).
+        budget_s: Wall-clock budget for everything (baseline, search and confirm);
+            default 120 s, or 360 s for time-to-loss.
         max_trials: At most this many measured trials.
         keep_global_batch: Keep the global batch (batch x accumulation) as it is.
         storage: Optuna storage URL or SQLite path (default ``.autoaccel/studies.db``).
@@ -674,6 +848,11 @@ def advise(
         settings: Warm-up and window lengths of each trial.
         progress: Print a line per trial on stderr.
         confirm_pairs: Interleaved baseline/best pairs measured to confirm the speedup.
+        val_data: A validation set (same kinds as ``data``) to score the loss on.
+        objective: ``"throughput"`` (system knobs only; the default without val_data) or
+            ``"time-to-loss"`` (the default with val_data; without it, training samples
+            are held out for scoring).
+        horizon_s: Training time each schedule candidate gets (default: from the budget).
 
     Returns:
         The ``Advice``; ``advice.config`` is the recommended ``TrainingConfig``.
@@ -691,10 +870,19 @@ def advise(
         True
     """
     settings = settings or MeterSettings()
-    check_budget(budget_s, max_trials, settings)
+    objective = objective or ("time-to-loss" if val_data is not None else "throughput")
+    if objective not in OBJECTIVES:
+        raise UsageError(f"objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
+    converging = objective == "time-to-loss"
+    if budget_s is None:
+        budget_s = DEFAULT_BUDGET_S * (3 if converging else 1)
+    check_budget(budget_s * (THROUGHPUT_SHARE if converging else 1), max_trials, settings)
     console = Console(stderr=True) if progress else None
     started = time.monotonic()
     spec = describe_data(data, loader_kwargs=loader_kwargs)
+    holdout = None
+    if converging:
+        spec, holdout = holdout_split(spec, val_data, seed=seed or 0)
     with _preserved_state():
         workload = make_workload(model, spec, loss_fn=loss_fn, optimizer=optimizer, seed=seed or 0)
         profile = probe_system()
@@ -726,14 +914,15 @@ def advise(
             tensor_data=spec.tensors is not None,
             device=workload.device,
             start_s=0.5,
+            optimizer=type(workload.fresh()[1]).__name__,
         )
-        return tune_measured(
+        advice = tune_measured(
             measure,
             user,
             baseline,
             facts,
             profile,
-            budget_s=budget_s,
+            budget_s=budget_s * (THROUGHPUT_SHARE if converging else 1),
             max_trials=max_trials,
             keep_global_batch=keep_global_batch,
             storage=storage,
@@ -747,6 +936,126 @@ def advise(
             prefix="advise",
             confirm_pairs=confirm_pairs,
         )
+        if holdout is None:
+            return advice
+        left = budget_s - (time.monotonic() - started)
+        horizon = horizon_s or max(4 * settings.window_s, left / HORIZONS_PER_BUDGET)
+        converged = search_schedule(
+            workload,
+            spec,
+            holdout,
+            replace(advice.config, lr_scaling="none", warmup_steps=0),
+            user,
+            _rates_by_batch(advice.search.records, advice.config),
+            budget_s=left,
+            horizon_s=horizon,
+            storage=storage,
+            study_name=f"{study_name or advice.search.study_name}-schedule",
+            seed=seed,
+            console=console,
+        )
+        return _with_convergence(advice, converged, user, started)
+
+
+def _rates_by_batch(records: list[TrialRecord], system: TrainingConfig) -> dict[int, float]:
+    """Measured samples/s by batch size, from the trials closest to the system settings."""
+    others = {k: v for k, v in system.knobs().items() if k != "batch_size"}
+    ok = [r for r in records if r.measurement.ok]
+    same = [r for r in ok if all(r.config.knobs().get(k) == v for k, v in others.items())]
+    rates: dict[int, float] = {}
+    for record in same or ok:
+        b = record.config.batch_size
+        rates[b] = max(rates.get(b, 0.0), record.measurement.samples_per_s)
+    return rates
+
+
+def _with_convergence(
+    advice: Advice, converged: ConvergenceResult, user: TrainingConfig, started: float
+) -> Advice:
+    """The advice with the schedule study's pick as its config, and its evidence."""
+    best = converged.best
+    measured = dict(advice.config.provenance.measured)
+    evidence = dict(advice.config.provenance.evidence)
+    measured.update(
+        horizon_s=round(converged.horizon_s, 1),
+        heldout_loss=round(best.final, 5),
+        baseline_heldout_loss=round(converged.baseline.final, 5),
+    )
+    evidence["objective"] = (
+        f"time-to-loss: the lowest held-out loss ({converged.holdout}) after the same "
+        f"{converged.horizon_s:.0f} s of training"
+    )
+    if converged.speedup:
+        measured["time_to_loss_speedup"] = round(converged.speedup, 3)
+    recs = [r for r in advice.recommendations if r.knob != "lr_scaling"]
+    if best is converged.baseline:
+        # Nothing learned faster than the user's own batch and LR: keep them.
+        config = replace(
+            advice.config,
+            batch_size=user.batch_size,
+            grad_accum_steps=user.grad_accum_steps,
+            lr_scaling="none",
+            warmup_steps=0,
+        )
+        recs.append(
+            Recommendation(
+                "keep your batch size and LR: no candidate reached a lower held-out loss",
+                f"your setup {converged.baseline.final:.4g} after {converged.horizon_s:.0f} s; "
+                f"{len(converged.runs)} candidates tried",
+                True,
+                "lr",
+            )
+        )
+    else:
+        config = replace(advice.config, **_schedule_knobs(best.config))
+        took = converged.time_to_baseline_loss
+        line = (
+            f"held-out loss {best.final:.4g} vs yours {converged.baseline.final:.4g} after "
+            f"{converged.horizon_s:.0f} s of training"
+            + (
+                f"; reached your loss in {took:.1f} s ({converged.speedup:.2f}x sooner)"
+                if took
+                else ""
+            )
+        )
+        evidence["lr"] = line
+        evidence["schedule"] = line
+        recs.append(
+            Recommendation(
+                f"train at batch {best.config.batch_size} with peak lr {best.config.lr:g}, "
+                f"{best.config.schedule} decay after {best.config.warmup_steps} warm-up steps"
+                + (f", momentum {best.config.momentum:g}" if best.config.momentum else ""),
+                line,
+                True,
+                "lr",
+            )
+        )
+    if converged.plateau is not None:
+        recs.append(
+            Recommendation(
+                "stop early: the held-out loss stops improving within the horizon",
+                str(converged.plateau),
+                True,
+                "early_stopping",
+            )
+        )
+    config = replace(
+        config,
+        provenance=replace(advice.config.provenance, measured=measured, evidence=evidence),
+    )
+    return replace(
+        advice,
+        config=config,
+        recommendations=recs,
+        convergence=converged,
+        notes=[*advice.notes, *converged.notes],
+        wall_s=time.monotonic() - started,
+    )
+
+
+def _schedule_knobs(config: TrainingConfig) -> dict[str, Any]:
+    keys = ("batch_size", "lr", "momentum", "warmup_steps", "schedule", "schedule_steps")
+    return {k: getattr(config, k) for k in keys} | {"lr_scaling": "none"}
 
 
 def check_budget(budget_s: float, max_trials: int, settings: MeterSettings) -> None:

@@ -269,6 +269,8 @@ class Meter:
             self.sync()  # warm-up steps are synchronised so settling is seen truly
             now = self.clock()
             self._warmup[-1].end = now
+        if len(self._losses) == 1:
+            self._check_first()
         self._check_finite(self._losses[-1:])
         if self.prune is not None and len(self._warmup) >= 2:
             later = self._warmup[1:]  # the first step pays one-off costs
@@ -324,6 +326,16 @@ class Meter:
         bad = [v for v in values if not math.isfinite(v)]
         if bad:
             raise FloatingPointError(f"the loss became {bad[0]} (diverged)")
+
+    def _check_first(self) -> None:
+        """A loss that is not finite before any update is not divergence: say what it is."""
+        first = float(self._losses[0])
+        if not math.isfinite(first):
+            raise FloatingPointError(
+                f"the loss is {first} from the very first step, before any update: the "
+                "inputs or targets hold NaN/inf, the loss takes log(0) or divides by zero, or "
+                "the initial weights are broken; check e.g. torch.isfinite(x).all()"
+            )
 
     # --- the answer --------------------------------------------------------------------
 

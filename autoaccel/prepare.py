@@ -335,6 +335,7 @@ def prepare(
             "tensor_data": spec is not None and spec.tensors is not None,
             "device": str(device),
             "notes": notes,
+            "optimizer": type(optimizer).__name__,
         }
         observer = TrialSession(trial, report, rank=rank, world=world, device=device)
     elif notes and rank == 0:

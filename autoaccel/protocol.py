@@ -78,6 +78,7 @@ class TrialReport:
     device: str
     world_size: int = 1
     notes: list[str] = field(default_factory=list)
+    optimizer: str = ""  # the optimizer's class name (it picks the LR scaling rule)
 
     def write(self, path: Path) -> None:
         atomic_write_text(path, json.dumps(dataclasses.asdict(self), indent=2, default=str))

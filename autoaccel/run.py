@@ -141,6 +141,10 @@ class Run:
                 observer.fetch_end(batch_samples(batch))
             yield batch
 
+    def close(self) -> None:
+        """Let go of the loader, so its worker processes end now rather than at exit."""
+        self._loader = None
+
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         """The chosen precision as a context manager (a no-op in 32-true and tf32)."""
         if self._autocast_dtype is None:

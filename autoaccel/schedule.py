@@ -113,14 +113,17 @@ def apply_lr(optimizer: torch.optim.Optimizer, lr: float, *, scheduler: object =
     return [f"lr {first:g} -> {lr:g}"]
 
 
-def scaling_rule(optimizer: torch.optim.Optimizer) -> tuple[str, str]:
+def scaling_rule(optimizer: torch.optim.Optimizer | str) -> tuple[str, str]:
     """The default rule for how the LR follows the batch: ``(rule, why)``.
 
+    Args:
+        optimizer: The optimizer or its class name.
+
     Example:
-        >>> scaling_rule(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=0.1))[0]
-        'linear'
+        >>> scaling_rule("SGD")[0], scaling_rule("AdamW")[0]
+        ('linear', 'sqrt')
     """
-    name = type(optimizer).__name__
+    name = optimizer if isinstance(optimizer, str) else type(optimizer).__name__
     if name in SGD_FAMILY:
         return "linear", f"{name} is SGD-family: the LR scales with the batch (Goyal et al.)"
     if name in ADAM_FAMILY:

@@ -109,6 +109,7 @@ def tune_script(
         tensor_data=report.tensor_data,
         device=torch.device(report.device),
         start_s=PYTHON_START_S,
+        optimizer=report.optimizer,
     )
     profile = probe_system()
 

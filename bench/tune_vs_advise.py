@@ -1,9 +1,10 @@
 """`autoaccel tune` on a script vs. `advise()` on the same model and data: same pick?
 
 Runs both searches on the bundled image classifier (examples/train_cnn.py: its model, its
-augmented dataset, its optimizer and loader settings), then measures the two picks
-in-process, interleaved (tune's, advise's, tune's, ...), together with a repeat of advise's
-pick against itself, which shows the measurement noise the difference is judged against.
+augmented dataset, its optimizer and loader settings), then measures the two picks both
+ways a trial can run, in-process (advise's way) and as a script subprocess (tune's way),
+interleaved (tune's, advise's, advise's again, ...). The repeat of advise's pick against
+itself shows the measurement noise the difference is judged against.
 
     python bench/tune_vs_advise.py
 """
@@ -27,6 +28,7 @@ from train_cnn import AugmentedImages, make_model  # noqa: E402
 from autoaccel.advice import advise  # noqa: E402
 from autoaccel.data import describe_data  # noqa: E402
 from autoaccel.measure import MeterSettings  # noqa: E402
+from autoaccel.runner import ScriptRunner  # noqa: E402
 from autoaccel.trial import make_workload, run_trial  # noqa: E402
 from autoaccel.tune import tune_script  # noqa: E402
 
@@ -70,24 +72,31 @@ def main() -> None:
         loss_fn=None,
         optimizer=sgd,
     )
+    runner = ScriptRunner(
+        ROOT / "examples" / "train_cnn.py", (), trials_dir=work / "remeasure", settings=settings
+    )
     picks = {"tune": tuned.advice.config, "advise": advice.config}
-    rates: dict[str, list[float]] = {"tune": [], "advise": [], "advise again": []}
-    for _ in range(ROUNDS):
-        rates["tune"].append(run_trial(workload, picks["tune"], settings).samples_per_s)
-        rates["advise"].append(run_trial(workload, picks["advise"], settings).samples_per_s)
-        rates["advise again"].append(run_trial(workload, picks["advise"], settings).samples_per_s)
-    between = [t / a for t, a in zip(rates["tune"], rates["advise"], strict=True)]
-    noise = [b / a for b, a in zip(rates["advise again"], rates["advise"], strict=True)]
     print(f"tune   ({tune_s:.0f} s): {tuned.advice.space.params_of(picks['tune'])}")
     print(f"advise ({advise_s:.0f} s): {advice.space.params_of(picks['advise'])}")
-    print(
-        f"tune pick / advise pick: median {statistics.median(between):.3f} "
-        f"(min {min(between):.3f}, max {max(between):.3f}), {ROUNDS} interleaved rounds"
-    )
-    print(
-        f"noise, advise pick / itself: median {statistics.median(noise):.3f} "
-        f"(min {min(noise):.3f}, max {max(noise):.3f})"
-    )
+    ways = {
+        "in-process": lambda config: run_trial(workload, config, settings).samples_per_s,
+        "script": lambda config: runner.run(config).measurement.samples_per_s,
+    }
+    for way, measure in ways.items():
+        rates: dict[str, list[float]] = {"tune": [], "advise": [], "advise again": []}
+        for _ in range(ROUNDS):
+            rates["tune"].append(measure(picks["tune"]))
+            rates["advise"].append(measure(picks["advise"]))
+            rates["advise again"].append(measure(picks["advise"]))
+        between = [t / a for t, a in zip(rates["tune"], rates["advise"], strict=True)]
+        noise = [b / a for b, a in zip(rates["advise again"], rates["advise"], strict=True)]
+        print(
+            f"{way:>10}: tune pick / advise pick median {statistics.median(between):.3f} "
+            f"(min {min(between):.3f}, max {max(between):.3f}); noise, advise pick / itself "
+            f"median {statistics.median(noise):.3f} (min {min(noise):.3f}, max {max(noise):.3f})"
+            f"; {ROUNDS} interleaved rounds",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

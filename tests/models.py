@@ -31,6 +31,15 @@ def tabular(n: int = 512, inputs: int = 16, classes: int = 4) -> tuple[torch.Ten
     return torch.randn(n, inputs, generator=g), torch.randint(0, classes, (n,), generator=g)
 
 
+def learnable(
+    n: int = 2048, inputs: int = 16, classes: int = 4
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Labels a linear teacher gives: a model can learn them, so losses fall."""
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(n, inputs, generator=g)
+    return x, (x @ torch.randn(inputs, classes, generator=g)).argmax(1)
+
+
 class OutOfMemoryAbove(nn.Module):
     """Asks the real CPU allocator for an impossible tensor when the batch is too large."""
 

@@ -9,10 +9,11 @@ import torch
 from models import FAST, Pairs, TinyConv, mlp, tabular
 from torch import nn
 
-from autoaccel.advice import Diagnosis, advise, confirm, diagnose
-from autoaccel.config import load_config
+from autoaccel.advice import Diagnosis, advise, confirm, diagnose, final_round
+from autoaccel.config import TrainingConfig, load_config
 from autoaccel.errors import DataError, UsageError
 from autoaccel.measure import Measurement
+from autoaccel.search import TrialRecord
 
 
 def test_advise_finds_a_faster_setup_and_leaves_the_caller_untouched(tmp_path: Path) -> None:
@@ -111,6 +112,34 @@ def test_confirm_interleaves_and_pairs() -> None:
     speedup = confirm(measure, "base", "best", pairs=3)  # type: ignore[arg-type]
     assert order == ["A", "B", "A", "B", "A", "B"]
     assert speedup.median == pytest.approx(2 * (1 + 0.1 * 3) / (1 + 0.1 * 4))
+
+
+def test_the_final_round_keeps_the_best_median_not_the_lucky_trial() -> None:
+    """Trial 1 was measured once in a quiet moment; re-measured, trial 2 is faster."""
+    true_rate = {16: 90.0, 32: 99.0, 64: 85.0, 128: 60.0}
+    first = {16: 120.0, 32: 100.0, 64: 95.0, 128: 0.0}
+    records = [
+        TrialRecord(
+            n,
+            {},
+            TrainingConfig(batch_size=b),
+            Measurement(outcome="ok" if b != 128 else "oom", samples_per_s=first[b], message=""),
+            "sampler",
+        )
+        for n, b in enumerate(true_rate, start=1)
+    ]
+    order: list[int] = []
+
+    def measure(config: TrainingConfig) -> Measurement:
+        order.append(config.batch_size)
+        return Measurement(outcome="ok", samples_per_s=true_rate[config.batch_size])
+
+    winner, evidence = final_round(measure, records, finalists=3, rounds=2)
+    assert order == [16, 32, 64, 16, 32, 64]  # in turn; the failed config is not a finalist
+    assert winner.number == 2 and winner.measurement.samples_per_s == 99.0
+    assert evidence is not None and "trial 2 kept" in evidence
+    alone, none = final_round(measure, records[:1])
+    assert alone is records[0] and none is None
 
 
 @pytest.mark.parametrize(

@@ -97,6 +97,7 @@ def test_the_default_rule_follows_the_optimizer_family() -> None:
     params = [torch.zeros(1, requires_grad=True)]
     assert scaling_rule(torch.optim.SGD(params, lr=0.1))[0] == "linear"
     assert scaling_rule(torch.optim.AdamW(params, lr=0.1))[0] == "sqrt"
+    assert scaling_rule("Adam")[0] == "sqrt"
     rule, why = scaling_rule(torch.optim.LBFGS(params))
     assert rule == "sqrt" and "cautious" in why
 

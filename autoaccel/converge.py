@@ -1,0 +1,570 @@
+"""Convergence-aware tuning: which setup reaches the lowest held-out loss in the same time.
+
+More samples per second is worthless if the model learns worse per second. After the
+throughput search has found the fastest system settings, a second Optuna study (minimising
+held-out loss) searches batch size, peak LR (around the LR range test's suggestion, moved
+by the batch-size rule), warm-up, decay shape and momentum. Every candidate trains a fresh
+copy of the model for the same training time (the *horizon*); its held-out loss is taken
+at checkpoints (evaluation time is not counted as training time) and reported to Optuna's
+SuccessiveHalving pruner, so clearly worse candidates stop early.
+
+The held-out loss is the validation set's when one is given, else that of training samples
+held out before any training (they are never trained on).
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import optuna
+import torch
+from optuna.distributions import CategoricalDistribution, FloatDistribution
+from optuna.trial import TrialState
+from rich.console import Console
+from torch.utils.data import Subset, TensorDataset
+
+from autoaccel.config import SCHEDULES, TrainingConfig
+from autoaccel.data import DataSpec, batch_samples, build_loader, describe_data, move_batch
+from autoaccel.errors import DataError
+from autoaccel.measure import classify_failure
+from autoaccel.run import Run, applied_settings
+from autoaccel.schedule import (
+    LrFinding,
+    RangeSweep,
+    apply_lr,
+    apply_momentum,
+    build_scheduler,
+    momentum_of,
+    scaling_rule,
+)
+from autoaccel.search import storage_url
+from autoaccel.trial import LossPlan, Workload
+
+__all__ = [
+    "EVALS",
+    "ConvergenceResult",
+    "CurvePoint",
+    "Holdout",
+    "LossRun",
+    "Plateau",
+    "find_lr",
+    "find_plateau",
+    "holdout_split",
+    "search_schedule",
+    "train_for",
+]
+
+EVALS = 8  # held-out evaluations per candidate (the pruner's rungs sit on them)
+HOLDOUT_FRACTION = 0.1
+HOLDOUT_MAX = 2048  # samples held out from training when there is no validation set
+EVAL_BATCH = 512
+WARMUP_FRACTIONS = (0.0, 0.05, 0.1, 0.2)
+MOMENTA = (0.8, 0.9, 0.95, 0.99)
+LR_SPREAD = 4.0  # peak LR searched from 1/4x to 4x the suggestion
+PLATEAU_TOLERANCE = 0.01  # relative improvement below which the curve counts as flat
+PLATEAU_PATIENCE = 3  # evaluations without such an improvement
+
+
+@dataclass(frozen=True)
+class CurvePoint:
+    """One held-out evaluation: after ``seconds`` of training and ``step`` optimizer steps."""
+
+    seconds: float
+    step: int
+    loss: float
+
+
+@dataclass(frozen=True)
+class LossRun:
+    """One candidate trained for the horizon: its held-out loss curve and how it ended."""
+
+    config: TrainingConfig
+    outcome: str  # ok | pruned | diverged | oom | error
+    message: str = ""
+    curve: tuple[CurvePoint, ...] = ()
+    number: int | None = None
+    label: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome == "ok"
+
+    @property
+    def final(self) -> float:
+        return self.curve[-1].loss if self.curve else math.inf
+
+    def time_to(self, loss: float) -> float | None:
+        """Training seconds until the held-out loss first reached ``loss`` (None: never)."""
+        for point in self.curve:
+            if point.loss <= loss:
+                return point.seconds
+        return None
+
+
+@dataclass(frozen=True)
+class Plateau:
+    """Where a held-out curve stopped improving, and the rule that says so."""
+
+    step: int
+    seconds: float
+    loss: float
+    last_step: int
+    tolerance: float
+    patience: int
+
+    def __str__(self) -> str:
+        return (
+            f"the held-out loss flattened at step {self.step} ({self.seconds:.1f} s, loss "
+            f"{self.loss:.4g}): it improved by less than {self.tolerance:.0%} over the next "
+            f"{self.patience}+ evaluations up to step {self.last_step}"
+        )
+
+
+def find_plateau(
+    curve: Sequence[CurvePoint],
+    *,
+    tolerance: float = PLATEAU_TOLERANCE,
+    patience: int = PLATEAU_PATIENCE,
+) -> Plateau | None:
+    """The first point after which the curve never improves by ``tolerance`` (relative) on
+    the best loss so far, with at least ``patience`` evaluations after it; None otherwise.
+
+    Example:
+        >>> pts = [CurvePoint(i, 10 * i, l) for i, l in enumerate([2, 1, .5, .499, .498, .5])]
+        >>> find_plateau(pts).step
+        20
+    """
+    for i, point in enumerate(curve[:-patience] if patience else curve):
+        best = min(p.loss for p in curve[: i + 1])
+        later = [p.loss for p in curve[i + 1 :]]
+        if len(later) >= patience and min(later) > best * (1 - tolerance):
+            return Plateau(
+                point.step, point.seconds, point.loss, curve[-1].step, tolerance, patience
+            )
+    return None
+
+
+class Holdout:
+    """The samples the loss is scored on, and how to score a model on them."""
+
+    def __init__(self, spec: DataSpec, source: str) -> None:
+        self.spec = spec
+        self.source = source
+        size = min(EVAL_BATCH, len(spec))
+        self._config = TrainingConfig(batch_size=size)
+
+    def loss(self, run: Run, loss_plan: LossPlan) -> float:
+        """The mean loss over every held-out sample (eval mode, no gradients)."""
+        model = run.model
+        model.eval()
+        total, count = 0.0, 0
+        try:
+            with torch.no_grad():
+                for batch in build_loader(self.spec, self._config):
+                    batch = move_batch(batch, run.device)
+                    with run.autocast():
+                        loss = loss_plan(model, batch)
+                    n = batch_samples(batch)
+                    total += float(loss) * n
+                    count += n
+        finally:
+            model.train()
+        return total / max(count, 1)
+
+
+def holdout_split(
+    spec: DataSpec,
+    val_data: Any = None,
+    *,
+    val_loader_kwargs: dict[str, Any] | None = None,
+    seed: int = 0,
+) -> tuple[DataSpec, Holdout]:
+    """(what to train on, what to score on): the validation set when given, else training
+    samples held out (10%, at most 2,048, at least one batch).
+
+    Raises:
+        DataError: a validation set smaller than one batch, or too little data to hold any
+            out.
+    """
+    if val_data is not None:
+        val = describe_data(val_data, loader_kwargs=val_loader_kwargs)
+        if len(val) < spec.batch_size:
+            raise DataError(
+                f"the validation set has {len(val)} samples, fewer than one batch "
+                f"({spec.batch_size}): its loss would be too noisy to rank setups; give at "
+                "least one batch of samples, or leave val_data out to hold out training samples"
+            )
+        return spec, Holdout(val, f"the validation set ({len(val):,} samples)")
+    n = len(spec)
+    held = max(min(int(n * HOLDOUT_FRACTION), HOLDOUT_MAX), spec.batch_size)
+    if held > n // 2:
+        raise DataError(
+            f"{n} training samples are too few to hold {held} out for scoring the loss; "
+            "pass val_data, or use objective='throughput'"
+        )
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    scored, trained = order[:held], order[held:]
+    if spec.tensors is not None:
+        kept = tuple(t[trained] for t in spec.tensors)
+        out = tuple(t[scored] for t in spec.tensors)
+        train = replace(spec, dataset=TensorDataset(*kept), tensors=kept)
+        holdout = replace(spec, dataset=TensorDataset(*out), tensors=out, shuffle=False)
+    else:
+        train = replace(spec, dataset=Subset(spec.dataset, trained.tolist()), sampler=None)
+        holdout = replace(
+            spec, dataset=Subset(spec.dataset, scored.tolist()), sampler=None, shuffle=False
+        )
+    return train, Holdout(holdout, f"{held:,} training samples held out (never trained on)")
+
+
+def _prepared(workload: Workload, config: TrainingConfig, train: DataSpec) -> Run:
+    """A fresh copy of the model, set up with ``config`` (LR, momentum and schedule)."""
+    torch.manual_seed(workload.seed)
+    model, optimizer = workload.fresh()
+    if config.lr is not None:
+        apply_lr(optimizer, config.lr)
+    if config.momentum is not None:
+        apply_momentum(optimizer, config.momentum)
+    generator = torch.Generator().manual_seed(workload.seed)
+    loader = build_loader(train, config, generator=generator)
+    return Run(
+        model,
+        optimizer,
+        config,
+        loader=loader,
+        scheduler=build_scheduler(optimizer, config),
+        device=workload.device,
+    )
+
+
+def _batches(run: Run) -> Any:
+    """Epoch after epoch of the run's loader."""
+    while True:
+        got = False
+        for batch in run.loader:
+            got = True
+            yield batch
+        if not got:
+            raise DataError("an epoch gave no batch: the dataset is smaller than one batch")
+
+
+def train_for(
+    workload: Workload,
+    config: TrainingConfig,
+    train: DataSpec,
+    holdout: Holdout,
+    *,
+    seconds: float,
+    evals: int = EVALS,
+    max_steps: int | None = None,
+    on_eval: Callable[[int, float], bool] | None = None,
+    clock: Callable[[], float] = time.perf_counter,
+) -> LossRun:
+    """Train a fresh copy with ``config`` for ``seconds`` of training time, scoring the
+    held-out loss ``evals`` times at even intervals.
+
+    Never raises for a failing configuration: a diverging loss, OOM or a crash come back as
+    the run's ``outcome``; ``on_eval(k, loss)`` returning True prunes it.
+
+    Args:
+        max_steps: Stop after this many optimizer steps instead (then evaluated once).
+    """
+    cuda = workload.device.type == "cuda"
+    curve: list[CurvePoint] = []
+    run: Run | None = None
+    gc.collect()
+    try:
+        with applied_settings(config):
+            run = _prepared(workload, config, train)
+            batches = _batches(run)
+            paused = 0.0
+            start = clock()
+            k = 0
+            while k < evals:
+                batch = next(batches)
+                with run.autocast():
+                    loss = workload.loss(run.model, batch)
+                run.backward(loss)
+                run.step()
+                if max_steps is not None:
+                    if run.optimizer_steps < max_steps:
+                        continue
+                    evals = k + 1
+                elif clock() - start - paused < seconds * (k + 1) / evals:
+                    continue
+                if cuda:
+                    torch.cuda.synchronize()
+                trained_s = clock() - start - paused
+                scoring = clock()
+                held = holdout.loss(run, workload.loss)
+                paused += clock() - scoring
+                curve.append(CurvePoint(trained_s, run.optimizer_steps, held))
+                last = float(loss.detach())
+                if not (math.isfinite(held) and math.isfinite(last)):
+                    return LossRun(
+                        config,
+                        "diverged",
+                        f"the loss became {held if not math.isfinite(held) else last} "
+                        f"by step {run.optimizer_steps}",
+                        tuple(curve),
+                    )
+                k += 1
+                if on_eval is not None and k < evals and on_eval(k, held):
+                    return LossRun(
+                        config, "pruned", f"stopped at evaluation {k} of {evals}", tuple(curve)
+                    )
+    except Exception as error:  # every failure is a finding about this config
+        outcome, message = classify_failure(error)
+        return LossRun(config, outcome, message, tuple(curve))
+    finally:
+        if run is not None:
+            run.close()
+        gc.collect()
+    return LossRun(config, "ok", "", tuple(curve))
+
+
+def find_lr(
+    workload: Workload,
+    config: TrainingConfig,
+    train: DataSpec,
+    *,
+    min_lr: float = 1e-6,
+    max_lr: float = 10.0,
+    steps: int = 100,
+    max_s: float = 60.0,
+) -> LrFinding:
+    """Smith's LR range test at ``config``'s batch size, on a fresh copy of the model (the
+    caller's model and optimizer are never touched)."""
+    sweep = RangeSweep(min_lr=min_lr, max_lr=max_lr, steps=steps)
+    with applied_settings(config):
+        run = _prepared(workload, replace(config, lr=None, schedule="constant"), train)
+        try:
+            batches = _batches(run)
+            ends = time.monotonic() + max_s
+            while True:
+                apply_lr(run.optimizer, sweep.lr)
+                with run.autocast():
+                    loss = workload.loss(run.model, next(batches))
+                run.backward(loss)
+                run.step()
+                if sweep.record(float(loss.detach())):
+                    break
+                if time.monotonic() > ends:
+                    sweep.stop = f"stopped after {max_s:.0f} s at lr {sweep.lr:.3g}"
+                    break
+        finally:
+            run.close()
+    return sweep.finding()
+
+
+@dataclass
+class ConvergenceResult:
+    """The schedule study's answer, with the evidence for it."""
+
+    baseline: LossRun
+    best: LossRun
+    runs: list[LossRun]
+    finding: LrFinding | None
+    rule: str
+    rule_reason: str
+    horizon_s: float
+    holdout: str
+    study_name: str
+    stop_reason: str
+    plateau: Plateau | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def time_to_baseline_loss(self) -> float | None:
+        """Training seconds the best needs to reach the baseline's final held-out loss."""
+        return self.best.time_to(self.baseline.final) if self.baseline.ok else None
+
+    @property
+    def speedup(self) -> float | None:
+        """Horizon / time the best needs to reach the baseline's loss (time-to-loss)."""
+        took = self.time_to_baseline_loss
+        return self.horizon_s / took if took else None
+
+    def summary(self) -> str:
+        best, base = self.best, self.baseline
+        lines = [
+            f"held-out loss after {self.horizon_s:.0f} s of training ({self.holdout}): "
+            f"yours {base.final:.4g}, tuned {best.final:.4g}"
+        ]
+        took = self.time_to_baseline_loss
+        if took:
+            lines.append(
+                f"time to your setup's loss: {took:.1f} s instead of {self.horizon_s:.0f} s "
+                f"({self.speedup:.2f}x sooner)"
+            )
+        if self.finding is not None:
+            lines.append(f"LR range test: {self.finding}")
+        return "\n".join(lines)
+
+
+def _horizon_steps(config: TrainingConfig, rates: dict[int, float], horizon_s: float) -> int:
+    """Optimizer steps the horizon holds at this batch size (from measured throughput)."""
+    if config.batch_size in rates:
+        rate = rates[config.batch_size]
+    else:  # the nearest measured batch size
+        nearest = min(rates, key=lambda b: abs(math.log(b / config.batch_size)))
+        rate = rates[nearest]
+    return max(1, int(horizon_s * rate / (config.batch_size * config.grad_accum_steps)))
+
+
+def search_schedule(
+    workload: Workload,
+    train: DataSpec,
+    holdout: Holdout,
+    system: TrainingConfig,
+    user: TrainingConfig,
+    rates: dict[int, float],
+    *,
+    budget_s: float,
+    horizon_s: float,
+    storage: str | None,
+    study_name: str,
+    seed: int | None,
+    console: Console | None = None,
+) -> ConvergenceResult:
+    """Search batch size, peak LR, warm-up, decay and momentum for the lowest held-out loss
+    after ``horizon_s`` of training, with ``system``'s other settings.
+
+    Args:
+        rates: Measured samples/s by batch size (from the throughput search), to size each
+            candidate's schedule to the steps the horizon holds.
+    """
+    started = time.monotonic()
+    _, optimizer = workload.fresh()
+    rule, rule_reason = scaling_rule(optimizer)
+    momentum = momentum_of(optimizer)
+    user_lr = float(optimizer.param_groups[0]["lr"])
+
+    def say(text: str) -> None:
+        if console:
+            console.print(f"autoaccel: {text}", highlight=False, soft_wrap=True)
+
+    say(f"time-to-loss: training your setup for {horizon_s:.0f} s ({holdout.source})")
+    baseline = train_for(workload, user, train, holdout, seconds=horizon_s)
+    baseline = replace(baseline, label="your setup")
+    say(f"  your setup: held-out loss {baseline.final:.4g} ({baseline.outcome})")
+    finding = find_lr(workload, system, train, max_s=max(10.0, horizon_s))
+    say(f"LR range test at batch {system.batch_size}: {finding}")
+    if finding.suggestion is not None:
+        anchor_lr, anchor_batch = finding.suggestion, system.global_batch
+    else:
+        anchor_lr, anchor_batch = user_lr, user.global_batch
+
+    def center_lr(batch: int) -> float:
+        ratio = batch * system.grad_accum_steps / anchor_batch
+        return anchor_lr * (ratio if rule == "linear" else math.sqrt(ratio))
+
+    batches = sorted(b for b in rates if b <= max(rates, key=lambda b: b))
+    distributions: dict[str, Any] = {
+        "batch_size": CategoricalDistribution(batches),
+        "lr_scale": FloatDistribution(1 / LR_SPREAD, LR_SPREAD, log=True),
+        "warmup": CategoricalDistribution(WARMUP_FRACTIONS),
+        "schedule": CategoricalDistribution(SCHEDULES),
+    }
+    if momentum is not None:
+        distributions["momentum"] = CategoricalDistribution(MOMENTA)
+
+    def config_of(params: dict[str, Any]) -> TrainingConfig:
+        batch = int(params["batch_size"])
+        shaped = replace(system, batch_size=batch)
+        steps = _horizon_steps(shaped, rates, horizon_s)
+        return replace(
+            shaped,
+            lr=float(f"{center_lr(batch) * params['lr_scale']:.4g}"),
+            momentum=params.get("momentum"),
+            warmup_steps=round(params["warmup"] * steps),
+            schedule=params["schedule"],
+            schedule_steps=steps,
+            lr_scaling="none",
+        )
+
+    study = optuna.create_study(
+        study_name=study_name,
+        storage=storage_url(storage),
+        direction="minimize",
+        sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=4),
+        pruner=optuna.pruners.SuccessiveHalvingPruner(min_resource=2, reduction_factor=2),
+        load_if_exists=True,
+    )
+    start_momentum = {"momentum": _nearest(momentum[1], MOMENTA)} if momentum else {}
+    for params in (
+        {"batch_size": system.batch_size, "warmup": 0.05, "schedule": "cosine"},
+        {"batch_size": system.batch_size, "warmup": 0.0, "schedule": "constant"},
+        {"batch_size": _nearest(user.batch_size, batches), "warmup": 0.05, "schedule": "cosine"},
+    ):
+        study.enqueue_trial({**params, "lr_scale": 1.0, **start_momentum}, skip_if_exists=True)
+    runs: list[LossRun] = []
+    typical = horizon_s * 1.3
+    stop = "budget spent"
+    while True:
+        left = budget_s - (time.monotonic() - started)
+        if left < typical:
+            stop = f"budget ({budget_s:.0f} s) spent"
+            break
+        trial = study.ask(distributions)
+        config = config_of(dict(trial.params))
+
+        def report(k: int, loss: float, trial: optuna.Trial = trial) -> bool:
+            trial.report(loss, k)
+            return trial.should_prune()
+
+        result = train_for(workload, config, train, holdout, seconds=horizon_s, on_eval=report)
+        result = replace(result, number=trial.number)
+        runs.append(result)
+        if result.ok:
+            study.tell(trial, result.final)
+        elif result.outcome == "pruned":
+            study.tell(trial, state=TrialState.PRUNED)
+        else:
+            study.tell(trial, state=TrialState.FAIL)
+        say(
+            f"  schedule trial #{trial.number}: batch {config.batch_size}, lr {config.lr:.3g}, "
+            f"{config.schedule}, warm-up {config.warmup_steps}/{config.schedule_steps} steps"
+            + (f", momentum {config.momentum}" if config.momentum is not None else "")
+            + f" -> {_outcome(result)}"
+        )
+    done = [r for r in runs if r.ok]
+    best = min(done, key=lambda r: r.final) if done else baseline
+    if baseline.ok and best.final >= baseline.final:
+        best = baseline  # nothing beat the user's own setup
+    notes = []
+    if finding.suggestion is None:
+        notes.append(
+            f"the LR range test gave no suggestion ({finding.reason}); LRs were "
+            f"searched around your own lr {user_lr:g}"
+        )
+    return ConvergenceResult(
+        baseline=baseline,
+        best=best,
+        runs=runs,
+        finding=finding,
+        rule=rule,
+        rule_reason=rule_reason,
+        horizon_s=horizon_s,
+        holdout=holdout.source,
+        study_name=study_name,
+        stop_reason=stop,
+        plateau=find_plateau(best.curve),
+        notes=notes,
+    )
+
+
+def _nearest(value: float, options: Sequence[Any]) -> Any:
+    return min(options, key=lambda o: abs(o - value))
+
+
+def _outcome(run: LossRun) -> str:
+    if run.ok:
+        return f"held-out loss {run.final:.4g}"
+    last = f" (last {run.final:.4g})" if run.curve else ""
+    return f"{run.outcome}: {run.message}{last}"

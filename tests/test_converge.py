@@ -1,0 +1,178 @@
+"""The time-to-loss machinery: held-out data, training for a horizon, the schedule study."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from models import Pairs, learnable, mlp
+
+import autoaccel
+from autoaccel.advice import advise
+from autoaccel.config import TrainingConfig
+from autoaccel.converge import CurvePoint, find_lr, find_plateau, holdout_split, train_for
+from autoaccel.data import describe_data
+from autoaccel.errors import DataError, UsageError
+from autoaccel.trial import make_workload
+
+
+def workload_of(data: tuple[torch.Tensor, torch.Tensor], **loader: object):  # type: ignore[no-untyped-def]
+    model = mlp()
+    spec = describe_data(data, loader_kwargs=loader)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    return make_workload(model, spec, loss_fn=None, optimizer=optimizer), spec
+
+
+def test_held_out_samples_are_never_trained_on() -> None:
+    x, y = learnable(1000)
+    spec = describe_data((x, y), loader_kwargs={"batch_size": 32})
+    train, holdout = holdout_split(spec)
+    assert len(train) == 900 and len(holdout.spec) == 100
+    assert train.tensors is not None and holdout.spec.tensors is not None
+    seen = {tuple(row.tolist()) for row in train.tensors[0]}
+    assert not any(tuple(row.tolist()) in seen for row in holdout.spec.tensors[0])
+    assert "held out" in holdout.source
+
+    dataset = describe_data(Pairs(200), loader_kwargs={"batch_size": 8})
+    train, holdout = holdout_split(dataset)
+    assert (len(train), len(holdout.spec)) == (180, 20)
+
+
+def test_bad_validation_data_is_named() -> None:
+    spec = describe_data(learnable(1000), loader_kwargs={"batch_size": 64})
+    with pytest.raises(DataError, match="validation set has 10 samples, fewer than one batch"):
+        holdout_split(spec, learnable(10))
+    small = describe_data(learnable(100), loader_kwargs={"batch_size": 64})
+    with pytest.raises(DataError, match="too few to hold 64 out"):
+        holdout_split(small)
+    _, holdout = holdout_split(spec, learnable(300))
+    assert holdout.source == "the validation set (300 samples)"
+
+
+def test_a_normal_run_reproduces_what_the_search_measured() -> None:
+    """Same config, same steps: train_for's held-out loss equals prepare()'s own loop."""
+    data = learnable(1024)
+    workload, spec = workload_of(data, batch_size=32, shuffle=False)
+    train, holdout = holdout_split(spec, learnable(256))
+    config = TrainingConfig(
+        batch_size=64,
+        grad_accum_steps=2,
+        lr=0.2,
+        momentum=0.8,
+        warmup_steps=3,
+        schedule="cosine",
+        schedule_steps=20,
+    )
+    measured = train_for(workload, config, train, holdout, seconds=60, max_steps=12)
+    assert measured.ok and measured.curve[-1].step == 12
+
+    torch.manual_seed(0)
+    model = mlp()  # the same initial weights as the workload's model
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    run = autoaccel.prepare(
+        model, optimizer, data, loader_kwargs={"batch_size": 32, "shuffle": False}, config=config
+    )
+    lrs = []
+    while run.optimizer_steps < 12:
+        for x, y in run.loader:
+            with run.autocast():
+                loss = F.cross_entropy(run.model(x), y)
+            run.backward(loss)
+            if run.step():
+                lrs.append(optimizer.param_groups[0]["lr"])
+            if run.optimizer_steps == 12:
+                break
+    cosine = 0.5 + 0.5 * math.cos(math.pi / 17)  # one step into the 17 after warm-up
+    assert lrs[:4] == pytest.approx([0.2 * 2 / 3, 0.2, 0.2, 0.2 * cosine])
+    assert holdout.loss(run, workload.loss) == pytest.approx(measured.final, rel=1e-5)
+
+
+def test_a_diverging_candidate_is_a_finding_not_a_crash() -> None:
+    workload, spec = workload_of(learnable(1024), batch_size=32)
+    train, holdout = holdout_split(spec)
+    config = TrainingConfig(batch_size=32, lr=1e6)
+    run = train_for(workload, config, train, holdout, seconds=1.0, evals=2)
+    assert run.outcome == "diverged" and "loss became" in run.message
+
+
+def test_pruning_stops_a_candidate_between_evaluations() -> None:
+    workload, spec = workload_of(learnable(1024), batch_size=32)
+    train, holdout = holdout_split(spec)
+    seen: list[tuple[int, float]] = []
+
+    def prune_at_two(k: int, loss: float) -> bool:
+        seen.append((k, loss))
+        return k == 2
+
+    run = train_for(
+        workload,
+        TrainingConfig(batch_size=32),
+        train,
+        holdout,
+        seconds=0.8,
+        evals=4,
+        on_eval=prune_at_two,
+    )
+    assert run.outcome == "pruned" and [k for k, _ in seen] == [1, 2] and len(run.curve) == 2
+    assert run.curve[0].seconds < run.curve[1].seconds
+
+
+def test_the_range_test_leaves_the_callers_model_alone() -> None:
+    workload, spec = workload_of(learnable(2048), batch_size=32)
+    before = {k: v.clone() for k, v in workload.model.state_dict().items()}
+    lr_before = workload.optimizer.param_groups[0]["lr"]  # type: ignore[union-attr]
+    finding = find_lr(workload, TrainingConfig(batch_size=32), spec, steps=80, max_s=30)
+    assert finding.suggestion is not None and 1e-4 < finding.suggestion < 10
+    assert finding.confidence == "high"
+    after = workload.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert workload.optimizer.param_groups[0]["lr"] == lr_before  # type: ignore[union-attr]
+
+
+def test_plateau_detection_needs_patience_and_a_tolerance() -> None:
+    def curve(losses: list[float]) -> list[CurvePoint]:
+        return [CurvePoint(float(i), 10 * i, v) for i, v in enumerate(losses)]
+
+    flat = find_plateau(curve([2.0, 1.0, 0.6, 0.598, 0.597, 0.599, 0.6]))
+    assert flat is not None and flat.step == 20 and flat.last_step == 60
+    assert "improved by less than 1% over the next 3+ evaluations" in str(flat)
+    assert find_plateau(curve([2.0, 1.5, 1.2, 1.0, 0.9, 0.8, 0.7])) is None
+    assert find_plateau(curve([2.0, 1.0, 0.999])) is None  # too short to tell
+
+
+def test_advise_time_to_loss_picks_by_held_out_loss(tmp_path: Path) -> None:
+    x, y = learnable(4096)
+    model = mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    advice = advise(
+        model,
+        (x, y),
+        optimizer=optimizer,
+        loader_kwargs={"batch_size": 16},
+        val_data=learnable(512),
+        budget_s=45,
+        horizon_s=1.5,
+        storage=str(tmp_path / "s.db"),
+        seed=0,
+        progress=False,
+    )
+    c = advice.convergence
+    assert c is not None and c.holdout == "the validation set (512 samples)"
+    assert c.finding is not None and c.runs
+    done = [r for r in c.runs if r.ok]
+    assert c.best.final <= min([c.baseline.final, *(r.final for r in done)])
+    assert len(c.baseline.curve) == 8
+    config = advice.config
+    if c.best is not c.baseline:
+        assert config.lr == c.best.config.lr and config.schedule == c.best.config.schedule
+        assert config.provenance.measured["heldout_loss"] == pytest.approx(c.best.final, rel=1e-3)
+    assert "Time to loss" in advice.summary(width=160)
+    assert advice.to_dict()["convergence"]["horizon_s"] == 1.5
+
+
+def test_unknown_objective_is_refused() -> None:
+    with pytest.raises(UsageError, match="objective must be one of throughput, time-to-loss"):
+        advise(mlp(), learnable(), objective="accuracy", progress=False)

@@ -27,7 +27,7 @@ from autoaccel.errors import AutoaccelError, UsageError
 from autoaccel.measure import MeterSettings
 from autoaccel.prepare import CONFIG_ENV
 from autoaccel.probe import HardwareProfile, probe_system
-from autoaccel.runner import check_script, launch_command
+from autoaccel.runner import check_script, config_for_script, launch_command
 
 __all__ = ["CommandResult", "main"]
 
@@ -253,12 +253,7 @@ def cmd_run(args: argparse.Namespace) -> CommandResult:
     """``autoaccel run``: run a script with its tuned config (torchrun for several processes)."""
     script: Path = args.script
     check_script(script)
-    path = args.config
-    if path is None:
-        for candidate in (script.resolve().parent / "autoaccel.yaml", Path("autoaccel.yaml")):
-            if candidate.is_file():
-                path = candidate
-                break
+    path = config_for_script(script, args.config)
     if path is None:
         raise UsageError(
             f"no autoaccel.yaml beside {script} or here; tune first: "
@@ -279,6 +274,57 @@ def cmd_run(args: argparse.Namespace) -> CommandResult:
     )
 
 
+def cmd_lr_find(args: argparse.Namespace) -> CommandResult:
+    """``autoaccel lr-find``: an LR range test inside a training script."""
+    from autoaccel.tune import find_lr_script
+
+    result = find_lr_script(
+        args.script,
+        tuple(args.script_args),
+        config_path=args.config,
+        batch_size=args.batch_size,
+        min_lr=args.min_lr,
+        max_lr=args.max_lr,
+        steps=args.steps,
+        timeout_s=args.timeout,
+    )
+    finding = result.finding
+    summary = Table(title="LR range test", title_justify="left", show_header=False)
+    summary.add_column("")
+    summary.add_column("")
+    summary.add_row("suggested lr", f"{finding.suggestion:.3g}" if finding.suggestion else "none")
+    summary.add_row("confidence", finding.confidence)
+    summary.add_row("why", finding.reason)
+    origin = result.config_path or "the script's own settings"
+    summary.add_row("batch size", f"{result.batch_size} ({origin})")
+    summary.add_row("steps", f"{len(result.raw_losses)} (log {result.log_path})")
+    curve = Table(title="Smoothed loss by lr", title_justify="left")
+    curve.add_column("lr", justify="right")
+    curve.add_column("loss", justify="right")
+    every = max(1, len(finding.lrs) // 12)
+    for lr, loss in list(zip(finding.lrs, finding.losses, strict=True))[::every]:
+        mark = "  <- suggested" if finding.suggestion and lr == finding.suggestion else ""
+        curve.add_row(f"{lr:.3g}", f"{loss:.4g}{mark}")
+    data = {
+        "suggestion": finding.suggestion,
+        "confidence": finding.confidence,
+        "reason": finding.reason,
+        "batch_size": result.batch_size,
+        "config": str(result.config_path) if result.config_path else None,
+        "lrs": list(finding.lrs),
+        "smoothed_losses": list(finding.losses),
+        "raw_losses": list(result.raw_losses),
+        "log": str(result.log_path),
+    }
+    if finding.suggestion is not None:
+        summary.add_row(
+            "next",
+            f"set `lr: {finding.suggestion:.3g}` in the config (the peak LR for batch "
+            f"{result.batch_size}) or in your optimizer",
+        )
+    return CommandResult(data, [summary, curve])
+
+
 # --- plumbing ----------------------------------------------------------------------------
 
 EXAMPLES = {
@@ -289,6 +335,8 @@ EXAMPLES = {
     "tune": "autoaccel tune examples/train_cnn.py --budget 3m\n"
     "  autoaccel tune train.py --max-trials 20 --out runs/autoaccel.yaml -- --epochs 100",
     "run": "autoaccel run examples/train_cnn.py -- --epochs 5",
+    "lr-find": "autoaccel lr-find examples/train_cnn.py\n"
+    "  autoaccel lr-find train.py --batch-size 256 --max-lr 1 --json -- --data ./data",
 }
 
 
@@ -356,6 +404,26 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=3,
         help="interleaved baseline/best pairs that confirm the speedup (default 3)",
+    )
+    lr_find = add(
+        "lr-find", cmd_lr_find, "LR range test on a training script, at its tuned batch size."
+    )
+    lr_find.add_argument("script", type=Path, help="a training script that calls prepare()")
+    lr_find.add_argument(
+        "--config",
+        type=Path,
+        help="config whose batch size and loader to use (default: autoaccel.yaml beside "
+        "the script, then ./autoaccel.yaml; without one, the script's own settings)",
+    )
+    lr_find.add_argument("--batch-size", type=int, help="sweep at this batch size instead")
+    lr_find.add_argument("--min-lr", type=float, default=1e-7, help="first lr (default 1e-7)")
+    lr_find.add_argument("--max-lr", type=float, default=10.0, help="last lr (default 10)")
+    lr_find.add_argument("--steps", type=int, default=100, help="steps in the sweep (default 100)")
+    lr_find.add_argument(
+        "--timeout",
+        type=parse_duration,
+        default=parse_duration("5m"),
+        help="kill the script after this long (default 5m)",
     )
     run = add("run", cmd_run, "Run a training script with its tuned config.")
     run.add_argument("script", type=Path, help="the training script")

@@ -39,7 +39,7 @@ from autoaccel.measure import (
 from autoaccel.probe import probe_system
 from autoaccel.protocol import TrialFinished, TrialReport, TrialSpec, read_trial_spec
 from autoaccel.run import Run, StepObserver, has_conv, model_device
-from autoaccel.schedule import apply_lr, apply_momentum, build_scheduler, scale_lr
+from autoaccel.schedule import RangeSweep, apply_lr, apply_momentum, build_scheduler, scale_lr
 
 __all__ = ["CONFIG_ENV", "find_config", "prepare"]
 
@@ -107,8 +107,13 @@ class TrialSession(StepObserver):
         rank: int,
         world: int,
         device: torch.device,
+        optimizer: torch.optim.Optimizer,
     ) -> None:
         self.spec = spec
+        self.optimizer = optimizer
+        self.sweep = RangeSweep(**spec.lr_sweep) if spec.lr_sweep is not None else None
+        if self.sweep is not None:
+            apply_lr(optimizer, self.sweep.lr)
         self.report = report
         self.rank = rank
         self.world = world
@@ -142,7 +147,13 @@ class TrialSession(StepObserver):
             self.meter.step_started_at_last_end(batch_size)
         self._fetched = False
         status, failure = 0, None
-        if self.rank == 0:
+        if self.sweep is not None:
+            # Every rank keeps the same step count, so the same next LR; rank 0 decides.
+            done = self.sweep.record(float(loss.detach())) if loss is not None else True
+            status = 3 if done else 0
+            if not done:
+                apply_lr(self.optimizer, self.sweep.lr)
+        elif self.rank == 0:
             try:
                 self.meter.step_end(loss)
                 status = 1 if self.meter.done else 0
@@ -156,8 +167,22 @@ class TrialSession(StepObserver):
         if status == 0:
             return
         if self.rank == 0:
-            self._finish(failure)
+            if self.sweep is not None:
+                self._finish_sweep(self.sweep)
+            else:
+                self._finish(failure)
         raise TrialFinished()
+
+    def _finish_sweep(self, sweep: RangeSweep) -> None:
+        curve = {"lrs": sweep.lrs, "raw": sweep.raw, "stop": sweep.stop}
+        report = TrialReport(
+            measurement=Measurement(outcome="ok", message="LR range test").to_dict(),
+            world_size=self.world,
+            lr_curve=curve,
+            **self.report,
+        )
+        report.write(Path(self.spec.report_path))
+        self._written = True
 
     def _finish(self, failure: BaseException | None) -> None:
         if failure is not None:
@@ -197,6 +222,9 @@ class TrialSession(StepObserver):
 
     def _on_exit(self) -> None:
         """The script ended on its own before the window closed: say so, usefully."""
+        if self.rank == 0 and not self._written and self.sweep is not None and self.sweep.raw:
+            self.sweep.stop = f"the script ended after {len(self.sweep.raw)} steps"
+            self._finish_sweep(self.sweep)  # a short sweep is still a curve
         if self.rank == 0 and not self._written:
             steps = self.meter.steps
             self._write(
@@ -337,7 +365,11 @@ def prepare(
             "notes": notes,
             "optimizer": type(optimizer).__name__,
         }
-        observer = TrialSession(trial, report, rank=rank, world=world, device=device)
+        observer = TrialSession(
+            trial, report, rank=rank, world=world, device=device, optimizer=optimizer
+        )
+        if trial.lr_sweep is not None:  # the sweep sets the LR of every step itself
+            scheduler = tuned_scheduler = None
     elif notes and rank == 0:
         for note in notes:
             print(f"autoaccel: {note}", file=sys.stderr)

@@ -54,6 +54,7 @@ class TrialSpec:
     started_path: str
     report_path: str
     prune_below_samples_per_s: float = 0.0  # stop early under this (0 = never)
+    lr_sweep: dict[str, Any] | None = None  # RangeSweep arguments: an LR range test, not a trial
 
     def trial_config(self) -> TrainingConfig:
         return TrainingConfig.from_dict(self.config)
@@ -79,6 +80,7 @@ class TrialReport:
     world_size: int = 1
     notes: list[str] = field(default_factory=list)
     optimizer: str = ""  # the optimizer's class name (it picks the LR scaling rule)
+    lr_curve: dict[str, Any] | None = None  # an LR range test's lrs, raw losses and stop
 
     def write(self, path: Path) -> None:
         atomic_write_text(path, json.dumps(dataclasses.asdict(self), indent=2, default=str))

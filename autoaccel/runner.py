@@ -17,6 +17,7 @@ import subprocess
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from autoaccel.config import TrainingConfig
 from autoaccel.errors import UsageError
@@ -36,6 +37,23 @@ INTEGRATION_LINES = """\
         run.step()"""
 
 LOG_TAIL_LINES = 15
+
+
+def config_for_script(script: Path, named: Path | None = None) -> Path | None:
+    """The config a script runs with: ``named``, else autoaccel.yaml beside the script, then
+    in the working directory; None when there is none.
+
+    Raises:
+        UsageError: ``named`` does not exist.
+    """
+    if named is not None:
+        if not named.is_file():
+            raise UsageError(f"--config names {named}, which does not exist; fix the path")
+        return named
+    for candidate in (script.resolve().parent / "autoaccel.yaml", Path("autoaccel.yaml")):
+        if candidate.is_file():
+            return candidate
+    return None
 
 
 def check_script(script: Path) -> str:
@@ -142,8 +160,18 @@ class ScriptRunner:
                 folder.mkdir(parents=True)
                 return folder
 
-    def run(self, config: TrainingConfig | None, *, prune_below: float = 0.0) -> ScriptTrial:
-        """One trial; ``config=None`` runs the script's own settings (the baseline)."""
+    def run(
+        self,
+        config: TrainingConfig | None,
+        *,
+        prune_below: float = 0.0,
+        lr_sweep: dict[str, Any] | None = None,
+    ) -> ScriptTrial:
+        """One trial; ``config=None`` runs the script's own settings (the baseline).
+
+        With ``lr_sweep`` (RangeSweep's arguments) the script runs an LR range test instead
+        of a measured trial, and its report carries the curve.
+        """
         folder = self._folder()
         spec = TrialSpec(
             config=(config or TrainingConfig()).to_dict(),
@@ -152,6 +180,7 @@ class ScriptRunner:
             started_path=str(folder / "started"),
             report_path=str(folder / "report.json"),
             prune_below_samples_per_s=prune_below,
+            lr_sweep=lr_sweep,
         )
         spec_path = folder / "spec.json"
         spec.write(spec_path)

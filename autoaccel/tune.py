@@ -1,4 +1,5 @@
-"""``autoaccel tune script.py``: the search of ``advise()``, run on a training script.
+"""``autoaccel tune script.py``: the search of ``advise()``, run on a training script;
+``autoaccel lr-find script.py``: an LR range test inside the script.
 
 The baseline trial runs the script with its own settings and reports what the search
 space needs (its batch size, loader, model size, data kind); every later trial runs the
@@ -12,6 +13,7 @@ import shlex
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 from rich.console import Console
@@ -24,14 +26,15 @@ from autoaccel.advice import (
     check_budget,
     tune_measured,
 )
-from autoaccel.config import Provenance, TrainingConfig, now_iso, save_config
-from autoaccel.errors import UsageError
+from autoaccel.config import Provenance, TrainingConfig, load_config, now_iso, save_config
+from autoaccel.errors import TrialError, UsageError
 from autoaccel.measure import Measurement, MeterSettings, PruneBelow
 from autoaccel.probe import probe_system
-from autoaccel.runner import INTEGRATION_LINES, ScriptRunner, check_script
+from autoaccel.runner import INTEGRATION_LINES, ScriptRunner, check_script, config_for_script
+from autoaccel.schedule import LrFinding, RangeSweep
 from autoaccel.search import TrialRecord
 
-__all__ = ["TuneResult", "tune_script"]
+__all__ = ["LrFindResult", "TuneResult", "find_lr_script", "tune_script"]
 
 STATE_DIR = Path(".autoaccel")
 PYTHON_START_S = 4.0  # a fresh interpreter importing torch, on top of the trial itself
@@ -154,3 +157,84 @@ def tune_script(
     )
     save_config(advice.config, out)
     return TuneResult(advice, out, trials_dir, advice.search.storage)
+
+
+@dataclass
+class LrFindResult:
+    """What ``autoaccel lr-find`` measured on a script."""
+
+    finding: LrFinding
+    batch_size: int
+    config_path: Path | None
+    log_path: Path
+    raw_losses: tuple[float, ...]
+
+
+def find_lr_script(
+    script: Path,
+    args: tuple[str, ...] = (),
+    *,
+    config_path: Path | None = None,
+    batch_size: int | None = None,
+    min_lr: float = 1e-7,
+    max_lr: float = 10.0,
+    steps: int = 100,
+    timeout_s: float = 300.0,
+) -> LrFindResult:
+    """Smith's LR range test on a training script, at the tuned batch size.
+
+    The script runs once (one process) with its tuned config when there is one (or its own
+    settings), the LR raised exponentially step by step until the loss diverges; the
+    process ends there, so nothing it trained is kept.
+
+    Raises:
+        UsageError: the script cannot be run this way, or the sweep's arguments are wrong.
+        TrialError: the script failed before the sweep gave a curve.
+    """
+    check_script(script)
+    try:
+        RangeSweep(min_lr=min_lr, max_lr=max_lr, steps=steps)
+    except ValueError as error:
+        raise UsageError(f"{error}; e.g. --min-lr 1e-7 --max-lr 10 --steps 100") from None
+    path = config_for_script(script, config_path)
+    config: TrainingConfig | None = None
+    if path is not None:
+        tuned = load_config(path, profile=probe_system())
+        config = replace(
+            tuned,
+            processes=1,
+            strategy="none",
+            lr=None,
+            lr_scaling="none",
+            warmup_steps=0,
+            schedule="constant",
+            schedule_steps=None,
+            provenance=Provenance(),
+        )
+    if batch_size is not None:
+        config = replace(config or TrainingConfig(), batch_size=batch_size)
+    folder = STATE_DIR / "lr-find" / f"{script.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    runner = ScriptRunner(
+        script, args, trials_dir=folder, settings=MeterSettings(), timeout_s=timeout_s
+    )
+    sweep_args: dict[str, Any] = {"min_lr": min_lr, "max_lr": max_lr, "steps": steps}
+    trial = runner.run(config, lr_sweep=sweep_args)
+    if not trial.reached_prepare:
+        raise UsageError(
+            f"{script.name} ended without reaching autoaccel.prepare() "
+            f"(exit code {trial.returncode}; log: {trial.log_path}); call it before training, "
+            f"e.g.:\n{INTEGRATION_LINES}"
+        )
+    report = trial.report
+    if report is None or report.lr_curve is None:
+        raise TrialError(
+            f"the LR range test on {script.name} gave no curve ({trial.measurement.outcome}: "
+            f"{trial.measurement.message}); log: {trial.log_path}\n{trial.log_tail()}"
+        )
+    replay = RangeSweep(**sweep_args)
+    for loss in report.lr_curve["raw"]:
+        if replay.record(float(loss)):
+            break
+    replay.stop = report.lr_curve["stop"] or replay.stop
+    used = config.batch_size if config else int(report.user_config["batch_size"])
+    return LrFindResult(replay.finding(), used, path, trial.log_path, tuple(report.lr_curve["raw"]))

@@ -73,11 +73,17 @@ def main() -> None:
         optimizer=sgd,
     )
     runner = ScriptRunner(
-        ROOT / "examples" / "train_cnn.py", (), trials_dir=work / "remeasure", settings=settings
+        ROOT / "examples" / "train_cnn.py",
+        (),
+        trials_dir=work / "remeasure",
+        settings=settings,
+        timeout_s=120,
     )
     picks = {"tune": tuned.advice.config, "advise": advice.config}
     print(f"tune   ({tune_s:.0f} s): {tuned.advice.space.params_of(picks['tune'])}")
     print(f"advise ({advise_s:.0f} s): {advice.space.params_of(picks['advise'])}")
+    for label, notes in (("tune", tuned.advice.notes), ("advise", advice.notes)):
+        print(f"{label} notes: {notes}", flush=True)
     ways = {
         "in-process": lambda config: run_trial(workload, config, settings).samples_per_s,
         "script": lambda config: runner.run(config).measurement.samples_per_s,

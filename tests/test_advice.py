@@ -59,6 +59,10 @@ def test_advise_finds_a_faster_setup_and_leaves_the_caller_untouched(tmp_path: P
     assert advice.diagnosis.bound in ("input", "compute", "memory")
     assert advice.config.provenance.measured["speedup"] == round(advice.speedup.median, 3)
     assert advice.search.trials_measured <= 6
+    if advice.config.global_batch != advice.search.baseline.config.global_batch:
+        # SGD: the LR follows the batch linearly, with a warm-up, and the config says so
+        assert advice.config.lr_scaling == "linear" and advice.config.warmup_steps >= 10
+        assert "SGD is SGD-family" in advice.config.provenance.evidence["lr_scaling"]
     text = advice.summary()
     assert "samples/s" in text and "speedup (paired)" in text and "Recommendations" in text
     path = advice.save(tmp_path / "autoaccel.yaml")

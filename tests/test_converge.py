@@ -176,3 +176,10 @@ def test_advise_time_to_loss_picks_by_held_out_loss(tmp_path: Path) -> None:
 def test_unknown_objective_is_refused() -> None:
     with pytest.raises(UsageError, match="objective must be one of throughput, time-to-loss"):
         advise(mlp(), learnable(), objective="accuracy", progress=False)
+
+
+def test_a_loss_that_is_nan_from_the_first_step_names_the_likely_cause() -> None:
+    x, y = learnable(512)
+    x[0, 0] = float("nan")  # one bad input poisons every batch that holds it
+    with pytest.raises(UsageError, match="from the very first step, before any update"):
+        advise(mlp(), (x, y), loader_kwargs={"batch_size": 512}, progress=False, budget_s=30)

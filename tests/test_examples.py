@@ -84,3 +84,30 @@ def test_run_starts_torchrun_for_a_ddp_config(tmp_path: Path) -> None:
     assert "torch.distributed.run --standalone --nproc-per-node=2" in ran.stderr
     # each of the two processes trains half the data: 128 samples = 4 batches of 32
     assert ran.stdout.count("batch_size=32") == 2
+
+
+def test_lr_find_on_an_example_at_the_configs_batch_size(tmp_path: Path) -> None:
+    script = tmp_path / "train_lm.py"
+    script.write_text((EXAMPLES / "train_lm.py").read_text())
+    (tmp_path / "autoaccel.yaml").write_text("batch_size: 48\nlr: 0.5\nschedule: constant\n")
+    found = cli("lr-find", str(script), "--steps", "60", "--json", cwd=tmp_path, timeout=300)
+    assert found.returncode == 0, found.stderr
+    data = json.loads(found.stdout)
+    assert data["batch_size"] == 48 and data["config"].endswith("autoaccel.yaml")
+    assert 5 <= len(data["raw_losses"]) <= 60
+    assert data["lrs"] == sorted(data["lrs"]) and data["lrs"][0] == pytest.approx(1e-7)
+    if data["suggestion"] is not None:
+        assert data["lrs"][0] < data["suggestion"] < data["lrs"][-1]
+    assert data["reason"]
+    table = cli("lr-find", str(script), "--steps", "30", "--batch-size", "8", cwd=tmp_path)
+    assert table.returncode == 0, table.stderr
+    for part in ("LR range test", "suggested lr", "batch size", "Smoothed loss by lr"):
+        assert part in table.stdout
+
+
+def test_lr_find_refuses_a_bad_sweep(tmp_path: Path) -> None:
+    bad = cli(
+        "lr-find", str(EXAMPLES / "train_lm.py"), "--min-lr", "1", "--max-lr", "0.1", cwd=tmp_path
+    )
+    assert bad.returncode == 2
+    assert "0 < min_lr < max_lr" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1

@@ -1,0 +1,286 @@
+"""Wall time to a stated validation accuracy: default vs. autoaccel (two objectives) vs. Lightning.
+
+For each reference workload (bench/workloads.py, with 10% kept as a validation set):
+
+- **default**: the user's setup as written: batch 32, AdamW(lr=1e-3), constant LR, no workers.
+- **throughput**: ``advise(objective="throughput")``'s config, applied by ``prepare()``
+  (system knobs; the LR follows a changed batch by the optimizer family's rule).
+- **time-to-loss**: ``advise(objective="time-to-loss", val_data=...)``'s config.
+- **lightning**: Lightning's Tuner as a peer: ``scale_batch_size`` (power mode, its
+  defaults) then ``lr_find`` at that batch size; its batch size and suggested LR.
+
+Each pick then trains from the same initial weights in the same loop (``prepare()`` applies
+the config) until the validation accuracy reaches the workload's target, evaluated every
+``EVAL_EVERY_S`` of training time (evaluation not counted), or until ``CAP_S``. Every
+candidate plans the same ``CAP_S``-second run, so a decaying schedule spans the same run.
+The picks train interleaved (default, throughput, time-to-loss, lightning, then again), and
+the table prints each one's median time to target and its ratio to the default's.
+
+    pip install -e ".[bench]"     # Lightning, for the peer
+    python bench/time_to_accuracy.py [--workloads cnn mlp transformer] [--repeats 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from workloads import WORKLOADS
+
+import autoaccel
+from autoaccel.advice import advise
+from autoaccel.config import TrainingConfig
+
+TARGETS = {"cnn": 0.90, "mlp": 0.95, "transformer": 0.60}  # validation accuracy
+CAP_S = 120.0  # training time allowed to reach the target
+EVAL_EVERY_S = 2.0
+USER_BATCH = 32
+USER_LR = 1e-3
+THROUGHPUT_BUDGET_S = 90.0
+TIME_TO_LOSS_BUDGET_S = 240.0
+
+
+def adamw(params: Any) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(params, lr=USER_LR)
+
+
+def split(data: Any) -> tuple[Any, Any]:
+    """(train, validation): the last 10% is kept for validation."""
+    n = len(data[0]) if isinstance(data, tuple) else len(data)
+    cut = n - n // 10
+    if isinstance(data, tuple):
+        return tuple(t[:cut] for t in data), tuple(t[cut:] for t in data)
+    return Subset(data, range(cut)), Subset(data, range(cut, n))
+
+
+def as_dataset(data: Any) -> Dataset[Any]:
+    return TensorDataset(*data) if isinstance(data, tuple) else data
+
+
+def accuracy(model: nn.Module, val: Any) -> float:
+    model.eval()
+    right = total = 0
+    with torch.no_grad():
+        for x, y in DataLoader(as_dataset(val), batch_size=512):
+            right += int((model(x).argmax(-1) == y).sum())
+            total += y.numel()
+    model.train()
+    return right / total
+
+
+def time_to_target(
+    template: nn.Module,
+    train: Any,
+    val: Any,
+    config: TrainingConfig,
+    target: float,
+    *,
+    plan_steps: int | None,
+) -> tuple[float | None, float]:
+    """Training seconds until validation accuracy >= target (None: not within CAP_S),
+    and the best accuracy seen."""
+    torch.manual_seed(0)
+    model = copy.deepcopy(template)
+    optimizer = adamw(model.parameters())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        run = autoaccel.prepare(
+            model,
+            optimizer,
+            as_dataset(train),
+            loader_kwargs={"batch_size": USER_BATCH, "shuffle": True},
+            config=config,
+            total_steps=plan_steps,
+        )
+    loss_fn = nn.CrossEntropyLoss()
+    trained, best, next_eval = 0.0, 0.0, EVAL_EVERY_S
+    try:
+        batches = forever(run)
+        mark = time.perf_counter()
+        while trained < CAP_S:
+            x, y = next(batches)
+            with run.autocast():
+                out = run.model(x)
+                loss = loss_fn(out.reshape(-1, out.shape[-1]).float(), y.reshape(-1))
+            run.backward(loss)
+            run.step()
+            trained += time.perf_counter() - mark
+            if trained >= next_eval:
+                acc = accuracy(model, val)  # not counted as training time
+                best = max(best, acc)
+                if acc >= target:
+                    return trained, best
+                if not math.isfinite(float(loss.detach())):
+                    return None, best
+                next_eval += EVAL_EVERY_S
+            mark = time.perf_counter()
+        return None, best
+    finally:
+        run.close()
+
+
+def forever(run: Any) -> Any:
+    while True:
+        yield from run.loader
+
+
+def lightning_pick(template: nn.Module, train: Any) -> tuple[int, float, float]:
+    """Lightning's Tuner: (batch size from scale_batch_size, lr from lr_find, seconds)."""
+    import lightning as L
+    from lightning.pytorch.tuner import Tuner
+
+    class Module(L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = copy.deepcopy(template)
+            self.batch_size = USER_BATCH
+            self.lr = USER_LR
+
+        def training_step(self, batch: Any, _: int) -> torch.Tensor:
+            x, y = batch
+            out = self.model(x)
+            return nn.functional.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1))
+
+        def train_dataloader(self) -> DataLoader[Any]:
+            return DataLoader(as_dataset(train), batch_size=self.batch_size, shuffle=True)
+
+        def configure_optimizers(self) -> torch.optim.Optimizer:
+            return torch.optim.AdamW(self.parameters(), lr=self.lr)
+
+    started = time.monotonic()
+    module = Module()
+    trainer = L.Trainer(
+        accelerator="cpu",
+        max_epochs=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
+    tuner = Tuner(trainer)
+    batch = tuner.scale_batch_size(module, mode="power") or module.batch_size
+    module.batch_size = batch
+    finder = tuner.lr_find(module)
+    lr = finder.suggestion() if finder is not None else None
+    return int(batch), float(lr or USER_LR), time.monotonic() - started
+
+
+def plan(config: TrainingConfig, horizon_steps: int | None, horizon_s: float | None) -> int | None:
+    """Steps of a CAP_S-second run for a config tuned on a shorter horizon."""
+    if config.schedule == "constant" or not horizon_steps or not horizon_s:
+        return None
+    return max(1, int(horizon_steps * CAP_S / horizon_s))
+
+
+def bench(
+    name: str, build: Callable[[], tuple[nn.Module, Any, str]], repeats: int
+) -> dict[str, Any]:
+    template, data, description = build()
+    train, val = split(data)
+    target = TARGETS[name]
+    work = Path(tempfile.mkdtemp())
+    print(f"\n== {name}: {description}; target validation accuracy {target:.0%}", flush=True)
+    picks: dict[str, tuple[TrainingConfig, int | None]] = {}
+    tuning_s: dict[str, float] = {"default": 0.0}
+    picks["default"] = (
+        TrainingConfig(batch_size=USER_BATCH, num_threads=torch.get_num_threads()),
+        None,
+    )
+    started = time.monotonic()
+    fast = advise(
+        template,
+        train,
+        optimizer=adamw,
+        loader_kwargs={"batch_size": USER_BATCH, "shuffle": True},
+        objective="throughput",
+        budget_s=THROUGHPUT_BUDGET_S,
+        storage=str(work / "s.db"),
+        seed=0,
+        progress=False,
+    )
+    tuning_s["throughput"] = time.monotonic() - started
+    picks["throughput"] = (fast.config, None)
+    started = time.monotonic()
+    learned = advise(
+        template,
+        train,
+        optimizer=adamw,
+        loader_kwargs={"batch_size": USER_BATCH, "shuffle": True},
+        val_data=val,
+        objective="time-to-loss",
+        budget_s=TIME_TO_LOSS_BUDGET_S,
+        storage=str(work / "s.db"),
+        seed=0,
+        progress=False,
+    )
+    tuning_s["time-to-loss"] = time.monotonic() - started
+    c = learned.convergence
+    steps = plan(learned.config, learned.config.schedule_steps, c.horizon_s if c else None)
+    picks["time-to-loss"] = (learned.config, steps)
+    try:
+        batch, lr, took = lightning_pick(template, train)
+        tuning_s["lightning"] = took
+        picks["lightning"] = (TrainingConfig(batch_size=batch, lr=lr), None)
+    except ImportError:
+        print("lightning is not installed (pip install -e '.[bench]'); its row is left out")
+    for label, (config, _) in picks.items():
+        knobs = {k: v for k, v in config.knobs().items() if v != getattr(TrainingConfig(), k)}
+        print(f"  {label:>13}: {knobs} (tuning {tuning_s[label]:.0f} s)", flush=True)
+    times: dict[str, list[float]] = {label: [] for label in picks}
+    best_acc: dict[str, float] = dict.fromkeys(picks, 0.0)
+    for _ in range(repeats):
+        for label, (config, steps) in picks.items():
+            took, acc = time_to_target(template, train, val, config, target, plan_steps=steps)
+            times[label].append(took if took is not None else math.inf)
+            best_acc[label] = max(best_acc[label], acc)
+            shown = f"{took:.1f} s" if took is not None else f"not within {CAP_S:.0f} s"
+            print(f"    {label:>13}: {shown} (best accuracy {acc:.1%})", flush=True)
+    medians = {label: statistics.median(ts) for label, ts in times.items()}
+    base = medians["default"]
+    print(f"  {'pick':>13}  {'median s':>9}  {'vs default':>10}")
+    for label, median in medians.items():
+        ratio = base / median if math.isfinite(median) and math.isfinite(base) else float("nan")
+        shown = f"{median:.1f}" if math.isfinite(median) else f">{CAP_S:.0f}"
+        print(f"  {label:>13}  {shown:>9}  {ratio:>9.2f}x", flush=True)
+    return {
+        "workload": name,
+        "target": target,
+        "times_s": {k: [t if math.isfinite(t) else None for t in v] for k, v in times.items()},
+        "best_accuracy": best_acc,
+        "tuning_s": tuning_s,
+        "picks": {
+            k: replace(v[0], provenance=replace(v[0].provenance)).knobs() for k, v in picks.items()
+        },
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workloads", nargs="+", default=list(TARGETS), choices=list(TARGETS))
+    parser.add_argument("--repeats", type=int, default=2, help="runs of each pick (default 2)")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args()
+    results = [bench(name, WORKLOADS[name], args.repeats) for name in args.workloads]
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()

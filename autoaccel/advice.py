@@ -950,7 +950,8 @@ def advise(
             budget_s=left,
             horizon_s=horizon,
             storage=storage,
-            study_name=f"{study_name or advice.search.study_name}-schedule",
+            # Losses after different horizons do not compare: one study per horizon.
+            study_name=f"{study_name or advice.search.study_name}-schedule-{horizon:.0f}s",
             seed=seed,
             console=console,
         )

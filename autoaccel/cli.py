@@ -219,6 +219,7 @@ def cmd_tune(args: argparse.Namespace) -> CommandResult:
             console=console,
             seed=args.seed,
             confirm_pairs=args.confirm_pairs,
+            lr_find=args.lr_find,
         )
     except KeyboardInterrupt:
         where = out or args.script.parent / "autoaccel.yaml"
@@ -424,6 +425,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=parse_duration,
         default=parse_duration("5m"),
         help="kill the script after this long (default 5m)",
+    )
+    tune.add_argument(
+        "--lr-find",
+        action="store_true",
+        help="after the search, run an LR range test at the picked batch size and write its "
+        "suggestion as the config's lr",
     )
     run = add("run", cmd_run, "Run a training script with its tuned config.")
     run.add_argument("script", type=Path, help="the training script")

@@ -30,7 +30,13 @@ from autoaccel.config import Provenance, TrainingConfig, load_config, now_iso, s
 from autoaccel.errors import TrialError, UsageError
 from autoaccel.measure import Measurement, MeterSettings, PruneBelow
 from autoaccel.probe import probe_system
-from autoaccel.runner import INTEGRATION_LINES, ScriptRunner, check_script, config_for_script
+from autoaccel.runner import (
+    INTEGRATION_LINES,
+    ScriptRunner,
+    ScriptTrial,
+    check_script,
+    config_for_script,
+)
 from autoaccel.schedule import LrFinding, RangeSweep
 from autoaccel.search import TrialRecord
 
@@ -64,6 +70,7 @@ def tune_script(
     seed: int | None = None,
     console: Console | None = None,
     confirm_pairs: int = 3,
+    lr_find: bool = False,
 ) -> TuneResult:
     """Tune a training script that calls ``autoaccel.prepare()``.
 
@@ -155,8 +162,69 @@ def tune_script(
         on_best=save_best,
         confirm_pairs=confirm_pairs,
     )
+    if lr_find:
+        advice = _with_lr_finding(advice, runner, console)
     save_config(advice.config, out)
     return TuneResult(advice, out, trials_dir, advice.search.storage)
+
+
+def _with_lr_finding(advice: Advice, runner: ScriptRunner, console: Console | None) -> Advice:
+    """The range test at the picked batch size; its suggestion becomes the config's lr."""
+    config = advice.config
+    if console:
+        console.print(
+            f"autoaccel: LR range test at batch {config.batch_size}",
+            highlight=False,
+            soft_wrap=True,
+        )
+    finding, trial = _sweep(runner, _sweep_config(config), dict(SWEEP))
+    if finding is None or finding.suggestion is None:
+        why = finding.reason if finding else f"{trial.measurement.message} ({trial.log_path})"
+        advice.notes.append(f"the LR range test gave no suggestion: {why}")
+        return advice
+    provenance = replace(
+        config.provenance,
+        evidence={**config.provenance.evidence, "lr": f"LR range test: {finding}"},
+    )
+    advice.config = replace(config, lr=finding.suggestion, lr_scaling="none", provenance=provenance)
+    advice.notes.append(f"lr {finding.suggestion:.3g} from the LR range test: {finding}")
+    return advice
+
+
+#: The range test's default sweep.
+SWEEP = {"min_lr": 1e-7, "max_lr": 10.0, "steps": 100}
+
+
+def _sweep_config(config: TrainingConfig) -> TrainingConfig:
+    """A config for a range test: its batch and loader, one process, no LR settings."""
+    return replace(
+        config,
+        processes=1,
+        strategy="none",
+        lr=None,
+        lr_scaling="none",
+        momentum=None,
+        warmup_steps=0,
+        schedule="constant",
+        schedule_steps=None,
+        provenance=Provenance(),
+    )
+
+
+def _sweep(
+    runner: ScriptRunner, config: TrainingConfig | None, sweep: dict[str, Any]
+) -> tuple[LrFinding | None, ScriptTrial]:
+    """Run the script once as a range test; its finding (None when it gave no curve)."""
+    trial = runner.run(config, lr_sweep=sweep)
+    report = trial.report
+    if report is None or report.lr_curve is None:
+        return None, trial
+    replay = RangeSweep(**sweep)
+    for loss in report.lr_curve["raw"]:
+        if replay.record(float(loss)):
+            break
+    replay.stop = report.lr_curve["stop"] or replay.stop
+    return replay.finding(), trial
 
 
 @dataclass
@@ -199,42 +267,25 @@ def find_lr_script(
     path = config_for_script(script, config_path)
     config: TrainingConfig | None = None
     if path is not None:
-        tuned = load_config(path, profile=probe_system())
-        config = replace(
-            tuned,
-            processes=1,
-            strategy="none",
-            lr=None,
-            lr_scaling="none",
-            warmup_steps=0,
-            schedule="constant",
-            schedule_steps=None,
-            provenance=Provenance(),
-        )
+        config = _sweep_config(load_config(path, profile=probe_system()))
     if batch_size is not None:
         config = replace(config or TrainingConfig(), batch_size=batch_size)
     folder = STATE_DIR / "lr-find" / f"{script.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     runner = ScriptRunner(
         script, args, trials_dir=folder, settings=MeterSettings(), timeout_s=timeout_s
     )
-    sweep_args: dict[str, Any] = {"min_lr": min_lr, "max_lr": max_lr, "steps": steps}
-    trial = runner.run(config, lr_sweep=sweep_args)
+    finding, trial = _sweep(runner, config, {"min_lr": min_lr, "max_lr": max_lr, "steps": steps})
     if not trial.reached_prepare:
         raise UsageError(
             f"{script.name} ended without reaching autoaccel.prepare() "
             f"(exit code {trial.returncode}; log: {trial.log_path}); call it before training, "
             f"e.g.:\n{INTEGRATION_LINES}"
         )
-    report = trial.report
-    if report is None or report.lr_curve is None:
+    if finding is None or trial.report is None or trial.report.lr_curve is None:
         raise TrialError(
             f"the LR range test on {script.name} gave no curve ({trial.measurement.outcome}: "
             f"{trial.measurement.message}); log: {trial.log_path}\n{trial.log_tail()}"
         )
-    replay = RangeSweep(**sweep_args)
-    for loss in report.lr_curve["raw"]:
-        if replay.record(float(loss)):
-            break
-    replay.stop = report.lr_curve["stop"] or replay.stop
-    used = config.batch_size if config else int(report.user_config["batch_size"])
-    return LrFindResult(replay.finding(), used, path, trial.log_path, tuple(report.lr_curve["raw"]))
+    used = config.batch_size if config else int(trial.report.user_config["batch_size"])
+    raw = tuple(trial.report.lr_curve["raw"])
+    return LrFindResult(finding, used, path, trial.log_path, raw)

@@ -25,17 +25,20 @@ def cli(*args: str, cwd: Path, timeout: float = 400) -> subprocess.CompletedProc
 
 
 @pytest.mark.parametrize(
-    ("example", "run_args"),
+    ("example", "run_args", "tune_args"),
     [
-        ("train_cnn.py", ["--epochs", "1", "--samples", "256"]),
-        ("train_lm.py", ["--steps", "3"]),
+        ("train_cnn.py", ["--epochs", "1", "--samples", "256"], []),
+        ("train_lm.py", ["--steps", "3"], ["--lr-find"]),
     ],
 )
-def test_tune_then_run(tmp_path: Path, example: str, run_args: list[str]) -> None:
+def test_tune_then_run(
+    tmp_path: Path, example: str, run_args: list[str], tune_args: list[str]
+) -> None:
     out = tmp_path / "autoaccel.yaml"
     tuned = cli(
         "tune",
         str(EXAMPLES / example),
+        *tune_args,
         "--budget",
         "100s",
         "--max-trials",
@@ -56,6 +59,12 @@ def test_tune_then_run(tmp_path: Path, example: str, run_args: list[str]) -> Non
     assert config.provenance.command and config.provenance.command.startswith("autoaccel tune")
     assert config.provenance.measured["trials"] >= 1
     assert data["search"]["trials_measured"] <= 3
+    if "--lr-find" in tune_args:  # the range test's suggestion is the config's lr
+        if config.lr is not None:
+            assert config.provenance.evidence["lr"].startswith("LR range test: lr ")
+            assert config.lr_scaling == "none"
+        else:
+            assert any("LR range test gave no suggestion" in n for n in data["notes"])
     ran = cli("run", str(EXAMPLES / example), "--config", str(out), "--", *run_args, cwd=tmp_path)
     assert ran.returncode == 0, ran.stderr[-2000:]
     assert f"batch_size={config.batch_size} precision={config.precision}" in ran.stdout

@@ -48,9 +48,12 @@ import autoaccel
 from autoaccel.advice import advise
 from autoaccel.config import TrainingConfig
 
-TARGETS = {"cnn": 0.90, "mlp": 0.95, "transformer": 0.60}  # validation accuracy
-CAP_S = 120.0  # training time allowed to reach the target
-EVAL_EVERY_S = 2.0
+# Validation accuracy to reach: the default setup gets there in ~10-20 s of training here
+# (a calibration run: mlp 0.89 at 5 s then a plateau near 0.92; transformer 0.33 at 5-15 s,
+# the stream's predictable share; cnn 0.90 at 5 s, 1.00 at 20 s).
+TARGETS = {"cnn": 0.95, "mlp": 0.91, "transformer": 0.33}
+CAP_S = 60.0  # training time allowed to reach the target
+EVAL_EVERY_S = 1.0
 USER_BATCH = 32
 USER_LR = 1e-3
 THROUGHPUT_BUDGET_S = 90.0

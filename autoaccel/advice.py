@@ -211,9 +211,10 @@ class Advice:
 
     def tables(self) -> list[Table]:
         """The summary as rich tables."""
-        result = Table(
-            title=f"autoaccel advice ({self.diagnosis.bound}-bound)", title_justify="left"
-        )
+        title = f"autoaccel advice ({self.diagnosis.bound}-bound)"
+        if self.convergence is not None:
+            title += ": system settings, by samples/s (the LR and schedule are below)"
+        result = Table(title=title, title_justify="left")
         result.add_column("")
         result.add_column("baseline", justify="right")
         result.add_column("tuned", justify="right")
@@ -269,7 +270,9 @@ def _convergence_table(c: ConvergenceResult) -> Table:
         if run is c.best:
             name += " (picked)"
         result = (
-            f"{run.final:.4g}" if run.ok else f"{run.outcome} ({run.message}) last {run.final:.4g}"
+            f"{run.final:.4g} (mean {run.score:.4g})"
+            if run.ok
+            else f"{run.outcome} ({run.message}) last {run.final:.4g}"
         )
         table.add_row(
             name,
@@ -981,10 +984,12 @@ def _with_convergence(
         horizon_s=round(converged.horizon_s, 1),
         heldout_loss=round(best.final, 5),
         baseline_heldout_loss=round(converged.baseline.final, 5),
+        heldout_loss_mean=round(best.score, 5),
+        baseline_heldout_loss_mean=round(converged.baseline.score, 5),
     )
     evidence["objective"] = (
-        f"time-to-loss: the lowest held-out loss ({converged.holdout}) after the same "
-        f"{converged.horizon_s:.0f} s of training"
+        f"time-to-loss: the lowest mean held-out loss ({converged.holdout}) over the same "
+        f"{converged.horizon_s:.0f} s of training (the area under the loss curve)"
     )
     if converged.speedup:
         measured["time_to_loss_speedup"] = round(converged.speedup, 3)
@@ -1011,8 +1016,9 @@ def _with_convergence(
         config = replace(advice.config, **_schedule_knobs(best.config))
         took = converged.time_to_baseline_loss
         line = (
-            f"held-out loss {best.final:.4g} vs yours {converged.baseline.final:.4g} after "
-            f"{converged.horizon_s:.0f} s of training"
+            f"mean held-out loss over {converged.horizon_s:.0f} s of training "
+            f"{best.score:.4g} vs yours {converged.baseline.score:.4g}; at the end "
+            f"{best.final:.4g} vs {converged.baseline.final:.4g}"
             + (
                 f"; reached your loss in {took:.1f} s ({converged.speedup:.2f}x sooner)"
                 if took

@@ -110,7 +110,7 @@ def apply_lr(optimizer: torch.optim.Optimizer, lr: float, *, scheduler: object =
             f"lr {first:g} -> {lr:g} in the first of {len(groups)} param groups; the "
             f"others were scaled by the same {ratio:.3g}x"
         ]
-    return [f"lr {first:g} -> {lr:g}"]
+    return [f"lr {first:g} -> {lr:g}"] if lr != first else []
 
 
 def scaling_rule(optimizer: torch.optim.Optimizer | str) -> tuple[str, str]:
@@ -195,6 +195,8 @@ def apply_momentum(optimizer: torch.optim.Optimizer, value: float) -> list[str]:
             group["betas"] = (value, *tuple(group["betas"])[1:])
         else:
             group["momentum"] = value
+    if value == old:
+        return []
     return [f"{'beta1' if key == 'betas' else 'momentum'} {old:g} -> {value:g}"]
 
 

@@ -163,7 +163,8 @@ def test_advise_time_to_loss_picks_by_held_out_loss(tmp_path: Path) -> None:
     assert c is not None and c.holdout == "the validation set (512 samples)"
     assert c.finding is not None and c.runs
     done = [r for r in c.runs if r.ok]
-    assert c.best.final <= min([c.baseline.final, *(r.final for r in done)])
+    assert c.best.score <= min([c.baseline.score, *(r.score for r in done)])
+    assert c.best.score == pytest.approx(sum(p.loss for p in c.best.curve) / 8)
     assert len(c.baseline.curve) == 8
     config = advice.config
     if c.best is not c.baseline:

@@ -491,12 +491,22 @@ def search_schedule(
         load_if_exists=True,
     )
     start_momentum = {"momentum": _nearest(momentum[1], MOMENTA)} if momentum else {}
+    # What the throughput objective alone would run: the user's LR moved by the rule.
+    ratio = system.global_batch / user.global_batch
+    scaled = user_lr * (ratio if rule == "linear" else math.sqrt(ratio))
+    as_throughput = min(max(scaled / center_lr(system.batch_size), 1 / LR_SPREAD), LR_SPREAD)
     for params in (
         {"batch_size": system.batch_size, "warmup": 0.05, "schedule": "cosine"},
         {"batch_size": system.batch_size, "warmup": 0.0, "schedule": "constant"},
         {"batch_size": _nearest(user.batch_size, batches), "warmup": 0.05, "schedule": "cosine"},
+        {
+            "batch_size": system.batch_size,
+            "warmup": 0.05,
+            "schedule": "constant",
+            "lr_scale": float(f"{as_throughput:.4g}"),
+        },
     ):
-        study.enqueue_trial({**params, "lr_scale": 1.0, **start_momentum}, skip_if_exists=True)
+        study.enqueue_trial({"lr_scale": 1.0, **params, **start_momentum}, skip_if_exists=True)
     runs: list[LossRun] = []
     typical = horizon_s * 1.3
     stop = "budget spent"

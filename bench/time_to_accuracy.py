@@ -182,6 +182,8 @@ def lightning_pick(template: nn.Module, train: Any) -> tuple[int, float, float]:
     module.batch_size = batch
     finder = tuner.lr_find(module)
     lr = finder.suggestion() if finder is not None else None
+    if lr is None:
+        print(f"  lightning: lr_find gave no suggestion at batch {batch}; lr {USER_LR:g} kept")
     return int(batch), float(lr or USER_LR), time.monotonic() - started
 
 

@@ -555,12 +555,16 @@ def final_round(
     *,
     finalists: int = FINALISTS,
     rounds: int = FINAL_ROUNDS,
+    max_measurements: int | None = None,
 ) -> tuple[TrialRecord, str | None]:
     """Re-measure the top configs interleaved and keep the one with the best median.
 
     One short trial per config is noisy (a busy moment on the machine can sink a good
     config or lift a poor one); the finalists get ``rounds`` more measurements each, taken
     in turn (A B C A B C) so drift hits them alike.
+
+    Args:
+        max_measurements: Trials left under ``max_trials``; fewer rounds (or none) fit.
 
     Returns:
         The winner (its measurement the median one) and a line of evidence, or the best
@@ -574,7 +578,9 @@ def final_round(
             seen.add(key)
             ranked.append(record)
     top = ranked[:finalists]
-    if len(top) < 2:
+    if max_measurements is not None:
+        rounds = min(rounds, max(max_measurements, 0) // max(len(top), 1))
+    if len(top) < 2 or rounds < 1:
         return (top[0] if top else records[0]), None
     runs: list[list[Measurement]] = [[r.measurement] for r in top]
     for _ in range(rounds):
@@ -722,7 +728,9 @@ def tune_measured(
             highlight=False,
             soft_wrap=True,
         )
-    winner, final_evidence = final_round(measure, result.records)
+    winner, final_evidence = final_round(
+        measure, result.records, max_measurements=max_trials - result.trials_measured
+    )
     result = replace(result, best=winner)
     speedup = confirm(measure, result.baseline.config, result.best.config, pairs=confirm_pairs)
     best = result.best.measurement

@@ -144,6 +144,12 @@ def test_the_final_round_keeps_the_best_median_not_the_lucky_trial() -> None:
     assert evidence is not None and "trial 2 kept" in evidence
     alone, none = final_round(measure, records[:1])
     assert alone is records[0] and none is None
+    order.clear()
+    capped, none = final_round(measure, records, finalists=3, rounds=2, max_measurements=5)
+    assert order == [16, 32, 64]  # 5 trials left: one round fits
+    assert capped.number == 1  # one round cannot outvote the lucky 120: (120 + 90) / 2
+    order.clear()
+    assert final_round(measure, records, max_measurements=2)[1] is None and not order
 
 
 @pytest.mark.parametrize(

@@ -153,7 +153,7 @@ def test_advise_time_to_loss_picks_by_held_out_loss(tmp_path: Path) -> None:
         optimizer=optimizer,
         loader_kwargs={"batch_size": 16},
         val_data=learnable(512),
-        budget_s=45,
+        budget_s=32,
         horizon_s=1.5,
         storage=str(tmp_path / "s.db"),
         seed=0,

@@ -136,9 +136,17 @@ def test_cuda_style_sync_only_at_window_edges() -> None:
 def test_a_nan_loss_is_divergence() -> None:
     clock = FakeClock()
     meter = Meter(SETTINGS, clock=clock)
+    step(meter, clock, wait=0, compute=0.1, loss=2.0)
     with pytest.raises(FloatingPointError, match=r"the loss became nan \(diverged\)"):
         step(meter, clock, wait=0, compute=0.1, loss=math.nan)
     assert classify_failure(FloatingPointError("the loss became nan"))[0] == "diverged"
+
+
+def test_nan_from_the_first_step_is_not_called_divergence() -> None:
+    clock = FakeClock()
+    meter = Meter(SETTINGS, clock=clock)
+    with pytest.raises(FloatingPointError, match="from the very first step, before any update"):
+        step(meter, clock, wait=0, compute=0.1, loss=math.nan)
 
 
 def test_nan_inside_the_window_is_found_at_the_end() -> None:

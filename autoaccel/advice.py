@@ -449,7 +449,10 @@ def recommendations(
 ) -> list[Recommendation]:
     """What to change, each with its measured evidence, then unmeasured advice."""
     recs: list[Recommendation] = []
-    best, base = result.best, result.baseline
+    base = result.baseline
+    # One-knob evidence compares trials of the search itself: the best as it was measured
+    # then, not its final-round median (taken later, on a machine that may have drifted).
+    best = next((r for r in result.records if r.number == result.best.number), result.best)
     for knob, value in best.params.items():
         old = base.params[knob]
         if value == old:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
-import math
 import random
 import statistics
 import time
@@ -36,7 +35,7 @@ from autoaccel.errors import UsageError
 from autoaccel.measure import Measurement, MeterSettings
 from autoaccel.probe import HardwareProfile, probe_system
 from autoaccel.run import has_conv
-from autoaccel.schedule import scaling_rule
+from autoaccel.schedule import lr_multiplier, scaling_rule
 from autoaccel.search import PRUNE_BELOW, Search, SearchResult, TrialRecord
 from autoaccel.space import SearchSpace, build_space
 from autoaccel.trial import OptimizerLike, make_workload, run_trial
@@ -801,8 +800,7 @@ def _lr_follows_batch(
     else:
         warmup = 100
     warmup = max(warmup, config.warmup_steps)
-    ratio = config.global_batch / user.global_batch
-    factor = ratio if rule == "linear" else math.sqrt(ratio)
+    factor = lr_multiplier(rule, user.global_batch, config.global_batch)
     scaled = replace(config, lr_scaling=rule, warmup_steps=warmup)
     return scaled, Recommendation(
         f"scale the LR x{factor:.3g} ({rule} rule) with {warmup} warm-up steps: the global "

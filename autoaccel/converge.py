@@ -42,8 +42,10 @@ from autoaccel.schedule import (
     apply_lr,
     apply_momentum,
     build_scheduler,
+    lr_multiplier,
     momentum_of,
     scaling_rule,
+    sweep_config,
 )
 from autoaccel.search import storage_url
 from autoaccel.trial import LossPlan, Workload
@@ -352,7 +354,7 @@ def find_lr(
     caller's model and optimizer are never touched)."""
     sweep = RangeSweep(min_lr=min_lr, max_lr=max_lr, steps=steps)
     with applied_settings(config):
-        run = _prepared(workload, replace(config, lr=None, schedule="constant"), train)
+        run = _prepared(workload, sweep_config(config), train)
         try:
             batches = _batches(run)
             ends = time.monotonic() + max_s
@@ -455,8 +457,7 @@ def search_schedule(
         anchor_lr, anchor_batch = user_lr, user.global_batch
 
     def center_lr(batch: int) -> float:
-        ratio = batch * system.grad_accum_steps / anchor_batch
-        return anchor_lr * (ratio if rule == "linear" else math.sqrt(ratio))
+        return anchor_lr * lr_multiplier(rule, anchor_batch, batch * system.grad_accum_steps)
 
     batches = sorted(rates)  # every batch size the throughput search ran without failing
     distributions: dict[str, Any] = {
@@ -492,8 +493,7 @@ def search_schedule(
     )
     start_momentum = {"momentum": _nearest(momentum[1], MOMENTA)} if momentum else {}
     # What the throughput objective alone would run: the user's LR moved by the rule.
-    ratio = system.global_batch / user.global_batch
-    scaled = user_lr * (ratio if rule == "linear" else math.sqrt(ratio))
+    scaled = user_lr * lr_multiplier(rule, user.global_batch, system.global_batch)
     as_throughput = min(max(scaled / center_lr(system.batch_size), 1 / LR_SPREAD), LR_SPREAD)
     for params in (
         {"batch_size": system.batch_size, "warmup": 0.05, "schedule": "cosine"},

@@ -13,12 +13,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
-from autoaccel.config import TrainingConfig
+from autoaccel.config import Provenance, TrainingConfig
 
 __all__ = [
     "LrFinding",
@@ -27,11 +27,13 @@ __all__ = [
     "apply_momentum",
     "build_scheduler",
     "lr_factor",
+    "lr_multiplier",
     "lr_range_test",
     "momentum_of",
     "scale_lr",
     "scaling_rule",
     "suggest_lr",
+    "sweep_config",
 ]
 
 #: Optimizers whose LR scales linearly with the batch (plain gradient steps).
@@ -131,6 +133,36 @@ def scaling_rule(optimizer: torch.optim.Optimizer | str) -> tuple[str, str]:
     return "sqrt", f"{name} is not a known family; the square root is the cautious choice"
 
 
+def lr_multiplier(rule: str, old_batch: int, new_batch: int) -> float:
+    """How much the LR moves when the global batch goes ``old_batch`` -> ``new_batch``.
+
+    Example:
+        >>> lr_multiplier("linear", 32, 128), lr_multiplier("sqrt", 32, 128)
+        (4.0, 2.0)
+    """
+    ratio = new_batch / old_batch
+    if rule == "linear":
+        return ratio
+    return math.sqrt(ratio) if rule == "sqrt" else 1.0
+
+
+def sweep_config(config: TrainingConfig) -> TrainingConfig:
+    """A config for an LR range test: its batch and loader, one process, no LR settings
+    (the sweep sets the LR of every step itself)."""
+    return replace(
+        config,
+        processes=1,
+        strategy="none",
+        lr=None,
+        lr_scaling="none",
+        momentum=None,
+        warmup_steps=0,
+        schedule="constant",
+        schedule_steps=None,
+        provenance=Provenance(),
+    )
+
+
 def scale_lr(
     optimizer: torch.optim.Optimizer,
     old_batch: int,
@@ -148,7 +180,7 @@ def scale_lr(
     if rule == "none" or old_batch == new_batch:
         return []
     ratio = new_batch / old_batch
-    factor = ratio if rule == "linear" else math.sqrt(ratio)
+    factor = lr_multiplier(rule, old_batch, new_batch)
     groups = optimizer.param_groups
     before = [group["lr"] for group in groups]
     for group in groups:

@@ -37,7 +37,7 @@ from autoaccel.runner import (
     check_script,
     config_for_script,
 )
-from autoaccel.schedule import LrFinding, RangeSweep
+from autoaccel.schedule import LrFinding, RangeSweep, sweep_config
 from autoaccel.search import TrialRecord
 
 __all__ = ["LrFindResult", "TuneResult", "find_lr_script", "tune_script"]
@@ -177,7 +177,7 @@ def _with_lr_finding(advice: Advice, runner: ScriptRunner, console: Console | No
             highlight=False,
             soft_wrap=True,
         )
-    finding, trial = _sweep(runner, _sweep_config(config), dict(SWEEP))
+    finding, trial = _sweep(runner, sweep_config(config), dict(SWEEP))
     if finding is None or finding.suggestion is None:
         why = finding.reason if finding else f"{trial.measurement.message} ({trial.log_path})"
         advice.notes.append(f"the LR range test gave no suggestion: {why}")
@@ -193,22 +193,6 @@ def _with_lr_finding(advice: Advice, runner: ScriptRunner, console: Console | No
 
 #: The range test's default sweep.
 SWEEP = {"min_lr": 1e-7, "max_lr": 10.0, "steps": 100}
-
-
-def _sweep_config(config: TrainingConfig) -> TrainingConfig:
-    """A config for a range test: its batch and loader, one process, no LR settings."""
-    return replace(
-        config,
-        processes=1,
-        strategy="none",
-        lr=None,
-        lr_scaling="none",
-        momentum=None,
-        warmup_steps=0,
-        schedule="constant",
-        schedule_steps=None,
-        provenance=Provenance(),
-    )
 
 
 def _sweep(
@@ -267,7 +251,7 @@ def find_lr_script(
     path = config_for_script(script, config_path)
     config: TrainingConfig | None = None
     if path is not None:
-        config = _sweep_config(load_config(path, profile=probe_system()))
+        config = sweep_config(load_config(path, profile=probe_system()))
     if batch_size is not None:
         config = replace(config or TrainingConfig(), batch_size=batch_size)
     folder = STATE_DIR / "lr-find" / f"{script.stem}-{time.strftime('%Y%m%d-%H%M%S')}"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import io
+import math
 import random
 import statistics
 import time
@@ -258,18 +259,20 @@ class Advice:
 def _convergence_table(c: ConvergenceResult) -> Table:
     """Your setup vs. the time-to-loss pick, and every schedule candidate."""
     table = Table(
-        title=f"Time to loss: held-out loss after {c.horizon_s:.0f} s of training ({c.holdout})",
+        title=f"Time to loss: how soon each setup reaches your setup's held-out losses "
+        f"({c.holdout}; {c.horizon_s:.0f} s of training at most)",
         title_justify="left",
     )
-    for column in ("candidate", "batch", "lr", "schedule", "warm-up", "momentum", "result"):
+    columns = ("candidate", "batch", "lr", "schedule", "warm-up", "momentum", "pace", "result")
+    for column in columns:
         table.add_column(column)
-    for run in [c.baseline, *c.runs]:
+    for run in [c.baseline, *c.runs, *([c.check] if c.check else [])]:
         config = run.config
         name = run.label or f"#{run.number}"
         if run is c.best:
             name += " (picked)"
         result = (
-            f"{run.final:.4g} (mean {run.score:.4g})"
+            f"{run.final:.4g} after {run.curve[-1].seconds:.1f} s"
             if run.ok
             else f"{run.outcome} ({run.message}) last {run.final:.4g}"
         )
@@ -280,16 +283,35 @@ def _convergence_table(c: ConvergenceResult) -> Table:
             config.schedule,
             str(config.warmup_steps),
             "yours" if config.momentum is None else f"{config.momentum:g}",
+            f"{run.speedup:.2f}x" if run.speedup else "-",
             result,
         )
-    took = c.time_to_baseline_loss
-    if took:
-        table.caption = (
-            f"the pick reached your setup's loss in {took:.1f} s: {c.speedup:.2f}x sooner"
-        )
+    table.caption = _levels_line(c)
     if c.finding is not None:
         table.caption = f"{table.caption or ''}\nLR range test: {c.finding}".strip()
     return table
+
+
+def _levels_line(c: ConvergenceResult) -> str:
+    """What the pace is measured against, and the pick's figure."""
+    if not c.levels:
+        return "your setup did not finish the horizon: candidates ranked by their lowest loss"
+    end = f"where it flattened ({c.baseline_plateau})" if c.baseline_plateau else "its horizon"
+    line = (
+        f"pace: time to reach your setup's losses {', '.join(f'{v.loss:.4g}' for v in c.levels)}"
+        f" (second half of its curve up to {end}) over your setup's time, geometric mean; "
+        "lower is sooner"
+    )
+    took = c.time_to_baseline_loss
+    if c.best is not c.baseline and took is not None and c.speedup:
+        again = " measured again" if c.check is not None else ""
+        line += (
+            f"\nthe pick reached {c.levels[-1].loss:.4g} in {took:.1f} s (yours "
+            f"{c.levels[-1].seconds:.1f} s); {c.speedup:.2f}x sooner over all levels{again}"
+        )
+    if c.finding is not None:
+        line += f"\nLR range test: {c.finding}"
+    return line
 
 
 def _convergence_dict(c: ConvergenceResult | None) -> dict[str, Any] | None:
@@ -302,6 +324,8 @@ def _convergence_dict(c: ConvergenceResult | None) -> dict[str, Any] | None:
             "config": run.config.knobs(),
             "outcome": run.outcome,
             "message": run.message,
+            "pace": run.pace if math.isfinite(run.pace) else None,
+            "start_loss": run.start_loss,
             "curve": [dataclasses.asdict(p) for p in run.curve],
         }
 
@@ -311,6 +335,8 @@ def _convergence_dict(c: ConvergenceResult | None) -> dict[str, Any] | None:
         "baseline": run_dict(c.baseline),
         "best": run_dict(c.best),
         "runs": [run_dict(r) for r in c.runs],
+        "levels": [dataclasses.asdict(v) for v in c.levels],
+        "check": None if c.check is None else run_dict(c.check),
         "time_to_baseline_loss_s": c.time_to_baseline_loss,
         "speedup": c.speedup,
         "lr_finding": None
@@ -989,16 +1015,19 @@ def _with_convergence(
     best = converged.best
     measured = dict(advice.config.provenance.measured)
     evidence = dict(advice.config.provenance.evidence)
+    levels = converged.levels
     measured.update(
         horizon_s=round(converged.horizon_s, 1),
         heldout_loss=round(best.final, 5),
         baseline_heldout_loss=round(converged.baseline.final, 5),
-        heldout_loss_mean=round(best.score, 5),
-        baseline_heldout_loss_mean=round(converged.baseline.score, 5),
     )
+    if levels:
+        measured["target_heldout_loss"] = round(levels[-1].loss, 5)
+        measured["baseline_time_to_target_s"] = round(levels[-1].seconds, 2)
     evidence["objective"] = (
-        f"time-to-loss: the lowest mean held-out loss ({converged.holdout}) over the same "
-        f"{converged.horizon_s:.0f} s of training (the area under the loss curve)"
+        f"time-to-loss: the soonest to reach the held-out losses ({converged.holdout}) your "
+        f"setup reaches in {converged.horizon_s:.0f} s of training (second half of its "
+        "curve, up to where it flattens)"
     )
     if converged.speedup:
         measured["time_to_loss_speedup"] = round(converged.speedup, 3)
@@ -1014,7 +1043,7 @@ def _with_convergence(
         )
         recs.append(
             Recommendation(
-                "keep your batch size and LR: no candidate reached a lower held-out loss",
+                "keep your batch size and LR: no candidate reached your losses sooner",
                 f"your setup {converged.baseline.final:.4g} after {converged.horizon_s:.0f} s; "
                 f"{len(converged.runs)} candidates tried",
                 True,
@@ -1024,16 +1053,18 @@ def _with_convergence(
     else:
         config = replace(advice.config, **_schedule_knobs(best.config))
         took = converged.time_to_baseline_loss
+        again = converged.check
         line = (
-            f"mean held-out loss over {converged.horizon_s:.0f} s of training "
-            f"{best.score:.4g} vs yours {converged.baseline.score:.4g}; at the end "
-            f"{best.final:.4g} vs {converged.baseline.final:.4g}"
-            + (
-                f"; reached your loss in {took:.1f} s ({converged.speedup:.2f}x sooner)"
-                if took
-                else ""
-            )
+            f"reached your held-out loss {levels[-1].loss:.4g} in {took:.1f} s of training "
+            f"(yours {levels[-1].seconds:.1f} s); {best.speedup:.2f}x sooner over your "
+            f"setup's losses {', '.join(f'{v.loss:.4g}' for v in levels)}"
+            if levels and took is not None and best.speedup
+            else f"held-out loss {best.final:.4g} vs yours {converged.baseline.final:.4g}"
         )
+        if again is not None and again.ok and again.speedup:
+            line += f"; measured again for the whole horizon: {again.speedup:.2f}x"
+        elif again is not None:
+            line += f"; measured again: {again.outcome} ({again.message})"
         evidence["lr"] = line
         evidence["schedule"] = line
         recs.append(

@@ -3,13 +3,19 @@
 More samples per second is worthless if the model learns worse per second. After the
 throughput search has found the fastest system settings, a second Optuna study searches
 batch size, peak LR (around the LR range test's suggestion, moved by the batch-size rule),
-warm-up, decay shape and momentum. Every candidate trains a fresh
-copy of the model for the same training time (the *horizon*); its held-out loss is taken
-at 8 even checkpoints (evaluation time is not counted as training time). A candidate's
-score is the mean of those losses, the area under its loss-vs-time curve: it rewards
-reaching a good loss early and staying there, which is what "time to a good model" means
-when the target is not known. The running mean is reported to Optuna's SuccessiveHalving
-pruner, so clearly worse candidates stop early.
+warm-up, decay shape and momentum.
+
+Your own setup is trained first, for the *horizon*, with its held-out loss taken at 12 even
+checkpoints (evaluation time is not counted as training time). The losses it reaches on
+its way, up to where its curve flattens, are the *levels* to beat: the losses of its second
+half (before the plateau), the stage where a run is nearly as good as it gets. Every
+candidate trains a fresh copy and is scored by its *pace*: the geometric mean, over the
+levels, of the time it needs to reach each one divided by the time your setup needed
+(crossings interpolated between checkpoints). Your setup's pace is 1; 0.5 means twice as
+fast to the same losses. A candidate stops as soon as it has reached the lowest level, so
+fast ones cost little; a level it never reaches counts as twice the horizon (more, the
+further off it ended). Its held-out loss at each checkpoint goes to Optuna's
+SuccessiveHalving pruner, so clearly slower candidates stop early.
 
 The held-out loss is the validation set's when one is given, else that of training samples
 held out before any training (they are never trained on).
@@ -48,6 +54,7 @@ from autoaccel.schedule import (
     sweep_config,
 )
 from autoaccel.search import storage_url
+from autoaccel.space import powers_of_two
 from autoaccel.trial import LossPlan, Workload
 
 __all__ = [
@@ -64,7 +71,7 @@ __all__ = [
     "train_for",
 ]
 
-EVALS = 8  # held-out evaluations per candidate (the pruner's rungs sit on them)
+EVALS = 12  # held-out evaluations per candidate (the pruner's rungs sit on them)
 HOLDOUT_FRACTION = 0.1
 HOLDOUT_MAX = 2048  # samples held out from training when there is no validation set
 EVAL_BATCH = 512
@@ -73,6 +80,7 @@ MOMENTA = (0.8, 0.9, 0.95, 0.99)
 LR_SPREAD = 4.0  # peak LR searched from 1/4x to 4x the suggestion
 PLATEAU_TOLERANCE = 0.01  # relative improvement below which the curve counts as flat
 PLATEAU_PATIENCE = 3  # evaluations without such an improvement
+UNREACHED = 2.0  # a level never reached counts as this many horizons (times how far off)
 
 
 @dataclass(frozen=True)
@@ -94,6 +102,8 @@ class LossRun:
     curve: tuple[CurvePoint, ...] = ()
     number: int | None = None
     label: str = ""
+    start_loss: float | None = None  # held-out loss of the untrained model (at 0 s)
+    pace: float = math.inf  # time to the levels / your setup's time (see ``pace_of``)
 
     @property
     def ok(self) -> bool:
@@ -104,18 +114,83 @@ class LossRun:
         return self.curve[-1].loss if self.curve else math.inf
 
     @property
-    def score(self) -> float:
-        """The mean held-out loss over the evaluations: the area under the loss-vs-time
-        curve. Lower means a good model sooner, whatever loss one aims for; it is what the
-        schedule study minimises (the final loss alone favours slow starters)."""
-        return sum(p.loss for p in self.curve) / len(self.curve) if self.curve else math.inf
+    def best_loss(self) -> float:
+        return min((p.loss for p in self.curve), default=math.inf)
+
+    @property
+    def speedup(self) -> float | None:
+        """How many times sooner than your setup it reaches the same losses (1 / pace)."""
+        return 1 / self.pace if 0 < self.pace < math.inf else None
 
     def time_to(self, loss: float) -> float | None:
-        """Training seconds until the held-out loss first reached ``loss`` (None: never)."""
-        for point in self.curve:
-            if point.loss <= loss:
-                return point.seconds
+        """Training seconds until the held-out loss first reached ``loss`` (None: never),
+        interpolated linearly between the evaluations (and from the untrained model's loss
+        at 0 s when known)."""
+        points = [(0.0, self.start_loss)] if self.start_loss is not None else []
+        points += [(p.seconds, p.loss) for p in self.curve]
+        before: tuple[float, float] | None = None
+        for seconds, value in points:
+            if value <= loss:
+                if before is None or before[1] <= loss:
+                    return seconds
+                t0, l0 = before
+                return t0 + (seconds - t0) * (l0 - loss) / (l0 - value)
+            before = (seconds, value)
         return None
+
+
+@dataclass(frozen=True)
+class Level:
+    """A held-out loss your setup reached, and when (training seconds)."""
+
+    loss: float
+    seconds: float
+
+
+def target_levels(baseline: LossRun, plateau: Plateau | None) -> list[Level]:
+    """The losses to reach sooner: your setup's best-so-far losses at its evaluations in
+    the second half of its curve up to the plateau (the whole horizon without one). Only
+    losses below the untrained model's count: none means your setup did not learn.
+
+    Example:
+        >>> pts = [CurvePoint(i + 1, i, l) for i, l in enumerate([1.0, 0.5, 0.4, 0.3])]
+        >>> [(v.loss, v.seconds) for v in target_levels(LossRun(None, "ok", "", pts), None)]
+        [(0.5, 2.0), (0.4, 3.0), (0.3, 4.0)]
+    """
+    end = plateau.seconds if plateau is not None else baseline.curve[-1].seconds
+    levels: list[Level] = []
+    best = math.inf if baseline.start_loss is None else baseline.start_loss
+    for point in baseline.curve:
+        if point.seconds > end:
+            break
+        if point.loss < best:  # below the untrained model's loss, and a new best
+            best = point.loss
+            if point.seconds >= end / 2:
+                levels.append(Level(best, baseline.time_to(best) or point.seconds))
+    return levels
+
+
+def pace_of(run: LossRun, levels: Sequence[Level], horizon_s: float) -> float:
+    """Geometric mean over ``levels`` of (run's time to the level / your setup's time).
+
+    A level the run never reached counts as ``UNREACHED`` horizons, scaled by how far its
+    best loss stayed above the level, so runs that miss still rank by how close they came.
+
+    Example:
+        >>> pts = [CurvePoint(i + 1, i, l) for i, l in enumerate([1.0, 0.5, 0.4, 0.3])]
+        >>> fast = LossRun(None, "ok", "", tuple(CurvePoint(p.seconds / 2, 0, p.loss) for p in pts))
+        >>> round(pace_of(fast, [Level(0.5, 2.0), Level(0.3, 4.0)], 4.0), 3)
+        0.5
+    """
+    if not levels or not run.curve:
+        return math.inf
+    logs = []
+    for level in levels:
+        took = run.time_to(level.loss)
+        if took is None:
+            took = UNREACHED * horizon_s * run.best_loss / level.loss
+        logs.append(math.log(max(took, 1e-6) / level.seconds))
+    return math.exp(sum(logs) / len(logs))
 
 
 @dataclass(frozen=True)
@@ -275,6 +350,8 @@ def train_for(
     evals: int = EVALS,
     max_steps: int | None = None,
     on_eval: Callable[[int, float], bool] | None = None,
+    stop_at: float | None = None,
+    start_loss: float | None = None,
     clock: Callable[[], float] = time.perf_counter,
 ) -> LossRun:
     """Train a fresh copy with ``config`` for ``seconds`` of training time, scoring the
@@ -285,14 +362,23 @@ def train_for(
 
     Args:
         max_steps: Stop after this many optimizer steps instead (then evaluated once).
+        stop_at: Stop (as done, "ok") once the held-out loss is at or below this.
+        start_loss: The untrained model's held-out loss, when the caller knows it (it
+            is the same for every candidate); the run's curve starts there at 0 s.
     """
     cuda = workload.device.type == "cuda"
     curve: list[CurvePoint] = []
     run: Run | None = None
     gc.collect()
+
+    def ended(outcome: str, message: str = "") -> LossRun:
+        return LossRun(config, outcome, message, tuple(curve), start_loss=start_loss)
+
     try:
         with applied_settings(config):
             run = _prepared(workload, config, train)
+            if start_loss is None and max_steps is None:
+                start_loss = holdout.loss(run, workload.loss)
             batches = _batches(run)
             paused = 0.0
             start = clock()
@@ -318,26 +404,23 @@ def train_for(
                 curve.append(CurvePoint(trained_s, run.optimizer_steps, held))
                 last = float(loss.detach())
                 if not (math.isfinite(held) and math.isfinite(last)):
-                    return LossRun(
-                        config,
+                    return ended(
                         "diverged",
                         f"the loss became {held if not math.isfinite(held) else last} "
                         f"by step {run.optimizer_steps}",
-                        tuple(curve),
                     )
                 k += 1
+                if stop_at is not None and held <= stop_at:
+                    return ended("ok", f"reached {stop_at:.4g} at evaluation {k} of {evals}")
                 if on_eval is not None and k < evals and on_eval(k, held):
-                    return LossRun(
-                        config, "pruned", f"stopped at evaluation {k} of {evals}", tuple(curve)
-                    )
+                    return ended("pruned", f"stopped at evaluation {k} of {evals}")
     except Exception as error:  # every failure is a finding about this config
-        outcome, message = classify_failure(error)
-        return LossRun(config, outcome, message, tuple(curve))
+        return ended(*classify_failure(error))
     finally:
         if run is not None:
             run.close()
         gc.collect()
-    return LossRun(config, "ok", "", tuple(curve))
+    return ended("ok")
 
 
 def find_lr(
@@ -390,17 +473,23 @@ class ConvergenceResult:
     stop_reason: str
     plateau: Plateau | None = None
     notes: list[str] = field(default_factory=list)
+    levels: list[Level] = field(default_factory=list)
+    check: LossRun | None = None  # the pick measured again for the whole horizon
+    baseline_plateau: Plateau | None = None  # where your setup's curve flattened
 
     @property
     def time_to_baseline_loss(self) -> float | None:
-        """Training seconds the best needs to reach the baseline's final held-out loss."""
-        return self.best.time_to(self.baseline.final) if self.baseline.ok else None
+        """Training seconds the best needs to reach the lowest level (your setup's loss
+        where its curve flattened, or at the end of the horizon)."""
+        return self.best.time_to(self.levels[-1].loss) if self.levels else None
 
     @property
     def speedup(self) -> float | None:
-        """Horizon / time the best needs to reach the baseline's loss (time-to-loss)."""
-        took = self.time_to_baseline_loss
-        return self.horizon_s / took if took else None
+        """How many times sooner the pick reaches your setup's losses: measured again
+        for the whole horizon when it was, else as the search measured it."""
+        if self.check is not None and self.check.ok:
+            return self.check.speedup
+        return self.best.speedup
 
 
 def _horizon_steps(config: TrainingConfig, rates: dict[int, float], horizon_s: float) -> int:
@@ -447,8 +536,15 @@ def search_schedule(
 
     say(f"time-to-loss: training your setup for {horizon_s:.0f} s ({holdout.source})")
     baseline = train_for(workload, user, train, holdout, seconds=horizon_s)
-    baseline = replace(baseline, label="your setup")
+    flattened = find_plateau(baseline.curve) if baseline.ok else None
+    levels = target_levels(baseline, flattened) if baseline.ok else []
+    baseline = replace(baseline, label="your setup", pace=pace_of(baseline, levels, horizon_s))
     say(f"  your setup: {_outcome(baseline)}")
+    if levels:
+        say(
+            f"  losses to reach sooner: {', '.join(f'{v.loss:.4g}' for v in levels)} "
+            f"(yours at {', '.join(f'{v.seconds:.1f}' for v in levels)} s)"
+        )
     finding = find_lr(workload, system, train, max_s=max(10.0, horizon_s))
     say(f"LR range test at batch {system.batch_size}: {finding}")
     if finding.suggestion is not None:
@@ -459,7 +555,9 @@ def search_schedule(
     def center_lr(batch: int) -> float:
         return anchor_lr * lr_multiplier(rule, anchor_batch, batch * system.grad_accum_steps)
 
-    batches = sorted(rates)  # every batch size the throughput search ran without failing
+    # Every batch size the throughput search ran without failing, and smaller ones down to
+    # a quarter of yours: on a CPU smaller batches cost little per sample and take more steps.
+    batches = sorted({*rates, *powers_of_two(max(1, user.batch_size // 4), max(rates))})
     distributions: dict[str, Any] = {
         "batch_size": CategoricalDistribution(batches),
         "lr_scale": FloatDistribution(1 / LR_SPREAD, LR_SPREAD, log=True),
@@ -499,6 +597,7 @@ def search_schedule(
         {"batch_size": system.batch_size, "warmup": 0.05, "schedule": "cosine"},
         {"batch_size": system.batch_size, "warmup": 0.0, "schedule": "constant"},
         {"batch_size": _nearest(user.batch_size, batches), "warmup": 0.05, "schedule": "cosine"},
+        {"batch_size": _nearest(user.batch_size, batches), "warmup": 0.0, "schedule": "constant"},
         {
             "batch_size": system.batch_size,
             "warmup": 0.05,
@@ -518,20 +617,26 @@ def search_schedule(
         trial = study.ask(distributions)
         config = config_of(dict(trial.params))
 
-        seen: list[float] = []
-
-        def report(
-            k: int, loss: float, trial: optuna.Trial = trial, seen: list[float] = seen
-        ) -> bool:
-            seen.append(loss)
-            trial.report(sum(seen) / len(seen), k)  # the score so far, like for like
+        def report(k: int, loss: float, trial: optuna.Trial = trial) -> bool:
+            trial.report(loss, k)  # every candidate is evaluated at the same training times
             return trial.should_prune()
 
-        result = train_for(workload, config, train, holdout, seconds=horizon_s, on_eval=report)
-        result = replace(result, number=trial.number)
+        result = train_for(
+            workload,
+            config,
+            train,
+            holdout,
+            seconds=horizon_s,
+            on_eval=report,
+            stop_at=levels[-1].loss if levels else None,
+            start_loss=baseline.start_loss,
+        )
+        result = replace(result, number=trial.number, pace=pace_of(result, levels, horizon_s))
         runs.append(result)
-        if result.ok:
-            study.tell(trial, result.score)
+        if result.ok and math.isfinite(result.pace):
+            study.tell(trial, result.pace)
+        elif result.ok:  # no levels to reach (your setup failed): the lowest loss wins
+            study.tell(trial, result.best_loss)
         elif result.outcome == "pruned":
             study.tell(trial, state=TrialState.PRUNED)
         else:
@@ -542,10 +647,19 @@ def search_schedule(
             + (f", momentum {config.momentum}" if config.momentum is not None else "")
             + f" -> {_outcome(result)}"
         )
-    done = [r for r in runs if r.ok]
-    best = min(done, key=lambda r: r.score) if done else baseline
-    if baseline.ok and best.score >= baseline.score:
-        best = baseline  # nothing beat the user's own setup
+    # Your setup comes first, so it wins a tie: a candidate must be sooner to be picked.
+    contenders = [r for r in [baseline, *runs] if r.ok]
+    best = min(contenders, key=lambda r: (r.pace, r.best_loss)) if contenders else baseline
+    check = None
+    if best is not baseline and levels:
+        # The pick again, for the whole horizon: a fresh measurement of its pace (the
+        # search's best is the luckiest of many) and its full curve, for the plateau.
+        say(f"  the pick again for the whole {horizon_s:.0f} s")
+        check = train_for(
+            workload, best.config, train, holdout, seconds=horizon_s, start_loss=baseline.start_loss
+        )
+        check = replace(check, label="the pick again", pace=pace_of(check, levels, horizon_s))
+        say(f"  the pick again: {_outcome(check)}")
     notes = []
     if finding.suggestion is None:
         notes.append(
@@ -563,7 +677,10 @@ def search_schedule(
         holdout=holdout.source,
         study_name=study_name,
         stop_reason=stop,
-        plateau=find_plateau(best.curve),
+        plateau=find_plateau((check if check and check.ok else best).curve),
+        levels=levels,
+        check=check,
+        baseline_plateau=flattened,
         notes=notes,
     )
 
@@ -574,6 +691,7 @@ def _nearest(value: float, options: Sequence[Any]) -> Any:
 
 def _outcome(run: LossRun) -> str:
     if run.ok:
-        return f"held-out loss {run.final:.4g} (mean over the horizon {run.score:.4g})"
+        pace = f", {run.speedup:.2f}x your pace" if run.speedup else ""
+        return f"held-out loss {run.final:.4g} after {run.curve[-1].seconds:.1f} s{pace}"
     last = f" (last {run.final:.4g})" if run.curve else ""
     return f"{run.outcome}: {run.message}{last}"

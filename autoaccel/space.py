@@ -22,7 +22,7 @@ from sklearn.linear_model import LinearRegression
 from autoaccel.config import TrainingConfig
 from autoaccel.probe import HardwareProfile
 
-__all__ = ["Knob", "MemoryModel", "SearchSpace", "build_space"]
+__all__ = ["Knob", "MemoryModel", "SearchSpace", "build_space", "powers_of_two"]
 
 MEMORY_HEADROOM = 0.85  # use at most this share of the memory budget
 
@@ -169,7 +169,7 @@ class SearchSpace:
         return rows
 
 
-def _powers_of_two(low: int, high: int) -> list[int]:
+def powers_of_two(low: int, high: int) -> list[int]:
     values, b = [], 1
     while b <= high:
         if b >= low:
@@ -182,7 +182,7 @@ def _spread(limit: int) -> list[int]:
     """0..limit on a small machine; 0, 1, 2, 4, ... limit on a large one."""
     if limit <= 4:
         return list(range(limit + 1))
-    return sorted({0, 1, *_powers_of_two(2, limit), limit})
+    return sorted({0, 1, *powers_of_two(2, limit), limit})
 
 
 def memory_budget(profile: HardwareProfile, device: torch.device) -> int:
@@ -247,7 +247,7 @@ def build_space(
     if max_batch_size is not None:
         upper = min(upper, max_batch_size)
     low = max(1, min(user.batch_size, 8) if keep_global_batch else user.batch_size // 4, 1)
-    sizes = sorted({*_powers_of_two(low, min(upper, 8192)), user.batch_size})
+    sizes = sorted({*powers_of_two(low, min(upper, 8192)), user.batch_size})
     if keep_global_batch:
         sizes = [b for b in sizes if global_batch % b == 0]
     knobs.append(Knob("batch_size", tuple(sizes), batch_reason))

@@ -34,10 +34,12 @@ def tabular(n: int = 512, inputs: int = 16, classes: int = 4) -> tuple[torch.Ten
 def learnable(
     n: int = 2048, inputs: int = 16, classes: int = 4
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Labels a linear teacher gives: a model can learn them, so losses fall."""
+    """Labels a linear teacher gives: a model can learn them, so losses fall. The teacher
+    is the same whatever ``n``, so a smaller call is a validation set for a larger one."""
     g = torch.Generator().manual_seed(1)
+    teacher = torch.randn(inputs, classes, generator=g)
     x = torch.randn(n, inputs, generator=g)
-    return x, (x @ torch.randn(inputs, classes, generator=g)).argmax(1)
+    return x, (x @ teacher).argmax(1)
 
 
 class OutOfMemoryAbove(nn.Module):

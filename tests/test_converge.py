@@ -13,7 +13,18 @@ from models import Pairs, learnable, mlp
 import autoaccel
 from autoaccel.advice import advise
 from autoaccel.config import TrainingConfig
-from autoaccel.converge import CurvePoint, find_lr, find_plateau, holdout_split, train_for
+from autoaccel.converge import (
+    UNREACHED,
+    CurvePoint,
+    Level,
+    LossRun,
+    find_lr,
+    find_plateau,
+    holdout_split,
+    pace_of,
+    target_levels,
+    train_for,
+)
 from autoaccel.data import describe_data
 from autoaccel.errors import DataError, UsageError
 from autoaccel.trial import make_workload
@@ -163,13 +174,19 @@ def test_advise_time_to_loss_picks_by_held_out_loss(tmp_path: Path) -> None:
     assert c is not None and c.holdout == "the validation set (512 samples)"
     assert c.finding is not None and c.runs
     done = [r for r in c.runs if r.ok]
-    assert c.best.score <= min([c.baseline.score, *(r.score for r in done)])
-    assert c.best.score == pytest.approx(sum(p.loss for p in c.best.curve) / 8)
-    assert len(c.baseline.curve) == 8
+    assert len(c.baseline.curve) == 12 and c.baseline.pace == pytest.approx(1.0)
+    assert c.levels and [v.loss for v in c.levels] == sorted(
+        (v.loss for v in c.levels), reverse=True
+    )
+    assert c.best.pace <= min([c.baseline.pace, *(r.pace for r in done)])
+    for run in done:  # a finished candidate reached the lowest level, or used the horizon
+        assert run.best_loss <= c.levels[-1].loss or run.curve[-1].seconds >= 1.5 * 11 / 12
     config = advice.config
     if c.best is not c.baseline:
         assert config.lr == c.best.config.lr and config.schedule == c.best.config.schedule
         assert config.provenance.measured["heldout_loss"] == pytest.approx(c.best.final, rel=1e-3)
+        assert c.check is not None and c.check.config == c.best.config
+        assert c.speedup == c.check.speedup
     assert "Time to loss" in advice.summary(width=160)
     assert advice.to_dict()["convergence"]["horizon_s"] == 1.5
 
@@ -184,3 +201,59 @@ def test_a_loss_that_is_nan_from_the_first_step_names_the_likely_cause() -> None
     x[0, 0] = float("nan")  # one bad input poisons every batch that holds it
     with pytest.raises(UsageError, match="from the very first step, before any update"):
         advise(mlp(), (x, y), loader_kwargs={"batch_size": 512}, progress=False, budget_s=30)
+
+
+def curve_of(*points: tuple[float, float]) -> tuple[CurvePoint, ...]:
+    return tuple(CurvePoint(t, i, loss) for i, (t, loss) in enumerate(points))
+
+
+def test_time_to_a_loss_is_interpolated_between_evaluations() -> None:
+    run = LossRun(TrainingConfig(), "ok", curve=curve_of((1, 2.0), (2, 1.0)), start_loss=3.0)
+    assert run.time_to(2.5) == pytest.approx(0.5)  # from the untrained loss at 0 s
+    assert run.time_to(1.5) == pytest.approx(1.5)
+    assert run.time_to(1.0) == 2 and run.time_to(0.9) is None
+    assert LossRun(TrainingConfig(), "ok", curve=curve_of((1, 2.0))).time_to(2.5) == 1
+
+
+def test_the_levels_are_your_setups_second_half_up_to_its_plateau() -> None:
+    losses = [2.0, 1.0, 0.8, 0.6, 0.5, 0.45, 0.449, 0.448, 0.45, 0.447]
+    yours = LossRun(TrainingConfig(), "ok", curve=curve_of(*enumerate(losses, 1)))
+    flat = find_plateau(yours.curve)
+    assert flat is not None and flat.seconds == 6
+    assert [(v.loss, v.seconds) for v in target_levels(yours, flat)] == [
+        (0.8, 3.0),
+        (0.6, 4.0),
+        (0.5, 5.0),
+        (0.45, 6.0),
+    ]
+    # Without a plateau: the second half of the horizon, best-so-far values only.
+    levels = target_levels(yours, None)
+    assert [v.loss for v in levels] == [0.5, 0.45, 0.449, 0.448, 0.447]
+    assert pace_of(yours, levels, 10) == pytest.approx(1.0)
+
+
+def test_pace_is_the_geometric_mean_of_time_ratios_and_a_miss_costs_horizons() -> None:
+    levels = [Level(1.0, 2.0), Level(0.5, 4.0)]
+    twice_as_fast = LossRun(TrainingConfig(), "ok", curve=curve_of((1, 1.0), (2, 0.5)))
+    assert pace_of(twice_as_fast, levels, 4.0) == pytest.approx(0.5)
+    missed = LossRun(TrainingConfig(), "ok", curve=curve_of((1, 1.0), (4, 0.6)))
+    expected = math.sqrt(1 / 2 * (UNREACHED * 4.0 * 0.6 / 0.5) / 4)
+    assert pace_of(missed, levels, 4.0) == pytest.approx(expected)
+    closer = LossRun(TrainingConfig(), "ok", curve=curve_of((1, 1.0), (4, 0.55)))
+    assert (
+        pace_of(twice_as_fast, levels, 4) < pace_of(closer, levels, 4) < pace_of(missed, levels, 4)
+    )
+
+
+def test_a_candidate_stops_once_it_reaches_the_loss_to_beat() -> None:
+    workload, spec = workload_of(learnable(2048), batch_size=32)
+    train, holdout = holdout_split(spec)
+    config = TrainingConfig(batch_size=32)
+    full = train_for(workload, config, train, holdout, seconds=1.2, evals=6)
+    assert full.ok and full.start_loss is not None and full.start_loss > full.curve[0].loss
+    goal = full.curve[2].loss * 1.2  # reached by the third evaluation, sooner if it learns faster
+    early = train_for(
+        workload, config, train, holdout, seconds=1.2, evals=6, stop_at=goal, start_loss=1.0
+    )
+    assert early.ok and early.final <= goal and len(early.curve) < 6
+    assert "reached" in early.message and early.start_loss == 1.0

@@ -209,7 +209,7 @@ def bench(
         budget_s=THROUGHPUT_BUDGET_S,
         storage=str(work / "s.db"),
         seed=0,
-        progress=False,
+        progress=True,  # the schedule trials, on stderr
     )
     tuning_s["throughput"] = time.monotonic() - started
     picks["throughput"] = fast.config

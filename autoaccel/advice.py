@@ -191,6 +191,7 @@ class Advice:
                 "grid_size": s.grid_size,
                 "stop_reason": s.stop_reason,
                 "failures": s.failures,
+                "pruned": s.pruned,
                 "study_name": s.study_name,
                 "storage": s.storage,
                 "space": [list(row) for row in self.space.describe()],
@@ -244,7 +245,8 @@ class Advice:
         search.add_row(
             "trials",
             f"{s.trials_measured} measured of a {s.grid_size}-configuration "
-            f"grid; failures: {s.failures or 'none'}",
+            f"grid; {s.pruned} stopped early as clearly slower; failures: "
+            f"{', '.join(f'{n} {k}' for k, n in s.failures.items()) or 'none'}",
         )
         search.add_row("stopped", s.stop_reason)
         search.add_row("time", f"{self.wall_s:.0f} s in all, search {s.wall_s:.0f} s")
@@ -862,9 +864,10 @@ def advise(
     """Find the fastest training setup for ``model`` on ``data`` here, measured.
 
     With ``objective="time-to-loss"`` (the default when ``val_data`` is given) "fastest"
-    means the lowest held-out loss after the same training time, not the most samples/s:
-    the throughput search picks the system settings, then a schedule study picks batch
-    size, LR (around an LR range test's suggestion), warm-up, decay and momentum.
+    means reaching the held-out losses your own setup reaches soonest, not the most
+    samples/s: the throughput search picks the system settings, then a schedule study
+    picks batch size, LR (around an LR range test's suggestion), warm-up, decay and
+    momentum (see ``autoaccel.converge``).
 
     Args:
         model: The model to train; never changed (trials train copies).
@@ -890,7 +893,9 @@ def advise(
         objective: ``"throughput"`` (system knobs only; the default without val_data) or
             ``"time-to-loss"`` (the default with val_data; without it, training samples
             are held out for scoring).
-        horizon_s: Training time each schedule candidate gets (default: from the budget).
+        horizon_s: Training time your setup gets to set the losses to beat, and at most
+            each schedule candidate (default: a tenth of the budget left after the
+            throughput search).
 
     Returns:
         The ``Advice``; ``advice.config`` is the recommended ``TrainingConfig``.

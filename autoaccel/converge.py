@@ -2,8 +2,10 @@
 
 More samples per second is worthless if the model learns worse per second. After the
 throughput search has found the fastest system settings, a second Optuna study searches
-batch size, peak LR (around the LR range test's suggestion, moved by the batch-size rule),
-warm-up, decay shape and momentum.
+batch size, peak LR, warm-up, decay shape and momentum. The peak LR is searched on a log
+scale around the middle of two anchors, each moved to the candidate's batch by the
+batch-size rule: your own LR, and the LR range test's suggestion when it is confident
+(the test runs at the tuned batch when its sweep fits the time, else at yours).
 
 Your own setup is trained first, for the *horizon*, with its held-out loss taken at 12 even
 checkpoints (evaluation time is not counted as training time). The losses it reaches on
@@ -13,8 +15,8 @@ candidate trains a fresh copy and is scored by its *pace*: the geometric mean, o
 levels, of the time it needs to reach each one divided by the time your setup needed
 (crossings interpolated between checkpoints). Your setup's pace is 1; 0.5 means twice as
 fast to the same losses. A candidate stops as soon as it has reached the lowest level, so
-fast ones cost little; a level it never reaches counts as twice the horizon (more, the
-further off it ended). Its held-out loss at each checkpoint goes to Optuna's
+fast ones cost little, and at twice your time to it at most; a level it never reaches
+counts as twice that training time (more, the further off it ended). Its held-out loss at each checkpoint goes to Optuna's
 SuccessiveHalving pruner, so clearly slower candidates stop early.
 
 The held-out loss is the validation set's when one is given, else that of training samples
@@ -77,7 +79,9 @@ HOLDOUT_MAX = 2048  # samples held out from training when there is no validation
 EVAL_BATCH = 512
 WARMUP_FRACTIONS = (0.0, 0.05, 0.1, 0.2)
 MOMENTA = (0.8, 0.9, 0.95, 0.99)
-LR_SPREAD = 4.0  # peak LR searched from 1/4x to 4x the suggestion
+LR_SPREAD = 4.0  # peak LR searched from 1/4x to 4x the middle, at least
+SWEEP_STEPS = 100  # steps of the LR range test
+CANDIDATE_CAP = 2.0  # a candidate trains at most this many times your time to your loss
 PLATEAU_TOLERANCE = 0.01  # relative improvement below which the curve counts as flat
 PLATEAU_PATIENCE = 3  # evaluations without such an improvement
 UNREACHED = 2.0  # a level never reached counts as this many horizons (times how far off)
@@ -492,14 +496,16 @@ class ConvergenceResult:
         return self.best.speedup
 
 
+def _steps_per_s(config: TrainingConfig, rates: dict[int, float]) -> float:
+    """Optimizer steps per second at this batch size, from the measured samples/s (of the
+    nearest measured batch size when this one was not measured)."""
+    nearest = min(rates, key=lambda b: abs(math.log(b / config.batch_size)))
+    return rates.get(config.batch_size, rates[nearest]) / config.global_batch
+
+
 def _horizon_steps(config: TrainingConfig, rates: dict[int, float], horizon_s: float) -> int:
-    """Optimizer steps the horizon holds at this batch size (from measured throughput)."""
-    if config.batch_size in rates:
-        rate = rates[config.batch_size]
-    else:  # the nearest measured batch size
-        nearest = min(rates, key=lambda b: abs(math.log(b / config.batch_size)))
-        rate = rates[nearest]
-    return max(1, int(horizon_s * rate / (config.batch_size * config.grad_accum_steps)))
+    """Optimizer steps the horizon holds at this batch size."""
+    return max(1, int(horizon_s * _steps_per_s(config, rates)))
 
 
 def search_schedule(
@@ -545,22 +551,34 @@ def search_schedule(
             f"  losses to reach sooner: {', '.join(f'{v.loss:.4g}' for v in levels)} "
             f"(yours at {', '.join(f'{v.seconds:.1f}' for v in levels)} s)"
         )
-    finding = find_lr(workload, system, train, max_s=max(10.0, horizon_s))
-    say(f"LR range test at batch {system.batch_size}: {finding}")
-    if finding.suggestion is not None:
-        anchor_lr, anchor_batch = finding.suggestion, system.global_batch
-    else:
-        anchor_lr, anchor_batch = user_lr, user.global_batch
+    # The range test at the tuned batch when its sweep fits the time, else at yours (a
+    # sweep cut short never finds the loss minimum).
+    sweep_s = max(10.0, horizon_s)
+    tested = system
+    if SWEEP_STEPS / _steps_per_s(system, rates) > sweep_s:
+        tested = replace(system, batch_size=user.batch_size, grad_accum_steps=user.grad_accum_steps)
+    finding = find_lr(workload, tested, train, steps=SWEEP_STEPS, max_s=sweep_s)
+    say(f"LR range test at batch {tested.batch_size}: {finding}")
+    # LRs are searched around two anchors, each moved to a candidate's batch by the rule:
+    # your own LR, and the range test's suggestion when it is sure of it.
+    anchors = [(user_lr, user.global_batch)]
+    if finding.suggestion is not None and finding.confidence == "high":
+        anchors.append((finding.suggestion, tested.global_batch))
+    at_user = [lr * lr_multiplier(rule, b, user.global_batch) for lr, b in anchors]
+    center_at_user = math.sqrt(min(at_user) * max(at_user))  # the geometric middle
+    spread = max(LR_SPREAD, 2 * math.sqrt(max(at_user) / min(at_user)))
 
     def center_lr(batch: int) -> float:
-        return anchor_lr * lr_multiplier(rule, anchor_batch, batch * system.grad_accum_steps)
+        return center_at_user * lr_multiplier(
+            rule, user.global_batch, batch * system.grad_accum_steps
+        )
 
     # Every batch size the throughput search ran without failing, and smaller ones down to
     # a quarter of yours: on a CPU smaller batches cost little per sample and take more steps.
     batches = sorted({*rates, *powers_of_two(max(1, user.batch_size // 4), max(rates))})
     distributions: dict[str, Any] = {
         "batch_size": CategoricalDistribution(batches),
-        "lr_scale": FloatDistribution(1 / LR_SPREAD, LR_SPREAD, log=True),
+        "lr_scale": FloatDistribution(1 / spread, spread, log=True),
         "warmup": CategoricalDistribution(WARMUP_FRACTIONS),
         "schedule": CategoricalDistribution(SCHEDULES),
     }
@@ -590,28 +608,28 @@ def search_schedule(
         load_if_exists=True,
     )
     start_momentum = {"momentum": _nearest(momentum[1], MOMENTA)} if momentum else {}
-    # What the throughput objective alone would run: the user's LR moved by the rule.
-    scaled = user_lr * lr_multiplier(rule, user.global_batch, system.global_batch)
-    as_throughput = min(max(scaled / center_lr(system.batch_size), 1 / LR_SPREAD), LR_SPREAD)
-    for params in (
-        {"batch_size": system.batch_size, "warmup": 0.05, "schedule": "cosine"},
-        {"batch_size": system.batch_size, "warmup": 0.0, "schedule": "constant"},
-        {"batch_size": _nearest(user.batch_size, batches), "warmup": 0.05, "schedule": "cosine"},
-        {"batch_size": _nearest(user.batch_size, batches), "warmup": 0.0, "schedule": "constant"},
-        {
-            "batch_size": system.batch_size,
-            "warmup": 0.05,
-            "schedule": "constant",
-            "lr_scale": float(f"{as_throughput:.4g}"),
-        },
+    # Your LR (moved by the rule) as a multiple of the middle of the searched range.
+    yours = float(f"{user_lr / center_at_user:.4g}")
+    mine, fast = _nearest(user.batch_size, batches), system.batch_size
+    for params in (  # the first candidates: the middle, your LR, each at both batch sizes
+        {"batch_size": mine, "warmup": 0.1, "schedule": "one-cycle"},
+        {"batch_size": mine, "warmup": 0.0, "schedule": "constant", "lr_scale": yours},
+        {"batch_size": fast, "warmup": 0.05, "schedule": "constant", "lr_scale": yours},
+        {"batch_size": fast, "warmup": 0.1, "schedule": "one-cycle"},
+        {"batch_size": mine, "warmup": 0.05, "schedule": "cosine"},
+        {"batch_size": fast, "warmup": 0.05, "schedule": "cosine"},
     ):
         study.enqueue_trial({"lr_scale": 1.0, **params, **start_momentum}, skip_if_exists=True)
+    # A candidate that has not reached your lowest level in CANDIDATE_CAP x your time to it
+    # cannot be much sooner: it stops there (its pace counts the miss).
+    candidate_s = min(horizon_s, CANDIDATE_CAP * levels[-1].seconds) if levels else horizon_s
     runs: list[LossRun] = []
-    typical = horizon_s * 1.3
+    per_candidate = candidate_s * 1.3  # training and evaluations, at most
+    kept = per_candidate if levels else 0.0  # for measuring the pick again
     stop = "budget spent"
     while True:
         left = budget_s - (time.monotonic() - started)
-        if left < typical:
+        if left < per_candidate + kept:
             stop = f"budget ({budget_s:.0f} s) spent"
             break
         trial = study.ask(distributions)
@@ -626,12 +644,12 @@ def search_schedule(
             config,
             train,
             holdout,
-            seconds=horizon_s,
+            seconds=candidate_s,
             on_eval=report,
             stop_at=levels[-1].loss if levels else None,
             start_loss=baseline.start_loss,
         )
-        result = replace(result, number=trial.number, pace=pace_of(result, levels, horizon_s))
+        result = replace(result, number=trial.number, pace=pace_of(result, levels, candidate_s))
         runs.append(result)
         if result.ok and math.isfinite(result.pace):
             study.tell(trial, result.pace)

@@ -267,10 +267,16 @@ def suggest_lr(lrs: Sequence[float], losses: Sequence[float]) -> tuple[float | N
     candidates = np.where(band)[0]
     steepest = candidates[int(np.argmin(slopes[candidates]))]
     drop = (values[0] - values[lowest]) / max(abs(values[0]), 1e-12)
-    confidence = "high" if drop >= 0.1 and slopes[steepest] < 0 else "low"
+    still_falling = lowest == len(values) - 1
+    confidence = "high" if drop >= 0.1 and slopes[steepest] < 0 and not still_falling else "low"
     reason = (
         f"steepest descent below the loss minimum at lr {lrs[lowest]:.3g}; the loss fell "
         f"{drop:.0%} over the sweep"
+        + (
+            "; it was still falling at the last step, so the minimum lies higher"
+            if still_falling
+            else ""
+        )
     )
     return float(lrs[steepest]), confidence, reason
 

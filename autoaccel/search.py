@@ -83,7 +83,8 @@ class SearchResult:
     storage: str
     trials_measured: int
     grid_size: int
-    failures: dict[str, int] = field(default_factory=dict)
+    failures: dict[str, int] = field(default_factory=dict)  # outcome -> count (OOM, ...)
+    pruned: int = 0  # trials stopped early as clearly slower: not failures
 
 
 def storage_url(storage: str | None) -> str:
@@ -360,7 +361,7 @@ class Search:
         best = self.best or base_record
         failures: dict[str, int] = {}
         for r in self.records:
-            if not r.measurement.ok:
+            if not r.measurement.ok and r.measurement.outcome != "pruned":
                 failures[r.measurement.outcome] = failures.get(r.measurement.outcome, 0) + 1
         return SearchResult(
             records=list(self.records),
@@ -373,6 +374,7 @@ class Search:
             trials_measured=self._measured,
             grid_size=self.space.grid_size(),
             failures=failures,
+            pruned=sum(r.measurement.outcome == "pruned" for r in self.records),
         )
 
     def _sample(self) -> str:

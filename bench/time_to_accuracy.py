@@ -209,7 +209,7 @@ def bench(
         budget_s=THROUGHPUT_BUDGET_S,
         storage=str(work / "s.db"),
         seed=0,
-        progress=True,  # the schedule trials, on stderr
+        progress=False,
     )
     tuning_s["throughput"] = time.monotonic() - started
     picks["throughput"] = fast.config
@@ -224,7 +224,7 @@ def bench(
         budget_s=TIME_TO_LOSS_BUDGET_S,
         storage=str(work / "s.db"),
         seed=0,
-        progress=False,
+        progress=True,  # the schedule trials, on stderr
     )
     tuning_s["time-to-loss"] = time.monotonic() - started
     c = learned.convergence
@@ -258,15 +258,21 @@ def bench(
     base = medians["default"]
     print(f"  {'pick':>13}  {'median s':>9}  {'vs default':>10}")
     for label, median in medians.items():
-        ratio = base / median if math.isfinite(median) and math.isfinite(base) else float("nan")
         shown = f"{median:.2f}" if math.isfinite(median) else f">{CAP_S:.0f}"
-        print(f"  {label:>13}  {shown:>9}  {ratio:>9.2f}x", flush=True)
+        if math.isfinite(median) and math.isfinite(base):
+            ratio = f"{base / median:.2f}x"
+        elif math.isfinite(base):  # not reached within the cap: at most base / cap
+            ratio = f"<{base / CAP_S:.2f}x"
+        else:
+            ratio = "-"
+        print(f"  {label:>13}  {shown:>9}  {ratio:>10}", flush=True)
     return {
         "workload": name,
         "target": target,
         "times_s": {k: [t if math.isfinite(t) else None for t in v] for k, v in times.items()},
         "best_accuracy": best_acc,
         "tuning_s": tuning_s,
+        "time_to_loss_advice": learned.to_dict()["convergence"],
         "picks": {
             k: replace(v, provenance=replace(v.provenance)).knobs() for k, v in picks.items()
         },

@@ -85,6 +85,10 @@ def test_suggestion_is_below_the_minimum_not_at_the_cliff() -> None:
     lr, confidence, reason = suggest_lr(lrs, losses)
     assert lr is not None and 3e-4 < lr < 3e-3
     assert confidence == "high" and "steepest descent below the loss minimum" in reason
+    # Cut off while still falling (a sweep that ran out of time): the minimum is unknown.
+    falling = [v for lr, v in zip(lrs, losses, strict=True) if lr <= 0.01]
+    lr, confidence, reason = suggest_lr(lrs[: len(falling)], falling)
+    assert confidence == "low" and "still falling at the last step" in reason
 
 
 def test_too_short_a_curve_gives_no_suggestion() -> None:

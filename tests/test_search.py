@@ -48,6 +48,9 @@ def test_out_of_memory_is_recorded_and_steers_the_search(tmp_path: Path) -> None
     ooms = [r for r in result.records if r.measurement.outcome == "oom"]
     assert ooms, "the search should have tried a batch above 100"
     assert all(r.config.batch_size > 100 for r in ooms)
+    # Trials stopped early as slower are counted apart: they are not failures.
+    assert result.failures["oom"] == len(ooms) and "pruned" not in result.failures
+    assert result.pruned == sum(r.measurement.outcome == "pruned" for r in result.records)
     assert result.best.config.batch_size <= 100 and result.best.measurement.ok
     assert search.space.memory.smallest_oom is not None
     study = optuna.load_study(study_name="t", storage=storage_url(str(tmp_path / "s.db")))

@@ -301,7 +301,7 @@ def _levels_line(c: ConvergenceResult) -> str:
     end = f"where it flattened ({c.baseline_plateau})" if c.baseline_plateau else "its horizon"
     line = (
         f"pace: time to reach your setup's losses {', '.join(f'{v.loss:.4g}' for v in c.levels)}"
-        f" (second half of its curve up to {end}) over your setup's time, geometric mean; "
+        f" (each new best of its curve up to {end}) over your setup's time, geometric mean; "
         "lower is sooner"
     )
     took = c.time_to_baseline_loss
@@ -1031,7 +1031,7 @@ def _with_convergence(
         measured["baseline_time_to_target_s"] = round(levels[-1].seconds, 2)
     evidence["objective"] = (
         f"time-to-loss: the soonest to reach the held-out losses ({converged.holdout}) your "
-        f"setup reaches in {converged.horizon_s:.0f} s of training (second half of its "
+        f"setup reaches in {converged.horizon_s:.0f} s of training (each new best of its "
         "curve, up to where it flattens)"
     )
     if converged.speedup:

@@ -9,15 +9,16 @@ batch-size rule: your own LR, and the LR range test's suggestion when it is conf
 
 Your own setup is trained first, for the *horizon*, with its held-out loss taken at 12 even
 checkpoints (evaluation time is not counted as training time). The losses it reaches on
-its way, up to where its curve flattens, are the *levels* to beat: the losses of its second
-half (before the plateau), the stage where a run is nearly as good as it gets. Every
-candidate trains a fresh copy and is scored by its *pace*: the geometric mean, over the
-levels, of the time it needs to reach each one divided by the time your setup needed
+its way, up to where its curve flattens, are the *levels* to beat: each new best loss, so
+every stage of training counts alike (the tool does not know which loss you aim for).
+Every candidate trains a fresh copy and is scored by its *pace*: the geometric mean, over
+the levels, of the time it needs to reach each one divided by the time your setup needed
 (crossings interpolated between checkpoints). Your setup's pace is 1; 0.5 means twice as
 fast to the same losses. A candidate stops as soon as it has reached the lowest level, so
 fast ones cost little, and at twice your time to it at most; a level it never reaches
-counts as twice that training time (more, the further off it ended). Its held-out loss at each checkpoint goes to Optuna's
-SuccessiveHalving pruner, so clearly slower candidates stop early.
+counts as twice that training time (more, the further off it ended). Its held-out loss at
+each checkpoint goes to Optuna's SuccessiveHalving pruner, so clearly slower candidates
+stop early.
 
 The held-out loss is the validation set's when one is given, else that of training samples
 held out before any training (they are never trained on).
@@ -152,14 +153,15 @@ class Level:
 
 
 def target_levels(baseline: LossRun, plateau: Plateau | None) -> list[Level]:
-    """The losses to reach sooner: your setup's best-so-far losses at its evaluations in
-    the second half of its curve up to the plateau (the whole horizon without one). Only
-    losses below the untrained model's count: none means your setup did not learn.
+    """The losses to reach sooner: every new best loss of your setup's curve up to its
+    plateau (the whole horizon without one), so the pace weighs every stage of training
+    alike, whichever loss you aim for. Only losses below the untrained model's count: none
+    means your setup did not learn.
 
     Example:
-        >>> pts = [CurvePoint(i + 1, i, l) for i, l in enumerate([1.0, 0.5, 0.4, 0.3])]
+        >>> pts = [CurvePoint(i + 1.0, i, l) for i, l in enumerate([1.0, 0.5, 0.6, 0.3])]
         >>> [(v.loss, v.seconds) for v in target_levels(LossRun(None, "ok", "", pts), None)]
-        [(0.5, 2.0), (0.4, 3.0), (0.3, 4.0)]
+        [(1.0, 1.0), (0.5, 2.0), (0.3, 4.0)]
     """
     end = plateau.seconds if plateau is not None else baseline.curve[-1].seconds
     levels: list[Level] = []
@@ -169,8 +171,7 @@ def target_levels(baseline: LossRun, plateau: Plateau | None) -> list[Level]:
             break
         if point.loss < best:  # below the untrained model's loss, and a new best
             best = point.loss
-            if point.seconds >= end / 2:
-                levels.append(Level(best, baseline.time_to(best) or point.seconds))
+            levels.append(Level(best, baseline.time_to(best) or point.seconds))
     return levels
 
 
@@ -604,7 +605,8 @@ def search_schedule(
         storage=storage_url(storage),
         direction="minimize",
         sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=4),
-        pruner=optuna.pruners.SuccessiveHalvingPruner(min_resource=2, reduction_factor=2),
+        # The first rung a quarter of the way: held-out losses this early are noisy.
+        pruner=optuna.pruners.SuccessiveHalvingPruner(min_resource=EVALS // 4, reduction_factor=2),
         load_if_exists=True,
     )
     start_momentum = {"momentum": _nearest(momentum[1], MOMENTA)} if momentum else {}

@@ -990,6 +990,7 @@ def advise(
             replace(advice.config, lr_scaling="none", warmup_steps=0),
             user,
             _rates_by_batch(advice.search.records, advice.config),
+            fastest=_settings_by_batch(advice.search.records, advice.config),
             budget_s=left,
             horizon_s=horizon,
             storage=storage,
@@ -1011,6 +1012,38 @@ def _rates_by_batch(records: list[TrialRecord], system: TrainingConfig) -> dict[
         b = record.config.batch_size
         rates[b] = max(rates.get(b, 0.0), record.measurement.samples_per_s)
     return rates
+
+
+LOADER_KNOBS = ("num_workers", "persistent_workers", "prefetch_factor", "pin_memory")
+
+
+def _settings_by_batch(
+    records: list[TrialRecord], system: TrainingConfig
+) -> dict[int, TrainingConfig]:
+    """The system pick's settings for each measured batch size, with the loader settings
+    (workers, prefetch, pinning) of the fastest trial measured at that batch size: how much
+    loading help a step needs depends on the batch, the model-side settings do not.
+
+    A batch-32 candidate of a pick measured at batch 256 with 2 workers thus trains with
+    the workers that were fastest at batch 32 (on 2 cores often none)."""
+    best: dict[int, TrialRecord] = {}
+    for record in records:
+        b = record.config.batch_size
+        if record.measurement.ok and (b not in best or record.value > best[b].value):
+            best[b] = record
+    clean: dict[str, Any] = {"lr_scaling": "none", "warmup_steps": 0}
+    settings = {
+        b: replace(
+            system,
+            batch_size=b,
+            grad_accum_steps=r.config.grad_accum_steps,
+            **{k: getattr(r.config, k) for k in LOADER_KNOBS},
+            **clean,
+        )
+        for b, r in best.items()
+    }
+    settings[system.batch_size] = replace(system, **clean)
+    return settings
 
 
 def _with_convergence(
@@ -1036,16 +1069,18 @@ def _with_convergence(
     )
     if converged.speedup:
         measured["time_to_loss_speedup"] = round(converged.speedup, 3)
-    recs = [r for r in advice.recommendations if r.knob != "lr_scaling"]
+    # The pick trains with the settings measured fastest at its batch size, which may not
+    # be the throughput pick's: keep only the recommendations the final config follows.
+    final = (user if best is converged.baseline else best.config).knobs()
+    recs = [
+        r
+        for r in advice.recommendations
+        if r.knob is None
+        or (r.knob != "lr_scaling" and final.get(r.knob) == advice.config.knobs().get(r.knob))
+    ]
+    config = replace(advice.config, **final)
     if best is converged.baseline:
-        # Nothing learned faster than the user's own batch and LR: keep them.
-        config = replace(
-            advice.config,
-            batch_size=user.batch_size,
-            grad_accum_steps=user.grad_accum_steps,
-            lr_scaling="none",
-            warmup_steps=0,
-        )
+        # Nothing reached your losses sooner than your own setup: keep it as it is.
         recs.append(
             Recommendation(
                 "keep your batch size and LR: no candidate reached your losses sooner",
@@ -1056,7 +1091,6 @@ def _with_convergence(
             )
         )
     else:
-        config = replace(advice.config, **_schedule_knobs(best.config))
         took = converged.time_to_baseline_loss
         again = converged.check
         line = (
@@ -1103,11 +1137,6 @@ def _with_convergence(
         notes=[*advice.notes, *converged.notes],
         wall_s=time.monotonic() - started,
     )
-
-
-def _schedule_knobs(config: TrainingConfig) -> dict[str, Any]:
-    keys = ("batch_size", "lr", "momentum", "warmup_steps", "schedule", "schedule_steps")
-    return {k: getattr(config, k) for k in keys} | {"lr_scaling": "none"}
 
 
 def check_budget(budget_s: float, max_trials: int, settings: MeterSettings) -> None:

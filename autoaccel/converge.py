@@ -523,13 +523,18 @@ def search_schedule(
     study_name: str,
     seed: int | None,
     console: Console | None = None,
+    fastest: dict[int, TrainingConfig] | None = None,
 ) -> ConvergenceResult:
-    """Search batch size, peak LR, warm-up, decay and momentum for the lowest held-out loss
-    after ``horizon_s`` of training, with ``system``'s other settings.
+    """Search batch size, peak LR, warm-up, decay and momentum for the soonest to reach your
+    setup's held-out losses (see the module's docstring).
 
     Args:
+        system: The throughput search's pick (its batch is the "fast" one).
         rates: Measured samples/s by batch size (from the throughput search), to size each
             candidate's schedule to the steps the horizon holds.
+        fastest: The fastest measured system settings at each batch size; a candidate
+            trains with those of its batch size (the nearest measured one). Default:
+            ``system``'s at every batch size.
     """
     started = time.monotonic()
     _, optimizer = workload.fresh()
@@ -586,9 +591,12 @@ def search_schedule(
     if momentum is not None:
         distributions["momentum"] = CategoricalDistribution(MOMENTA)
 
+    settings = fastest or {system.batch_size: system}
+
     def config_of(params: dict[str, Any]) -> TrainingConfig:
         batch = int(params["batch_size"])
-        shaped = replace(system, batch_size=batch)
+        nearest = min(settings, key=lambda b: abs(math.log(b / batch)))
+        shaped = replace(settings[nearest], batch_size=batch)
         steps = _horizon_steps(shaped, rates, horizon_s)
         return replace(
             shaped,
@@ -613,14 +621,20 @@ def search_schedule(
     # Your LR (moved by the rule) as a multiple of the middle of the searched range.
     yours = float(f"{user_lr / center_at_user:.4g}")
     mine, fast = _nearest(user.batch_size, batches), system.batch_size
-    for params in (  # the first candidates: the middle, your LR, each at both batch sizes
+    first: list[dict[str, Any]] = [  # the middle and your LR, each at both batch sizes
         {"batch_size": mine, "warmup": 0.1, "schedule": "one-cycle"},
         {"batch_size": mine, "warmup": 0.0, "schedule": "constant", "lr_scale": yours},
         {"batch_size": fast, "warmup": 0.05, "schedule": "constant", "lr_scale": yours},
         {"batch_size": fast, "warmup": 0.1, "schedule": "one-cycle"},
         {"batch_size": mine, "warmup": 0.05, "schedule": "cosine"},
         {"batch_size": fast, "warmup": 0.05, "schedule": "cosine"},
-    ):
+    ]
+    if len(at_user) > 1:  # Smith's one-cycle recipe: the range test's LR as the peak
+        suggested = float(f"{at_user[1] / center_at_user:.4g}")
+        first.insert(
+            1, {"batch_size": mine, "warmup": 0.1, "schedule": "one-cycle", "lr_scale": suggested}
+        )
+    for params in first:
         study.enqueue_trial({"lr_scale": 1.0, **params, **start_momentum}, skip_if_exists=True)
     # A candidate that has not reached your lowest level in CANDIDATE_CAP x your time to it
     # cannot be much sooner: it stops there (its pace counts the miss).

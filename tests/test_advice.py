@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +10,7 @@ import torch
 from models import FAST, Pairs, TinyConv, mlp, tabular
 from torch import nn
 
-from autoaccel.advice import Diagnosis, advise, confirm, diagnose, final_round
+from autoaccel.advice import Diagnosis, _settings_by_batch, advise, confirm, diagnose, final_round
 from autoaccel.config import TrainingConfig, load_config
 from autoaccel.errors import DataError, UsageError
 from autoaccel.measure import Measurement
@@ -212,3 +213,38 @@ def test_a_conv_model_on_a_dataset(tmp_path: Path) -> None:
     assert "channels_last" in advice.space.names
     assert "batch_fetch" not in advice.space.names
     assert advice.search.baseline.config.batch_size == 16
+
+
+def test_each_batch_size_trains_with_the_loader_settings_measured_fastest_at_it() -> None:
+    def record(n: int, rate: float, outcome: str = "ok", **knobs: object) -> TrialRecord:
+        config = TrainingConfig(**knobs)  # type: ignore[arg-type]
+        return TrialRecord(n, {}, config, Measurement(outcome=outcome, samples_per_s=rate), "x")
+
+    records = [
+        record(0, 100.0, batch_size=32, num_workers=0),
+        record(1, 90.0, batch_size=32, num_workers=2, persistent_workers=True),
+        record(2, 500.0, batch_size=32, num_workers=1, outcome="oom"),  # failed: not a pick
+        record(3, 400.0, batch_size=256, num_workers=2, channels_last=True),
+        record(4, 410.0, batch_size=256, num_workers=1),  # a lucky single measurement
+    ]
+    system = TrainingConfig(
+        batch_size=256,
+        num_workers=2,
+        persistent_workers=True,
+        channels_last=True,
+        lr_scaling="sqrt",
+        warmup_steps=14,
+    )
+    settings = _settings_by_batch(records, system)
+    # Batch 32: the loader of its fastest trial, the model-side settings of the pick.
+    assert settings[32] == replace(
+        system,
+        batch_size=32,
+        num_workers=0,
+        persistent_workers=False,
+        lr_scaling="none",
+        warmup_steps=0,
+    )
+    # The throughput pick (after its final round) stands for its own batch size, and the
+    # batch-size rule's warm-up is the schedule study's to choose.
+    assert settings[256] == replace(system, lr_scaling="none", warmup_steps=0)

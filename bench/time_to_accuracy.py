@@ -16,7 +16,7 @@ training time (evaluation not counted), or until ``CAP_S``. Validation accuracy 
 small sets jumps between evaluations, so each pick runs ``--repeats`` times, each repeat
 with its own data order (seed), the same for every pick; the picks train interleaved
 (default, throughput, time-to-loss, lightning, then the next seed), and the table prints
-each one's median time to target and its ratio to the default's.
+each one's median time to each target and its ratio to the default's.
 
     pip install -e ".[bench]"     # Lightning, for the peer
     python bench/time_to_accuracy.py [--workloads cnn mlp transformer] [--repeats 5]
@@ -50,10 +50,12 @@ import autoaccel
 from autoaccel.advice import advise
 from autoaccel.config import TrainingConfig
 
-# Validation accuracy to reach: the default setup gets there in ~10-20 s of training here
-# (a calibration run: mlp 0.89 at 5 s then a plateau near 0.92; transformer 0.33 at 5-15 s,
-# the stream's predictable share; cnn 0.90 at 5 s, 1.00 at 20 s).
-TARGETS = {"cnn": 0.95, "mlp": 0.91, "transformer": 0.33}
+# Validation accuracies to reach, the first is the headline. They were set from a calibration
+# run evaluated once a second, where the default took ~5-20 s; measured every 0.25 s it
+# takes 3-5 s. The MLP's and the transformer's are at their plateaus (the default levels off
+# near 0.915; two of three next tokens of the stream are random, so 1/3 is the ceiling); the
+# CNN's climbs on to 100%, so it has a later target too, for the stage nearer convergence.
+TARGETS = {"cnn": (0.95, 0.99), "mlp": (0.91,), "transformer": (0.33,)}
 CAP_S = 30.0  # training time allowed to reach the target
 EVAL_EVERY_S = 0.25
 USER_BATCH = 32
@@ -95,11 +97,11 @@ def time_to_target(
     train: Any,
     val: Any,
     config: TrainingConfig,
-    target: float,
+    targets: tuple[float, ...],
     *,
     seed: int,
-) -> tuple[float | None, float]:
-    """Training seconds until validation accuracy >= target (None: not within CAP_S),
+) -> tuple[dict[float, float | None], float]:
+    """Training seconds until validation accuracy >= each target (None: not within CAP_S),
     and the best accuracy seen."""
     torch.manual_seed(seed)
     model = copy.deepcopy(template)
@@ -115,6 +117,7 @@ def time_to_target(
         )
     loss_fn = nn.CrossEntropyLoss()
     trained, best, next_eval = 0.0, 0.0, EVAL_EVERY_S
+    reached: dict[float, float | None] = dict.fromkeys(targets)
     try:
         batches = forever(run)
         mark = time.perf_counter()
@@ -129,13 +132,16 @@ def time_to_target(
             if trained >= next_eval:
                 acc = accuracy(model, val)  # not counted as training time
                 best = max(best, acc)
-                if acc >= target:
-                    return trained, best
+                for target in targets:
+                    if acc >= target and reached[target] is None:
+                        reached[target] = trained
+                if all(t is not None for t in reached.values()):
+                    return reached, best
                 if not math.isfinite(float(loss.detach())):
-                    return None, best
+                    return reached, best
                 next_eval += EVAL_EVERY_S
             mark = time.perf_counter()
-        return None, best
+        return reached, best
     finally:
         run.close()
 
@@ -193,9 +199,10 @@ def bench(
 ) -> dict[str, Any]:
     template, data, description = build()
     train, val = split(data)
-    target = TARGETS[name]
+    targets = TARGETS[name]
     work = Path(tempfile.mkdtemp())
-    print(f"\n== {name}: {description}; target validation accuracy {target:.0%}", flush=True)
+    shown_targets = " then ".join(f"{t:.0%}" for t in targets)
+    print(f"\n== {name}: {description}; target validation accuracy {shown_targets}", flush=True)
     picks: dict[str, TrainingConfig] = {}
     tuning_s: dict[str, float] = {"default": 0.0}
     picks["default"] = TrainingConfig(batch_size=USER_BATCH, num_threads=torch.get_num_threads())
@@ -245,31 +252,43 @@ def bench(
     for label, config in picks.items():
         knobs = {k: v for k, v in config.knobs().items() if v != getattr(TrainingConfig(), k)}
         print(f"  {label:>13}: {knobs} (tuning {tuning_s[label]:.0f} s)", flush=True)
-    times: dict[str, list[float]] = {label: [] for label in picks}
+    times: dict[float, dict[str, list[float]]] = {
+        t: {label: [] for label in picks} for t in targets
+    }
     best_acc: dict[str, float] = dict.fromkeys(picks, 0.0)
     for seed in range(repeats):
         for label, config in picks.items():
-            took, acc = time_to_target(template, train, val, config, target, seed=seed)
-            times[label].append(took if took is not None else math.inf)
+            reached, acc = time_to_target(template, train, val, config, targets, seed=seed)
             best_acc[label] = max(best_acc[label], acc)
-            shown = f"{took:.2f} s" if took is not None else f"not within {CAP_S:.0f} s"
+            for target, seconds in reached.items():
+                times[target][label].append(seconds if seconds is not None else math.inf)
+            shown = ", ".join(
+                f"{t:.0%} in {seconds:.2f} s"
+                if seconds is not None
+                else f"{t:.0%} not within {CAP_S:.0f} s"
+                for t, seconds in reached.items()
+            )
             print(f"    {label:>13}: {shown} (best accuracy {acc:.1%})", flush=True)
-    medians = {label: statistics.median(ts) for label, ts in times.items()}
-    base = medians["default"]
-    print(f"  {'pick':>13}  {'median s':>9}  {'vs default':>10}")
-    for label, median in medians.items():
-        shown = f"{median:.2f}" if math.isfinite(median) else f">{CAP_S:.0f}"
-        if math.isfinite(median) and math.isfinite(base):
-            ratio = f"{base / median:.2f}x"
-        elif math.isfinite(base):  # not reached within the cap: at most base / cap
-            ratio = f"<{base / CAP_S:.2f}x"
-        else:
-            ratio = "-"
-        print(f"  {label:>13}  {shown:>9}  {ratio:>10}", flush=True)
+    for target in targets:
+        medians = {label: statistics.median(ts) for label, ts in times[target].items()}
+        base = medians["default"]
+        print(f"  target {target:.0%}: {'pick':>13}  {'median s':>9}  {'vs default':>10}")
+        for label, median in medians.items():
+            shown = f"{median:.2f}" if math.isfinite(median) else f">{CAP_S:.0f}"
+            if math.isfinite(median) and math.isfinite(base):
+                ratio = f"{base / median:.2f}x"
+            elif math.isfinite(base):  # not reached within the cap: at most base / cap
+                ratio = f"<{base / CAP_S:.2f}x"
+            else:
+                ratio = "-"
+            print(f"  {'':>11}{label:>13}  {shown:>9}  {ratio:>10}", flush=True)
     return {
         "workload": name,
-        "target": target,
-        "times_s": {k: [t if math.isfinite(t) else None for t in v] for k, v in times.items()},
+        "targets": targets,
+        "times_s": {
+            str(target): {k: [t if math.isfinite(t) else None for t in v] for k, v in by.items()}
+            for target, by in times.items()
+        },
         "best_accuracy": best_acc,
         "tuning_s": tuning_s,
         "time_to_loss_advice": learned.to_dict()["convergence"],

@@ -288,9 +288,7 @@ def _convergence_table(c: ConvergenceResult) -> Table:
             f"{run.speedup:.2f}x" if run.speedup else "-",
             result,
         )
-    table.caption = _levels_line(c)
-    if c.finding is not None:
-        table.caption = f"{table.caption or ''}\nLR range test: {c.finding}".strip()
+    table.caption = _levels_line(c)  # with the LR range test's finding
     return table
 
 
@@ -1072,11 +1070,11 @@ def _with_convergence(
     # The pick trains with the settings measured fastest at its batch size, which may not
     # be the throughput pick's: keep only the recommendations the final config follows.
     final = (user if best is converged.baseline else best.config).knobs()
+    tuned = advice.config.knobs()
     recs = [
         r
         for r in advice.recommendations
-        if r.knob is None
-        or (r.knob != "lr_scaling" and final.get(r.knob) == advice.config.knobs().get(r.knob))
+        if r.knob is None or (r.knob != "lr_scaling" and final.get(r.knob) == tuned.get(r.knob))
     ]
     config = replace(advice.config, **final)
     if best is converged.baseline:

@@ -574,11 +574,6 @@ def search_schedule(
     center_at_user = math.sqrt(min(at_user) * max(at_user))  # the geometric middle
     spread = max(LR_SPREAD, 2 * math.sqrt(max(at_user) / min(at_user)))
 
-    def center_lr(batch: int) -> float:
-        return center_at_user * lr_multiplier(
-            rule, user.global_batch, batch * system.grad_accum_steps
-        )
-
     # Every batch size the throughput search ran without failing, and smaller ones down to
     # a quarter of yours: on a CPU smaller batches cost little per sample and take more steps.
     batches = sorted({*rates, *powers_of_two(max(1, user.batch_size // 4), max(rates))})
@@ -593,6 +588,10 @@ def search_schedule(
 
     settings = fastest or {system.batch_size: system}
 
+    def center_lr(config: TrainingConfig) -> float:
+        """The middle of the searched LRs, moved to the config's global batch by the rule."""
+        return center_at_user * lr_multiplier(rule, user.global_batch, config.global_batch)
+
     def config_of(params: dict[str, Any]) -> TrainingConfig:
         batch = int(params["batch_size"])
         nearest = min(settings, key=lambda b: abs(math.log(b / batch)))
@@ -600,7 +599,7 @@ def search_schedule(
         steps = _horizon_steps(shaped, rates, horizon_s)
         return replace(
             shaped,
-            lr=float(f"{center_lr(batch) * params['lr_scale']:.4g}"),
+            lr=float(f"{center_lr(shaped) * params['lr_scale']:.4g}"),
             momentum=params.get("momentum"),
             warmup_steps=round(params["warmup"] * steps),
             schedule=params["schedule"],
@@ -641,7 +640,7 @@ def search_schedule(
     candidate_s = min(horizon_s, CANDIDATE_CAP * levels[-1].seconds) if levels else horizon_s
     runs: list[LossRun] = []
     per_candidate = candidate_s * 1.3  # training and evaluations, at most
-    kept = per_candidate if levels else 0.0  # for measuring the pick again
+    kept = horizon_s * 1.3 if levels else 0.0  # for measuring the pick again (whole horizon)
     stop = "budget spent"
     while True:
         left = budget_s - (time.monotonic() - started)

@@ -30,7 +30,14 @@ from torch import nn
 
 from autoaccel._version import __version__
 from autoaccel.config import Provenance, TrainingConfig, now_iso, save_config
-from autoaccel.converge import ConvergenceResult, LossRun, holdout_split, search_schedule
+from autoaccel.converge import (
+    ConvergenceResult,
+    Goal,
+    LossRun,
+    check_goal,
+    holdout_split,
+    search_schedule,
+)
 from autoaccel.data import describe_data
 from autoaccel.errors import UsageError
 from autoaccel.measure import Measurement, MeterSettings
@@ -261,7 +268,7 @@ class Advice:
 def _convergence_table(c: ConvergenceResult) -> Table:
     """Your setup vs. the time-to-loss pick, and every schedule candidate."""
     table = Table(
-        title=f"Time to loss: how soon each setup reaches your setup's held-out losses "
+        title=f"Time to loss: how soon each setup reaches {c.aim or 'your held-out losses'} "
         f"({c.holdout}; {c.horizon_s:.0f} s of training at most)",
         title_justify="left",
     )
@@ -285,29 +292,41 @@ def _convergence_table(c: ConvergenceResult) -> Table:
             config.schedule,
             str(config.warmup_steps),
             "yours" if config.momentum is None else f"{config.momentum:g}",
-            f"{run.speedup:.2f}x" if run.speedup else "-",
+            _speed(run),
             result,
         )
     table.caption = _levels_line(c)  # with the LR range test's finding
     return table
 
 
+def _speed(run: LossRun) -> str:
+    """1 / pace, with each run's figure when the final round trained it again."""
+    if not run.speedup:
+        return "-"
+    each = " (" + ", ".join(f"{1 / p:.2f}x" for p in run.paces) + ")" if run.paces else ""
+    return f"{run.speedup:.2f}x{each}"
+
+
 def _levels_line(c: ConvergenceResult) -> str:
     """What the pace is measured against, and the pick's figure."""
     if not c.levels:
         return "your setup did not finish the horizon: candidates ranked by their lowest loss"
-    end = f"where it flattened ({c.baseline_plateau})" if c.baseline_plateau else "its horizon"
-    line = (
-        f"pace: time to reach your setup's losses {', '.join(f'{v.loss:.4g}' for v in c.levels)}"
-        f" (each new best of its curve up to {end}) over your setup's time, geometric mean; "
-        "lower is sooner"
-    )
+    if len(c.levels) > 1:
+        end = f"where it flattened ({c.baseline_plateau})" if c.baseline_plateau else "its horizon"
+        line = (
+            f"pace: time to reach {c.aim} (each new best of its curve up to {end}) over your "
+            "setup's time, geometric mean; lower is sooner"
+        )
+    else:
+        line = f"pace: time to reach {c.aim} over your setup's time; lower is sooner"
+    if any(r.paces for r in c.runs):
+        line += "; the finalists were trained again on another data order (pace over both)"
     took = c.time_to_baseline_loss
     if c.best is not c.baseline and took is not None and c.speedup:
         again = " measured again" if c.check is not None else ""
         line += (
-            f"\nthe pick reached {c.levels[-1].loss:.4g} in {took:.1f} s (yours "
-            f"{c.levels[-1].seconds:.1f} s); {c.speedup:.2f}x sooner over all levels{again}"
+            f"\nthe pick reached {c.levels[-1].value:.4g} in {took:.1f} s (yours "
+            f"{c.levels[-1].seconds:.1f} s); {c.speedup:.2f}x sooner{again}"
         )
     if c.finding is not None:
         line += f"\nLR range test: {c.finding}"
@@ -325,11 +344,14 @@ def _convergence_dict(c: ConvergenceResult | None) -> dict[str, Any] | None:
             "outcome": run.outcome,
             "message": run.message,
             "pace": run.pace if math.isfinite(run.pace) else None,
+            "paces": list(run.paces),
             "start_loss": run.start_loss,
+            "start_metric": run.start_metric,
             "curve": [dataclasses.asdict(p) for p in run.curve],
         }
 
     return {
+        "aim": c.aim,
         "horizon_s": c.horizon_s,
         "holdout": c.holdout,
         "baseline": run_dict(c.baseline),
@@ -858,6 +880,8 @@ def advise(
     val_data: Any = None,
     objective: str | None = None,
     horizon_s: float | None = None,
+    target: float | None = None,
+    metric: Callable[[Any, Any], Any] | None = None,
 ) -> Advice:
     """Find the fastest training setup for ``model`` on ``data`` here, measured.
 
@@ -894,6 +918,12 @@ def advise(
         horizon_s: Training time your setup gets to set the losses to beat, and at most
             each schedule candidate (default: a tenth of the budget left after the
             throughput search).
+        target: The held-out quality you aim for, for time-to-loss: a loss (reached at or
+            below it), or a value of ``metric``. When your setup reaches it within the
+            horizon, "sooner" means sooner to it alone; else to your setup's losses.
+        metric: ``metric(model(*inputs), target) -> number``, the batch's mean (e.g.
+            accuracy); averaged over the held-out samples. Higher is better when the
+            untrained model scores below ``target``. Needs ``target``.
 
     Returns:
         The ``Advice``; ``advice.config`` is the recommended ``TrainingConfig``.
@@ -901,7 +931,9 @@ def advise(
     Raises:
         DataError: empty data, model and data that do not fit (naming the call and the
             shapes), no loss to infer, data on another device than the model.
-        UsageError: a budget too small for one trial, max_trials < 1.
+        UsageError: a budget too small for one trial, max_trials < 1, a target with the
+            throughput objective or a metric without one, a target the untrained model
+            already reaches.
 
     Example:
         >>> X, y = torch.randn(4096, 32), torch.randint(0, 4, (4096,))
@@ -915,6 +947,15 @@ def advise(
     if objective not in OBJECTIVES:
         raise UsageError(f"objective must be one of {', '.join(OBJECTIVES)}, got {objective!r}")
     converging = objective == "time-to-loss"
+    if metric is not None and target is None:
+        raise UsageError(
+            "metric= needs target=, the value to reach (e.g. target=0.95 for 95% accuracy)"
+        )
+    if target is not None and not converging:
+        raise UsageError(
+            "target= is for objective='time-to-loss' (give val_data, or objective="
+            "'time-to-loss'); the throughput objective has no quality to reach"
+        )
     if budget_s is None:
         budget_s = DEFAULT_BUDGET_S * (3 if converging else 1)
     check_budget(budget_s * (THROUGHPUT_SHARE if converging else 1), max_trials, settings)
@@ -928,6 +969,9 @@ def advise(
         workload = make_workload(model, spec, loss_fn=loss_fn, optimizer=optimizer, seed=seed or 0)
         profile = probe_system()
         user = workload.user_config()
+        goal = None
+        if holdout is not None and target is not None:
+            goal = check_goal(workload, spec, holdout, Goal(target, metric, _metric_name(metric)))
 
         def measure(
             config: TrainingConfig, prune: Callable[[float, float], bool] | None = None
@@ -996,6 +1040,7 @@ def advise(
             study_name=f"{study_name or advice.search.study_name}-schedule-{horizon:.0f}s",
             seed=seed,
             console=console,
+            goal=goal,
         )
         return _with_convergence(advice, converged, user, started)
 
@@ -1058,12 +1103,18 @@ def _with_convergence(
         baseline_heldout_loss=round(converged.baseline.final, 5),
     )
     if levels:
-        measured["target_heldout_loss"] = round(levels[-1].loss, 5)
+        measured["target_metric" if levels[-1].metric else "target_heldout_loss"] = round(
+            levels[-1].value, 5
+        )
         measured["baseline_time_to_target_s"] = round(levels[-1].seconds, 2)
     evidence["objective"] = (
-        f"time-to-loss: the soonest to reach the held-out losses ({converged.holdout}) your "
-        f"setup reaches in {converged.horizon_s:.0f} s of training (each new best of its "
-        "curve, up to where it flattens)"
+        f"time-to-loss: the soonest to reach {converged.aim} ({converged.holdout})"
+        + (
+            f", as your setup reaches them in {converged.horizon_s:.0f} s of training (each "
+            "new best of its curve, up to where it flattens)"
+            if len(levels) > 1
+            else ""
+        )
     )
     if converged.speedup:
         measured["time_to_loss_speedup"] = round(converged.speedup, 3)
@@ -1092,9 +1143,8 @@ def _with_convergence(
         took = converged.time_to_baseline_loss
         again = converged.check
         line = (
-            f"reached your held-out loss {levels[-1].loss:.4g} in {took:.1f} s of training "
-            f"(yours {levels[-1].seconds:.1f} s); {best.speedup:.2f}x sooner over your "
-            f"setup's losses {', '.join(f'{v.loss:.4g}' for v in levels)}"
+            f"reached {levels[-1].value:.4g} in {took:.1f} s of training (yours "
+            f"{levels[-1].seconds:.1f} s); {best.speedup:.2f}x sooner to {converged.aim}"
             if levels and took is not None and best.speedup
             else f"held-out loss {best.final:.4g} vs yours {converged.baseline.final:.4g}"
         )
@@ -1135,6 +1185,13 @@ def _with_convergence(
         notes=[*advice.notes, *converged.notes],
         wall_s=time.monotonic() - started,
     )
+
+
+def _metric_name(metric: Callable[..., Any] | None) -> str:
+    if metric is None:
+        return "held-out loss"
+    name = getattr(metric, "__name__", "")
+    return name if name.isidentifier() else "metric"
 
 
 def check_budget(budget_s: float, max_trials: int, settings: MeterSettings) -> None:

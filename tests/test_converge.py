@@ -98,7 +98,7 @@ def test_a_normal_run_reproduces_what_the_search_measured() -> None:
                 break
     cosine = 0.5 + 0.5 * math.cos(math.pi / 17)  # one step into the 17 after warm-up
     assert lrs[:4] == pytest.approx([0.2 * 2 / 3, 0.2, 0.2, 0.2 * cosine])
-    assert holdout.loss(run, workload.loss) == pytest.approx(measured.final, rel=1e-5)
+    assert holdout.evaluate(run, workload.loss)[0] == pytest.approx(measured.final, rel=1e-5)
 
 
 def test_a_diverging_candidate_is_a_finding_not_a_crash() -> None:
@@ -175,12 +175,12 @@ def test_advise_time_to_loss_picks_by_held_out_loss(tmp_path: Path) -> None:
     assert c.finding is not None and c.runs
     done = [r for r in c.runs if r.ok]
     assert len(c.baseline.curve) == 12 and c.baseline.pace == pytest.approx(1.0)
-    assert c.levels and [v.loss for v in c.levels] == sorted(
-        (v.loss for v in c.levels), reverse=True
+    assert c.levels and [v.value for v in c.levels] == sorted(
+        (v.value for v in c.levels), reverse=True
     )
     assert c.best.pace <= min([c.baseline.pace, *(r.pace for r in done)])
     for run in done:  # a finished candidate reached the lowest level, or used the horizon
-        assert run.best_loss <= c.levels[-1].loss or run.curve[-1].seconds >= 1.5 * 11 / 12
+        assert run.best_loss <= c.levels[-1].value or run.curve[-1].seconds >= 1.5 * 11 / 12
     config = advice.config
     if c.best is not c.baseline:
         assert config.lr == c.best.config.lr and config.schedule == c.best.config.schedule
@@ -222,7 +222,7 @@ def test_the_levels_are_your_setups_new_bests_up_to_its_plateau() -> None:
     assert flat is not None and flat.seconds == 6
     # 2.0 is worse than the untrained model (1.5): not a level; 1.0 is reached between
     # 1 s (2.0) and 2 s, at 2 s; times are your setup's own crossings.
-    assert [(v.loss, v.seconds) for v in target_levels(yours, flat)] == [
+    assert [(v.value, v.seconds) for v in target_levels(yours, flat)] == [
         (1.0, 2.0),
         (0.8, 3.0),
         (0.6, 4.0),
@@ -231,7 +231,7 @@ def test_the_levels_are_your_setups_new_bests_up_to_its_plateau() -> None:
     ]
     # Without a plateau: the whole horizon, best-so-far values only (0.45 at 9 s is not).
     levels = target_levels(yours, None)
-    assert [v.loss for v in levels][-4:] == [0.45, 0.449, 0.448, 0.447]
+    assert [v.value for v in levels][-4:] == [0.45, 0.449, 0.448, 0.447]
     assert pace_of(yours, levels, 10) == pytest.approx(1.0)
 
 
@@ -256,7 +256,14 @@ def test_a_candidate_stops_once_it_reaches_the_loss_to_beat() -> None:
     assert full.ok and full.start_loss is not None and full.start_loss > full.curve[0].loss
     goal = full.curve[2].loss * 1.2  # reached by the third evaluation, sooner if it learns faster
     early = train_for(
-        workload, config, train, holdout, seconds=1.2, evals=6, stop_at=goal, start_loss=1.0
+        workload,
+        config,
+        train,
+        holdout,
+        seconds=1.2,
+        evals=6,
+        stop_at=Level(goal, 1.0),
+        start=(1.0, None),
     )
     assert early.ok and early.final <= goal and len(early.curve) < 6
     assert "reached" in early.message and early.start_loss == 1.0

@@ -1057,18 +1057,28 @@ def _rates_by_batch(records: list[TrialRecord], system: TrainingConfig) -> dict[
     return rates
 
 
-LOADER_KNOBS = ("num_workers", "persistent_workers", "prefetch_factor", "pin_memory")
+# How the cores are split between compute threads and loader workers, and the loader's
+# settings: what suits one batch size does not suit another.
+CPU_SPLIT_KNOBS = (
+    "num_threads",
+    "num_workers",
+    "persistent_workers",
+    "prefetch_factor",
+    "pin_memory",
+)
 
 
 def _settings_by_batch(
     records: list[TrialRecord], system: TrainingConfig
 ) -> dict[int, TrainingConfig]:
-    """The system pick's settings for each measured batch size, with the loader settings
-    (workers, prefetch, pinning) of the fastest trial measured at that batch size: how much
-    loading help a step needs depends on the batch, the model-side settings do not.
+    """The system pick's settings for each measured batch size, with the compute threads
+    and loader settings (workers, prefetch, pinning) of the fastest trial measured at that
+    batch size: how much loading help a step needs, and so how the cores are best split
+    between threads and workers, depends on the batch; the model-side settings do not.
 
-    A batch-32 candidate of a pick measured at batch 256 with 2 workers thus trains with
-    the workers that were fastest at batch 32 (on 2 cores often none)."""
+    A batch-32 candidate of a pick measured at batch 256 with 1 thread and 2 workers thus
+    trains with the split that was fastest at batch 32 (on 2 cores often 2 threads, no
+    workers)."""
     best: dict[int, TrialRecord] = {}
     for record in records:
         b = record.config.batch_size
@@ -1080,7 +1090,7 @@ def _settings_by_batch(
             system,
             batch_size=b,
             grad_accum_steps=r.config.grad_accum_steps,
-            **{k: getattr(r.config, k) for k in LOADER_KNOBS},
+            **{k: getattr(r.config, k) for k in CPU_SPLIT_KNOBS},
             **clean,
         )
         for b, r in best.items()
@@ -1132,9 +1142,15 @@ def _with_convergence(
         # Nothing reached your losses sooner than your own setup: keep it as it is.
         recs.append(
             Recommendation(
-                "keep your batch size and LR: no candidate reached your losses sooner",
+                f"keep your batch size and LR: no candidate reached "
+                f"{converged.aim or 'your losses'} sooner",
                 f"your setup {converged.baseline.final:.4g} after {converged.horizon_s:.0f} s; "
-                f"{len(converged.runs)} candidates tried",
+                f"{len(converged.runs)} candidates tried"
+                + (
+                    f"; the best measured again: {converged.check.speedup:.2f}x"
+                    if converged.check is not None and converged.check.speedup
+                    else ""
+                ),
                 True,
                 "lr",
             )

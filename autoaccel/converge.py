@@ -80,12 +80,14 @@ __all__ = [
     "check_goal",
     "find_lr",
     "find_plateau",
+    "goal_level",
     "holdout_split",
     "search_schedule",
     "train_for",
 ]
 
 EVALS = 12  # held-out evaluations per candidate (the pruner's rungs sit on them)
+MAX_EVALS = 60  # at most, for the pick's run over the whole horizon
 HOLDOUT_FRACTION = 0.1
 HOLDOUT_MAX = 2048  # samples held out from training when there is no validation set
 EVAL_BATCH = 512
@@ -637,7 +639,7 @@ class ConvergenceResult:
     def speedup(self) -> float | None:
         """How many times sooner the pick reaches your setup's losses: measured again
         for the whole horizon when it was, else as the search measured it."""
-        if self.check is not None and self.check.ok:
+        if self.check is not None and self.check.ok and self.best is not self.baseline:
             return self.check.speedup
         return self.best.speedup
 
@@ -705,6 +707,19 @@ def search_schedule(
     if goal is not None and baseline.ok:
         aimed = goal_level(baseline, goal)
         if aimed is not None:
+            # Your time to it again, evaluated as often as a candidate is: the horizon's
+            # evaluations lie too far apart for a goal reached early.
+            again = train_for(
+                workload,
+                user,
+                train,
+                holdout,
+                seconds=min(horizon_s, CANDIDATE_CAP * aimed.seconds),
+                stop_at=aimed,
+                start=start,
+                metric=metric,
+            )
+            aimed = replace(aimed, seconds=aimed.time_in(again) or aimed.seconds)
             levels = [aimed]
             aim = f"{goal.name} {goal.target:g} (your goal)"
         else:
@@ -871,13 +886,29 @@ def search_schedule(
     check = None
     if best is not baseline and levels:
         # The pick again, for the whole horizon: a fresh measurement of its pace (the
-        # search's best is the luckiest of many) and its full curve, for the plateau.
+        # search's best is the luckiest of many) and its full curve, for the plateau. It is
+        # evaluated as often as a candidate was, so its times to the levels compare.
         say(f"  the pick again for the whole {horizon_s:.0f} s")
         check = train_for(
-            workload, best.config, train, holdout, seconds=horizon_s, start=start, metric=metric
+            workload,
+            best.config,
+            train,
+            holdout,
+            seconds=horizon_s,
+            evals=min(MAX_EVALS, max(EVALS, round(EVALS * horizon_s / candidate_s))),
+            start=start,
+            metric=metric,
         )
         check = replace(check, label="the pick again", pace=pace_of(check, levels, horizon_s))
         say(f"  the pick again: {_outcome(check)}")
+        measured = [*(best.paces or (best.pace,)), check.pace if check.ok else math.inf]
+        if math.exp(sum(math.log(p) for p in measured) / len(measured)) >= 1:
+            notes.append(
+                f"the pick (#{best.number}) was not sooner than your setup over all its runs "
+                f"({', '.join(f'{1 / p:.2f}x' for p in measured)}): your setup is kept"
+            )
+            say(f"  {notes[-1]}")
+            best = baseline
     if finding.suggestion is None:
         notes.append(
             f"the LR range test gave no suggestion ({finding.reason}); LRs were "
@@ -894,7 +925,9 @@ def search_schedule(
         holdout=holdout.source,
         study_name=study_name,
         stop_reason=stop,
-        plateau=find_plateau((check if check and check.ok else best).curve),
+        plateau=find_plateau(
+            (check if check and check.ok and best is not baseline else best).curve
+        ),
         levels=levels,
         check=check,
         baseline_plateau=flattened,

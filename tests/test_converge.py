@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -16,10 +17,13 @@ from autoaccel.config import TrainingConfig
 from autoaccel.converge import (
     UNREACHED,
     CurvePoint,
+    Goal,
     Level,
     LossRun,
+    _final_round,
     find_lr,
     find_plateau,
+    goal_level,
     holdout_split,
     pace_of,
     target_levels,
@@ -267,3 +271,101 @@ def test_a_candidate_stops_once_it_reaches_the_loss_to_beat() -> None:
     )
     assert early.ok and early.final <= goal and len(early.curve) < 6
     assert "reached" in early.message and early.start_loss == 1.0
+
+
+def accuracy(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return (output.argmax(-1) == target).float().mean()
+
+
+def test_time_to_a_metric_counts_up_when_higher_is_better() -> None:
+    points = (CurvePoint(1, 5, 1.0, 0.5), CurvePoint(2, 10, 0.8, 0.9))
+    run = LossRun(TrainingConfig(), "ok", curve=points, start_loss=1.4, start_metric=0.25)
+    assert run.time_to(0.7, metric=True, higher=True) == pytest.approx(1.5)
+    assert run.time_to(0.95, metric=True, higher=True) is None
+    goal = Goal(0.7, accuracy, "accuracy")
+    level = goal_level(run, goal)
+    assert level == Level(0.7, pytest.approx(1.5), metric=True, higher=True)
+    assert level.reached(points[1]) and not level.reached(points[0])
+    assert level.score(points[1]) == -0.9  # the pruner's scale: lower is better
+    # An error rate falls: it counts as lower-is-better, since the untrained model is above.
+    errors = LossRun(TrainingConfig(), "ok", curve=points, start_loss=1.4, start_metric=0.75)
+    falling = Goal(0.6, accuracy, "error")
+    assert goal_level(errors, falling) == Level(  # from 0.75 at 0 s to 0.5 at 1 s
+        0.6, pytest.approx(0.6), metric=True, higher=False
+    )
+    assert goal_level(errors, Goal(0.3, accuracy, "error")) is None  # never that low
+    # A run that missed: its shortfall ranks it (0.9 of 0.95 is closer than 0.5).
+    high = Level(0.95, 1.0, metric=True, higher=True)
+    assert high.shortfall(run) == pytest.approx(0.95 / 0.9)
+    assert high.shortfall(replace(run, curve=points[:1])) == pytest.approx(0.95 / 0.5)
+
+
+def test_the_final_round_trains_the_best_again_and_a_lucky_one_loses() -> None:
+    levels = [Level(0.5, 2.0)]
+    lucky = LossRun(TrainingConfig(lr=0.1), "ok", curve=curve_of((1, 0.5)), number=3, pace=0.5)
+    steady = LossRun(TrainingConfig(lr=0.2), "ok", curve=curve_of((1.2, 0.5)), number=4, pace=0.6)
+    second = {  # the second data order: your setup 2 s again, lucky 3 s, steady 1.2 s
+        None: curve_of((2, 0.5)),
+        0.1: curve_of((3, 0.5)),
+        0.2: curve_of((1.2, 0.5)),
+    }
+
+    def train_again(config: TrainingConfig | None, level: Level) -> LossRun:
+        assert level == levels[-1]  # each run stops at the goal
+        return LossRun(config, "ok", curve=second[config.lr if config else None])
+
+    said: list[str] = []
+    final = _final_round([lucky, steady], levels, train_again, 4.0, said.append)
+    assert [r.number for r in final] == [3, 4]
+    assert final[0].paces == (0.5, 1.5) and final[0].pace == pytest.approx(math.sqrt(0.75))
+    assert final[1].paces == (0.6, pytest.approx(0.6)) and final[1].pace == pytest.approx(0.6)
+    assert min(final, key=lambda r: r.pace).number == 4
+    assert "final round" in said[0] and "over both runs" in said[-1]
+
+
+def test_advise_with_a_goal_ranks_by_the_time_to_it(tmp_path: Path) -> None:
+    x, y = learnable(4096)
+    model = mlp()
+    advice = advise(
+        model,
+        (x, y),
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.01),
+        loader_kwargs={"batch_size": 16},
+        val_data=learnable(512),
+        metric=accuracy,
+        target=0.6,
+        budget_s=40,
+        horizon_s=1.5,
+        storage=str(tmp_path / "s.db"),
+        seed=0,
+        progress=False,
+    )
+    c = advice.convergence
+    assert c is not None and c.aim == "accuracy 0.6 (your goal)"
+    (level,) = c.levels
+    assert level.metric and level.higher and 0 < level.seconds <= 1.5
+    assert c.baseline.start_metric is not None and c.baseline.start_metric < 0.6
+    assert all(p.metric is not None for p in c.baseline.curve)
+    for run in c.runs:  # a candidate stopped at the goal, or when it ran out of time
+        if run.ok and run.curve[-1].metric is not None and run.curve[-1].metric >= 0.6:
+            assert "reached 0.6" in run.message
+    finalists = [r for r in c.runs if r.paces]
+    assert finalists and all(len(r.paces) == 2 for r in finalists)
+    assert c.best is c.baseline or c.best in finalists
+    if c.best is not c.baseline:
+        assert advice.config.provenance.measured["target_metric"] == 0.6
+    assert "accuracy 0.6 (your goal)" in advice.summary(width=200)
+
+
+def test_bad_goals_are_refused_before_any_work() -> None:
+    data, val = learnable(1024), learnable(256)
+    with pytest.raises(UsageError, match="metric= needs target="):
+        advise(mlp(), data, val_data=val, metric=accuracy, progress=False)
+    with pytest.raises(UsageError, match="target= is for objective='time-to-loss'"):
+        advise(mlp(), data, target=0.5, objective="throughput", progress=False)
+    with pytest.raises(UsageError, match="the untrained model already scores"):
+        advise(mlp(), data, val_data=val, target=50.0, progress=False)  # a loss above the start
+    with pytest.raises(DataError, match="must give one number"):
+        advise(mlp(), data, val_data=val, metric=lambda out, y: out, target=0.9, progress=False)
+    with pytest.raises(DataError, match=r"metric\(output, target\) failed"):
+        advise(mlp(), data, val_data=val, metric=lambda out, y: out @ y, target=0.9, progress=False)

@@ -78,6 +78,7 @@ __all__ = [
     "LossRun",
     "Plateau",
     "check_goal",
+    "final_plan",
     "find_lr",
     "find_plateau",
     "goal_level",
@@ -99,7 +100,10 @@ CANDIDATE_CAP = 2.0  # a candidate trains at most this many times your time to y
 PLATEAU_TOLERANCE = 0.01  # relative improvement below which the curve counts as flat
 PLATEAU_PATIENCE = 3  # evaluations without such an improvement
 UNREACHED = 2.0  # a level never reached counts as this many horizons (times how far off)
-FINALISTS = 2  # the best candidates trained again on a second data order before the pick
+# The final round, (finalists, other data orders) by preference: the best candidates and
+# your setup trained again on other data orders, in at most a share of the study's budget.
+FINAL_PLANS = ((3, 2), (2, 2), (2, 1), (1, 1))
+FINAL_SHARE = 0.3
 
 
 @dataclass(frozen=True)
@@ -728,7 +732,9 @@ def search_schedule(
                 "of training: candidates were ranked by how soon they reach its held-out "
                 "losses instead (a longer horizon_s would let it)"
             )
-    baseline = replace(baseline, label="your setup", pace=pace_of(baseline, levels, horizon_s))
+    # Your pace is 1 by definition: the levels are your times (to a goal, from the run
+    # evaluated as often as a candidate; its horizon run crossed it between coarser ones).
+    baseline = replace(baseline, label="your setup", pace=1.0 if levels else math.inf)
     say(f"  your setup: {_outcome(baseline)}")
     if levels:
         say(
@@ -818,7 +824,9 @@ def search_schedule(
     runs: list[LossRun] = []
     per_candidate = candidate_s * 1.3  # training and evaluations, at most
     # Kept for the final round and for measuring the pick again (whole horizon).
-    kept = (horizon_s * 1.3 + (FINALISTS + 1) * per_candidate) if levels else 0.0
+    n_finalists, orders = final_plan(budget_s, per_candidate)
+    final_s = orders * (n_finalists + 1) * per_candidate
+    kept = (horizon_s * 1.3 + final_s) if levels else 0.0
     stop = "budget spent"
     while True:
         left = budget_s - (time.monotonic() - started)
@@ -863,7 +871,7 @@ def search_schedule(
     finalists = _final_round(
         sorted((r for r in runs if r.ok and math.isfinite(r.pace)), key=lambda r: r.pace),
         levels,
-        lambda config, level: train_for(
+        lambda config, level, order: train_for(
             workload,
             config or user,
             train,
@@ -872,16 +880,18 @@ def search_schedule(
             stop_at=level,
             start=start,
             metric=metric,
-            seed=workload.seed + 1,
+            seed=workload.seed + order,
         ),
         candidate_s,
         say,
+        finalists=n_finalists,
+        orders=orders,
     )
     runs = [next((f for f in finalists if f.number == r.number), r) for r in runs]
     # Your setup comes first, so it wins a tie: a candidate must be sooner to be picked.
-    contenders = [r for r in [baseline, *finalists] if r.ok]
-    if not levels:  # no levels to reach (your setup failed): the lowest loss wins
-        contenders = [r for r in [baseline, *runs] if r.ok]
+    # Without levels (your setup failed) or a final round, the search's runs stand.
+    pool = finalists if levels and n_finalists else runs
+    contenders = [r for r in [baseline, *pool] if r.ok]
     best = min(contenders, key=lambda r: (r.pace, r.best_loss)) if contenders else baseline
     check = None
     if best is not baseline and levels:
@@ -898,6 +908,7 @@ def search_schedule(
             evals=min(MAX_EVALS, max(EVALS, round(EVALS * horizon_s / candidate_s))),
             start=start,
             metric=metric,
+            seed=workload.seed + orders + 1,  # a data order no run of it has seen
         )
         check = replace(check, label="the pick again", pace=pace_of(check, levels, horizon_s))
         say(f"  the pick again: {_outcome(check)}")
@@ -936,36 +947,61 @@ def search_schedule(
     )
 
 
+def final_plan(budget_s: float, per_candidate_s: float) -> tuple[int, int]:
+    """(finalists, data orders) for the final round: the most that fit in
+    ``FINAL_SHARE`` of the study's budget, preferring more data orders to more finalists
+    (each order trains your setup and every finalist once).
+
+    Example:
+        >>> final_plan(300, 10), final_plan(300, 20), final_plan(300, 40), final_plan(300, 50)
+        ((3, 2), (2, 1), (1, 1), (0, 0))
+    """
+    for finalists, orders in FINAL_PLANS:
+        if orders * (finalists + 1) * per_candidate_s <= FINAL_SHARE * budget_s:
+            return finalists, orders
+    return 0, 0  # no final round: the search's best is the pick
+
+
 def _final_round(
     ranked: list[LossRun],
     levels: list[Level],
-    train_again: Callable[[TrainingConfig | None, Level], LossRun],
+    train_again: Callable[[TrainingConfig | None, Level, int], LossRun],
     candidate_s: float,
     say: Callable[[str], None],
+    *,
+    finalists: int,
+    orders: int,
 ) -> list[LossRun]:
-    """The ``FINALISTS`` best candidates, each trained again on another data order, with
-    their pace the geometric mean of both runs (your setup is trained again too, for the
-    times to beat on that order). The search's best is the luckiest of many: one run each
-    does not tell a sooner setup from a lucky one."""
-    finalists = ranked[:FINALISTS]
-    if not levels or not finalists:
-        return finalists
-    say(f"  final round: your setup and the best {len(finalists)} again, on another data order")
-    yours = train_again(None, levels[-1])
-    if not yours.ok:
-        return finalists
-    # Your times on this order (a level it missed keeps its first time).
-    again = [replace(v, seconds=v.time_in(yours) or v.seconds) for v in levels]
-    kept = []
-    for run in finalists:
-        second = train_again(run.config, levels[-1])
-        if not second.ok:
-            say(f"  #{run.number} again: {_outcome(second)}")
+    """The ``finalists`` best candidates, each trained again on ``orders`` other data
+    orders (1, 2, ...; your setup too, for the times to beat on each), with their pace the
+    geometric mean over all their runs. The search's best is the luckiest of many: one run
+    each does not tell a sooner setup from a lucky one."""
+    best = ranked[:finalists]
+    if not levels or not best:
+        return best
+    say(
+        f"  final round: your setup and the best {len(best)} again, on {orders} other "
+        f"data order{'s' if orders > 1 else ''}"
+    )
+    paces: dict[int | None, list[float]] = {run.number: [run.pace] for run in best}
+    for order in range(1, orders + 1):
+        yours = train_again(None, levels[-1], order)
+        if not yours.ok:
             continue
-        retry = pace_of(second, again, candidate_s)
-        pace = math.sqrt(run.pace * retry)
-        say(f"  #{run.number} again: {1 / retry:.2f}x your pace; over both runs {1 / pace:.2f}x")
-        kept.append(replace(run, pace=pace, paces=(run.pace, retry)))
+        # Your times on this order (a level it missed keeps its first time).
+        again = [replace(v, seconds=v.time_in(yours) or v.seconds) for v in levels]
+        for run in best:
+            second = train_again(run.config, levels[-1], order)
+            pace = pace_of(second, again, candidate_s) if second.ok else math.inf
+            paces[run.number].append(pace)
+            say(f"  #{run.number} on order {order}: {_outcome(replace(second, pace=pace))}")
+    kept = []
+    for run in best:
+        each = paces[run.number]
+        if len(each) > 1 and all(math.isfinite(p) for p in each):
+            pace = math.exp(sum(math.log(p) for p in each) / len(each))
+            say(f"  #{run.number} over {len(each)} runs: {1 / pace:.2f}x your pace")
+            kept.append(replace(run, pace=pace, paces=tuple(each)))
     return kept
 
 

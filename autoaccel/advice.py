@@ -1036,8 +1036,9 @@ def advise(
             budget_s=left,
             horizon_s=horizon,
             storage=storage,
-            # Losses after different horizons do not compare: one study per horizon.
-            study_name=f"{study_name or advice.search.study_name}-schedule-{horizon:.0f}s",
+            # Paces against different horizons or goals do not compare: one study for each.
+            study_name=f"{study_name or advice.search.study_name}-schedule-{horizon:.0f}s"
+            + (f"-{goal.name}-{goal.target:g}" if goal else ""),
             seed=seed,
             console=console,
             goal=goal,

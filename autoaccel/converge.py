@@ -2,7 +2,9 @@
 
 More samples per second is worthless if the model learns worse per second. After the
 throughput search has found the fastest system settings, a second Optuna study searches
-batch size, peak LR, warm-up, decay shape and momentum. The peak LR is searched on a log
+batch size, peak LR, warm-up, decay shape and length, and momentum. The decay lasts half,
+once or twice your setup's time to the last level (a schedule that has annealed by then
+gets there sooner than one spread over the horizon). The peak LR is searched on a log
 scale around the middle of two anchors, each moved to the candidate's batch by the
 batch-size rule: your own LR, and the LR range test's suggestion when it is confident
 (the test runs at the tuned batch when its sweep fits the time, else at yours).
@@ -24,10 +26,12 @@ When you name a goal (``target=``: a held-out loss, or a value of your ``metric`
 accuracy) and your setup reaches it within the horizon, that goal is the one level: the
 pace is the time to it over your setup's time.
 
-The search's best is the luckiest of many candidates, each trained once: the two best are
-trained again on another data order (and your setup too, for the times to beat there), and
-the pick is the soonest over both runs. It is then trained for the whole horizon once more:
-that run's pace is the figure reported, and its curve tells where to stop early.
+The search's best is the luckiest of many candidates, each trained once. In a final round
+the best (up to 3) are trained again on other data orders (up to 2, as fit in 30% of the
+budget), and your setup too, for the times to beat on each; the pick is the soonest over
+all its runs. It is then trained for the whole horizon on yet another order: that run's
+pace is the figure reported (your setup is kept if the pick was not sooner over all its
+runs), and its curve tells where to stop early.
 
 The held-out loss is the validation set's when one is given, else that of training samples
 held out before any training (they are never trained on).
@@ -88,11 +92,15 @@ __all__ = [
 ]
 
 EVALS = 12  # held-out evaluations per candidate (the pruner's rungs sit on them)
-MAX_EVALS = 60  # at most, for the pick's run over the whole horizon
+# With a goal, evaluated this often instead: a noisy metric (accuracy) first touches the
+# goal between sparse evaluations, and evaluating as often as you would finds it there.
+GOAL_EVALS = 40
+MAX_EVALS = 120  # at most, for the pick's run over the whole horizon
 HOLDOUT_FRACTION = 0.1
 HOLDOUT_MAX = 2048  # samples held out from training when there is no validation set
 EVAL_BATCH = 512
-WARMUP_FRACTIONS = (0.0, 0.05, 0.1, 0.2)
+WARMUP_FRACTIONS = (0.0, 0.05, 0.1, 0.2)  # of the steps the decay spans
+DECAY_SPANS = (0.5, 1.0, 2.0)  # the decay's length, in multiples of your time to the last level
 MOMENTA = (0.8, 0.9, 0.95, 0.99)
 LR_SPREAD = 4.0  # peak LR searched from 1/4x to 4x the middle, at least
 SWEEP_STEPS = 100  # steps of the LR range test
@@ -458,7 +466,8 @@ def _prepared(
     workload: Workload, config: TrainingConfig, train: DataSpec, seed: int | None = None
 ) -> Run:
     """A fresh copy of the model, set up with ``config`` (LR, momentum and schedule), its
-    weights and data order drawn from ``seed`` (default: the workload's)."""
+    data order and random draws (dropout, augmentation) from ``seed`` (default: the
+    workload's)."""
     seed = workload.seed if seed is None else seed
     torch.manual_seed(seed)
     model, optimizer = workload.fresh()
@@ -517,7 +526,7 @@ def train_for(
         start: The untrained model's held-out (loss, metric), when the caller knows it
             (the same for every candidate); the run's curve starts there at 0 s.
         metric: Also score ``metric(output, target)`` at each evaluation.
-        seed: Seeds the model's copy and the data order (default: the workload's).
+        seed: Seeds the data order and random draws (default: the workload's).
     """
     cuda = workload.device.type == "cuda"
     curve: list[CurvePoint] = []
@@ -655,9 +664,9 @@ def _steps_per_s(config: TrainingConfig, rates: dict[int, float]) -> float:
     return rates.get(config.batch_size, rates[nearest]) / config.global_batch
 
 
-def _horizon_steps(config: TrainingConfig, rates: dict[int, float], horizon_s: float) -> int:
-    """Optimizer steps the horizon holds at this batch size."""
-    return max(1, int(horizon_s * _steps_per_s(config, rates)))
+def _horizon_steps(config: TrainingConfig, rates: dict[int, float], seconds: float) -> int:
+    """Optimizer steps ``seconds`` of training hold at this batch size."""
+    return max(1, int(seconds * _steps_per_s(config, rates)))
 
 
 def search_schedule(
@@ -708,6 +717,7 @@ def search_schedule(
     levels = target_levels(baseline, flattened) if baseline.ok else []
     notes = []
     aim = "your setup's held-out losses " + ", ".join(f"{v.value:.4g}" for v in levels)
+    evals = EVALS
     if goal is not None and baseline.ok:
         aimed = goal_level(baseline, goal)
         if aimed is not None:
@@ -719,12 +729,14 @@ def search_schedule(
                 train,
                 holdout,
                 seconds=min(horizon_s, CANDIDATE_CAP * aimed.seconds),
+                evals=GOAL_EVALS,
                 stop_at=aimed,
                 start=start,
                 metric=metric,
             )
             aimed = replace(aimed, seconds=aimed.time_in(again) or aimed.seconds)
             levels = [aimed]
+            evals = GOAL_EVALS
             aim = f"{goal.name} {goal.target:g} (your goal)"
         else:
             notes.append(
@@ -768,6 +780,8 @@ def search_schedule(
     }
     if momentum is not None:
         distributions["momentum"] = CategoricalDistribution(MOMENTA)
+    if levels:  # how long the decay lasts, in multiples of your time to the last level
+        distributions["decay_span"] = CategoricalDistribution(DECAY_SPANS)
 
     settings = fastest or {system.batch_size: system}
 
@@ -779,7 +793,11 @@ def search_schedule(
         batch = int(params["batch_size"])
         nearest = min(settings, key=lambda b: abs(math.log(b / batch)))
         shaped = replace(settings[nearest], batch_size=batch)
-        steps = _horizon_steps(shaped, rates, horizon_s)
+        # The decay ends after a multiple of your time to the last level (a schedule that
+        # anneals by then gets there sooner than one spread over the horizon), or with the
+        # horizon when there are no levels.
+        span_s = params["decay_span"] * levels[-1].seconds if "decay_span" in params else horizon_s
+        steps = _horizon_steps(shaped, rates, min(horizon_s, span_s))
         return replace(
             shaped,
             lr=float(f"{center_lr(shaped) * params['lr_scale']:.4g}"),
@@ -796,7 +814,7 @@ def search_schedule(
         direction="minimize",
         sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=4),
         # The first rung a quarter of the way: held-out losses this early are noisy.
-        pruner=optuna.pruners.SuccessiveHalvingPruner(min_resource=EVALS // 4, reduction_factor=2),
+        pruner=optuna.pruners.SuccessiveHalvingPruner(min_resource=evals // 4, reduction_factor=2),
         load_if_exists=True,
     )
     start_momentum = {"momentum": _nearest(momentum[1], MOMENTA)} if momentum else {}
@@ -808,16 +826,21 @@ def search_schedule(
         {"batch_size": mine, "warmup": 0.0, "schedule": "constant", "lr_scale": yours},
         {"batch_size": fast, "warmup": 0.05, "schedule": "constant", "lr_scale": yours},
         {"batch_size": fast, "warmup": 0.1, "schedule": "one-cycle"},
-        {"batch_size": mine, "warmup": 0.05, "schedule": "cosine"},
-        {"batch_size": fast, "warmup": 0.05, "schedule": "cosine"},
+        {"batch_size": mine, "warmup": 0.05, "schedule": "cosine", "decay_span": 2.0},
+        {"batch_size": fast, "warmup": 0.05, "schedule": "cosine", "decay_span": 2.0},
     ]
     if len(at_user) > 1:  # Smith's one-cycle recipe: the range test's LR as the peak
         suggested = float(f"{at_user[1] / center_at_user:.4g}")
         first.insert(
             1, {"batch_size": mine, "warmup": 0.1, "schedule": "one-cycle", "lr_scale": suggested}
         )
+    span = {"decay_span": 1.0} if levels else {}
     for params in first:
-        study.enqueue_trial({"lr_scale": 1.0, **params, **start_momentum}, skip_if_exists=True)
+        if not levels:
+            params.pop("decay_span", None)
+        study.enqueue_trial(
+            {"lr_scale": 1.0, **span, **params, **start_momentum}, skip_if_exists=True
+        )
     # A candidate that has not reached your lowest level in CANDIDATE_CAP x your time to it
     # cannot be much sooner: it stops there (its pace counts the miss).
     candidate_s = min(horizon_s, CANDIDATE_CAP * levels[-1].seconds) if levels else horizon_s
@@ -847,6 +870,7 @@ def search_schedule(
             train,
             holdout,
             seconds=candidate_s,
+            evals=evals,
             on_eval=report,
             stop_at=levels[-1] if levels else None,
             start=start,
@@ -877,6 +901,7 @@ def search_schedule(
             train,
             holdout,
             seconds=candidate_s,
+            evals=evals,
             stop_at=level,
             start=start,
             metric=metric,
@@ -905,7 +930,7 @@ def search_schedule(
             train,
             holdout,
             seconds=horizon_s,
-            evals=min(MAX_EVALS, max(EVALS, round(EVALS * horizon_s / candidate_s))),
+            evals=min(MAX_EVALS, max(evals, round(evals * horizon_s / candidate_s))),
             start=start,
             metric=metric,
             seed=workload.seed + orders + 1,  # a data order no run of it has seen

@@ -272,7 +272,7 @@ def prepare(
         grad_accum_steps: The script's own gradient accumulation.
         total_steps: Optimizer steps the whole run takes (epochs x batches per epoch /
             accumulation); a tuned decaying schedule is stretched over them. Without it the
-            decay spans the horizon it was tuned on, and prepare() says so.
+            decay spans the steps it was tuned for, and prepare() says so.
 
     Returns:
         The ``Run``: ``run.loader``, ``run.autocast()``, ``run.backward(loss)``,
@@ -330,7 +330,7 @@ def prepare(
     elif chosen.schedule != "constant" and trial is None:
         notes.append(
             f"the tuned {chosen.schedule} schedule decays over {chosen.schedule_steps} "
-            "optimizer steps (the horizon it was tuned on); pass total_steps= to prepare() "
+            "optimizer steps (as it was tuned); pass total_steps= to prepare() "
             "to stretch it over your whole run"
         )
     tuned_scheduler = build_scheduler(optimizer, chosen)

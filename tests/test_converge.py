@@ -117,10 +117,10 @@ def test_a_diverging_candidate_is_a_finding_not_a_crash() -> None:
 def test_pruning_stops_a_candidate_between_evaluations() -> None:
     workload, spec = workload_of(learnable(1024), batch_size=32)
     train, holdout = holdout_split(spec)
-    seen: list[tuple[int, float]] = []
+    seen: list[tuple[int, CurvePoint]] = []
 
-    def prune_at_two(k: int, loss: float) -> bool:
-        seen.append((k, loss))
+    def prune_at_two(k: int, point: CurvePoint) -> bool:
+        seen.append((k, point))
         return k == 2
 
     run = train_for(
@@ -133,6 +133,7 @@ def test_pruning_stops_a_candidate_between_evaluations() -> None:
         on_eval=prune_at_two,
     )
     assert run.outcome == "pruned" and [k for k, _ in seen] == [1, 2] and len(run.curve) == 2
+    assert [p for _, p in seen] == list(run.curve)  # the pruner sees each evaluation
     assert run.curve[0].seconds < run.curve[1].seconds
 
 
@@ -159,22 +160,25 @@ def test_plateau_detection_needs_patience_and_a_tolerance() -> None:
     assert find_plateau(curve([2.0, 1.0, 0.999])) is None  # too short to tell
 
 
-def test_advise_time_to_loss_picks_by_held_out_loss(tmp_path: Path) -> None:
-    x, y = learnable(4096)
+def advise_with_validation(tmp_path: Path, **extra: object) -> autoaccel.Advice:
+    """advise() on a small MLP with SGD at batch 16, a validation set and a 1.5 s horizon."""
     model = mlp()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
-    advice = advise(
+    return advise(
         model,
-        (x, y),
-        optimizer=optimizer,
+        learnable(4096),
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.01),
         loader_kwargs={"batch_size": 16},
         val_data=learnable(512),
-        budget_s=32,
         horizon_s=1.5,
         storage=str(tmp_path / "s.db"),
         seed=0,
         progress=False,
+        **extra,  # type: ignore[arg-type]
     )
+
+
+def test_advise_time_to_loss_picks_by_held_out_loss(tmp_path: Path) -> None:
+    advice = advise_with_validation(tmp_path, budget_s=32)
     c = advice.convergence
     assert c is not None and c.holdout == "the validation set (512 samples)"
     assert c.finding is not None and c.runs
@@ -344,22 +348,7 @@ def test_the_final_round_fits_its_share_of_the_budget() -> None:
 
 
 def test_advise_with_a_goal_ranks_by_the_time_to_it(tmp_path: Path) -> None:
-    x, y = learnable(4096)
-    model = mlp()
-    advice = advise(
-        model,
-        (x, y),
-        optimizer=torch.optim.SGD(model.parameters(), lr=0.01),
-        loader_kwargs={"batch_size": 16},
-        val_data=learnable(512),
-        metric=accuracy,
-        target=0.6,
-        budget_s=40,
-        horizon_s=1.5,
-        storage=str(tmp_path / "s.db"),
-        seed=0,
-        progress=False,
-    )
+    advice = advise_with_validation(tmp_path, metric=accuracy, target=0.6, budget_s=40)
     c = advice.convergence
     assert c is not None and c.aim == "accuracy 0.6 (your goal)"
     (level,) = c.levels

@@ -218,6 +218,7 @@ def test_ctrl_c_keeps_the_best_so_far_and_the_study_resumes(tmp_path: Path) -> N
     ]
     tune = subprocess.Popen(
         command,
+        env={**os.environ, "PYTHONFAULTHANDLER": "1"},
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -233,7 +234,12 @@ def test_ctrl_c_keeps_the_best_so_far_and_the_study_resumes(tmp_path: Path) -> N
         time.sleep(0.2)
     assert started, "the search never reached its second trial"
     os.kill(tune.pid, signal.SIGINT)
-    _, err = tune.communicate(timeout=60)
+    try:
+        _, err = tune.communicate(timeout=60)
+    except subprocess.TimeoutExpired:  # show where it hangs: faulthandler dumps on SIGABRT
+        os.kill(tune.pid, signal.SIGABRT)
+        _, err = tune.communicate(timeout=30)
+        pytest.fail(f"tune did not stop within 60 s of Ctrl-C; its threads:\n{err[-6000:]}")
     assert tune.returncode == 130, err
     assert "interrupted; the best config so far is in" in err
     assert out.exists()  # the baseline, the best so far, was saved

@@ -219,6 +219,9 @@ def test_ctrl_c_keeps_the_best_so_far_and_the_study_resumes(tmp_path: Path) -> N
     tune = subprocess.Popen(
         command,
         env={**os.environ, "PYTHONFAULTHANDLER": "1"},
+        # Ctrl-C as a terminal delivers it: a suite started as a background job (`cmd &`)
+        # inherits SIGINT ignored, and Python then never raises KeyboardInterrupt.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         cwd=tmp_path,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -44,6 +44,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from statistics import geometric_mean
 from typing import Any
 
 import optuna
@@ -283,13 +284,13 @@ def pace_of(run: LossRun, levels: Sequence[Level], horizon_s: float) -> float:
     """
     if not levels or not run.curve:
         return math.inf
-    logs = []
+    ratios = []
     for level in levels:
         took = level.time_in(run)
         if took is None:
             took = UNREACHED * horizon_s * level.shortfall(run)
-        logs.append(math.log(max(took, 1e-6) / level.seconds))
-    return math.exp(sum(logs) / len(logs))
+        ratios.append(max(took, 1e-6) / level.seconds)
+    return geometric_mean(ratios)
 
 
 @dataclass(frozen=True)
@@ -938,7 +939,7 @@ def search_schedule(
         check = replace(check, label="the pick again", pace=pace_of(check, levels, horizon_s))
         say(f"  the pick again: {_outcome(check)}")
         measured = [*(best.paces or (best.pace,)), check.pace if check.ok else math.inf]
-        if math.exp(sum(math.log(p) for p in measured) / len(measured)) >= 1:
+        if geometric_mean(measured) >= 1:
             notes.append(
                 f"the pick (#{best.number}) was not sooner than your setup over all its runs "
                 f"({', '.join(f'{1 / p:.2f}x' for p in measured)}): your setup is kept"
@@ -1024,7 +1025,7 @@ def _final_round(
     for run in best:
         each = paces[run.number]
         if len(each) > 1 and all(math.isfinite(p) for p in each):
-            pace = math.exp(sum(math.log(p) for p in each) / len(each))
+            pace = geometric_mean(each)
             say(f"  #{run.number} over {len(each)} runs: {1 / pace:.2f}x your pace")
             kept.append(replace(run, pace=pace, paces=tuple(each)))
     return kept

@@ -25,7 +25,14 @@ from torch.utils.data import (
 from autoaccel.config import TrainingConfig
 from autoaccel.errors import DataError
 
-__all__ = ["DataSpec", "batch_samples", "build_loader", "describe_data", "move_batch"]
+__all__ = [
+    "DataSpec",
+    "batch_samples",
+    "build_loader",
+    "describe_data",
+    "loader_view",
+    "move_batch",
+]
 
 DEFAULT_BATCH_SIZE = 32  # when the caller gives a Dataset without a batch size
 
@@ -46,6 +53,7 @@ class DataSpec:
     prefetch_factor: int | None
     tensors: tuple[torch.Tensor, ...] | None  # in-memory tensor data: batch_fetch applies
     worker_init_fn: Callable[[int], None] | None = None
+    generator: torch.Generator | None = None  # the caller's shuffle RNG, kept for its order
 
     def __len__(self) -> int:
         return len(self.dataset)  # type: ignore[arg-type]
@@ -97,6 +105,7 @@ def describe_data(data: Any, *, loader_kwargs: Mapping[str, Any] | None = None) 
             prefetch_factor=data.prefetch_factor if data.num_workers > 0 else None,
             tensors=tensors,
             worker_init_fn=data.worker_init_fn,
+            generator=data.generator or getattr(sampler, "generator", None),
         )
     elif (
         isinstance(data, (tuple, list)) and data and all(isinstance(t, torch.Tensor) for t in data)
@@ -144,6 +153,7 @@ def _from_dataset(
         "persistent_workers",
         "prefetch_factor",
         "worker_init_fn",
+        "generator",
     }
     unknown = sorted(set(kwargs) - known)
     if unknown:
@@ -165,14 +175,16 @@ def _from_dataset(
         prefetch_factor=kwargs.get("prefetch_factor") if workers > 0 else None,
         tensors=tensors,
         worker_init_fn=kwargs.get("worker_init_fn"),
+        generator=kwargs.get("generator"),
     )
 
 
 class _BatchIndexed(Dataset[tuple[torch.Tensor, ...]]):
     """Tensors indexed a whole batch at a time: one gather per tensor, no per-sample collate."""
 
-    def __init__(self, tensors: tuple[torch.Tensor, ...]) -> None:
+    def __init__(self, tensors: tuple[torch.Tensor, ...], source: Dataset[Any]) -> None:
         self.tensors = tensors
+        self.source = source  # the caller's dataset, which run.loader.dataset shows
 
     def __getitem__(self, indices: list[int]) -> tuple[torch.Tensor, ...]:
         index = torch.as_tensor(indices)
@@ -199,7 +211,8 @@ def build_loader(
         spec: The caller's data and settings.
         config: batch_size, num_workers, persistent_workers, prefetch_factor, pin_memory,
             batch_fetch are taken from here; the rest from ``spec``.
-        generator: For the shuffle order (trials use a fixed seed).
+        generator: For the shuffle order (trials use a fixed seed); the caller's own by
+            default.
         sampler: Overrides the sampler (DDP's DistributedSampler).
     """
     workers = config.num_workers
@@ -212,6 +225,7 @@ def build_loader(
     if workers > 0:
         common["prefetch_factor"] = config.prefetch_factor or 2
     base_sampler = sampler or spec.sampler
+    generator = generator or spec.generator
     if config.batch_fetch and spec.tensors is not None:
         if base_sampler is None:
             base_sampler = (
@@ -222,23 +236,35 @@ def build_loader(
         batches = BatchSampler(base_sampler, config.batch_size, spec.drop_last)
         # batch_size=None turns off auto-collation: each index is a whole batch's indices.
         return DataLoader(
-            _BatchIndexed(spec.tensors),
+            _BatchIndexed(spec.tensors, spec.dataset),
             sampler=batches,
             batch_size=None,
             collate_fn=_identity,
             **common,
         )
-    kwargs: dict[str, Any] = {}
+    # The generator also seeds the workers, as in the caller's own DataLoader.
+    kwargs: dict[str, Any] = {"generator": generator}
     if spec.collate_fn is not None:
         kwargs["collate_fn"] = spec.collate_fn
     if base_sampler is not None:
         kwargs["sampler"] = base_sampler
     else:
         kwargs["shuffle"] = spec.shuffle
-        kwargs["generator"] = generator
     return DataLoader(
         spec.dataset, batch_size=config.batch_size, drop_last=spec.drop_last, **kwargs, **common
     )
+
+
+def loader_view(loader: DataLoader[Any]) -> tuple[Dataset[Any], int | None, Any, bool]:
+    """(dataset, batch_size, sampler, drop_last) of a loader as the caller set them up.
+
+    A ``batch_fetch`` loader batches by index (its sampler yields whole batches), so its
+    own attributes describe that machinery; this gives the caller's view of it.
+    """
+    if isinstance(loader.dataset, _BatchIndexed) and isinstance(loader.sampler, BatchSampler):
+        batches = loader.sampler
+        return loader.dataset.source, batches.batch_size, batches.sampler, batches.drop_last
+    return loader.dataset, loader.batch_size, loader.sampler, loader.drop_last
 
 
 def move_batch(

@@ -22,10 +22,10 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from autoaccel.config import TrainingConfig
-from autoaccel.data import batch_samples, move_batch
+from autoaccel.data import batch_samples, loader_view, move_batch
 from autoaccel.errors import DataError
 
-__all__ = ["Run", "StepObserver", "applied_settings", "has_conv", "model_device"]
+__all__ = ["PreparedLoader", "Run", "StepObserver", "applied_settings", "has_conv", "model_device"]
 
 
 def has_conv(model: nn.Module) -> bool:
@@ -69,6 +69,7 @@ class Run:
         >>> with run.autocast():
         ...     loss = model(torch.randn(8, 4)).sum()
         >>> run.backward(loss); run.step()
+        True
     """
 
     def __init__(
@@ -98,7 +99,16 @@ class Run:
         self.observer = observer
         self.optimizer = optimizer
         self.scheduler = scheduler
-        self._loader = loader
+        self._prepared_loader = (
+            PreparedLoader(
+                loader,
+                device=self.device,
+                channels_last=self._channels_last,
+                observer=observer,
+            )
+            if loader is not None
+            else None
+        )
         self.batch_size = config.batch_size
         self.grad_accum_steps = config.grad_accum_steps
         self._micro_step = 0
@@ -113,37 +123,24 @@ class Run:
         self._last_loss: torch.Tensor | None = None
 
     @property
-    def loader(self) -> Iterator[Any]:
-        """Batches on ``run.device`` in the chosen layout."""
-        if self._loader is None:
+    def loader(self) -> PreparedLoader:
+        """The batches, on ``run.device`` in the chosen layout; re-iterable like a DataLoader.
+
+        Raises:
+            DataError: the run was prepared without data (the script batches by itself).
+        """
+        if self._prepared_loader is None:
             raise DataError(
                 "this run was prepared without data, so it has no loader; "
                 "pass data to prepare(model, optimizer, data) or batch by yourself"
             )
-        observer = self.observer
-        if observer is None and self.device.type == "cpu" and not self._channels_last:
-            # Nothing to move, convert or time: hand the batches over untouched.
-            yield from self._loader
-            return
-        non_blocking = self._loader.pin_memory
-        batches = iter(self._loader)
-        while True:
-            if observer is not None:
-                observer.fetch_start()
-            try:
-                batch = next(batches)
-            except StopIteration:
-                return
-            batch = move_batch(
-                batch, self.device, channels_last=self._channels_last, non_blocking=non_blocking
-            )
-            if observer is not None:
-                observer.fetch_end(batch_samples(batch))
-            yield batch
+        return self._prepared_loader
 
     def close(self) -> None:
         """Let go of the loader, so its worker processes end now rather than at exit."""
-        self._loader = None
+        if self._prepared_loader is not None:
+            self._prepared_loader.close()
+        self._prepared_loader = None
 
     def autocast(self) -> contextlib.AbstractContextManager[Any]:
         """The chosen precision as a context manager (a no-op in 32-true and tf32)."""
@@ -190,6 +187,95 @@ class Run:
             # Last, so the optimizer's work counts in this step's time.
             self.observer.step_end(self._last_loss, self.batch_size)
         return stepped
+
+
+class PreparedLoader:
+    """``run.loader``: the DataLoader built from the config, used as the script used its own.
+
+    Like a DataLoader it can be kept in a variable: each ``iter()`` starts a new epoch,
+    ``len()`` is the number of batches, and ``.dataset``, ``.batch_size``, ``.sampler`` and
+    ``.drop_last`` are the script's own (with ``batch_fetch`` too, which batches by index
+    internally); other attributes are the DataLoader's. Batches arrive on the run's device,
+    4-D inputs channels-last when the config says so, and a tuner's meter sees each fetch.
+
+    Example:
+        >>> model = nn.Linear(4, 2)
+        >>> data = DataLoader(torch.utils.data.TensorDataset(torch.randn(10, 4)), batch_size=4)
+        >>> run = Run(model, torch.optim.SGD(model.parameters(), lr=0.1), TrainingConfig(),
+        ...           loader=data)
+        >>> loader = run.loader
+        >>> len(loader), [sum(1 for _ in loader) for epoch in range(2)]
+        (3, [3, 3])
+    """
+
+    def __init__(
+        self,
+        loader: DataLoader[Any],
+        *,
+        device: torch.device,
+        channels_last: bool,
+        observer: StepObserver | None,
+    ) -> None:
+        self._loader: DataLoader[Any] | None = loader
+        self.dataset, self.batch_size, self.sampler, self.drop_last = loader_view(loader)
+        self._device = device
+        self._channels_last = channels_last
+        self._observer = observer
+        # Nothing to move, convert or time: the DataLoader's own iterator is handed over.
+        self._untouched = observer is None and device.type == "cpu" and not channels_last
+
+    def __iter__(self) -> Iterator[Any]:
+        loader = self._open()
+        if self._untouched:
+            return iter(loader)
+        return self._moved(iter(loader), non_blocking=loader.pin_memory)
+
+    def __len__(self) -> int:
+        return len(self._open())
+
+    def __getattr__(self, name: str) -> Any:
+        # Only reached for names this object lacks: num_workers, pin_memory, collate_fn, ...
+        if name.startswith("__") or name == "_loader":
+            raise AttributeError(name)
+        return getattr(self._open(), name)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Tell a ``DistributedSampler`` (or any sampler with ``set_epoch``) the epoch, so
+        each epoch is shuffled differently across processes; a no-op for other samplers."""
+        set_epoch = getattr(self.sampler, "set_epoch", None)
+        if set_epoch is not None:
+            set_epoch(epoch)
+
+    def close(self) -> None:
+        """Let go of the DataLoader (its persistent workers end with it)."""
+        self._loader = None
+
+    def _open(self) -> DataLoader[Any]:
+        if self._loader is None:
+            raise DataError(
+                "run.loader was used after run.close(); prepare the run again to train more"
+            )
+        return self._loader
+
+    def _moved(self, batches: Iterator[Any], *, non_blocking: bool) -> Iterator[Any]:
+        observer = self._observer
+        while True:
+            if observer is not None:
+                observer.fetch_start()
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            batch = move_batch(
+                batch, self._device, channels_last=self._channels_last, non_blocking=non_blocking
+            )
+            if observer is not None:
+                observer.fetch_end(batch_samples(batch))
+            yield batch
+
+    def __repr__(self) -> str:
+        state = "closed" if self._loader is None else f"{len(self)} batches"
+        return f"PreparedLoader(batch_size={self.batch_size}, {state}, device={self._device})"
 
 
 class StepObserver:

@@ -1,4 +1,9 @@
-"""autoaccel: make PyTorch training run as fast as the hardware allows, and prove it."""
+"""autoaccel: make PyTorch training run as fast as the hardware allows, and prove it.
+
+The public face: ``advise()`` (tune in-process), ``prepare()`` (the lines a script adds),
+``in_trial()``, ``TrainingConfig`` with ``load_config``/``save_config``, ``probe_system()``
+and the errors. The tree below follows the pipeline; see ``docs/architecture.md``.
+"""
 
 from __future__ import annotations
 
@@ -8,17 +13,18 @@ from typing import TYPE_CHECKING, Any
 from autoaccel._version import __version__
 from autoaccel.config import TrainingConfig, load_config, save_config
 from autoaccel.errors import AutoaccelError, ConfigError, DataError, TrialError, UsageError
-from autoaccel.prepare import prepare
 from autoaccel.probe import HardwareProfile, probe_system
-from autoaccel.protocol import in_trial
-from autoaccel.run import Run
+from autoaccel.runtime.prepare import prepare
+from autoaccel.runtime.run import Run
+from autoaccel.trials.protocol import in_trial
 
 if TYPE_CHECKING:
-    from autoaccel.advice import Advice, advise
+    from autoaccel.advice import Advice
+    from autoaccel.frontends.advise import advise
 
 # advise() needs Optuna and scikit-learn (2-3 s to import); a training script that only
 # calls prepare() should not pay for them, so they load on first use (PEP 562).
-_LAZY = {"Advice": "autoaccel.advice", "advise": "autoaccel.advice"}
+_LAZY = {"Advice": "autoaccel.advice", "advise": "autoaccel.frontends.advise"}
 
 
 def __getattr__(name: str) -> Any:

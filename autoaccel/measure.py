@@ -20,8 +20,9 @@ from typing import Any
 import psutil
 import torch
 
+from autoaccel.states import Outcome
+
 __all__ = [
-    "OUTCOMES",
     "Measurement",
     "Meter",
     "MeterSettings",
@@ -31,9 +32,6 @@ __all__ = [
     "classify_failure",
     "process_rss_bytes",
 ]
-
-#: How a trial can end. Only "ok" has a throughput worth comparing.
-OUTCOMES = ("ok", "oom", "diverged", "error", "pruned", "timeout")
 
 
 class PruneTrial(Exception):
@@ -92,7 +90,7 @@ class Measurement:
     ``samples_per_s_min``/``max`` give the spread. Warm-up is reported, never mixed in.
     """
 
-    outcome: str
+    outcome: Outcome
     message: str = ""
     samples_per_s: float = 0.0
     samples_per_s_min: float = 0.0
@@ -113,10 +111,13 @@ class Measurement:
     losses: tuple[float, ...] = ()
     notes: tuple[str, ...] = ()
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "outcome", Outcome(self.outcome))  # "oom" read back from JSON
+
     @property
     def ok(self) -> bool:
         """Whether the trial ran to the end of its window with finite losses."""
-        return self.outcome == "ok"
+        return self.outcome is Outcome.OK
 
     @property
     def data_wait_fraction(self) -> float:
@@ -150,6 +151,7 @@ class Measurement:
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready copy."""
         data = asdict(self)
+        data["outcome"] = self.outcome.value
         data["data_wait_fraction"] = self.data_wait_fraction
         return data
 
@@ -385,7 +387,7 @@ class Meter:
         computes = [st.end - st.arrived for st in window]
         warm = self._warmup
         return Measurement(
-            outcome="ok",
+            outcome=Outcome.OK,
             samples_per_s=median,
             samples_per_s_min=min(rates),
             samples_per_s_max=max(rates),
@@ -415,7 +417,7 @@ def _split(steps: list[_Step], parts: int) -> list[list[_Step]]:
     return out
 
 
-def classify_failure(error: BaseException) -> tuple[str, str]:
+def classify_failure(error: BaseException) -> tuple[Outcome, str]:
     """The outcome a trial's exception stands for, and a one-line message.
 
     Out-of-memory is recognised by type (``torch.cuda.OutOfMemoryError``) or by the
@@ -429,11 +431,11 @@ def classify_failure(error: BaseException) -> tuple[str, str]:
         or "out of memory" in lowered
         or ("can't allocate memory" in lowered)
     ):
-        return "oom", text
+        return Outcome.OOM, text
     if isinstance(error, FloatingPointError):
-        return "diverged", text
+        return Outcome.DIVERGED, text
     if isinstance(error, PruneTrial):
-        return "pruned", text
+        return Outcome.PRUNED, text
     if isinstance(error, TrialTimeout):
-        return "timeout", text
-    return "error", f"{type(error).__name__}: {text}"
+        return Outcome.TIMEOUT, text
+    return Outcome.ERROR, f"{type(error).__name__}: {text}"

@@ -28,11 +28,12 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from workloads import WORKLOADS
 
-from autoaccel.advice import advise
-from autoaccel.data import describe_data
+from autoaccel.frontends.advise import advise
+from autoaccel.runtime.data import describe_data
 from autoaccel.measure import MeterSettings
 from autoaccel.search import PRUNE_BELOW
-from autoaccel.trial import make_workload, run_trial
+from autoaccel.trials.in_process import run_trial
+from autoaccel.trials.workload import make_workload
 
 ROUNDS = 3  # interleaved re-measurements of baseline, oracle and advise's pick
 

@@ -49,7 +49,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from workloads import WORKLOADS
 
 import autoaccel
-from autoaccel.advice import advise
+from autoaccel.frontends.advise import advise
 from autoaccel.config import TrainingConfig
 
 # Validation accuracies to reach, the first is the headline. They were set from a calibration

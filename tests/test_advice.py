@@ -10,7 +10,10 @@ import torch
 from models import FAST, Pairs, TinyConv, mlp, tabular
 from torch import nn
 
-from autoaccel.advice import Diagnosis, _settings_by_batch, advise, confirm, diagnose, final_round
+from autoaccel.confirm import confirm, final_round
+from autoaccel.frontends.advise import advise
+from autoaccel.pipeline import settings_by_batch
+from autoaccel.search import Diagnosis, diagnose
 from autoaccel.config import TrainingConfig, load_config
 from autoaccel.errors import DataError, UsageError
 from autoaccel.measure import Measurement
@@ -236,7 +239,7 @@ def test_each_batch_size_trains_with_the_cpu_split_measured_fastest_at_it() -> N
         lr_scaling="sqrt",
         warmup_steps=14,
     )
-    settings = _settings_by_batch(records, system)
+    settings = settings_by_batch(records, system)
     # Batch 32: the threads and loader of its fastest trial, the model-side settings of the
     # pick (a measured CNN run: 1 thread + 2 workers won at 256; at 32 it halved the speed).
     assert settings[32] == replace(

@@ -12,16 +12,19 @@ import torch.nn.functional as F
 from models import Pairs, learnable, mlp
 
 import autoaccel
-from autoaccel.advice import advise
 from autoaccel.config import TrainingConfig
-from autoaccel.converge import (
-    UNREACHED,
+from autoaccel.errors import DataError, UsageError
+from autoaccel.frontends.advise import advise
+from autoaccel.runtime.data import describe_data
+from autoaccel.time_to_loss import (
     CurvePoint,
     Goal,
+    HeldOut,
     Level,
     LossRun,
-    _final_round,
+    Scoring,
     final_plan,
+    final_round,
     find_lr,
     find_plateau,
     goal_level,
@@ -30,9 +33,8 @@ from autoaccel.converge import (
     target_levels,
     train_for,
 )
-from autoaccel.data import describe_data
-from autoaccel.errors import DataError, UsageError
-from autoaccel.trial import make_workload
+from autoaccel.time_to_loss.curves import UNREACHED
+from autoaccel.trials.workload import make_workload
 
 
 def workload_of(data: tuple[torch.Tensor, torch.Tensor], **loader: object):  # type: ignore[no-untyped-def]
@@ -82,7 +84,9 @@ def test_a_normal_run_reproduces_what_the_search_measured() -> None:
         schedule="cosine",
         schedule_steps=20,
     )
-    measured = train_for(workload, config, train, holdout, seconds=60, max_steps=12)
+    measured = train_for(
+        workload, config, HeldOut(train, holdout), seconds=60, scoring=Scoring(max_steps=12)
+    )
     assert measured.ok and measured.curve[-1].step == 12
 
     torch.manual_seed(0)
@@ -110,7 +114,7 @@ def test_a_diverging_candidate_is_a_finding_not_a_crash() -> None:
     workload, spec = workload_of(learnable(1024), batch_size=32)
     train, holdout = holdout_split(spec)
     config = TrainingConfig(batch_size=32, lr=1e6)
-    run = train_for(workload, config, train, holdout, seconds=1.0, evals=2)
+    run = train_for(workload, config, HeldOut(train, holdout), seconds=1.0, scoring=Scoring(2))
     assert run.outcome == "diverged" and "loss became" in run.message
 
 
@@ -126,10 +130,9 @@ def test_pruning_stops_a_candidate_between_evaluations() -> None:
     run = train_for(
         workload,
         TrainingConfig(batch_size=32),
-        train,
-        holdout,
+        HeldOut(train, holdout),
         seconds=0.8,
-        evals=4,
+        scoring=Scoring(4),
         on_eval=prune_at_two,
     )
     assert run.outcome == "pruned" and [k for k, _ in seen] == [1, 2] and len(run.curve) == 2
@@ -265,18 +268,15 @@ def test_a_candidate_stops_once_it_reaches_the_loss_to_beat() -> None:
     workload, spec = workload_of(learnable(2048), batch_size=32)
     train, holdout = holdout_split(spec)
     config = TrainingConfig(batch_size=32)
-    full = train_for(workload, config, train, holdout, seconds=1.2, evals=6)
+    full = train_for(workload, config, HeldOut(train, holdout), seconds=1.2, scoring=Scoring(6))
     assert full.ok and full.start_loss is not None and full.start_loss > full.curve[0].loss
     goal = full.curve[2].loss * 1.2  # reached by the third evaluation, sooner if it learns faster
     early = train_for(
         workload,
         config,
-        train,
-        holdout,
+        HeldOut(train, holdout),
         seconds=1.2,
-        evals=6,
-        stop_at=Level(goal, 1.0),
-        start=(1.0, None),
+        scoring=Scoring(6, stop_at=Level(goal, 1.0), start=(1.0, None)),
     )
     assert early.ok and early.final <= goal and len(early.curve) < 6
     assert "reached" in early.message and early.start_loss == 1.0
@@ -332,7 +332,7 @@ def test_the_final_round_trains_the_best_again_and_a_lucky_one_loses() -> None:
 
     said: list[str] = []
     ranked = [lucky, steady, slow]
-    final = _final_round(ranked, levels, train_again, 4.0, said.append, finalists=2, orders=2)
+    final = final_round(ranked, levels, train_again, 4.0, said.append, finalists=2, orders=2)
     assert trained == [(None, 1), (0.1, 1), (0.2, 1), (None, 2), (0.1, 2), (0.2, 2)]
     assert [r.number for r in final] == [3, 4]  # the third was not a finalist
     assert final[0].paces == (0.5, 1.5, 2.0)  # against your times on each order

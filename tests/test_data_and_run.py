@@ -7,9 +7,10 @@ from torch import nn
 from torch.utils.data import DataLoader, SequentialSampler, TensorDataset
 
 from autoaccel.config import TrainingConfig
-from autoaccel.data import build_loader, describe_data
+from autoaccel.runtime.data import build_loader, describe_data
 from autoaccel.errors import DataError
-from autoaccel.run import Run, applied_settings
+from autoaccel.process import applied_settings
+from autoaccel.runtime.run import Run
 
 
 def collate_pairs(batch: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, ...]:

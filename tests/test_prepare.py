@@ -10,7 +10,7 @@ from models import Pairs, mlp, tabular
 import autoaccel
 from autoaccel.config import Provenance, TrainingConfig, save_config
 from autoaccel.errors import ConfigError
-from autoaccel.prepare import CONFIG_ENV, find_config
+from autoaccel.config import CONFIG_ENV, find_config
 
 
 @pytest.fixture(autouse=True)
@@ -61,7 +61,7 @@ def test_config_beside_the_script(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     folder.mkdir()
     save_config(TrainingConfig(batch_size=48), folder / "autoaccel.yaml")
     monkeypatch.setattr("sys.argv", [str(folder / "train.py")])
-    assert find_config() == folder / "autoaccel.yaml"
+    assert find_config(script=folder / "train.py") == folder / "autoaccel.yaml"
     model, optimizer = make()
     assert autoaccel.prepare(model, optimizer, tabular()).batch_size == 48
 

@@ -24,7 +24,7 @@ from torch.utils.data import DataLoader, TensorDataset
 import autoaccel
 from autoaccel.config import TrainingConfig
 from autoaccel.errors import DataError
-from autoaccel.prepare import CONFIG_ENV
+from autoaccel.config import CONFIG_ENV
 
 SAMPLES = 200
 EPOCHS = 3

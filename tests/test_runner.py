@@ -15,7 +15,7 @@ import pytest
 from autoaccel.config import TrainingConfig
 from autoaccel.errors import UsageError
 from autoaccel.measure import MeterSettings
-from autoaccel.runner import ScriptRunner, check_script
+from autoaccel.trials.script import ScriptRunner, check_script
 
 SHORT = MeterSettings(
     min_warmup_steps=2,

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import re
+
 from pathlib import Path
 
 import optuna
@@ -8,12 +10,14 @@ import torch
 from models import FAST, OutOfMemoryAbove, mlp, tabular
 from optuna.trial import TrialState
 
+from autoaccel.budget import Budget
 from autoaccel.config import TrainingConfig
-from autoaccel.data import describe_data
+from autoaccel.runtime.data import describe_data
 from autoaccel.probe import probe_system
 from autoaccel.search import Search, storage_url
-from autoaccel.space import build_space
-from autoaccel.trial import make_workload, run_trial
+from autoaccel.search.space import build_space
+from autoaccel.trials.in_process import run_trial
+from autoaccel.trials.workload import make_workload
 
 
 def setup(
@@ -32,7 +36,7 @@ def setup(
         baseline_memory_bytes=None,
     )
     options: dict[str, object] = dict(
-        budget_s=60, max_trials=8, study_name="t", storage=str(tmp_path / "s.db"), seed=0
+        budget=Budget(60), max_trials=8, study_name="t", storage=str(tmp_path / "s.db"), seed=0
     )
     options.update(search)
 
@@ -65,9 +69,15 @@ def test_max_trials_and_the_budget_stop_the_search(tmp_path: Path) -> None:
     search, user = setup(mlp(), tmp_path, max_trials=3)
     result = search.run(user)
     assert result.trials_measured == 3 and "max_trials (3)" in result.stop_reason
-    search, user = setup(mlp(), tmp_path / "b", budget_s=0.5, max_trials=50)
+    budget = Budget(0.5)
+    budget.keep("what follows", 0.2)
+    search, user = setup(mlp(), tmp_path / "b", budget=budget, max_trials=50)
     result = search.run(user)
-    assert "budget" in result.stop_reason and result.trials_measured <= 2
+    assert result.trials_measured <= 2
+    # The budget as given, the time really spent, and what was kept for later phases.
+    assert re.fullmatch(
+        r"budget \(0\.5 s\): \d\.\d s spent, 0\.2 s kept for what follows", result.stop_reason
+    )
 
 
 def test_an_interrupted_study_resumes(tmp_path: Path) -> None:

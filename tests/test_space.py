@@ -5,7 +5,7 @@ import torch
 
 from autoaccel.config import TrainingConfig
 from autoaccel.probe import probe_system
-from autoaccel.space import MemoryModel, build_space
+from autoaccel.search.space import MemoryModel, build_space
 
 
 def test_memory_model_from_one_point_is_proportional() -> None:

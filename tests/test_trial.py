@@ -7,9 +7,10 @@ from models import FAST, OutOfMemoryAbove, Pairs, mlp, tabular
 from torch import nn
 
 from autoaccel.config import TrainingConfig
-from autoaccel.data import describe_data
+from autoaccel.runtime.data import describe_data
 from autoaccel.errors import DataError
-from autoaccel.trial import make_workload, run_trial
+from autoaccel.trials.in_process import run_trial
+from autoaccel.trials.workload import make_workload
 
 
 class ReturnsLoss(nn.Module):

@@ -10,6 +10,7 @@ writes the comment beside each key in ``autoaccel.yaml`` and the table in
 from __future__ import annotations
 
 from autoaccel.config._files import load_config, now_iso, save_config
+from autoaccel.config._lookup import CONFIG_ENV, CONFIG_NAME, find_config
 from autoaccel.config._reference import reference_markdown
 from autoaccel.config._render import render_yaml, yaml_scalar
 from autoaccel.config._schema import (
@@ -22,12 +23,15 @@ from autoaccel.config._schema import (
 )
 
 __all__ = [
+    "CONFIG_ENV",
+    "CONFIG_NAME",
     "LR_SCALING",
     "SCHEDULES",
     "SCHEMA_VERSION",
     "STRATEGIES",
     "Provenance",
     "TrainingConfig",
+    "find_config",
     "load_config",
     "now_iso",
     "reference_markdown",

@@ -1,5 +1,6 @@
-"""``autoaccel tune script.py``: the search of ``advise()``, run on a training script;
-``autoaccel lr-find script.py``: an LR range test inside the script.
+"""The script front end. ``autoaccel tune script.py``: the pipeline of ``advise()``, run on
+a training script, one subprocess per trial; ``autoaccel lr-find script.py``: an LR range
+test inside the script.
 
 The baseline trial runs the script with its own settings and reports what the search
 space needs (its batch size, loader, model size, data kind); every later trial runs the
@@ -18,27 +19,24 @@ from typing import Any
 import torch
 from rich.console import Console
 
-from autoaccel.advice import (
-    DEFAULT_BUDGET_S,
-    DEFAULT_MAX_TRIALS,
-    Advice,
-    WorkloadFacts,
-    check_budget,
-    tune_measured,
+from autoaccel.advice import Advice
+from autoaccel.budget import DEFAULT_MAX_TRIALS, TUNE_BUDGET_S, Budget
+from autoaccel.config import (
+    CONFIG_NAME,
+    Provenance,
+    TrainingConfig,
+    find_config,
+    load_config,
+    now_iso,
+    save_config,
 )
-from autoaccel.config import Provenance, TrainingConfig, load_config, now_iso, save_config
 from autoaccel.errors import TrialError, UsageError
 from autoaccel.measure import Measurement, MeterSettings, PruneBelow
-from autoaccel.probe import probe_system
-from autoaccel.runner import (
-    INTEGRATION_LINES,
-    ScriptRunner,
-    ScriptTrial,
-    check_script,
-    config_for_script,
-)
+from autoaccel.pipeline import Job, PipelineOptions, check_budget, run_pipeline
+from autoaccel.probe import HardwareProfile, probe_system
 from autoaccel.schedule import LrFinding, RangeSweep, sweep_config
-from autoaccel.search import TrialRecord
+from autoaccel.search import TrialRecord, WorkloadFacts
+from autoaccel.trials.script import INTEGRATION_LINES, ScriptRunner, ScriptTrial, check_script
 
 __all__ = ["LrFindResult", "TuneResult", "find_lr_script", "tune_script"]
 
@@ -60,7 +58,7 @@ def tune_script(
     script: Path,
     args: tuple[str, ...] = (),
     *,
-    budget_s: float = DEFAULT_BUDGET_S * 2,
+    budget_s: float = TUNE_BUDGET_S,
     max_trials: int = DEFAULT_MAX_TRIALS,
     storage: str | None = None,
     study_name: str | None = None,
@@ -82,17 +80,43 @@ def tune_script(
     check_budget(budget_s, max_trials, settings)
     script = script.resolve() if script.exists() else script
     check_script(script)
-    started = time.monotonic()
-    out = out or script.parent / "autoaccel.yaml"
-    command = "autoaccel tune " + shlex.join([str(script), *(["--", *args] if args else [])])
+    budget = Budget(budget_s)  # the baseline counts: the budget starts now
+    out = out or script.parent / CONFIG_NAME
+    options = PipelineOptions(
+        max_trials=max_trials,
+        storage=storage,
+        study_name=study_name,
+        seed=seed,
+        include_parallel=True,
+        settings=settings,
+        confirm_pairs=confirm_pairs,
+        command="autoaccel tune " + shlex.join([str(script), *(["--", *args] if args else [])]),
+        prefix="tune",
+    )
     trials_dir = STATE_DIR / "trials" / f"{script.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     runner = ScriptRunner(
         script, args, trials_dir=trials_dir, settings=settings, timeout_s=trial_timeout_s
     )
+    job = _job(runner, console)
+    saver = _SaveBest(out, job.profile, options.command)
+    advice = run_pipeline(job, options, budget, console=console, on_best=saver)
+    if lr_find:
+        advice = _with_lr_finding(advice, runner, console)
+    save_config(advice.config, out)
+    return TuneResult(advice, out, trials_dir, advice.search.storage)
+
+
+def _job(runner: ScriptRunner, console: Console | None) -> Job:
+    """The script's baseline trial, and the facts its report gives the pipeline.
+
+    Raises:
+        UsageError: the script never reaches ``prepare()``, or fails with its own settings.
+    """
+    script = runner.script
     if console:
         console.print(
             f"autoaccel: running {script.name} with its own settings (the baseline); "
-            f"logs in {trials_dir}",
+            f"logs in {runner.trials_dir}",
             highlight=False,
             soft_wrap=True,
         )
@@ -103,14 +127,13 @@ def tune_script(
             f"(exit code {first.returncode}; log: {first.log_path}); call it before training, "
             f"e.g.:\n{INTEGRATION_LINES}\nlast lines of the log:\n{first.log_tail()}"
         )
-    if first.report is None or not first.measurement.ok:
+    report = first.report
+    if report is None or not first.measurement.ok:
         raise UsageError(
             f"{script.name} fails with its own settings ({first.measurement.outcome}: "
             f"{first.measurement.message}); fix it so `python {script.name}` trains, then tune. "
             f"Log: {first.log_path}"
         )
-    report = first.report
-    user = TrainingConfig.from_dict({**report.user_config})
     facts = WorkloadFacts(
         model_name=script.stem,
         parameter_count=report.parameter_count,
@@ -120,52 +143,36 @@ def tune_script(
         device=torch.device(report.device),
         start_s=PYTHON_START_S,
         optimizer=report.optimizer,
+        has_loader=report.dataset_size is not None,
     )
-    profile = probe_system()
 
     def measure(config: TrainingConfig, prune: PruneBelow | None = None) -> Measurement:
         return runner.run(config, prune_below=prune.floor if prune else 0.0).measurement
 
-    def save_best(record: TrialRecord) -> None:
+    user = TrainingConfig.from_dict({**report.user_config})
+    return Job(measure, user, first.measurement, facts, probe_system())
+
+
+class _SaveBest:
+    """Writes each new best config at once, so Ctrl-C leaves the best so far in place."""
+
+    def __init__(self, out: Path, profile: HardwareProfile, command: str) -> None:
+        self.out = out
+        self.profile = profile
+        self.command = command
+
+    def __call__(self, record: TrialRecord) -> None:
         partial = replace(
             record.config,
             provenance=Provenance(
-                hardware_fingerprint=profile.fingerprint(),
-                hardware=profile.describe(),
+                hardware_fingerprint=self.profile.fingerprint(),
+                hardware=self.profile.describe(),
                 created_at=now_iso(),
-                command=command + "  (search in progress)",
+                command=self.command + "  (search in progress)",
                 measured={"samples_per_s": round(record.measurement.samples_per_s, 1)},
             ),
         )
-        save_config(partial, out)
-
-    advice = tune_measured(
-        measure,
-        user,
-        first.measurement,
-        facts,
-        profile,
-        budget_s=budget_s,
-        max_trials=max_trials,
-        keep_global_batch=False,
-        storage=storage,
-        study_name=study_name,
-        seed=seed,
-        include_compile=False,
-        settings=settings,
-        console=console,
-        command=command,
-        started=started,
-        prefix="tune",
-        include_parallel=True,
-        has_loader=report.dataset_size is not None,
-        on_best=save_best,
-        confirm_pairs=confirm_pairs,
-    )
-    if lr_find:
-        advice = _with_lr_finding(advice, runner, console)
-    save_config(advice.config, out)
-    return TuneResult(advice, out, trials_dir, advice.search.storage)
+        save_config(partial, self.out)
 
 
 def _with_lr_finding(advice: Advice, runner: ScriptRunner, console: Console | None) -> Advice:
@@ -248,7 +255,7 @@ def find_lr_script(
         RangeSweep(min_lr=min_lr, max_lr=max_lr, steps=steps)
     except ValueError as error:
         raise UsageError(f"{error}; e.g. --min-lr 1e-7 --max-lr 10 --steps 100") from None
-    path = config_for_script(script, config_path)
+    path = find_config(config_path, script=script, origin="--config")
     config: TrainingConfig | None = None
     if path is not None:
         config = sweep_config(load_config(path, profile=probe_system()))

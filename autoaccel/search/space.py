@@ -21,10 +21,27 @@ from sklearn.linear_model import LinearRegression
 
 from autoaccel.config import TrainingConfig
 from autoaccel.probe import HardwareProfile
+from autoaccel.states import Precision
 
-__all__ = ["Knob", "MemoryModel", "SearchSpace", "build_space", "powers_of_two"]
+__all__ = ["Knob", "MemoryModel", "SearchSpace", "WorkloadFacts", "build_space", "powers_of_two"]
 
 MEMORY_HEADROOM = 0.85  # use at most this share of the memory budget
+
+
+@dataclass(frozen=True)
+class WorkloadFacts:
+    """What the search space and the advice need to know about a workload (from the
+    baseline trial's report, or the caller's objects in-process)."""
+
+    model_name: str
+    parameter_count: int
+    dataset_size: int | None  # None when the script batches by itself
+    conv_model: bool
+    tensor_data: bool
+    device: torch.device
+    start_s: float  # fixed cost of starting one trial (a subprocess costs seconds)
+    optimizer: str = ""  # the optimizer's class name: it picks the LR scaling rule
+    has_loader: bool = True  # False when the script batches by itself (no loader knobs)
 
 
 @dataclass
@@ -280,7 +297,7 @@ def build_space(
     else:
         excluded["num_workers"] = "the script batches by itself, without a DataLoader"
 
-    precisions = [p for p in profile.supported_precisions() if p != "tf32" or cuda]
+    precisions = [p for p in profile.supported_precisions() if p != Precision.TF32 or cuda]
     if user.precision not in precisions:
         precisions.insert(0, user.precision)
     for p in profile.precisions:

@@ -22,9 +22,16 @@ from typing import Any
 from autoaccel.config import TrainingConfig
 from autoaccel.errors import UsageError
 from autoaccel.measure import Measurement, MeterSettings, classify_failure
-from autoaccel.protocol import TRIAL_ENV, TrialReport, TrialSpec
+from autoaccel.states import Outcome
+from autoaccel.trials.protocol import TRIAL_ENV, TrialReport, TrialSpec
 
-__all__ = ["INTEGRATION_LINES", "ScriptRunner", "ScriptTrial", "check_script", "launch_command"]
+__all__ = [
+    "INTEGRATION_LINES",
+    "ScriptRunner",
+    "ScriptTrial",
+    "check_script",
+    "launch_command",
+]
 
 INTEGRATION_LINES = """\
     import autoaccel
@@ -37,23 +44,6 @@ INTEGRATION_LINES = """\
         run.step()"""
 
 LOG_TAIL_LINES = 15
-
-
-def config_for_script(script: Path, named: Path | None = None) -> Path | None:
-    """The config a script runs with: ``named``, else autoaccel.yaml beside the script, then
-    in the working directory; None when there is none.
-
-    Raises:
-        UsageError: ``named`` does not exist.
-    """
-    if named is not None:
-        if not named.is_file():
-            raise UsageError(f"--config names {named}, which does not exist; fix the path")
-        return named
-    for candidate in (script.resolve().parent / "autoaccel.yaml", Path("autoaccel.yaml")):
-        if candidate.is_file():
-            return candidate
-    return None
 
 
 def check_script(script: Path) -> str:
@@ -218,7 +208,7 @@ class ScriptRunner:
             measurement = report.to_measurement()
         elif timed_out:
             measurement = Measurement(
-                outcome="timeout",
+                outcome=Outcome.TIMEOUT,
                 message=f"killed after the {self.timeout_s:g} s trial "
                 "timeout (with its process group)",
             )
@@ -251,6 +241,6 @@ def _from_log(log_path: Path, returncode: int | None) -> Measurement:
     lines = [line for line in text.rstrip().splitlines() if line.strip()]
     last = lines[-1] if lines else f"exited with code {returncode}"
     outcome, message = classify_failure(RuntimeError(last))
-    if outcome == "error":
+    if outcome is Outcome.ERROR:
         message = f"exited with code {returncode}: {last.strip()}"
     return Measurement(outcome=outcome, message=message)

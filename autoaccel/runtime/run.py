@@ -8,13 +8,15 @@
 - ``channels_last`` applies to models with conv layers and to their 4-D inputs;
 - ``torch.compile`` wraps the model (its compile time shows up as warm-up);
 - ``backward``/``step`` handle gradient accumulation;
-- process-wide settings (threads, matmul precision) are scoped by ``applied_settings``.
+- ``train_step`` is the standard step (forward and loss under autocast, backward, step)
+  that in-process trials and time-to-loss runs drive;
+- process-wide settings (threads, matmul precision) live in ``autoaccel.process``.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -22,10 +24,11 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from autoaccel.config import TrainingConfig
-from autoaccel.data import batch_samples, loader_view, move_batch
 from autoaccel.errors import DataError
+from autoaccel.runtime.data import batch_samples, loader_view, move_batch
+from autoaccel.states import Precision
 
-__all__ = ["PreparedLoader", "Run", "StepObserver", "applied_settings", "has_conv", "model_device"]
+__all__ = ["PreparedLoader", "Run", "StepObserver", "endless", "has_conv", "model_device"]
 
 
 def has_conv(model: nn.Module) -> bool:
@@ -33,27 +36,8 @@ def has_conv(model: nn.Module) -> bool:
     return any(isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)) for m in model.modules())
 
 
-_AUTOCAST_DTYPES = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
+_AUTOCAST_DTYPES = {Precision.BF16_MIXED: torch.bfloat16, Precision.FP16_MIXED: torch.float16}
 _NO_AUTOCAST = contextlib.nullcontext()  # reusable: one object for every step
-
-
-@contextlib.contextmanager
-def applied_settings(config: TrainingConfig) -> Iterator[None]:
-    """Apply the config's process-wide settings for the duration of a ``with`` block.
-
-    Threads and float32 matmul precision are restored afterwards, whatever happens.
-    """
-    threads = torch.get_num_threads()
-    matmul = torch.get_float32_matmul_precision()
-    try:
-        if config.num_threads is not None:
-            torch.set_num_threads(config.num_threads)
-        if config.precision == "tf32":
-            torch.set_float32_matmul_precision("high")
-        yield
-    finally:
-        torch.set_num_threads(threads)
-        torch.set_float32_matmul_precision(matmul)
 
 
 class Run:
@@ -113,11 +97,11 @@ class Run:
         self.grad_accum_steps = config.grad_accum_steps
         self._micro_step = 0
         self.optimizer_steps = 0
-        dtype = _AUTOCAST_DTYPES.get(config.precision)
+        dtype = _AUTOCAST_DTYPES.get(Precision(config.precision))
         self._autocast_dtype = dtype
         self._scaler = (
             torch.amp.GradScaler(self.device.type)
-            if config.precision == "16-mixed" and self.device.type == "cuda"
+            if config.precision == Precision.FP16_MIXED and self.device.type == "cuda"
             else None
         )
         self._last_loss: torch.Tensor | None = None
@@ -164,6 +148,17 @@ class Run:
                 scaled.backward()  # gradients all-reduce only on the last micro-batch
         else:
             scaled.backward()
+
+    def train_step(
+        self, compute_loss: Callable[[nn.Module, Any], torch.Tensor], batch: Any
+    ) -> torch.Tensor:
+        """One standard step on ``batch``: the loss (``compute_loss(run.model, batch)``) in
+        the chosen precision, backward, then ``step()``; returns the loss."""
+        with self.autocast():
+            loss = compute_loss(self.model, batch)
+        self.backward(loss)
+        self.step()
+        return loss
 
     def step(self) -> bool:
         """End a micro-batch; steps the optimizer when enough have accumulated.
@@ -276,6 +271,22 @@ class PreparedLoader:
     def __repr__(self) -> str:
         state = "closed" if self._loader is None else f"{len(self)} batches"
         return f"PreparedLoader(batch_size={self.batch_size}, {state}, device={self._device})"
+
+
+def endless(loader: PreparedLoader) -> Iterator[Any]:
+    """Batches epoch after epoch, for loops that stop on their own (a trial's window, a
+    stretch of training time).
+
+    Raises:
+        DataError: an epoch gave no batch (the dataset is smaller than one batch).
+    """
+    while True:
+        got_batch = False
+        for batch in loader:
+            got_batch = True
+            yield batch
+        if not got_batch:
+            raise DataError("an epoch gave no batch: the dataset is smaller than one batch")
 
 
 class StepObserver:

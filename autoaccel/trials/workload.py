@@ -1,14 +1,16 @@
-"""In-process trials for ``advise()``: a workload, its loss, and one measured short run.
+"""The caller's model, optimizer, data and loss as a ``Workload`` that trials train copies of.
 
-Each trial trains a fresh copy of the caller's model and optimizer (``copy.deepcopy`` of the
-pair, so the optimizer keeps pointing at the copy's parameters), so the caller's weights,
-optimizer state, RNG state and thread count are never changed.
+``make_workload`` checks, before any search, that the model, the data and the loss fit
+together (one forward pass on a copy, with errors that name the call and the shapes);
+``resolve_loss`` decides how a batch becomes a loss (the caller's ``loss_fn``, the model's
+own loss, or cross-entropy when unambiguous). ``Workload.fresh()`` gives each trial a copy of
+the model and optimizer (``copy.deepcopy`` of the pair, so the optimizer keeps pointing at
+the copy's parameters): the caller's weights and optimizer state are never changed.
 """
 
 from __future__ import annotations
 
 import copy
-import gc
 import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -19,12 +21,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from autoaccel.config import TrainingConfig
-from autoaccel.data import DataSpec, batch_samples, build_loader, move_batch
 from autoaccel.errors import DataError
-from autoaccel.measure import Measurement, Meter, MeterSettings, classify_failure, process_rss_bytes
-from autoaccel.run import Run, applied_settings, model_device
+from autoaccel.runtime.data import DataSpec, batch_samples, build_loader, move_batch
+from autoaccel.runtime.run import model_device
 
-__all__ = ["LossPlan", "Workload", "make_workload", "run_trial"]
+__all__ = ["LossPlan", "OptimizerLike", "Workload", "make_workload", "resolve_loss"]
 
 OptimizerLike = torch.optim.Optimizer | Callable[[Any], torch.optim.Optimizer] | None
 
@@ -252,82 +253,3 @@ def make_workload(
         )
     loss = resolve_loss(copy.deepcopy(model).train(), batch, loss_fn)
     return Workload(model, optimizer, data, loss, device, seed)
-
-
-def run_trial(
-    workload: Workload,
-    config: TrainingConfig,
-    settings: MeterSettings,
-    *,
-    prune: Callable[[float, float], bool] | None = None,
-) -> Measurement:
-    """Train a fresh copy for one measured short run with ``config``.
-
-    Never raises for a failing configuration: OOM, a diverging loss, a crash, a prune or a
-    timeout come back as the measurement's ``outcome``.
-    """
-    cuda = workload.device.type == "cuda"
-    meter = Meter(
-        settings,
-        sync=torch.cuda.synchronize if cuda else None,
-        memory=None if cuda else process_rss_bytes,
-        prune=prune,
-    )
-    failure: tuple[str, str] | None = None
-    running = 0.0  # a pruned trial's throughput when it was stopped
-    loader = None
-    gc.collect()
-    base = 0 if cuda else process_rss_bytes()
-    try:
-        model, optimizer = workload.fresh()
-        with applied_settings(config):
-            generator = torch.Generator().manual_seed(workload.seed)
-            loader = build_loader(workload.data, config, generator=generator)
-            if cuda:
-                torch.cuda.reset_peak_memory_stats(workload.device)
-            run = Run(model, optimizer, config, loader=loader, device=workload.device)
-            _drive(run, workload.loss, meter)
-    except Exception as error:  # every failure is a finding about this config
-        failure = classify_failure(error)
-        running = getattr(error, "samples_per_s", 0.0)
-    finally:
-        del loader  # shuts down worker processes
-    if failure is None:
-        try:
-            measurement = meter.result()
-        except Exception as error:
-            failure = classify_failure(error)
-    gc.collect()
-    if cuda:
-        torch.cuda.empty_cache()
-    if failure is not None:
-        return Measurement(outcome=failure[0], message=failure[1], samples_per_s=running)
-    if cuda:
-        return replace(
-            measurement,
-            memory_kind="cuda",
-            peak_memory_bytes=torch.cuda.max_memory_allocated(workload.device),
-        )
-    return replace(measurement, memory_base_bytes=base)
-
-
-def _drive(run: Run, loss_plan: LossPlan, meter: Meter) -> None:
-    """The standard loop: fetch, forward, loss, backward, step, until the meter is done."""
-    while not meter.done:
-        got_batch = False
-        batches = iter(run.loader)
-        while not meter.done:
-            meter.fetch_start()
-            try:
-                batch = next(batches)
-            except StopIteration:
-                break
-            got_batch = True
-            meter.fetch_end(batch_samples(batch))
-            with run.autocast():
-                loss = loss_plan(run.model, batch)
-            run.backward(loss)
-            run.step()
-            meter.step_end(loss)
-        if not got_batch:
-            raise DataError("an epoch gave no batch: the dataset is smaller than one batch")

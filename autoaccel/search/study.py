@@ -19,25 +19,27 @@ from __future__ import annotations
 
 import json
 import statistics
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import optuna
 from optuna.trial import TrialState
 from rich.console import Console
 
+from autoaccel.budget import Budget
 from autoaccel.config import TrainingConfig
 from autoaccel.measure import Measurement, PruneBelow
-from autoaccel.space import SearchSpace
+from autoaccel.search.space import SearchSpace
+from autoaccel.states import Outcome
 
 __all__ = [
     "DEFAULT_STORAGE",
     "PruneBelow",
     "Search",
     "SearchResult",
+    "TrialFn",
     "TrialRecord",
     "storage_url",
 ]
@@ -49,7 +51,11 @@ GAIN = 1.01  # an improvement must beat the best by this factor to count
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 
-TrialFn = Callable[[TrainingConfig, PruneBelow | None], Measurement]
+class TrialFn(Protocol):
+    """Runs one trial of ``config`` (in-process or as a script subprocess), stopping it
+    early through ``prune`` when it runs clearly slower than the best so far."""
+
+    def __call__(self, config: TrainingConfig, prune: PruneBelow | None = None) -> Measurement: ...
 
 
 @dataclass(frozen=True)
@@ -116,16 +122,15 @@ class Search:
     Args:
         space: The knobs and their values.
         trial_fn: Runs one config and returns its measurement (with a prune callback).
-        budget_s: Wall-clock budget for the whole search, baseline included.
+        budget: The run's one deadline; the search stops when the time it leaves (after
+            what later phases keep) is less than a typical trial.
         max_trials: At most this many measured trials.
         storage: Optuna storage URL or SQLite path (default ``.autoaccel/studies.db``).
         study_name: Name in the storage; the same name resumes.
         seed: Seeds the sampler.
         patience: Sampler trials in a row without gain before stopping.
-        reserve_s: Seconds of the budget kept for what follows (the confirm runs).
         priority: Knob names in the order the greedy phase tries them.
         console: Where progress lines go (None for silence).
-        clock: Injected for tests.
         on_best: Called with each new best trial (``autoaccel tune`` saves it at once, so an
             interrupted search leaves the best config so far).
     """
@@ -135,31 +140,28 @@ class Search:
         space: SearchSpace,
         trial_fn: TrialFn,
         *,
-        budget_s: float,
+        budget: Budget,
         max_trials: int,
         study_name: str,
         storage: str | None = None,
         seed: int | None = None,
         patience: int = 4,
-        reserve_s: float = 0.0,
         priority: Sequence[str] = (),
         console: Console | None = None,
-        clock: Callable[[], float] = time.monotonic,
         on_best: Callable[[TrialRecord], None] | None = None,
     ) -> None:
         self.space = space
         self.trial_fn = trial_fn
-        self.budget_s = budget_s
+        self.budget = budget
         self.max_trials = max_trials
         self.storage = storage_url(storage)
         self.study_name = study_name
         self.patience = patience
-        self.reserve_s = reserve_s
         self.priority = [n for n in priority if n in space.names] + [
             n for n in space.names if n not in priority
         ]
         self.console = console
-        self.clock = clock
+        self.clock = budget.clock
         self.on_best = on_best
         self.study = optuna.create_study(
             study_name=study_name,
@@ -170,7 +172,7 @@ class Search:
         )
         self.records: list[TrialRecord] = []
         self._by_key: dict[str, TrialRecord] = {}
-        self._started = clock()
+        self._started = budget.clock()
         self._measured = 0
         self._load_previous()
 
@@ -224,7 +226,7 @@ class Search:
         return found
 
     def _time_left(self) -> float:
-        return self.budget_s - self.reserve_s - (self.clock() - self._started)
+        return self.budget.left_s()
 
     def _typical_trial_s(self) -> float:
         times = [r.elapsed_s for r in self.records if r.elapsed_s > 0]
@@ -265,7 +267,7 @@ class Search:
         elif not self.space.memory.fits(config.batch_size):
             predicted = self.space.memory.predict(config.batch_size) or 0
             measurement = Measurement(
-                outcome="oom",
+                outcome=Outcome.OOM,
                 message=f"predicted by the memory model: {predicted / 2**30:.1f} GiB at batch "
                 f"{config.batch_size} exceeds the budget, not run",
             )
@@ -275,7 +277,7 @@ class Search:
             measurement = self.trial_fn(config, prune)
             self._measured += 1
         elapsed = self.clock() - started
-        if measurement.outcome == "oom":
+        if measurement.outcome is Outcome.OOM:
             self.space.memory.observe_oom(config.batch_size)
         elif measurement.ok:
             self.space.memory.observe(config.batch_size, measurement.memory_growth_bytes)
@@ -284,7 +286,7 @@ class Search:
         if parent is not None:
             trial.set_user_attr("parent", parent)
             trial.set_user_attr("changed", changed)
-        if measurement.outcome == "pruned":
+        if measurement.outcome is Outcome.PRUNED:
             self.study.tell(trial, state=TrialState.PRUNED)
         else:
             # Failures complete with 0 and a violated constraint: TPE learns to avoid them.
@@ -326,7 +328,7 @@ class Search:
         if self._measured >= self.max_trials:
             return f"max_trials ({self.max_trials}) reached"
         if self._time_left() < self._typical_trial_s():
-            return f"budget ({self.budget_s:.0f} s) spent"
+            return self.budget.stop_reason()
         return None
 
     def run(
@@ -361,8 +363,9 @@ class Search:
         best = self.best or base_record
         failures: dict[str, int] = {}
         for r in self.records:
-            if not r.measurement.ok and r.measurement.outcome != "pruned":
-                failures[r.measurement.outcome] = failures.get(r.measurement.outcome, 0) + 1
+            if not r.measurement.ok and r.measurement.outcome is not Outcome.PRUNED:
+                outcome = r.measurement.outcome.value
+                failures[outcome] = failures.get(outcome, 0) + 1
         return SearchResult(
             records=list(self.records),
             baseline=base_record,
@@ -374,7 +377,7 @@ class Search:
             trials_measured=self._measured,
             grid_size=self.space.grid_size(),
             failures=failures,
-            pruned=sum(r.measurement.outcome == "pruned" for r in self.records),
+            pruned=sum(r.measurement.outcome is Outcome.PRUNED for r in self.records),
         )
 
     def _sample(self) -> str:

@@ -1,0 +1,239 @@
+"""Showing an ``Advice``: tables for people, a dict for ``--json`` (pure functions)."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import math
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+from rich.table import Table
+
+from autoaccel.time_to_loss import ConvergenceResult, LossRun
+
+if TYPE_CHECKING:  # the types module calls these functions from its methods
+    from autoaccel.advice.types import Advice
+
+__all__ = ["advice_dict", "advice_tables", "summary_text"]
+
+
+def summary_text(advice: Advice, *, width: int = 110) -> str:
+    """A readable report: the tables, then the notes."""
+    console = Console(record=True, width=width, file=io.StringIO())
+    for table in advice_tables(advice):
+        console.print(table)
+    for note in advice.notes:
+        console.print(f"note: {note}", highlight=False)
+    return console.export_text()
+
+
+def advice_dict(advice: Advice) -> dict[str, Any]:
+    """A JSON-ready copy of the answer and its evidence."""
+    s = advice.search
+    return {
+        "config": advice.config.to_dict(),
+        "baseline": advice.baseline.to_dict(),
+        "best": advice.best.to_dict(),
+        "speedup": {
+            "median": advice.speedup.median,
+            "min": advice.speedup.min,
+            "max": advice.speedup.max,
+            "ratios": list(advice.speedup.ratios),
+        },
+        "diagnosis": {
+            "bound": advice.diagnosis.bound,
+            "data_wait_fraction": advice.diagnosis.data_wait_fraction,
+            "reasons": list(advice.diagnosis.reasons),
+        },
+        "recommendations": [
+            {"text": r.text, "evidence": r.evidence, "measured": r.measured, "knob": r.knob}
+            for r in advice.recommendations
+        ],
+        "search": {
+            "trials_measured": s.trials_measured,
+            "grid_size": s.grid_size,
+            "stop_reason": s.stop_reason,
+            "failures": s.failures,
+            "pruned": s.pruned,
+            "study_name": s.study_name,
+            "storage": s.storage,
+            "space": [list(row) for row in advice.space.describe()],
+        },
+        "convergence": _convergence_dict(advice.convergence),
+        "wall_s": advice.wall_s,
+        "notes": list(advice.notes),
+    }
+
+
+def advice_tables(advice: Advice) -> list[Table]:
+    """The summary as rich tables: the result, (time to loss,) recommendations, the search."""
+    tables = [_result_table(advice), _recommendations_table(advice), _search_table(advice)]
+    if advice.convergence is not None:
+        tables.insert(1, _convergence_table(advice.convergence))
+    return tables
+
+
+def _result_table(advice: Advice) -> Table:
+    """Baseline vs. tuned: throughput, the paired speedup, the step, and each changed knob."""
+    title = f"autoaccel advice ({advice.diagnosis.bound}-bound)"
+    if advice.convergence is not None:
+        title += ": system settings, by samples/s (the LR and schedule are below)"
+    result = Table(title=title, title_justify="left")
+    result.add_column("")
+    result.add_column("baseline", justify="right")
+    result.add_column("tuned", justify="right")
+    b, t = advice.baseline, advice.best
+    result.add_row("samples/s", f"{b.samples_per_s:,.0f}", f"{t.samples_per_s:,.0f}")
+    result.add_row("speedup (paired)", "1.00x", str(advice.speedup))
+    result.add_row("data wait", f"{b.data_wait_fraction:.0%}", f"{t.data_wait_fraction:.0%}")
+    result.add_row("step time", f"{b.step_time_s * 1e3:.1f} ms", f"{t.step_time_s * 1e3:.1f} ms")
+    result.add_row("peak memory", _mem(b.peak_memory_bytes), _mem(t.peak_memory_bytes))
+    base_params = advice.search.baseline.params
+    for name, value in advice.search.best.params.items():
+        if value != base_params.get(name):
+            result.add_row(name, str(base_params.get(name)), str(value))
+    return result
+
+
+def _recommendations_table(advice: Advice) -> Table:
+    recs = Table(title="Recommendations", title_justify="left")
+    recs.add_column("recommendation")
+    recs.add_column("evidence")
+    for r in advice.recommendations:
+        recs.add_row(
+            r.text, ("measured: " if r.measured else "advice, not measured: ") + r.evidence
+        )
+    return recs
+
+
+def _search_table(advice: Advice) -> Table:
+    s = advice.search
+    search = Table(title="Search", title_justify="left", show_header=False)
+    search.add_column("")
+    search.add_column("")
+    search.add_row(
+        "trials",
+        f"{s.trials_measured} measured of a {s.grid_size}-configuration "
+        f"grid; {s.pruned} stopped early as clearly slower; failures: "
+        f"{', '.join(f'{n} {k}' for k, n in s.failures.items()) or 'none'}",
+    )
+    search.add_row("stopped", s.stop_reason)
+    search.add_row("time", f"{advice.wall_s:.0f} s in all, search {s.wall_s:.0f} s")
+    search.add_row("study", f"{s.study_name} in {s.storage}")
+    search.add_row("diagnosis", str(advice.diagnosis))
+    return search
+
+
+def _convergence_table(c: ConvergenceResult) -> Table:
+    """Your setup vs. the time-to-loss pick, and every schedule candidate."""
+    table = Table(
+        title=f"Time to loss: how soon each setup reaches {c.aim or 'your held-out losses'} "
+        f"({c.holdout}; {c.horizon_s:.0f} s of training at most)",
+        title_justify="left",
+    )
+    columns = ("candidate", "batch", "lr", "schedule", "warm-up", "momentum", "pace", "result")
+    for column in columns:
+        table.add_column(column)
+    for run in [c.baseline, *c.runs, *([c.check] if c.check else [])]:
+        config = run.config
+        name = run.label or f"#{run.number}"
+        if run is c.best:
+            name += " (picked)"
+        result = (
+            f"{run.final:.4g} after {run.curve[-1].seconds:.1f} s"
+            if run.ok
+            else f"{run.outcome} ({run.message}) last {run.final:.4g}"
+        )
+        table.add_row(
+            name,
+            str(config.batch_size),
+            f"{config.lr:.3g}" if config.lr is not None else "yours",
+            config.schedule,
+            str(config.warmup_steps),
+            "yours" if config.momentum is None else f"{config.momentum:g}",
+            _speed(run),
+            result,
+        )
+    table.caption = _levels_line(c)  # with the LR range test's finding
+    return table
+
+
+def _speed(run: LossRun) -> str:
+    """1 / pace, with each run's figure when the final round trained it again."""
+    if not run.speedup:
+        return "-"
+    each = " (" + ", ".join(f"{1 / p:.2f}x" for p in run.paces) + ")" if run.paces else ""
+    return f"{run.speedup:.2f}x{each}"
+
+
+def _levels_line(c: ConvergenceResult) -> str:
+    """What the pace is measured against, and the pick's figure."""
+    if not c.levels:
+        return "your setup did not finish the horizon: candidates ranked by their lowest loss"
+    if len(c.levels) > 1:
+        end = f"where it flattened ({c.baseline_plateau})" if c.baseline_plateau else "its horizon"
+        line = (
+            f"pace: time to reach {c.aim} (each new best of its curve up to {end}) over your "
+            "setup's time, geometric mean; lower is sooner"
+        )
+    else:
+        line = f"pace: time to reach {c.aim} over your setup's time; lower is sooner"
+    if any(r.paces for r in c.runs):
+        line += "; the finalists were trained again on another data order (pace over both)"
+    took = c.time_to_baseline_loss
+    if c.best is not c.baseline and took is not None and c.speedup:
+        again = " measured again" if c.check is not None else ""
+        line += (
+            f"\nthe pick reached {c.levels[-1].value:.4g} in {took:.1f} s (yours "
+            f"{c.levels[-1].seconds:.1f} s); {c.speedup:.2f}x sooner{again}"
+        )
+    if c.finding is not None:
+        line += f"\nLR range test: {c.finding}"
+    return line
+
+
+def _convergence_dict(c: ConvergenceResult | None) -> dict[str, Any] | None:
+    if c is None:
+        return None
+
+    def run_dict(run: LossRun) -> dict[str, Any]:
+        return {
+            "number": run.number,
+            "config": run.config.knobs(),
+            "outcome": run.outcome,
+            "message": run.message,
+            "pace": run.pace if math.isfinite(run.pace) else None,
+            "paces": list(run.paces),
+            "start_loss": run.start_loss,
+            "start_metric": run.start_metric,
+            "curve": [dataclasses.asdict(p) for p in run.curve],
+        }
+
+    return {
+        "aim": c.aim,
+        "horizon_s": c.horizon_s,
+        "holdout": c.holdout,
+        "baseline": run_dict(c.baseline),
+        "best": run_dict(c.best),
+        "runs": [run_dict(r) for r in c.runs],
+        "levels": [dataclasses.asdict(v) for v in c.levels],
+        "check": None if c.check is None else run_dict(c.check),
+        "time_to_baseline_loss_s": c.time_to_baseline_loss,
+        "speedup": c.speedup,
+        "lr_finding": None
+        if c.finding is None
+        else {
+            "suggestion": c.finding.suggestion,
+            "confidence": c.finding.confidence,
+            "reason": c.finding.reason,
+        },
+        "scaling_rule": {"rule": c.rule, "reason": c.rule_reason},
+        "plateau": None if c.plateau is None else dataclasses.asdict(c.plateau),
+        "study_name": c.study_name,
+        "stop_reason": c.stop_reason,
+    }
+
+
+def _mem(n: int | None) -> str:
+    return "unknown" if not n else f"{n / 2**20:,.0f} MiB"

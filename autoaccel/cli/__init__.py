@@ -1,0 +1,111 @@
+"""The ``autoaccel`` command line: one module per command (``probe``, ``show``, ``tune``,
+``lr-find``, ``run``), each with ``SUMMARY``, ``EXAMPLE``, ``add_arguments`` and ``run``.
+
+Every command builds plain data first (``CommandResult.data``, what ``--json`` prints and
+what tests check), then renders it as tables. Exit codes: 0 ok, 1 runtime failure, 2 usage
+or bad input. Errors are one line; ``--debug`` shows the traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+from collections.abc import Sequence
+from types import ModuleType
+
+from rich.console import Console
+
+from autoaccel._version import __version__
+from autoaccel.cli import lr_find, probe, run, show, tune
+from autoaccel.cli._common import CommandResult, parse_duration
+from autoaccel.errors import AutoaccelError
+
+__all__ = ["COMMANDS", "CommandResult", "build_parser", "main", "parse_duration", "render"]
+
+#: Each command's name and module, in the order ``--help`` lists them.
+COMMANDS: dict[str, ModuleType] = {
+    "probe": probe,
+    "show": show,
+    "tune": tune,
+    "lr-find": lr_find,
+    "run": run,
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser for every command."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    common.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    parser = argparse.ArgumentParser(
+        prog="autoaccel",
+        description="Make PyTorch training run as fast as this machine allows, and prove it.",
+        epilog="example:\n  autoaccel probe\n  autoaccel tune examples/train_cnn.py --budget 2m\n"
+        "  autoaccel run examples/train_cnn.py\n  autoaccel show examples/autoaccel.yaml",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"autoaccel {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, module in COMMANDS.items():
+        sub = commands.add_parser(
+            name,
+            parents=[common],
+            help=module.SUMMARY,
+            description=module.SUMMARY,
+            epilog=f"example:\n  {module.EXAMPLE}",
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        module.add_arguments(sub)
+        sub.set_defaults(handler=module.run)
+    return parser
+
+
+def render(result: CommandResult, *, as_json: bool, out: Console, err: Console) -> None:
+    """Print a command's result for people or, with ``--json``, for machines."""
+    for warning in result.warnings:
+        err.print(f"[yellow]warning:[/yellow] {warning}", soft_wrap=True, highlight=False)
+    if as_json:
+        out.file.write(json.dumps(result.data, indent=2, default=str) + "\n")
+        return
+    for table in result.tables:
+        out.print(table)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    script_args: list[str] = []
+    if "--" in argv:  # everything after -- belongs to the training script
+        split = argv.index("--")
+        argv, script_args = argv[:split], argv[split + 1 :]
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    args.script_args = script_args
+    if args.command in ("tune",) and args.max_trials < 1:
+        parser.error(f"--max-trials must be >= 1, got {args.max_trials}")
+    out, err = Console(), Console(stderr=True)
+    try:
+        result = args.handler(args)
+    except AutoaccelError as error:
+        if args.debug:
+            traceback.print_exc()
+        err.print(f"autoaccel: error: {error}", soft_wrap=True, highlight=False, markup=False)
+        return error.exit_code
+    except KeyboardInterrupt:
+        err.print("autoaccel: interrupted", highlight=False)
+        return 130
+    except Exception as error:
+        if args.debug:
+            traceback.print_exc()
+        err.print(
+            f"autoaccel: internal error: {type(error).__name__}: {error} "
+            "(rerun with --debug and report it)",
+            soft_wrap=True,
+            highlight=False,
+            markup=False,
+        )
+        return 1
+    render(result, as_json=args.json, out=out, err=err)
+    return result.exit_code

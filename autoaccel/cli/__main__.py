@@ -1,0 +1,9 @@
+"""``python -m autoaccel.cli``: the command line."""
+
+from __future__ import annotations
+
+import sys
+
+from autoaccel.cli import main
+
+sys.exit(main())

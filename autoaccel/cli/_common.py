@@ -1,0 +1,49 @@
+"""What every command shares: its result type, and small formatting and parsing helpers."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass, field
+from typing import Any
+
+from rich.table import Table
+
+__all__ = ["CommandResult", "gib", "known", "parse_duration"]
+
+
+@dataclass
+class CommandResult:
+    """What a command produced: data for ``--json``, tables for people, warnings for both."""
+
+    data: dict[str, Any]
+    tables: list[Table] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    exit_code: int = 0
+
+
+def gib(n: int | None) -> str:
+    return "unknown" if n is None else f"{n / 2**30:.1f} GiB"
+
+
+def known(value: Any, unit: str = "") -> str:
+    return "unknown" if value is None else f"{value}{unit}"
+
+
+def parse_duration(text: str) -> float:
+    """Seconds from "90", "90s", "3m" or "1h".
+
+    Example:
+        >>> parse_duration("90"), parse_duration("3m"), parse_duration("1h")
+        (90.0, 180.0, 3600.0)
+    """
+    units = {"s": 1, "m": 60, "h": 3600}
+    number, unit = (text[:-1], text[-1]) if text and text[-1] in units else (text, "s")
+    try:
+        value = float(number) * units[unit]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a duration such as 90s, 3m or 1h, got {text!r}"
+        ) from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"a duration must be positive, got {text!r}")
+    return value

@@ -1,0 +1,92 @@
+"""``autoaccel lr-find``: Smith's LR range test inside a training script, at its tuned batch
+size."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rich.table import Table
+
+from autoaccel.cli._common import CommandResult, parse_duration
+
+__all__ = ["EXAMPLE", "SUMMARY", "add_arguments", "run"]
+
+SUMMARY = "LR range test on a training script, at its tuned batch size."
+EXAMPLE = (
+    "autoaccel lr-find examples/train_cnn.py\n"
+    "  autoaccel lr-find train.py --batch-size 256 --max-lr 1 --json -- --data ./data"
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("script", type=Path, help="a training script that calls prepare()")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        help="config whose batch size and loader to use (default: the lookup prepare() "
+        "uses; without one, the script's own settings)",
+    )
+    parser.add_argument("--batch-size", type=int, help="sweep at this batch size instead")
+    parser.add_argument("--min-lr", type=float, default=1e-7, help="first lr (default 1e-7)")
+    parser.add_argument("--max-lr", type=float, default=10.0, help="last lr (default 10)")
+    parser.add_argument("--steps", type=int, default=100, help="steps in the sweep (default 100)")
+    parser.add_argument(
+        "--timeout",
+        type=parse_duration,
+        default=parse_duration("5m"),
+        help="kill the script after this long (default 5m)",
+    )
+
+
+def run(args: argparse.Namespace) -> CommandResult:
+    """An LR range test inside a training script."""
+    # Imported here, not at the top: Optuna and scikit-learn cost 2-3 s, which `probe`,
+    # `show` and `run` should not pay.
+    from autoaccel.frontends.script import find_lr_script
+
+    result = find_lr_script(
+        args.script,
+        tuple(args.script_args),
+        config_path=args.config,
+        batch_size=args.batch_size,
+        min_lr=args.min_lr,
+        max_lr=args.max_lr,
+        steps=args.steps,
+        timeout_s=args.timeout,
+    )
+    finding = result.finding
+    summary = Table(title="LR range test", title_justify="left", show_header=False)
+    summary.add_column("")
+    summary.add_column("")
+    summary.add_row("suggested lr", f"{finding.suggestion:.3g}" if finding.suggestion else "none")
+    summary.add_row("confidence", finding.confidence)
+    summary.add_row("why", finding.reason)
+    origin = result.config_path or "the script's own settings"
+    summary.add_row("batch size", f"{result.batch_size} ({origin})")
+    summary.add_row("steps", f"{len(result.raw_losses)} (log {result.log_path})")
+    curve = Table(title="Smoothed loss by lr", title_justify="left")
+    curve.add_column("lr", justify="right")
+    curve.add_column("loss", justify="right")
+    every = max(1, len(finding.lrs) // 12)
+    for lr, loss in list(zip(finding.lrs, finding.losses, strict=True))[::every]:
+        mark = "  <- suggested" if finding.suggestion and lr == finding.suggestion else ""
+        curve.add_row(f"{lr:.3g}", f"{loss:.4g}{mark}")
+    data = {
+        "suggestion": finding.suggestion,
+        "confidence": finding.confidence,
+        "reason": finding.reason,
+        "batch_size": result.batch_size,
+        "config": str(result.config_path) if result.config_path else None,
+        "lrs": list(finding.lrs),
+        "smoothed_losses": list(finding.losses),
+        "raw_losses": list(result.raw_losses),
+        "log": str(result.log_path),
+    }
+    if finding.suggestion is not None:
+        summary.add_row(
+            "next",
+            f"set `lr: {finding.suggestion:.3g}` in the config (the peak LR for batch "
+            f"{result.batch_size}) or in your optimizer",
+        )
+    return CommandResult(data, [summary, curve])

@@ -1,0 +1,59 @@
+"""``autoaccel run``: run a training script with its tuned config (torchrun when the config
+uses several processes). The config is found by the same lookup ``prepare()`` uses
+(``autoaccel.config.find_config``) and handed to the script through ``$AUTOACCEL_CONFIG``,
+so the script cannot pick another file."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+from pathlib import Path
+
+from rich.console import Console
+
+from autoaccel.cli._common import CommandResult
+from autoaccel.config import CONFIG_ENV, find_config, load_config
+from autoaccel.errors import UsageError
+from autoaccel.probe import probe_system
+from autoaccel.trials.script import check_script, launch_command
+
+__all__ = ["EXAMPLE", "SUMMARY", "add_arguments", "run"]
+
+SUMMARY = "Run a training script with its tuned config."
+EXAMPLE = "autoaccel run examples/train_cnn.py -- --epochs 5"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("script", type=Path, help="the training script")
+    parser.add_argument(
+        "--config",
+        type=Path,
+        help="config file (default: $AUTOACCEL_CONFIG, else autoaccel.yaml beside the "
+        "script, else ./autoaccel.yaml: the lookup prepare() uses)",
+    )
+
+
+def run(args: argparse.Namespace) -> CommandResult:
+    """Run a script with its tuned config."""
+    script: Path = args.script
+    check_script(script)
+    path = find_config(args.config, script=script, origin="--config")
+    if path is None:
+        raise UsageError(
+            f"no autoaccel.yaml beside {script} or here; tune first: "
+            f"`autoaccel tune {script}`, or pass --config PATH"
+        )
+    config = load_config(path, profile=probe_system())
+    command = launch_command(script, tuple(args.script_args), config.processes)
+    env = {**os.environ, CONFIG_ENV: str(Path(path).resolve())}
+    Console(stderr=True).print(
+        f"autoaccel: {' '.join(command)}  (config {path})",
+        highlight=False,
+        markup=False,
+        soft_wrap=True,
+    )
+    returncode = subprocess.run(command, env=env, check=False).returncode
+    return CommandResult(
+        {"command": command, "config": str(path), "returncode": returncode}, exit_code=returncode
+    )

@@ -1,0 +1,127 @@
+"""``autoaccel tune``: find the fastest config for a training script, measured."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from autoaccel.budget import DEFAULT_MAX_TRIALS, TUNE_BUDGET_S
+from autoaccel.cli._common import CommandResult, parse_duration
+from autoaccel.config import CONFIG_NAME
+from autoaccel.confirm import CONFIRM_PAIRS
+from autoaccel.measure import MeterSettings
+
+__all__ = ["EXAMPLE", "SUMMARY", "add_arguments", "run"]
+
+SUMMARY = "Find the fastest config for a training script, measured."
+EXAMPLE = (
+    "autoaccel tune examples/train_cnn.py --budget 3m\n"
+    "  autoaccel tune train.py --max-trials 20 --out runs/autoaccel.yaml -- --epochs 100"
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "script", type=Path, help="a training script that calls autoaccel.prepare()"
+    )
+    parser.add_argument(
+        "--budget",
+        type=parse_duration,
+        default=TUNE_BUDGET_S,
+        help=f"wall-clock budget for everything, baseline included, e.g. 90s, 3m "
+        f"(default {TUNE_BUDGET_S / 60:g}m)",
+    )
+    parser.add_argument(
+        "--max-trials",
+        type=int,
+        default=DEFAULT_MAX_TRIALS,
+        help=f"at most this many trials (default {DEFAULT_MAX_TRIALS})",
+    )
+    parser.add_argument(
+        "--storage", help="Optuna storage URL or SQLite path (default .autoaccel/studies.db)"
+    )
+    parser.add_argument(
+        "--study", help="study name (default: derived from the script; the same command resumes)"
+    )
+    parser.add_argument(
+        "--trial-timeout",
+        type=parse_duration,
+        default=parse_duration("2m"),
+        help="kill a trial after this long (default 2m)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="where to write the config (default: autoaccel.yaml beside the script)",
+    )
+    parser.add_argument("--window", type=float, help="seconds measured per trial (default 1.5)")
+    parser.add_argument("--seed", type=int, help="seed of the sampler")
+    parser.add_argument(
+        "--confirm-pairs",
+        type=int,
+        default=CONFIRM_PAIRS,
+        help=f"interleaved baseline/best pairs that confirm the speedup (default {CONFIRM_PAIRS})",
+    )
+    parser.add_argument(
+        "--lr-find",
+        action="store_true",
+        help="after the search, run an LR range test at the picked batch size and write its "
+        "suggestion as the config's lr",
+    )
+
+
+def run(args: argparse.Namespace) -> CommandResult:
+    """Search the fastest config for a training script."""
+    # Imported here, not at the top: Optuna and scikit-learn cost 2-3 s, which `probe`,
+    # `show` and `run` should not pay.
+    from autoaccel.frontends.script import tune_script
+
+    settings = MeterSettings(window_s=args.window) if args.window else MeterSettings()
+    console = None if args.json else Console(stderr=True)
+    out = args.out
+    try:
+        result = tune_script(
+            args.script,
+            tuple(args.script_args),
+            budget_s=args.budget,
+            max_trials=args.max_trials,
+            storage=args.storage,
+            study_name=args.study,
+            trial_timeout_s=args.trial_timeout,
+            out=out,
+            settings=settings,
+            console=console,
+            seed=args.seed,
+            confirm_pairs=args.confirm_pairs,
+            lr_find=args.lr_find,
+        )
+    except KeyboardInterrupt:
+        where = out or args.script.parent / CONFIG_NAME
+        saved = (
+            f"the best config so far is in {where}"
+            if Path(where).exists()
+            else ("no config was written yet")
+        )
+        Console(stderr=True).print(
+            f"autoaccel: interrupted; {saved}. Run the same command again to resume the study.",
+            highlight=False,
+            soft_wrap=True,
+        )
+        raise
+    advice = result.advice
+    paths = Table(title="Where things are", title_justify="left", show_header=False)
+    paths.add_column("")
+    paths.add_column("")
+    paths.add_row("config", str(result.config_path))
+    paths.add_row("trial logs", str(result.trials_dir))
+    paths.add_row("study", f"{advice.search.study_name} in {result.storage}")
+    paths.add_row("next", f"autoaccel run {args.script}")
+    data = {
+        **advice.to_dict(),
+        "config_path": str(result.config_path),
+        "trials_dir": str(result.trials_dir),
+    }
+    return CommandResult(data, [*advice.tables(), paths], list(advice.notes))

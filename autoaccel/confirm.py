@@ -1,0 +1,189 @@
+"""The end of a search: the finalists measured again, and the winner confirmed against the
+baseline in interleaved pairs.
+
+One short trial per config is noisy (a busy moment on the machine can sink a good config or
+lift a poor one), so the best few are measured again in turn (A B C A B C) and the one with
+the best median wins. The speedup is then measured as ratios of interleaved pairs, baseline
+then winner (A B A B ...), so machine drift hits both alike. Both take as many rounds as
+the run's budget leaves, down to one confirmation pair.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING, TypeVar
+
+from autoaccel.budget import Budget
+from autoaccel.config import TrainingConfig
+from autoaccel.measure import Measurement
+
+if TYPE_CHECKING:  # only for annotations: the CLI reads CONFIRM_PAIRS without Optuna
+    from autoaccel.search.study import TrialRecord
+
+__all__ = [
+    "CONFIRM_PAIRS",
+    "FINALISTS",
+    "FINAL_ROUNDS",
+    "Speedup",
+    "confirm",
+    "final_round",
+    "measure_in_turn",
+]
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+CONFIRM_PAIRS = 3
+FINALISTS = 3  # configs re-measured at the end of a search
+FINAL_ROUNDS = 2  # extra measurements of each finalist
+
+
+@dataclass(frozen=True)
+class Speedup:
+    """Best vs. baseline, measured in interleaved pairs (A B A B ...) so drift cancels."""
+
+    ratios: tuple[float, ...]
+    baseline_samples_per_s: tuple[float, ...]
+    best_samples_per_s: tuple[float, ...]
+
+    @property
+    def median(self) -> float:
+        return statistics.median(self.ratios) if self.ratios else 1.0
+
+    @property
+    def min(self) -> float:
+        return min(self.ratios) if self.ratios else 1.0
+
+    @property
+    def max(self) -> float:
+        return max(self.ratios) if self.ratios else 1.0
+
+    def __str__(self) -> str:
+        return (
+            f"{self.median:.2f}x (min {self.min:.2f}, max {self.max:.2f}, {len(self.ratios)} pairs)"
+        )
+
+
+def _fitting(count: int, cost_s: float, budget: Budget | None, keep_s: float) -> int:
+    """How many of ``count`` measurements of ``cost_s`` each fit in what the budget leaves."""
+    if budget is None or cost_s <= 0:
+        return count
+    return max(0, min(count, math.floor(budget.left_s(keep_s=keep_s) / cost_s)))
+
+
+def _finalists(records: list[TrialRecord], finalists: int) -> list[TrialRecord]:
+    """The best measured configs, each once, best first."""
+    ranked: list[TrialRecord] = []
+    seen: set[str] = set()
+    for record in sorted(records, key=lambda r: r.value, reverse=True):
+        key = repr(sorted(record.config.knobs().items()))
+        if record.measurement.ok and key not in seen:
+            seen.add(key)
+            ranked.append(record)
+    return ranked[:finalists]
+
+
+def measure_in_turn(
+    finalists: Sequence[T], rounds: int, round_of: Callable[[int], Callable[[T], R | None] | None]
+) -> list[list[R]]:
+    """The final round's one rule: every finalist measured again, in turn, round after
+    round (A B C A B C), so drift on the machine hits them alike.
+
+    Args:
+        finalists: What is measured again.
+        rounds: How many rounds (numbered 1, 2, ...).
+        round_of: Sets up round ``r`` and returns how to measure a finalist in it (None
+            for a failed measurement), or None to skip the round.
+
+    Returns:
+        Each finalist's measurements, in the finalists' order.
+
+    Example:
+        >>> measure_in_turn(["a", "b"], 2, lambda r: lambda f: f"{f}{r}")
+        [['a1', 'a2'], ['b1', 'b2']]
+    """
+    found: list[list[R]] = [[] for _ in finalists]
+    for number in range(1, rounds + 1):
+        measure = round_of(number)
+        if measure is None:
+            continue
+        for i, finalist in enumerate(finalists):
+            value = measure(finalist)
+            if value is not None:
+                found[i].append(value)
+    return found
+
+
+def final_round(
+    measure: Callable[[TrainingConfig], Measurement],
+    records: list[TrialRecord],
+    *,
+    finalists: int = FINALISTS,
+    rounds: int = FINAL_ROUNDS,
+    max_measurements: int | None = None,
+    budget: Budget | None = None,
+    trial_s: float = 0.0,
+    keep_s: float = 0.0,
+) -> tuple[TrialRecord, str | None]:
+    """Re-measure the top configs interleaved and keep the one with the best median.
+
+    Args:
+        max_measurements: Trials left under ``max_trials``; fewer rounds (or none) fit.
+        budget: The run's deadline: only rounds of ``trial_s`` per finalist that fit in
+            what it leaves, ``keep_s`` kept (for the confirmation), are run.
+
+    Returns:
+        The winner (its measurement the median one) and a line of evidence, or the best
+        record and None when there is nothing to compare.
+    """
+    top = _finalists(records, finalists)
+    if max_measurements is not None:
+        rounds = min(rounds, max(max_measurements, 0) // max(len(top), 1))
+    rounds = _fitting(rounds, trial_s * len(top), budget, keep_s)
+    if len(top) < 2 or rounds < 1:
+        return (top[0] if top else records[0]), None
+
+    def again(_: int) -> Callable[[TrialRecord], Measurement | None]:
+        return lambda record: m if (m := measure(record.config)).ok else None
+
+    more = measure_in_turn(top, rounds, again)
+    runs = [[r.measurement, *m] for r, m in zip(top, more, strict=True)]
+    medians = [statistics.median(m.samples_per_s for m in ms) for ms in runs]
+    won = max(range(len(top)), key=lambda i: medians[i])
+    middle = sorted(runs[won], key=lambda m: m.samples_per_s)[(len(runs[won]) - 1) // 2]
+    evidence = "; ".join(
+        f"trial {r.number}: median {medians[i]:,.0f} samples/s of {len(runs[i])}"
+        for i, r in enumerate(top)
+    )
+    line = f"finalists re-measured in turn ({evidence}); trial {top[won].number} kept"
+    return replace(top[won], measurement=middle), line
+
+
+def confirm(
+    measure: Callable[[TrainingConfig], Measurement],
+    baseline: TrainingConfig,
+    best: TrainingConfig,
+    *,
+    pairs: int = CONFIRM_PAIRS,
+    budget: Budget | None = None,
+    trial_s: float = 0.0,
+) -> Speedup:
+    """Re-measure baseline and best interleaved (A B A B ...); ratios of each pair.
+
+    With ``budget``, as many of ``pairs`` as fit in what it leaves (``2 x trial_s`` each),
+    and at least one: the confirmation is what the speedup stands on.
+    """
+    if pairs > 0:
+        pairs = max(1, _fitting(pairs, 2 * trial_s, budget, 0.0))
+    ratios, base_rates, best_rates = [], [], []
+    for _ in range(pairs):
+        a = measure(baseline)
+        b = measure(best)
+        if a.ok and b.ok and a.samples_per_s > 0:
+            ratios.append(b.samples_per_s / a.samples_per_s)
+            base_rates.append(a.samples_per_s)
+            best_rates.append(b.samples_per_s)
+    return Speedup(tuple(ratios), tuple(base_rates), tuple(best_rates))

@@ -1,0 +1,239 @@
+"""``advise()``: the Python front end. It diagnoses a training setup in-process, searches
+for the fastest one and proves the speedup, then (with held-out data) the soonest to a good
+model.
+
+Stages: check the arguments; describe the data (and hold some out); build the workload;
+measure the baseline; then the shared pipeline (``autoaccel.pipeline``) with one budget.
+The caller's model, optimizer, RNG states and thread settings are left as they were.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+from rich.console import Console
+from torch import nn
+
+from autoaccel.advice import Advice
+from autoaccel.budget import ADVISE_BUDGET_S, DEFAULT_MAX_TRIALS, Budget
+from autoaccel.config import TrainingConfig
+from autoaccel.confirm import CONFIRM_PAIRS
+from autoaccel.errors import UsageError
+from autoaccel.measure import Measurement, MeterSettings, PruneBelow
+from autoaccel.pipeline import (
+    Job,
+    PipelineOptions,
+    check_budget,
+    keep_for_schedule,
+    run_pipeline,
+    throughput_share,
+    tune_schedule,
+)
+from autoaccel.probe import probe_system
+from autoaccel.process import preserved_process_state
+from autoaccel.runtime.data import describe_data
+from autoaccel.runtime.run import has_conv
+from autoaccel.search import WorkloadFacts
+from autoaccel.states import Objective
+from autoaccel.time_to_loss import Goal, HeldOut, check_goal, holdout_split
+from autoaccel.trials.in_process import run_trial
+from autoaccel.trials.workload import OptimizerLike, Workload, make_workload
+
+__all__ = ["advise"]
+
+IN_PROCESS_START_S = 0.5  # fixed cost of one in-process trial (no interpreter to start)
+
+
+def advise(
+    model: nn.Module,
+    data: Any,
+    *,
+    loss_fn: Callable[..., torch.Tensor] | None = None,
+    optimizer: OptimizerLike = None,
+    budget_s: float | None = None,
+    max_trials: int = DEFAULT_MAX_TRIALS,
+    keep_global_batch: bool = False,
+    storage: str | None = None,
+    study_name: str | None = None,
+    seed: int | None = None,
+    loader_kwargs: Mapping[str, Any] | None = None,
+    include_compile: bool = False,
+    settings: MeterSettings | None = None,
+    progress: bool = True,
+    confirm_pairs: int = CONFIRM_PAIRS,
+    val_data: Any = None,
+    objective: str | None = None,
+    horizon_s: float | None = None,
+    target: float | None = None,
+    metric: Callable[[Any, Any], Any] | None = None,
+) -> Advice:
+    """Find the fastest training setup for ``model`` on ``data`` here, measured.
+
+    With ``objective="time-to-loss"`` (the default when ``val_data`` is given) "fastest"
+    means reaching the held-out losses your own setup reaches soonest, not the most
+    samples/s: the throughput search picks the system settings, then a schedule study
+    picks batch size, LR (around an LR range test's suggestion), warm-up, decay and
+    momentum (see ``autoaccel.converge``).
+
+    Args:
+        model: The model to train; never changed (trials train copies).
+        data: A Dataset, a DataLoader (its settings are the baseline) or tensors ``(X, y)``.
+        loss_fn: ``loss_fn(model(*inputs), target)``; inferred only when unambiguous
+            (cross-entropy for integer targets, or a model that returns its own loss).
+        optimizer: The caller's optimizer (copied per trial, never stepped), a factory
+            ``params -> optimizer``, or None for AdamW(lr=1e-3).
+        budget_s: Wall-clock budget for everything (baseline, search and confirm);
+            default 120 s, or 360 s for time-to-loss.
+        max_trials: At most this many measured trials.
+        keep_global_batch: Keep the global batch (batch x accumulation) as it is.
+        storage: Optuna storage URL or SQLite path (default ``.autoaccel/studies.db``).
+        study_name: Name of the study; the default is derived from the workload, so the
+            same call resumes.
+        seed: Seeds the sampler.
+        loader_kwargs: Loader settings for a Dataset (batch_size, shuffle, collate_fn, ...).
+        include_compile: Search torch.compile as well (slow: compile time per trial).
+        settings: Warm-up and window lengths of each trial.
+        progress: Print a line per trial on stderr.
+        confirm_pairs: Interleaved baseline/best pairs measured to confirm the speedup.
+        val_data: A validation set (same kinds as ``data``) to score the loss on.
+        objective: ``"throughput"`` (system knobs only; the default without val_data) or
+            ``"time-to-loss"`` (the default with val_data; without it, training samples
+            are held out for scoring).
+        horizon_s: Training time your setup gets to set the losses to beat, and at most
+            each schedule candidate (default: a tenth of the budget left after the
+            throughput search).
+        target: The held-out quality you aim for, for time-to-loss: a loss (reached at or
+            below it), or a value of ``metric``. When your setup reaches it within the
+            horizon, "sooner" means sooner to it alone; else to your setup's losses.
+        metric: ``metric(model(*inputs), target) -> number``, the batch's mean (e.g.
+            accuracy); averaged over the held-out samples. Higher is better when the
+            untrained model scores below ``target``. Needs ``target``.
+
+    Returns:
+        The ``Advice``; ``advice.config`` is the recommended ``TrainingConfig``.
+
+    Raises:
+        DataError: empty data, model and data that do not fit (naming the call and the
+            shapes), no loss to infer, data on another device than the model.
+        UsageError: a budget too small for one trial, max_trials < 1, a target with the
+            throughput objective or a metric without one, a target the untrained model
+            already reaches.
+
+    Example:
+        >>> X, y = torch.randn(4096, 32), torch.randint(0, 4, (4096,))
+        >>> model = nn.Sequential(nn.Linear(32, 64), nn.ReLU(), nn.Linear(64, 4))
+        >>> advice = advise(model, (X, y), budget_s=30, progress=False)  # doctest: +SKIP
+        >>> advice.speedup.median > 1                                     # doctest: +SKIP
+        True
+    """
+    objective_ = _objective(objective, val_data, target, metric)
+    settings = settings or MeterSettings()
+    if budget_s is None:
+        budget_s = ADVISE_BUDGET_S * (3 if objective_ is Objective.TIME_TO_LOSS else 1)
+    check_budget(throughput_share(budget_s, objective_), max_trials, settings)
+    options = PipelineOptions(
+        max_trials=max_trials,
+        objective=objective_,
+        keep_global_batch=keep_global_batch,
+        storage=storage,
+        study_name=study_name,
+        seed=seed,
+        include_compile=include_compile,
+        settings=settings,
+        confirm_pairs=confirm_pairs,
+        horizon_s=horizon_s,
+        command=f"autoaccel.advise({type(model).__name__}, ...)",
+        prefix="advise",
+    )
+    budget = Budget(budget_s)
+    console = Console(stderr=True) if progress else None
+    spec = describe_data(data, loader_kwargs=loader_kwargs)
+    held = None
+    if objective_ is Objective.TIME_TO_LOSS:
+        held = HeldOut(*holdout_split(spec, val_data, seed=seed or 0))
+        spec = held.train
+    with preserved_process_state(rng=True):
+        workload = make_workload(model, spec, loss_fn=loss_fn, optimizer=optimizer, seed=seed or 0)
+        goal = None
+        if held is not None and target is not None:
+            goal = check_goal(workload, held, Goal(target, metric, _metric_name(metric)))
+        keep_for_schedule(budget, options)
+        advice = run_pipeline(_job(workload, options, console), options, budget, console=console)
+        if held is None:
+            return advice
+        return tune_schedule(advice, workload, held, options, budget, goal=goal, console=console)
+
+
+def _objective(
+    objective: str | None, val_data: Any, target: float | None, metric: Callable[..., Any] | None
+) -> Objective:
+    """The objective asked for (time-to-loss by default with val_data), checked with the
+    goal's arguments.
+
+    Raises:
+        UsageError: an unknown objective, a metric without a target, or a target with the
+            throughput objective.
+    """
+    if objective is None:
+        objective = "time-to-loss" if val_data is not None else "throughput"
+    if objective not in Objective.spellings():
+        raise UsageError(
+            f"objective must be one of {', '.join(Objective.spellings())}, got {objective!r}"
+        )
+    if metric is not None and target is None:
+        raise UsageError(
+            "metric= needs target=, the value to reach (e.g. target=0.95 for 95% accuracy)"
+        )
+    if target is not None and objective != Objective.TIME_TO_LOSS:
+        raise UsageError(
+            "target= is for objective='time-to-loss' (give val_data, or objective="
+            "'time-to-loss'); the throughput objective has no quality to reach"
+        )
+    return Objective(objective)
+
+
+def _job(workload: Workload, options: PipelineOptions, console: Console | None) -> Job:
+    """The baseline measured in-process, with the facts the pipeline needs.
+
+    Raises:
+        UsageError: the caller's own setup cannot be measured (it fails as it is).
+    """
+
+    def measure(config: TrainingConfig, prune: PruneBelow | None = None) -> Measurement:
+        return run_trial(workload, config, options.settings, prune=prune)
+
+    user = workload.user_config()
+    if console:
+        console.print(
+            f"autoaccel: measuring the baseline (batch {user.batch_size}, "
+            f"{user.num_workers} workers, {user.num_threads} threads, fp32)",
+            highlight=False,
+            soft_wrap=True,
+        )
+    baseline = measure(user)
+    if not baseline.ok:
+        raise UsageError(
+            f"the current setup cannot be measured ({baseline.outcome}: "
+            f"{baseline.message}); fix the training step first"
+        )
+    spec = workload.data
+    facts = WorkloadFacts(
+        model_name=type(workload.model).__name__,
+        parameter_count=workload.parameter_count,
+        dataset_size=len(spec),
+        conv_model=has_conv(workload.model),
+        tensor_data=spec.tensors is not None,
+        device=workload.device,
+        start_s=IN_PROCESS_START_S,
+        optimizer=type(workload.fresh()[1]).__name__,
+    )
+    return Job(measure, user, baseline, facts, probe_system())
+
+
+def _metric_name(metric: Callable[..., Any] | None) -> str:
+    if metric is None:
+        return "held-out loss"
+    name = getattr(metric, "__name__", "")
+    return name if name.isidentifier() else "metric"

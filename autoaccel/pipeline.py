@@ -1,0 +1,406 @@
+"""The one pipeline both front ends call, after they have measured the baseline.
+
+``advise()`` measures in-process, ``autoaccel tune`` runs the script as a subprocess per
+trial; from the baseline on, both run the same stages, drawing on the same ``Budget``:
+
+1. ``build_space``: the knobs that apply here, bounded by the memory model;
+2. ``diagnose`` and the heuristic guesses;
+3. the Optuna study (``Search``), keeping time for what follows;
+4. the final round (finalists re-measured in turn) and the paired confirmation;
+5. the advice: recommendations with their evidence, the LR rule, the provenance;
+6. with ``objective="time-to-loss"`` (in-process, with held-out data), the schedule study
+   (``autoaccel.time_to_loss``) and its evidence.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import optuna
+import torch
+from rich.console import Console
+
+from autoaccel._version import __version__
+from autoaccel.advice import Advice, lr_follows_batch, recommendations, with_convergence
+from autoaccel.budget import DEFAULT_MAX_TRIALS, Budget
+from autoaccel.config import Provenance, TrainingConfig, now_iso
+from autoaccel.confirm import CONFIRM_PAIRS, FINAL_ROUNDS, FINALISTS, Speedup, confirm, final_round
+from autoaccel.errors import UsageError
+from autoaccel.measure import Measurement, MeterSettings
+from autoaccel.probe import HardwareProfile
+from autoaccel.search import (
+    Diagnosis,
+    Search,
+    SearchResult,
+    SearchSpace,
+    TrialFn,
+    TrialRecord,
+    WorkloadFacts,
+    build_space,
+    diagnose,
+    guesses,
+    knob_priority,
+)
+from autoaccel.states import Objective
+from autoaccel.time_to_loss import Goal, HeldOut, ScheduleInputs, search_schedule
+from autoaccel.trials.workload import Workload
+
+__all__ = [
+    "THROUGHPUT_SHARE",
+    "Job",
+    "PipelineOptions",
+    "check_budget",
+    "run_pipeline",
+    "tune_schedule",
+]
+
+THROUGHPUT_SHARE = 0.35  # of a time-to-loss budget, for the system-knob search
+HORIZONS_PER_BUDGET = 10  # a schedule candidate trains for about 1/10 of what is left
+END_PHASES = "the final round and confirmation"
+SCHEDULE_PHASE = "the schedule study"
+
+
+@dataclass(frozen=True)
+class PipelineOptions:
+    """What the user asked of a tuning run, gathered once by either front end."""
+
+    max_trials: int = DEFAULT_MAX_TRIALS
+    objective: Objective = Objective.THROUGHPUT
+    keep_global_batch: bool = False
+    storage: str | None = None  # Optuna storage URL or SQLite path
+    study_name: str | None = None  # default: derived from the workload, so a rerun resumes
+    seed: int | None = None
+    include_compile: bool = False
+    include_parallel: bool = False  # DDP over several processes (script trials only)
+    settings: MeterSettings = field(default_factory=MeterSettings)
+    confirm_pairs: int = CONFIRM_PAIRS
+    horizon_s: float | None = None  # time-to-loss: your setup's training time
+    command: str = ""  # how the user started this, for the config's provenance
+    prefix: str = "advise"  # of derived study names: advise | tune
+
+
+@dataclass(frozen=True)
+class Job:
+    """What a front end measured before the pipeline: the baseline and the facts."""
+
+    measure: TrialFn
+    user: TrainingConfig  # the caller's own setup
+    baseline: Measurement
+    facts: WorkloadFacts
+    profile: HardwareProfile
+
+
+def check_budget(budget_s: float, max_trials: int, settings: MeterSettings) -> None:
+    """Refuse a budget too small for a trial and its confirmation, before any work.
+
+    Raises:
+        UsageError: naming the smallest budget that can work.
+    """
+    minimum_s = 3 * (settings.window_s + 1.0)
+    if budget_s < minimum_s:
+        raise UsageError(
+            f"budget_s={budget_s:g} is too small for even one trial plus its confirmation: "
+            f"give at least {minimum_s:.0f} s (e.g. budget_s=60 or --budget 1m)"
+        )
+    if max_trials < 1:
+        raise UsageError(f"max_trials must be >= 1, got {max_trials}")
+
+
+def study_name_for(
+    facts: WorkloadFacts, space: SearchSpace, profile: HardwareProfile, options: PipelineOptions
+) -> str:
+    """A study name derived from the workload, the space and the machine: same call, same
+    study, so a rerun resumes; a changed space gets a new study."""
+    key = repr((facts, space.describe(), profile.fingerprint(), options.settings))
+    digest = hashlib.sha256(key.encode()).hexdigest()[:10]
+    return f"{options.prefix}-{facts.model_name}-{digest}"
+
+
+def run_pipeline(
+    job: Job,
+    options: PipelineOptions,
+    budget: Budget,
+    *,
+    console: Console | None = None,
+    on_best: Callable[[TrialRecord], None] | None = None,
+) -> Advice:
+    """From the baseline to the advice: space, study, final round, confirmation.
+
+    Args:
+        job: The baseline and facts the front end measured, and how to measure a trial.
+        options: What the user asked for.
+        budget: The run's deadline; later phases' shares are already kept in it.
+        console: Where progress lines go (None for silence).
+        on_best: Called with each new best trial (``tune`` saves it at once).
+    """
+    space = _space(job, options)
+    diagnosis = diagnose(job.baseline, space)
+    trial_s = job.baseline.warmup_s + job.baseline.window_s + job.facts.start_s
+    result = _search(job, options, budget, space, diagnosis, trial_s, console, on_best)
+    _say(
+        console,
+        f"search stopped ({result.stop_reason}); re-measuring the {FINALISTS} best, then "
+        f"confirming the winner vs. baseline in up to {options.confirm_pairs} interleaved pairs",
+    )
+    confirm_s = 2 * options.confirm_pairs * trial_s
+    winner, final_evidence = final_round(
+        job.measure,
+        result.records,
+        max_measurements=options.max_trials - result.trials_measured,
+        budget=budget,
+        trial_s=trial_s,
+        keep_s=confirm_s,
+    )
+    result = replace(result, best=winner)
+    speedup = confirm(
+        job.measure,
+        result.baseline.config,
+        result.best.config,
+        pairs=options.confirm_pairs,
+        budget=budget,
+        trial_s=trial_s,
+    )
+    advice = _advice(job, options, space, diagnosis, result, speedup, budget)
+    advice.notes = [
+        *result.best.measurement.notes,
+        *([final_evidence] if final_evidence else []),
+        *_speedup_notes(speedup),
+    ]
+    return advice
+
+
+def _speedup_notes(speedup: Speedup) -> list[str]:
+    if not speedup.ratios:
+        return ["the confirmation runs failed; the speedup is not confirmed"]
+    if speedup.max < 1.0:
+        return [
+            "the confirmed speedup is below 1: the baseline is already the fastest "
+            "setup measured here"
+        ]
+    return []
+
+
+def _space(job: Job, options: PipelineOptions) -> SearchSpace:
+    facts = job.facts
+    return build_space(
+        job.profile,
+        job.user,
+        dataset_size=facts.dataset_size,
+        device=facts.device,
+        conv_model=facts.conv_model,
+        tensor_data=facts.tensor_data,
+        baseline_memory_bytes=job.baseline.memory_growth_bytes,
+        keep_global_batch=options.keep_global_batch,
+        include_compile=options.include_compile,
+        include_parallel=options.include_parallel,
+        has_loader=facts.has_loader,
+    )
+
+
+def _search(
+    job: Job,
+    options: PipelineOptions,
+    budget: Budget,
+    space: SearchSpace,
+    diagnosis: Diagnosis,
+    trial_s: float,
+    console: Console | None,
+    on_best: Callable[[TrialRecord], None] | None,
+) -> SearchResult:
+    """The Optuna study, with the end phases' time kept from it."""
+    budget.keep(END_PHASES, (2 * options.confirm_pairs + FINALISTS * FINAL_ROUNDS) * trial_s)
+    search = Search(
+        space,
+        job.measure,
+        budget=budget,
+        max_trials=options.max_trials,
+        study_name=options.study_name or study_name_for(job.facts, space, job.profile, options),
+        storage=options.storage,
+        seed=options.seed,
+        priority=knob_priority(diagnosis),
+        console=console,
+        on_best=on_best,
+    )
+    try:
+        return search.run(
+            job.user,
+            guesses(space, job.user, diagnosis, job.profile),
+            baseline_measurement=job.baseline,
+        )
+    finally:
+        budget.release(END_PHASES)
+
+
+def _advice(
+    job: Job,
+    options: PipelineOptions,
+    space: SearchSpace,
+    diagnosis: Diagnosis,
+    result: SearchResult,
+    speedup: Speedup,
+    budget: Budget,
+) -> Advice:
+    """The advice: the best config with its LR rule, evidence and provenance."""
+    recs = recommendations(result, diagnosis, job.facts, options.keep_global_batch)
+    config, scaling = lr_follows_batch(result.best.config, job.user, job.facts)
+    if scaling:
+        recs.append(scaling)
+    evidence = {r.knob: r.evidence for r in recs if r.knob and (r.measured or r is scaling)}
+    config = replace(config, provenance=_provenance(job, options, result, speedup, evidence))
+    return Advice(
+        config,
+        result.baseline.measurement,
+        result.best.measurement,
+        speedup,
+        diagnosis,
+        recs,
+        job.profile,
+        result,
+        space,
+        budget.spent_s(),
+    )
+
+
+def _provenance(
+    job: Job,
+    options: PipelineOptions,
+    result: SearchResult,
+    speedup: Speedup,
+    evidence: dict[str, str],
+) -> Provenance:
+    return Provenance(
+        hardware_fingerprint=job.profile.fingerprint(),
+        hardware=job.profile.describe(),
+        created_at=now_iso(),
+        command=options.command,
+        versions={
+            "autoaccel": __version__,
+            "torch": str(torch.__version__),
+            "optuna": str(optuna.__version__),
+        },
+        measured={
+            "samples_per_s": round(result.best.measurement.samples_per_s, 1),
+            "baseline_samples_per_s": round(result.baseline.measurement.samples_per_s, 1),
+            "speedup": round(speedup.median, 3),
+            "speedup_min": round(speedup.min, 3),
+            "speedup_max": round(speedup.max, 3),
+            "trials": result.trials_measured,
+        },
+        evidence=evidence,
+    )
+
+
+def _say(console: Console | None, text: str) -> None:
+    if console:
+        console.print(f"autoaccel: {text}", highlight=False, soft_wrap=True)
+
+
+# --- time to loss: the schedule study after the throughput search --------------------------
+
+
+def tune_schedule(
+    advice: Advice,
+    workload: Workload,
+    data: HeldOut,
+    options: PipelineOptions,
+    budget: Budget,
+    *,
+    goal: Goal | None = None,
+    console: Console | None = None,
+) -> Advice:
+    """The schedule study on the throughput pick's system settings, and its advice.
+
+    Args:
+        data: What to train on and what to score the held-out loss on.
+        goal: The held-out loss or metric value the user aims for, if named.
+    """
+    budget.release(SCHEDULE_PHASE)
+    user = workload.user_config()
+    horizon = options.horizon_s or max(
+        4 * options.settings.window_s, budget.left_s() / HORIZONS_PER_BUDGET
+    )
+    # Paces against different horizons or goals do not compare: one study for each.
+    name = f"{options.study_name or advice.search.study_name}-schedule-{horizon:.0f}s"
+    if goal is not None:
+        name += f"-{goal.name}-{goal.target:g}"
+    inputs = ScheduleInputs(
+        system=replace(advice.config, lr_scaling="none", warmup_steps=0),
+        user=user,
+        rates=rates_by_batch(advice.search.records, advice.config),
+        fastest=settings_by_batch(advice.search.records, advice.config),
+        horizon_s=horizon,
+        study_name=name,
+        goal=goal,
+        storage=options.storage,
+        seed=options.seed,
+    )
+    converged = search_schedule(workload, data, inputs, budget, console=console)
+    return with_convergence(advice, converged, user, wall_s=budget.spent_s())
+
+
+def rates_by_batch(records: list[TrialRecord], system: TrainingConfig) -> dict[int, float]:
+    """Measured samples/s by batch size, from the trials closest to the system settings."""
+    others = {k: v for k, v in system.knobs().items() if k != "batch_size"}
+    ok = [r for r in records if r.measurement.ok]
+    same = [r for r in ok if all(r.config.knobs().get(k) == v for k, v in others.items())]
+    rates: dict[int, float] = {}
+    for record in same or ok:
+        b = record.config.batch_size
+        rates[b] = max(rates.get(b, 0.0), record.measurement.samples_per_s)
+    return rates
+
+
+# How the cores are split between compute threads and loader workers, and the loader's
+# settings: what suits one batch size does not suit another.
+CPU_SPLIT_KNOBS = (
+    "num_threads",
+    "num_workers",
+    "persistent_workers",
+    "prefetch_factor",
+    "pin_memory",
+)
+
+
+def settings_by_batch(
+    records: list[TrialRecord], system: TrainingConfig
+) -> dict[int, TrainingConfig]:
+    """The system pick's settings for each measured batch size, with the compute threads
+    and loader settings (workers, prefetch, pinning) of the fastest trial measured at that
+    batch size: how much loading help a step needs, and so how the cores are best split
+    between threads and workers, depends on the batch; the model-side settings do not.
+
+    A batch-32 candidate of a pick measured at batch 256 with 1 thread and 2 workers thus
+    trains with the split that was fastest at batch 32 (on 2 cores often 2 threads, no
+    workers)."""
+    best: dict[int, TrialRecord] = {}
+    for record in records:
+        b = record.config.batch_size
+        if record.measurement.ok and (b not in best or record.value > best[b].value):
+            best[b] = record
+    clean: dict[str, Any] = {"lr_scaling": "none", "warmup_steps": 0}
+    settings = {
+        b: replace(
+            system,
+            batch_size=b,
+            grad_accum_steps=r.config.grad_accum_steps,
+            **{k: getattr(r.config, k) for k in CPU_SPLIT_KNOBS},
+            **clean,
+        )
+        for b, r in best.items()
+    }
+    settings[system.batch_size] = replace(system, **clean)
+    return settings
+
+
+def keep_for_schedule(budget: Budget, options: PipelineOptions) -> None:
+    """With time-to-loss, hold the schedule study's share back from the throughput search."""
+    if options.objective is Objective.TIME_TO_LOSS:
+        budget.keep(SCHEDULE_PHASE, (1 - THROUGHPUT_SHARE) * budget.given_s)
+
+
+def throughput_share(budget_s: float, objective: Objective) -> float:
+    """The part of a budget the throughput search may use (for the minimum-budget check)."""
+    return budget_s * (THROUGHPUT_SHARE if objective is Objective.TIME_TO_LOSS else 1.0)

@@ -1,0 +1,293 @@
+"""``prepare()``: the few lines a training script adds to run with a tuned config.
+
+In a normal run ``prepare()`` finds ``autoaccel.yaml`` (``autoaccel.config.find_config``:
+``config=``, ``$AUTOACCEL_CONFIG``, beside the script, then the working directory) and
+applies it; with none it changes nothing and says how to tune. Under ``autoaccel tune``
+(``AUTOACCEL_TRIAL`` set) it applies the trial's config and hands the run to a
+``TrialSession`` (``autoaccel.trials.session``), which measures the steps, writes the
+result and ends the script. Under torchrun it joins the process group, wraps the model in
+DDP and shards the data.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.data import DataLoader
+from torch.utils.data.distributed import DistributedSampler
+
+from autoaccel.config import TrainingConfig, find_config, load_config
+from autoaccel.errors import ConfigError
+from autoaccel.probe import probe_system
+from autoaccel.process import apply_process_settings
+from autoaccel.runtime.data import DataSpec, build_loader, describe_data
+from autoaccel.runtime.run import Run, has_conv, model_device
+from autoaccel.schedule import apply_lr, apply_momentum, build_scheduler, scale_lr
+from autoaccel.trials.protocol import TrialSpec, read_trial_spec
+from autoaccel.trials.session import TrialSession
+
+__all__ = ["prepare"]
+
+_HINT = (
+    "autoaccel: no autoaccel.yaml found, so your own settings run unchanged. "
+    "Tune them with: autoaccel tune {script}"
+)
+
+
+@dataclass(frozen=True)
+class _Processes:
+    """This process's place under torchrun: (0, 1) when it runs alone."""
+
+    rank: int
+    world: int
+
+    @classmethod
+    def join(cls) -> _Processes:
+        """Start the process group when torchrun launched several processes."""
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world <= 1:
+            return cls(0, 1)
+        if not dist.is_initialized():
+            dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        return cls(dist.get_rank(), dist.get_world_size())
+
+
+def prepare(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    data: Any = None,
+    *,
+    loader_kwargs: Mapping[str, Any] | None = None,
+    scheduler: Any = None,
+    config: TrainingConfig | str | os.PathLike[str] | None = None,
+    batch_size: int | None = None,
+    grad_accum_steps: int = 1,
+    total_steps: int | None = None,
+) -> Run:
+    """Apply the tuned config (or a tuner's trial) to a training script's objects.
+
+    Args:
+        model: The model, on the device it trains on.
+        optimizer: Its optimizer.
+        data: A Dataset, a DataLoader or tensors ``(X, y)``; None when the script batches
+            by itself (then read ``run.batch_size`` and ``run.grad_accum_steps``).
+        loader_kwargs: The script's own loader settings for a Dataset (batch_size,
+            shuffle, collate_fn, drop_last, num_workers, ...).
+        scheduler: The script's LR scheduler; it wins over a tuned schedule (said once).
+        config: A ``TrainingConfig`` or a path; the default looks for autoaccel.yaml.
+        batch_size: The script's own batch size when it batches by itself.
+        grad_accum_steps: The script's own gradient accumulation.
+        total_steps: Optimizer steps the whole run takes (epochs x batches per epoch /
+            accumulation); a tuned decaying schedule is stretched over them. Without it the
+            decay spans the steps it was tuned for, and prepare() says so.
+
+    Returns:
+        The ``Run``: ``run.loader``, ``run.autocast()``, ``run.backward(loss)``,
+        ``run.step()``, ``run.model``, ``run.optimizer``, ``run.scheduler``, ``run.device``.
+
+    Raises:
+        ConfigError: a named config file that is missing or invalid.
+        DataError: the data cannot be used.
+
+    Example:
+        >>> run = autoaccel.prepare(model, optimizer, dataset,       # doctest: +SKIP
+        ...                         loader_kwargs={"batch_size": 64, "shuffle": True})
+        >>> for x, y in run.loader:                                  # doctest: +SKIP
+        ...     with run.autocast():
+        ...         loss = loss_fn(run.model(x), y)
+        ...     run.backward(loss)
+        ...     run.step()
+    """
+    spec = describe_data(data, loader_kwargs=loader_kwargs) if data is not None else None
+    if spec is None and loader_kwargs and batch_size is None:
+        batch_size = loader_kwargs.get("batch_size")
+    user = _user_config(spec, batch_size, grad_accum_steps)
+    trial = read_trial_spec()
+    chosen = _trial_config(trial, user) if trial is not None else _normal_run_config(config, user)
+    processes = _Processes.join()
+    _check_processes(chosen, processes, in_trial=trial is not None)
+    device = _place(model, processes)
+    apply_process_settings(chosen)
+    notes = _apply_lr_settings(optimizer, chosen, user, scheduler)
+    chosen, tuned_scheduler = _schedule(optimizer, chosen, scheduler, total_steps, trial, notes)
+    loader = _loader(spec, chosen, processes) if spec is not None else None
+    observer = None
+    if trial is not None:
+        facts = _trial_facts(model, optimizer, spec, user, device, notes)
+        observer = TrialSession(
+            trial,
+            facts,
+            rank=processes.rank,
+            world=processes.world,
+            device=device,
+            optimizer=optimizer,
+        )
+        if trial.lr_sweep is not None:  # the sweep sets the LR of every step itself
+            scheduler = tuned_scheduler = None
+    elif processes.rank == 0:
+        for note in notes:
+            print(f"autoaccel: {note}", file=sys.stderr)
+    return Run(
+        model,
+        optimizer,
+        chosen,
+        loader=loader,
+        scheduler=scheduler or tuned_scheduler,
+        device=device,
+        observer=observer,
+        distributed=processes.world > 1,
+    )
+
+
+def _user_config(
+    spec: DataSpec | None, batch_size: int | None, grad_accum_steps: int
+) -> TrainingConfig:
+    """What the script asked for itself, as a config."""
+    base = spec.user_config() if spec is not None else TrainingConfig(batch_size=batch_size or 32)
+    return replace(base, grad_accum_steps=grad_accum_steps, num_threads=torch.get_num_threads())
+
+
+def _trial_config(trial: TrialSpec, user: TrainingConfig) -> TrainingConfig:
+    """The trial's config (the script's own for the baseline); the tuner is told the
+    script reached prepare()."""
+    Path(trial.started_path).touch()
+    return user if trial.baseline else trial.trial_config()
+
+
+def _normal_run_config(
+    config: TrainingConfig | str | os.PathLike[str] | None, user: TrainingConfig
+) -> TrainingConfig:
+    """The config a normal run applies: given, found, or (with none) the script's own."""
+    if isinstance(config, TrainingConfig):
+        return config
+    running = sys.argv[0] if sys.argv else ""
+    path = find_config(config, script=running)
+    if path is None:
+        script = Path(running).name if running else "train.py"
+        print(_HINT.format(script=script), file=sys.stderr)
+        return user
+    profile = probe_system()
+    loaded = load_config(path, profile=profile)
+    mismatch = loaded.hardware_mismatch(profile)
+    if mismatch:
+        warnings.warn(mismatch, stacklevel=3)
+    return loaded
+
+
+def _check_processes(chosen: TrainingConfig, processes: _Processes, *, in_trial: bool) -> None:
+    """Refuse FSDP (not applied yet); warn when a DDP config runs in one process."""
+    if chosen.strategy == "fsdp":
+        raise ConfigError(
+            "strategy: fsdp is not applied by this autoaccel yet (DDP is); set "
+            "strategy: ddp, or none for one process"
+        )
+    if chosen.processes > 1 and processes.world == 1 and not in_trial:
+        warnings.warn(
+            f"this config asks for DDP over {chosen.processes} processes; start the "
+            "script with `autoaccel run script.py` (it uses torchrun). Running in "
+            "one process.",
+            stacklevel=3,
+        )
+
+
+def _place(model: nn.Module, processes: _Processes) -> torch.device:
+    """The device this process trains on: the model's, or its own GPU under torchrun."""
+    device = model_device(model)
+    if device.type == "cuda" and processes.world > 1:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+        model.to(device)
+    return device
+
+
+def _apply_lr_settings(
+    optimizer: torch.optim.Optimizer, chosen: TrainingConfig, user: TrainingConfig, scheduler: Any
+) -> list[str]:
+    """The config's LR (tuned for its batch) or its scaling rule, and its momentum."""
+    notes = []
+    if chosen.lr is not None:
+        notes += apply_lr(optimizer, chosen.lr, scheduler=scheduler)
+    else:
+        notes += scale_lr(
+            optimizer,
+            user.global_batch,
+            chosen.global_batch,
+            chosen.lr_scaling,
+            scheduler=scheduler,
+        )
+    if chosen.momentum is not None:
+        notes += apply_momentum(optimizer, chosen.momentum)
+    return notes
+
+
+def _schedule(
+    optimizer: torch.optim.Optimizer,
+    chosen: TrainingConfig,
+    scheduler: Any,
+    total_steps: int | None,
+    trial: TrialSpec | None,
+    notes: list[str],
+) -> tuple[TrainingConfig, Any]:
+    """The tuned schedule as a scheduler, stretched over ``total_steps`` when given; the
+    script's own scheduler wins (a note says so)."""
+    if chosen.schedule != "constant" and total_steps is not None:
+        chosen = replace(chosen, schedule_steps=total_steps)
+    elif chosen.schedule != "constant" and trial is None:
+        notes.append(
+            f"the tuned {chosen.schedule} schedule decays over {chosen.schedule_steps} "
+            "optimizer steps (as it was tuned); pass total_steps= to prepare() "
+            "to stretch it over your whole run"
+        )
+    tuned = build_scheduler(optimizer, chosen)
+    if tuned is not None and scheduler is not None:
+        notes.append(
+            "your own scheduler is used; the tuned schedule "
+            f"({chosen.schedule}, {chosen.warmup_steps} warm-up steps) is not, because "
+            "a scheduler passed to prepare() is explicit code"
+        )
+        tuned = None
+    return chosen, tuned
+
+
+def _loader(spec: DataSpec, chosen: TrainingConfig, processes: _Processes) -> DataLoader[Any]:
+    """The loader with the config's settings; each process gets its shard under torchrun."""
+    sampler: DistributedSampler[Any] | None = None
+    if processes.world > 1 and spec.sampler is None:
+        sampler = DistributedSampler(
+            spec.dataset,
+            num_replicas=processes.world,
+            rank=processes.rank,
+            shuffle=spec.shuffle,
+            drop_last=spec.drop_last,
+        )
+    return build_loader(spec, chosen, sampler=sampler)
+
+
+def _trial_facts(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    spec: DataSpec | None,
+    user: TrainingConfig,
+    device: torch.device,
+    notes: list[str],
+) -> dict[str, Any]:
+    """What a trial's report tells the tuner about the script (for the search space)."""
+    return {
+        "user_config": user.knobs(),
+        "parameter_count": sum(p.numel() for p in model.parameters()),
+        "dataset_size": len(spec) if spec is not None else None,
+        "conv_model": has_conv(model),
+        "tensor_data": spec is not None and spec.tensors is not None,
+        "device": str(device),
+        "notes": notes,
+        "optimizer": type(optimizer).__name__,
+    }

@@ -1,0 +1,43 @@
+"""The throughput search: the knobs that apply here (``space``), where to start
+(``heuristics``) and the Optuna study that measures its way to the fastest (``study``)."""
+
+from __future__ import annotations
+
+from autoaccel.search.heuristics import Diagnosis, diagnose, guesses, knob_priority
+from autoaccel.search.space import (
+    Knob,
+    MemoryModel,
+    SearchSpace,
+    WorkloadFacts,
+    build_space,
+    powers_of_two,
+)
+from autoaccel.search.study import (
+    DEFAULT_STORAGE,
+    PRUNE_BELOW,
+    Search,
+    SearchResult,
+    TrialFn,
+    TrialRecord,
+    storage_url,
+)
+
+__all__ = [
+    "DEFAULT_STORAGE",
+    "PRUNE_BELOW",
+    "Diagnosis",
+    "Knob",
+    "MemoryModel",
+    "Search",
+    "SearchResult",
+    "SearchSpace",
+    "TrialFn",
+    "TrialRecord",
+    "WorkloadFacts",
+    "build_space",
+    "diagnose",
+    "guesses",
+    "knob_priority",
+    "powers_of_two",
+    "storage_url",
+]

@@ -1,0 +1,116 @@
+"""What limits the current setup, and where the search starts: the diagnosis, the order the
+greedy phase changes knobs in, and the heuristic guesses enqueued first.
+
+The thresholds are the profilers' own: data wait >= 5% of the step is worth more workers
+(PyTorch profiler's plugin), >= 20% is highly input-bound (TensorFlow's profiler). They are
+guesses to measure, not rules: on a 2-core machine a worker often competes with the compute
+threads and loses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from autoaccel.config import TrainingConfig
+from autoaccel.measure import Measurement
+from autoaccel.probe import HardwareProfile
+from autoaccel.search.space import SearchSpace
+from autoaccel.states import Precision
+
+__all__ = ["INPUT_BOUND", "MEMORY_BOUND", "Diagnosis", "diagnose", "guesses", "knob_priority"]
+
+INPUT_BOUND = 0.20  # data wait >= 20% of the step: highly input-bound (TF profiler's line)
+SOME_INPUT_WAIT = 0.05  # >= 5%: worth trying more workers (PyTorch profiler's line)
+MEMORY_BOUND = 0.80  # peak >= 80% of the memory budget
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """What limits the current setup, with the figures and thresholds that say so."""
+
+    bound: str  # input | compute | memory
+    data_wait_fraction: float
+    peak_memory_bytes: int | None
+    memory_budget_bytes: int
+    reasons: tuple[str, ...]
+
+    def __str__(self) -> str:
+        return f"{self.bound}-bound: " + "; ".join(self.reasons)
+
+
+def diagnose(baseline: Measurement, space: SearchSpace) -> Diagnosis:
+    """Input-, compute- or memory-bound, from the baseline's measured figures."""
+    wait = baseline.data_wait_fraction
+    budget = space.memory.budget_bytes
+    peak = baseline.memory_growth_bytes
+    reasons = [f"data wait is {wait:.0%} of the step (input-bound at >= {INPUT_BOUND:.0%})"]
+    if peak:
+        reasons.append(
+            f"the step needs {peak / 2**20:,.0f} MiB, {peak / budget:.0%} of the "
+            f"{budget / 2**30:.1f} GiB budget (memory-bound at >= {MEMORY_BOUND:.0%})"
+        )
+    if peak and peak >= MEMORY_BOUND * budget:
+        bound = "memory"
+    elif wait >= INPUT_BOUND:
+        bound = "input"
+    else:
+        bound = "compute"
+    return Diagnosis(bound, wait, peak, budget, tuple(reasons))
+
+
+def knob_priority(diagnosis: Diagnosis) -> list[str]:
+    """The order in which the greedy phase changes knobs."""
+    if diagnosis.bound == "input":
+        return [
+            "batch_fetch",
+            "num_workers",
+            "batch_size",
+            "num_threads",
+            "precision",
+            "channels_last",
+            "pin_memory",
+            "compile",
+        ]
+    return [
+        "batch_size",
+        "precision",
+        "channels_last",
+        "batch_fetch",
+        "num_threads",
+        "num_workers",
+        "pin_memory",
+        "compile",
+    ]
+
+
+def guesses(
+    space: SearchSpace, user: TrainingConfig, diagnosis: Diagnosis, profile: HardwareProfile
+) -> list[TrainingConfig]:
+    """Heuristic best guesses to seed the study with (``enqueue_trial``)."""
+    params = space.params_of(user)
+    names = space.names
+    guess = dict(params)
+    sizes = space.knob("batch_size").choices
+    # Compute-bound: a larger batch amortises per-step overhead (8x, as far as memory allows).
+    larger = [b for b in sizes if b <= user.batch_size * 8 and space.memory.fits(b)]
+    if larger:
+        guess["batch_size"] = max(larger)
+    if "num_threads" in names:
+        guess["num_threads"] = max(space.knob("num_threads").choices)
+    if "channels_last" in names:
+        guess["channels_last"] = True
+    if "batch_fetch" in names:
+        guess["batch_fetch"] = True
+    fast_low_precision = profile.device_type == "cuda" or {"avx512_bf16", "amx_bf16"} & set(
+        profile.cpu.flags
+    )
+    if fast_low_precision and Precision.BF16_MIXED in space.knob("precision").choices:
+        guess["precision"] = Precision.BF16_MIXED.value
+    if "pin_memory" in names:
+        guess["pin_memory"] = True
+    found = [space.config_for(guess)]
+    if diagnosis.bound == "input" or diagnosis.data_wait_fraction >= SOME_INPUT_WAIT:
+        workers = [w for w in space.knob("num_workers").choices if w > user.num_workers]
+        if workers:
+            found.append(space.config_for({**guess, "num_workers": min(workers[-1], 4)}))
+    return found

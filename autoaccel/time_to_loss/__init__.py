@@ -1,0 +1,66 @@
+"""Time to loss: which setup gets to a low held-out loss soonest, not which is fastest.
+
+More samples per second is worthless if the model learns worse per second. After the
+throughput search has found the fastest system settings, a second Optuna study searches
+batch size, peak LR, warm-up, decay shape and length, and momentum, scored by *pace*: how
+much sooner than your own setup a candidate reaches the held-out losses your setup
+reaches (or the goal you name).
+
+- ``curves``: curve points, levels, the pace, the plateau;
+- ``holdout``: what the held-out loss is scored on;
+- ``training``: training runs scored on held-out data, and the LR range test;
+- ``study``: the schedule study, stage by stage;
+- ``final``: its final round on other data orders.
+"""
+
+from __future__ import annotations
+
+from autoaccel.time_to_loss.curves import (
+    CurvePoint,
+    Goal,
+    Level,
+    LossRun,
+    Plateau,
+    find_plateau,
+    goal_level,
+    pace_of,
+    target_levels,
+)
+from autoaccel.time_to_loss.final import final_plan, final_round
+from autoaccel.time_to_loss.holdout import Holdout, holdout_split
+from autoaccel.time_to_loss.study import ConvergenceResult, ScheduleInputs, search_schedule
+from autoaccel.time_to_loss.training import (
+    EVALS,
+    HeldOut,
+    Scoring,
+    check_goal,
+    find_lr,
+    prepared_run,
+    train_for,
+)
+
+__all__ = [
+    "EVALS",
+    "ConvergenceResult",
+    "CurvePoint",
+    "Goal",
+    "HeldOut",
+    "Holdout",
+    "Level",
+    "LossRun",
+    "Plateau",
+    "ScheduleInputs",
+    "Scoring",
+    "check_goal",
+    "final_plan",
+    "final_round",
+    "find_lr",
+    "find_plateau",
+    "goal_level",
+    "holdout_split",
+    "pace_of",
+    "prepared_run",
+    "search_schedule",
+    "target_levels",
+    "train_for",
+]

@@ -1,0 +1,100 @@
+"""The schedule study's final round: the search's best is the luckiest of many candidates,
+each trained once, so the best few are trained again on other data orders.
+
+Your setup is trained again on each order too, for the times to beat on it; a finalist's
+pace is the geometric mean over all its runs. How many finalists and orders fit is decided
+by ``final_plan`` from the study's budget. The rounds themselves follow the one rule of
+``autoaccel.confirm.measure_in_turn``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import replace
+from statistics import geometric_mean
+
+from autoaccel.config import TrainingConfig
+from autoaccel.confirm import measure_in_turn
+from autoaccel.time_to_loss.curves import Level, LossRun, pace_of
+
+__all__ = ["FINAL_SHARE", "final_plan", "final_round", "outcome_line"]
+
+# The final round, (finalists, other data orders) by preference: the best candidates and
+# your setup trained again on other data orders, in at most a share of the study's budget.
+FINAL_PLANS = ((3, 2), (2, 2), (2, 1), (1, 1))
+FINAL_SHARE = 0.3
+
+#: Trains a config (None: your setup) again on data order ``order``, stopping at a level.
+TrainAgain = Callable[[TrainingConfig | None, Level, int], LossRun]
+
+
+def final_plan(budget_s: float, per_candidate_s: float) -> tuple[int, int]:
+    """(finalists, data orders) for the final round: the most that fit in
+    ``FINAL_SHARE`` of the study's budget, preferring more data orders to more finalists
+    (each order trains your setup and every finalist once).
+
+    Example:
+        >>> final_plan(300, 10), final_plan(300, 20), final_plan(300, 40), final_plan(300, 50)
+        ((3, 2), (2, 1), (1, 1), (0, 0))
+    """
+    for finalists, orders in FINAL_PLANS:
+        if orders * (finalists + 1) * per_candidate_s <= FINAL_SHARE * budget_s:
+            return finalists, orders
+    return 0, 0  # no final round: the search's best is the pick
+
+
+def final_round(
+    ranked: list[LossRun],
+    levels: list[Level],
+    train_again: TrainAgain,
+    candidate_s: float,
+    say: Callable[[str], None],
+    *,
+    finalists: int,
+    orders: int,
+) -> list[LossRun]:
+    """The ``finalists`` best candidates, each trained again on ``orders`` other data
+    orders (1, 2, ...; your setup too, for the times to beat on each), with their pace the
+    geometric mean over all their runs. The search's best is the luckiest of many: one run
+    each does not tell a sooner setup from a lucky one."""
+    best = ranked[:finalists]
+    if not levels or not best:
+        return best
+    say(
+        f"  final round: your setup and the best {len(best)} again, on {orders} other "
+        f"data order{'s' if orders > 1 else ''}"
+    )
+
+    def on_order(order: int) -> Callable[[LossRun], float] | None:
+        yours = train_again(None, levels[-1], order)
+        if not yours.ok:
+            return None
+        # Your times on this order (a level it missed keeps its first time).
+        again = [replace(v, seconds=v.time_in(yours) or v.seconds) for v in levels]
+
+        def pace(run: LossRun) -> float:
+            second = train_again(run.config, levels[-1], order)
+            value = pace_of(second, again, candidate_s) if second.ok else math.inf
+            say(f"  #{run.number} on order {order}: {outcome_line(replace(second, pace=value))}")
+            return value
+
+        return pace
+
+    kept = []
+    for run, more in zip(best, measure_in_turn(best, orders, on_order), strict=True):
+        each = [run.pace, *more]
+        if len(each) > 1 and all(math.isfinite(p) for p in each):
+            pace = geometric_mean(each)
+            say(f"  #{run.number} over {len(each)} runs: {1 / pace:.2f}x your pace")
+            kept.append(replace(run, pace=pace, paces=tuple(each)))
+    return kept
+
+
+def outcome_line(run: LossRun) -> str:
+    """A run in one line, for progress output."""
+    if run.ok:
+        pace = f", {run.speedup:.2f}x your pace" if run.speedup else ""
+        return f"held-out loss {run.final:.4g} after {run.curve[-1].seconds:.1f} s{pace}"
+    last = f" (last {run.final:.4g})" if run.curve else ""
+    return f"{run.outcome}: {run.message}{last}"

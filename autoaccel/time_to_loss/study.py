@@ -1,0 +1,532 @@
+"""The schedule study: batch size, peak LR, warm-up, decay shape and length, and momentum,
+searched for the soonest to reach your setup's held-out losses.
+
+Stages, each a method of ``_ScheduleStudy``:
+
+1. your setup trains for the horizon; its curve gives the levels to beat (or your goal);
+2. an LR range test (at the tuned batch when its sweep fits the time, else at yours);
+3. the peak LR is searched on a log scale around the middle of your LR and a confident
+   range-test suggestion, each moved to the candidate's batch by the scaling rule;
+4. candidates (the first ones enqueued, then TPE) train until they reach your lowest level,
+   at most ``CANDIDATE_CAP`` times your time to it; SuccessiveHalving prunes slow ones;
+5. the final round trains the best again on other data orders (``final``);
+6. the pick trains once more for the whole horizon: its pace is the reported figure, and
+   your setup is kept when the pick was not sooner over all its runs.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from statistics import geometric_mean
+from typing import Any
+
+import optuna
+from optuna.distributions import CategoricalDistribution, FloatDistribution
+from optuna.trial import TrialState
+from rich.console import Console
+
+from autoaccel.budget import Budget
+from autoaccel.config import SCHEDULES, TrainingConfig
+from autoaccel.schedule import LrFinding, lr_multiplier, momentum_of, scaling_rule
+from autoaccel.search import powers_of_two, storage_url
+from autoaccel.states import Outcome
+from autoaccel.time_to_loss.curves import (
+    CurvePoint,
+    Goal,
+    Level,
+    LossRun,
+    Plateau,
+    find_plateau,
+    goal_level,
+    pace_of,
+    target_levels,
+)
+from autoaccel.time_to_loss.final import final_plan, final_round, outcome_line
+from autoaccel.time_to_loss.training import EVALS, HeldOut, Scoring, find_lr, train_for
+from autoaccel.trials.workload import Workload
+
+__all__ = ["ConvergenceResult", "ScheduleInputs", "search_schedule"]
+
+# With a goal, evaluated this often instead: a noisy metric (accuracy) first touches the
+# goal between sparse evaluations, and evaluating as often as you would finds it there.
+GOAL_EVALS = 40
+MAX_EVALS = 120  # at most, for the pick's run over the whole horizon
+WARMUP_FRACTIONS = (0.0, 0.05, 0.1, 0.2)  # of the steps the decay spans
+DECAY_SPANS = (0.5, 1.0, 2.0)  # the decay's length, in multiples of your time to the last level
+MOMENTA = (0.8, 0.9, 0.95, 0.99)
+LR_SPREAD = 4.0  # peak LR searched from 1/4x to 4x the middle, at least
+SWEEP_STEPS = 100  # steps of the LR range test
+CANDIDATE_CAP = 2.0  # a candidate trains at most this many times your time to your loss
+OVERHEAD = 1.3  # a candidate's wall time over its training time (evaluations), at most
+END_PHASES = "the final round and the pick's whole-horizon run"
+
+
+@dataclass(frozen=True)
+class ScheduleInputs:
+    """What the schedule study starts from and where it keeps its trials.
+
+    Args:
+        system: The throughput search's pick (its batch is the "fast" one).
+        user: Your own setup.
+        rates: Measured samples/s by batch size (from the throughput search), to size each
+            candidate's schedule to the steps the horizon holds.
+        fastest: The fastest measured system settings at each batch size; a candidate
+            trains with those of its batch size (the nearest measured one). None:
+            ``system``'s at every batch size.
+        horizon_s: Training time your setup gets, and each candidate at most.
+        goal: The held-out loss or metric value you aim for: when your setup reaches it in
+            the horizon, the pace is the time to it alone (else to your setup's losses).
+        storage: Optuna storage URL or SQLite path.
+        study_name: The study's name (one per horizon and goal).
+        seed: Seeds the sampler.
+    """
+
+    system: TrainingConfig
+    user: TrainingConfig
+    rates: dict[int, float]
+    horizon_s: float
+    study_name: str
+    fastest: dict[int, TrainingConfig] | None = None
+    goal: Goal | None = None
+    storage: str | None = None
+    seed: int | None = None
+
+
+@dataclass
+class ConvergenceResult:
+    """The schedule study's answer, with the evidence for it."""
+
+    baseline: LossRun
+    best: LossRun
+    runs: list[LossRun]
+    finding: LrFinding | None
+    rule: str
+    rule_reason: str
+    horizon_s: float
+    holdout: str
+    study_name: str
+    stop_reason: str
+    plateau: Plateau | None = None
+    notes: list[str] = field(default_factory=list)
+    levels: list[Level] = field(default_factory=list)
+    check: LossRun | None = None  # the pick measured again for the whole horizon
+    baseline_plateau: Plateau | None = None  # where your setup's curve flattened
+    aim: str = ""  # what the levels are, in words ("accuracy 0.95 (your goal)", ...)
+
+    @property
+    def time_to_baseline_loss(self) -> float | None:
+        """Training seconds the best needs to reach the last level (your goal, or your
+        setup's loss where its curve flattened or at the end of the horizon)."""
+        return self.levels[-1].time_in(self.best) if self.levels else None
+
+    @property
+    def speedup(self) -> float | None:
+        """How many times sooner the pick reaches your setup's losses: measured again
+        for the whole horizon when it was, else as the search measured it."""
+        if self.check is not None and self.check.ok and self.best is not self.baseline:
+            return self.check.speedup
+        return self.best.speedup
+
+
+def search_schedule(
+    workload: Workload,
+    data: HeldOut,
+    inputs: ScheduleInputs,
+    budget: Budget,
+    *,
+    console: Console | None = None,
+) -> ConvergenceResult:
+    """Search batch size, peak LR, warm-up, decay and momentum for the soonest to reach your
+    setup's held-out losses (see the module's docstring), within what ``budget`` leaves."""
+    return _ScheduleStudy(workload, data, inputs, budget, console).run()
+
+
+def _steps_per_s(config: TrainingConfig, rates: dict[int, float]) -> float:
+    """Optimizer steps per second at this batch size, from the measured samples/s (of the
+    nearest measured batch size when this one was not measured)."""
+    nearest = min(rates, key=lambda b: abs(math.log(b / config.batch_size)))
+    return rates.get(config.batch_size, rates[nearest]) / config.global_batch
+
+
+def _horizon_steps(config: TrainingConfig, rates: dict[int, float], seconds: float) -> int:
+    """Optimizer steps ``seconds`` of training hold at this batch size."""
+    return max(1, int(seconds * _steps_per_s(config, rates)))
+
+
+def _nearest(value: float, options: Sequence[Any]) -> Any:
+    return min(options, key=lambda o: abs(o - value))
+
+
+class _ScheduleStudy:
+    """One schedule study; each stage is a method, the shared facts are attributes."""
+
+    def __init__(
+        self,
+        workload: Workload,
+        data: HeldOut,
+        inputs: ScheduleInputs,
+        budget: Budget,
+        console: Console | None,
+    ) -> None:
+        self.workload, self.data, self.inputs, self.budget = workload, data, inputs, budget
+        self.console = console
+        self.share_s = budget.left_s()  # the study's budget, as it starts
+        _, optimizer = workload.fresh()
+        self.rule, self.rule_reason = scaling_rule(optimizer)
+        self.momentum = momentum_of(optimizer)
+        self.user_lr = float(optimizer.param_groups[0]["lr"])
+        self.metric = inputs.goal.metric if inputs.goal is not None else None
+        self.notes: list[str] = []
+        self.levels: list[Level] = []
+        self.evals = EVALS
+        self.aim = ""
+        self.start: tuple[float | None, float | None] | None = None
+        self.plan = (0, 0)  # (finalists, data orders) of the final round
+
+    def say(self, text: str) -> None:
+        if self.console:
+            self.console.print(f"autoaccel: {text}", highlight=False, soft_wrap=True)
+
+    def run(self) -> ConvergenceResult:
+        baseline, flattened = self._your_setup()
+        finding, tested = self._range_test()
+        at_user = self._lr_anchors(finding, tested)
+        batches = self._batch_sizes()
+        study = self._open_study()
+        self._enqueue_first(study, batches, at_user)
+        runs, stop = self._candidates(study, self._distributions(batches, at_user), at_user)
+        best, runs = self._pick(baseline, runs)
+        best, check = self._check_pick(baseline, best)
+        if finding.suggestion is None:
+            self.notes.append(
+                f"the LR range test gave no suggestion ({finding.reason}); LRs were "
+                f"searched around your own lr {self.user_lr:g}"
+            )
+        shown = check if check and check.ok and best is not baseline else best
+        return ConvergenceResult(
+            baseline=baseline,
+            best=best,
+            runs=runs,
+            finding=finding,
+            rule=self.rule,
+            rule_reason=self.rule_reason,
+            horizon_s=self.inputs.horizon_s,
+            holdout=self.data.holdout.source,
+            study_name=self.inputs.study_name,
+            stop_reason=stop,
+            plateau=find_plateau(shown.curve),
+            levels=self.levels,
+            check=check,
+            baseline_plateau=flattened,
+            notes=self.notes,
+            aim=self.aim if self.levels else "",
+        )
+
+    # --- 1. your setup: the levels to beat ------------------------------------------------
+
+    def _your_setup(self) -> tuple[LossRun, Plateau | None]:
+        """Your setup for the horizon; its levels (or your goal) and where it flattened."""
+        horizon_s, user = self.inputs.horizon_s, self.inputs.user
+        self.say(
+            f"time-to-loss: training your setup for {horizon_s:.0f} s ({self.data.holdout.source})"
+        )
+        baseline = train_for(
+            self.workload, user, self.data, seconds=horizon_s, scoring=Scoring(metric=self.metric)
+        )
+        flattened = find_plateau(baseline.curve) if baseline.ok else None
+        if baseline.ok:
+            self.start = (baseline.start_loss, baseline.start_metric)
+            self.levels = target_levels(baseline, flattened)
+        self.aim = "your setup's held-out losses " + ", ".join(
+            f"{v.value:.4g}" for v in self.levels
+        )
+        if self.inputs.goal is not None and baseline.ok:
+            self._aim_at(self.inputs.goal, baseline)
+        # Your pace is 1 by definition: the levels are your times (to a goal, from the run
+        # evaluated as often as a candidate; its horizon run crossed it between coarser ones).
+        baseline = replace(baseline, label="your setup", pace=1.0 if self.levels else math.inf)
+        self.say(f"  your setup: {outcome_line(baseline)}")
+        if self.levels:
+            times = ", ".join(f"{v.seconds:.1f}" for v in self.levels)
+            self.say(f"  to reach sooner: {self.aim} (yours at {times} s)")
+        return baseline, flattened
+
+    def _aim_at(self, goal: Goal, baseline: LossRun) -> None:
+        """Your goal as the one level, when your setup reaches it in the horizon."""
+        aimed = goal_level(baseline, goal)
+        if aimed is None:
+            self.notes.append(
+                f"your setup did not reach {goal.name} {goal.target:g} in "
+                f"{self.inputs.horizon_s:.0f} s of training: candidates were ranked by how "
+                "soon they reach its held-out losses instead (a longer horizon_s would let it)"
+            )
+            return
+        # Your time to it again, evaluated as often as a candidate is: the horizon's
+        # evaluations lie too far apart for a goal reached early.
+        again = train_for(
+            self.workload,
+            self.inputs.user,
+            self.data,
+            seconds=min(self.inputs.horizon_s, CANDIDATE_CAP * aimed.seconds),
+            scoring=Scoring(GOAL_EVALS, stop_at=aimed, start=self.start, metric=self.metric),
+        )
+        self.levels = [replace(aimed, seconds=aimed.time_in(again) or aimed.seconds)]
+        self.evals = GOAL_EVALS
+        self.aim = f"{goal.name} {goal.target:g} (your goal)"
+
+    # --- 2-3. the LR range test and the LRs searched ----------------------------------------
+
+    def _range_test(self) -> tuple[LrFinding, TrainingConfig]:
+        """The range test at the tuned batch when its sweep fits the time, else at yours (a
+        sweep cut short never finds the loss minimum)."""
+        system, user, rates = self.inputs.system, self.inputs.user, self.inputs.rates
+        sweep_s = max(10.0, self.inputs.horizon_s)
+        tested = system
+        if SWEEP_STEPS / _steps_per_s(system, rates) > sweep_s:
+            tested = replace(
+                system, batch_size=user.batch_size, grad_accum_steps=user.grad_accum_steps
+            )
+        finding = find_lr(self.workload, tested, self.data.train, steps=SWEEP_STEPS, max_s=sweep_s)
+        self.say(f"LR range test at batch {tested.batch_size}: {finding}")
+        return finding, tested
+
+    def _lr_anchors(self, finding: LrFinding, tested: TrainingConfig) -> list[float]:
+        """Your LR, and the range test's suggestion when it is sure of it, each moved to
+        your global batch by the rule."""
+        user = self.inputs.user
+        anchors = [(self.user_lr, user.global_batch)]
+        if finding.suggestion is not None and finding.confidence == "high":
+            anchors.append((finding.suggestion, tested.global_batch))
+        return [lr * lr_multiplier(self.rule, b, user.global_batch) for lr, b in anchors]
+
+    def _batch_sizes(self) -> list[int]:
+        """Every batch size the throughput search ran without failing, and smaller ones down
+        to a quarter of yours: on a CPU smaller batches cost little per sample."""
+        rates, user = self.inputs.rates, self.inputs.user
+        return sorted({*rates, *powers_of_two(max(1, user.batch_size // 4), max(rates))})
+
+    @staticmethod
+    def _middle(at_user: list[float]) -> float:
+        """The geometric middle of the anchors (at your global batch)."""
+        return math.sqrt(min(at_user) * max(at_user))
+
+    def _distributions(self, batches: list[int], at_user: list[float]) -> dict[str, Any]:
+        spread = max(LR_SPREAD, 2 * math.sqrt(max(at_user) / min(at_user)))
+        distributions: dict[str, Any] = {
+            "batch_size": CategoricalDistribution(batches),
+            "lr_scale": FloatDistribution(1 / spread, spread, log=True),
+            "warmup": CategoricalDistribution(WARMUP_FRACTIONS),
+            "schedule": CategoricalDistribution(SCHEDULES),
+        }
+        if self.momentum is not None:
+            distributions["momentum"] = CategoricalDistribution(MOMENTA)
+        if self.levels:  # how long the decay lasts, in multiples of your time to the last level
+            distributions["decay_span"] = CategoricalDistribution(DECAY_SPANS)
+        return distributions
+
+    def _config_of(self, params: dict[str, Any], at_user: list[float]) -> TrainingConfig:
+        """A candidate's config: the settings measured fastest at its batch size, the LR
+        moved there by the rule, and its schedule sized to the steps it will take."""
+        inputs = self.inputs
+        settings = inputs.fastest or {inputs.system.batch_size: inputs.system}
+        batch = int(params["batch_size"])
+        nearest = min(settings, key=lambda b: abs(math.log(b / batch)))
+        shaped = replace(settings[nearest], batch_size=batch)
+        # The decay ends after a multiple of your time to the last level (a schedule that
+        # anneals by then gets there sooner than one spread over the horizon), or with the
+        # horizon when there are no levels.
+        horizon_s = inputs.horizon_s
+        span_s = (
+            params["decay_span"] * self.levels[-1].seconds if "decay_span" in params else horizon_s
+        )
+        steps = _horizon_steps(shaped, inputs.rates, min(horizon_s, span_s))
+        middle = self._middle(at_user) * lr_multiplier(
+            self.rule, inputs.user.global_batch, shaped.global_batch
+        )
+        return replace(
+            shaped,
+            lr=float(f"{middle * params['lr_scale']:.4g}"),
+            momentum=params.get("momentum"),
+            warmup_steps=round(params["warmup"] * steps),
+            schedule=params["schedule"],
+            schedule_steps=steps,
+            lr_scaling="none",
+        )
+
+    # --- 4. the candidates ------------------------------------------------------------------
+
+    def _open_study(self) -> optuna.Study:
+        return optuna.create_study(
+            study_name=self.inputs.study_name,
+            storage=storage_url(self.inputs.storage),
+            direction="minimize",
+            sampler=optuna.samplers.TPESampler(seed=self.inputs.seed, n_startup_trials=4),
+            # The first rung a quarter of the way: held-out losses this early are noisy.
+            pruner=optuna.pruners.SuccessiveHalvingPruner(
+                min_resource=self.evals // 4, reduction_factor=2
+            ),
+            load_if_exists=True,
+        )
+
+    def _enqueue_first(self, study: optuna.Study, batches: list[int], at_user: list[float]) -> None:
+        """The middle and your LR, each at both batch sizes, and Smith's one-cycle at the
+        range test's LR, first."""
+        user, system = self.inputs.user, self.inputs.system
+        middle = self._middle(at_user)
+        # Your LR (moved by the rule) as a multiple of the middle of the searched range.
+        yours = float(f"{self.user_lr / middle:.4g}")
+        mine, fast = _nearest(user.batch_size, batches), system.batch_size
+        first: list[dict[str, Any]] = [
+            {"batch_size": mine, "warmup": 0.1, "schedule": "one-cycle"},
+            {"batch_size": mine, "warmup": 0.0, "schedule": "constant", "lr_scale": yours},
+            {"batch_size": fast, "warmup": 0.05, "schedule": "constant", "lr_scale": yours},
+            {"batch_size": fast, "warmup": 0.1, "schedule": "one-cycle"},
+            {"batch_size": mine, "warmup": 0.05, "schedule": "cosine", "decay_span": 2.0},
+            {"batch_size": fast, "warmup": 0.05, "schedule": "cosine", "decay_span": 2.0},
+        ]
+        if len(at_user) > 1:  # Smith's one-cycle recipe: the range test's LR as the peak
+            suggested = float(f"{at_user[1] / middle:.4g}")
+            first.insert(
+                1,
+                {"batch_size": mine, "warmup": 0.1, "schedule": "one-cycle", "lr_scale": suggested},
+            )
+        span = {"decay_span": 1.0} if self.levels else {}
+        momentum = {"momentum": _nearest(self.momentum[1], MOMENTA)} if self.momentum else {}
+        for params in first:
+            if not self.levels:
+                params.pop("decay_span", None)
+            study.enqueue_trial(
+                {"lr_scale": 1.0, **span, **params, **momentum}, skip_if_exists=True
+            )
+
+    def _candidate_s(self) -> float:
+        """A candidate that has not reached your lowest level in ``CANDIDATE_CAP`` x your
+        time to it cannot be much sooner: it stops there (its pace counts the miss)."""
+        horizon_s = self.inputs.horizon_s
+        return min(horizon_s, CANDIDATE_CAP * self.levels[-1].seconds) if self.levels else horizon_s
+
+    def _candidates(
+        self, study: optuna.Study, distributions: dict[str, Any], at_user: list[float]
+    ) -> tuple[list[LossRun], str]:
+        """Candidates until the budget, less the end phases' share, is spent."""
+        per_candidate = self._candidate_s() * OVERHEAD
+        self.plan = final_plan(self.share_s, per_candidate)
+        finalists, orders = self.plan
+        final_s = orders * (finalists + 1) * per_candidate
+        kept = (self.inputs.horizon_s * OVERHEAD + final_s) if self.levels else 0.0
+        self.budget.keep(END_PHASES, kept)
+        runs: list[LossRun] = []
+        try:
+            while self.budget.allows(per_candidate):
+                trial = study.ask(distributions)
+                config = self._config_of(dict(trial.params), at_user)
+                runs.append(self._candidate(study, trial, config))
+            return runs, self.budget.stop_reason()
+        finally:
+            self.budget.release(END_PHASES)
+
+    def _candidate(
+        self, study: optuna.Study, trial: optuna.Trial, config: TrainingConfig
+    ) -> LossRun:
+        """One candidate trained, scored and told to the study."""
+        levels = self.levels
+
+        def report(k: int, point: CurvePoint) -> bool:
+            # Every candidate is evaluated at the same training times, on the goal's scale.
+            trial.report(levels[-1].score(point) if levels else point.loss, k)
+            return trial.should_prune()
+
+        candidate_s = self._candidate_s()
+        result = train_for(
+            self.workload,
+            config,
+            self.data,
+            seconds=candidate_s,
+            scoring=self._scoring(levels[-1] if levels else None),
+            on_eval=report,
+        )
+        result = replace(result, number=trial.number, pace=pace_of(result, levels, candidate_s))
+        if result.ok and math.isfinite(result.pace):
+            study.tell(trial, result.pace)
+        elif result.ok:  # no levels to reach (your setup failed): the lowest loss wins
+            study.tell(trial, result.best_loss)
+        elif result.outcome is Outcome.PRUNED:
+            study.tell(trial, state=TrialState.PRUNED)
+        else:
+            study.tell(trial, state=TrialState.FAIL)
+        momentum = f", momentum {config.momentum}" if config.momentum is not None else ""
+        self.say(
+            f"  schedule trial #{trial.number}: batch {config.batch_size}, lr {config.lr:.3g}, "
+            f"{config.schedule}, warm-up {config.warmup_steps}/{config.schedule_steps} steps"
+            f"{momentum} -> {outcome_line(result)}"
+        )
+        return result
+
+    def _scoring(self, stop_at: Level | None) -> Scoring:
+        return Scoring(self.evals, stop_at=stop_at, start=self.start, metric=self.metric)
+
+    # --- 5-6. the final round and the pick ------------------------------------------------
+
+    def _pick(self, baseline: LossRun, runs: list[LossRun]) -> tuple[LossRun, list[LossRun]]:
+        """The soonest over the final round (your setup wins a tie: a candidate must be
+        sooner to be picked); without levels or a final round, the search's runs stand."""
+        n_finalists, orders = self.plan
+        candidate_s = self._candidate_s()
+
+        def train_again(config: TrainingConfig | None, level: Level, order: int) -> LossRun:
+            return train_for(
+                self.workload,
+                config or self.inputs.user,
+                self.data,
+                seconds=candidate_s,
+                scoring=self._scoring(level),
+                seed=self.workload.seed + order,
+            )
+
+        ranked = sorted((r for r in runs if r.ok and math.isfinite(r.pace)), key=lambda r: r.pace)
+        finalists = final_round(
+            ranked,
+            self.levels,
+            train_again,
+            candidate_s,
+            self.say,
+            finalists=n_finalists,
+            orders=orders,
+        )
+        runs = [next((f for f in finalists if f.number == r.number), r) for r in runs]
+        pool = finalists if self.levels and n_finalists else runs
+        contenders = [r for r in [baseline, *pool] if r.ok]
+        best = min(contenders, key=lambda r: (r.pace, r.best_loss)) if contenders else baseline
+        return best, runs
+
+    def _check_pick(self, baseline: LossRun, best: LossRun) -> tuple[LossRun, LossRun | None]:
+        """The pick again, for the whole horizon, on a data order no run of it has seen: a
+        fresh measurement of its pace (the search's best is the luckiest of many) and its
+        full curve, for the plateau. Your setup is kept when it was not sooner overall."""
+        if best is baseline or not self.levels:
+            return best, None
+        horizon_s = self.inputs.horizon_s
+        self.say(f"  the pick again for the whole {horizon_s:.0f} s")
+        # Evaluated as often as a candidate was, so its times to the levels compare.
+        evals = min(MAX_EVALS, max(self.evals, round(self.evals * horizon_s / self._candidate_s())))
+        check = train_for(
+            self.workload,
+            best.config,
+            self.data,
+            seconds=horizon_s,
+            scoring=Scoring(evals, start=self.start, metric=self.metric),
+            seed=self.workload.seed + self.plan[1] + 1,
+        )
+        check = replace(check, label="the pick again", pace=pace_of(check, self.levels, horizon_s))
+        self.say(f"  the pick again: {outcome_line(check)}")
+        measured = [*(best.paces or (best.pace,)), check.pace if check.ok else math.inf]
+        if geometric_mean(measured) >= 1:
+            self.notes.append(
+                f"the pick (#{best.number}) was not sooner than your setup over all its runs "
+                f"({', '.join(f'{1 / p:.2f}x' for p in measured)}): your setup is kept"
+            )
+            self.say(f"  {self.notes[-1]}")
+            return baseline, check
+        return best, check

@@ -29,8 +29,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from workloads import WORKLOADS
 
 from autoaccel.frontends.advise import advise
-from autoaccel.runtime.data import describe_data
 from autoaccel.measure import MeterSettings
+from autoaccel.runtime.data import describe_data
 from autoaccel.search import PRUNE_BELOW
 from autoaccel.trials.in_process import run_trial
 from autoaccel.trials.workload import make_workload

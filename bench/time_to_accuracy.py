@@ -49,8 +49,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from workloads import WORKLOADS
 
 import autoaccel
-from autoaccel.frontends.advise import advise
 from autoaccel.config import TrainingConfig
+from autoaccel.frontends.advise import advise
 
 # Validation accuracies to reach, the first is the headline. They were set from a calibration
 # run evaluated once a second, where the default took ~5-20 s; measured every 0.25 s it

@@ -26,12 +26,12 @@ sys.path.insert(0, str(ROOT / "examples"))
 from train_cnn import AugmentedImages, make_model  # noqa: E402
 
 from autoaccel.frontends.advise import advise  # noqa: E402
-from autoaccel.runtime.data import describe_data  # noqa: E402
-from autoaccel.measure import MeterSettings  # noqa: E402
-from autoaccel.trials.script import ScriptRunner  # noqa: E402
-from autoaccel.trials.in_process import run_trial  # noqa: E402
-from autoaccel.trials.workload import make_workload  # noqa: E402
 from autoaccel.frontends.script import tune_script  # noqa: E402
+from autoaccel.measure import MeterSettings  # noqa: E402
+from autoaccel.runtime.data import describe_data  # noqa: E402
+from autoaccel.trials.in_process import run_trial  # noqa: E402
+from autoaccel.trials.script import ScriptRunner  # noqa: E402
+from autoaccel.trials.workload import make_workload  # noqa: E402
 
 ROUNDS = 5
 LOADER = {"batch_size": 32, "shuffle": True}

@@ -10,14 +10,13 @@ import torch
 from models import FAST, Pairs, TinyConv, mlp, tabular
 from torch import nn
 
-from autoaccel.confirm import confirm, final_round
-from autoaccel.frontends.advise import advise
-from autoaccel.pipeline import settings_by_batch
-from autoaccel.search import Diagnosis, diagnose
 from autoaccel.config import TrainingConfig, load_config
+from autoaccel.confirm import confirm, final_round
 from autoaccel.errors import DataError, UsageError
+from autoaccel.frontends.advise import advise
 from autoaccel.measure import Measurement
-from autoaccel.search import TrialRecord
+from autoaccel.pipeline import settings_by_batch
+from autoaccel.search import Diagnosis, TrialRecord, diagnose
 
 
 def test_advise_finds_a_faster_setup_and_leaves_the_caller_untouched(tmp_path: Path) -> None:

@@ -7,9 +7,9 @@ from torch import nn
 from torch.utils.data import DataLoader, SequentialSampler, TensorDataset
 
 from autoaccel.config import TrainingConfig
-from autoaccel.runtime.data import build_loader, describe_data
 from autoaccel.errors import DataError
 from autoaccel.process import applied_settings
+from autoaccel.runtime.data import build_loader, describe_data
 from autoaccel.runtime.run import Run
 
 

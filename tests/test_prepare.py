@@ -8,9 +8,8 @@ import torch
 from models import Pairs, mlp, tabular
 
 import autoaccel
-from autoaccel.config import Provenance, TrainingConfig, save_config
+from autoaccel.config import CONFIG_ENV, Provenance, TrainingConfig, find_config, save_config
 from autoaccel.errors import ConfigError
-from autoaccel.config import CONFIG_ENV, find_config
 
 
 @pytest.fixture(autouse=True)

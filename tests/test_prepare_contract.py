@@ -22,9 +22,8 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import autoaccel
-from autoaccel.config import TrainingConfig
+from autoaccel.config import CONFIG_ENV, TrainingConfig
 from autoaccel.errors import DataError
-from autoaccel.config import CONFIG_ENV
 
 SAMPLES = 200
 EPOCHS = 3

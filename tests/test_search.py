@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import re
-
 from pathlib import Path
 
 import optuna
@@ -12,8 +11,8 @@ from optuna.trial import TrialState
 
 from autoaccel.budget import Budget
 from autoaccel.config import TrainingConfig
-from autoaccel.runtime.data import describe_data
 from autoaccel.probe import probe_system
+from autoaccel.runtime.data import describe_data
 from autoaccel.search import Search, storage_url
 from autoaccel.search.space import build_space
 from autoaccel.trials.in_process import run_trial

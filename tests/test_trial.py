@@ -7,8 +7,8 @@ from models import FAST, OutOfMemoryAbove, Pairs, mlp, tabular
 from torch import nn
 
 from autoaccel.config import TrainingConfig
-from autoaccel.runtime.data import describe_data
 from autoaccel.errors import DataError
+from autoaccel.runtime.data import describe_data
 from autoaccel.trials.in_process import run_trial
 from autoaccel.trials.workload import make_workload
 

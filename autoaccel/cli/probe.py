@@ -28,7 +28,12 @@ def run(args: argparse.Namespace) -> CommandResult:
 
 
 def probe_tables(profile: HardwareProfile) -> list[Table]:
-    """The probe report as tables."""
+    """The probe report as tables: the machine, its GPUs (when there are), its precisions."""
+    gpus = [_gpu_table(profile)] if profile.gpus else []
+    return [_machine_table(profile), *gpus, _precision_table(profile)]
+
+
+def _machine_table(profile: HardwareProfile) -> Table:
     cpu = profile.cpu
     system = Table(title="Machine", show_header=False, title_justify="left")
     system.add_column("fact", style="bold")
@@ -71,43 +76,47 @@ def probe_tables(profile: HardwareProfile) -> list[Table]:
     ]
     for fact, value in rows:
         system.add_row(fact, value)
-    tables = [system]
-    if profile.gpus:
-        gpus = Table(title="GPUs", title_justify="left")
-        for column in (
-            "nvml",
-            "cuda",
-            "name",
-            "memory total / free",
-            "cc",
-            "PCIe gen",
-            "PCIe width",
-            "NVLink up",
-            "power limit",
-            "max SM clock",
-            "UUID",
-        ):
-            gpus.add_column(column)
-        for g in profile.gpus:
-            gpus.add_row(
-                str(g.nvml_index),
-                "hidden" if g.torch_index is None else f"cuda:{g.torch_index}",
-                g.name,
-                f"{gib(g.memory_total_bytes)} / {gib(g.memory_free_bytes)}",
-                known(g.compute_capability),
-                f"{known(g.pcie_gen_current)} of {known(g.pcie_gen_max)}",
-                f"x{known(g.pcie_width_current)} of x{known(g.pcie_width_max)}",
-                known(g.nvlink_links_up),
-                known(g.power_limit_w, " W"),
-                known(g.max_sm_clock_mhz, " MHz"),
-                g.uuid,
-            )
-        tables.append(gpus)
+    return system
+
+
+def _gpu_table(profile: HardwareProfile) -> Table:
+    gpus = Table(title="GPUs", title_justify="left")
+    for column in (
+        "nvml",
+        "cuda",
+        "name",
+        "memory total / free",
+        "cc",
+        "PCIe gen",
+        "PCIe width",
+        "NVLink up",
+        "power limit",
+        "max SM clock",
+        "UUID",
+    ):
+        gpus.add_column(column)
+    for g in profile.gpus:
+        gpus.add_row(
+            str(g.nvml_index),
+            "hidden" if g.torch_index is None else f"cuda:{g.torch_index}",
+            g.name,
+            f"{gib(g.memory_total_bytes)} / {gib(g.memory_free_bytes)}",
+            known(g.compute_capability),
+            f"{known(g.pcie_gen_current)} of {known(g.pcie_gen_max)}",
+            f"x{known(g.pcie_width_current)} of x{known(g.pcie_width_max)}",
+            known(g.nvlink_links_up),
+            known(g.power_limit_w, " W"),
+            known(g.max_sm_clock_mhz, " MHz"),
+            g.uuid,
+        )
+    return gpus
+
+
+def _precision_table(profile: HardwareProfile) -> Table:
     precisions = Table(title="Precisions", title_justify="left")
     precisions.add_column("precision")
     precisions.add_column("runs here")
     precisions.add_column("why")
     for p in profile.precisions:
         precisions.add_row(p.precision, "yes" if p.supported else "no", p.reason)
-    tables.append(precisions)
-    return tables
+    return precisions

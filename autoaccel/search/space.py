@@ -249,88 +249,93 @@ def build_space(
     cuda = device.type == "cuda"
     memory = MemoryModel(memory_budget(profile, device))
     memory.observe(user.batch_size, baseline_memory_bytes)
-    excluded: dict[str, str] = {}
-    knobs: list[Knob] = []
+    found: dict[str, Knob | str] = {  # a knob searched here, or why it is not
+        "batch_size": _batch_sizes(user, dataset_size, keep_global_batch, max_batch_size),
+        "num_threads": _threads(profile, user) if not cuda else _GPU_THREADS,
+        "num_workers": _workers(profile, user) if has_loader else _NO_LOADER,
+        **_precisions(profile, user, cuda),
+        "channels_last": _CHANNELS_LAST if conv_model else "the model has no conv layers",
+        "batch_fetch": _BATCH_FETCH if tensor_data else "only for in-memory tensor data",
+        "pin_memory": _PIN_MEMORY if cuda and has_loader else "no GPU to copy to",
+        "compile": _compile(profile, include_compile),
+        "strategy": "several processes need script trials: use `autoaccel tune train.py` "
+        "for DDP/FSDP",
+    }
+    knobs = tuple(k for k in found.values() if isinstance(k, Knob))
+    excluded = {name: why for name, why in found.items() if isinstance(why, str)}
+    return SearchSpace(knobs, excluded, user, memory, keep_global_batch)
 
+
+_GPU_THREADS = "the GPU does the compute; CPU threads stay as they are"
+_NO_LOADER = "the script batches by itself, without a DataLoader"
+_CHANNELS_LAST = Knob("channels_last", (False, True), "the model has conv layers")
+_BATCH_FETCH = Knob(
+    "batch_fetch", (False, True), "in-memory tensors can be gathered a batch at a time"
+)
+_PIN_MEMORY = Knob("pin_memory", (False, True), "page-locked copies to the GPU")
+
+
+def _batch_sizes(
+    user: TrainingConfig,
+    dataset_size: int | None,
+    keep_global_batch: bool,
+    max_batch_size: int | None,
+) -> Knob:
+    """Powers of two around the caller's batch, up to half the data (or the kept global
+    batch, whose micro-batches they then are)."""
     global_batch = user.batch_size * user.grad_accum_steps
     if keep_global_batch:
         upper = global_batch
-        batch_reason = f"micro-batches of the kept global batch {global_batch}"
+        reason = f"micro-batches of the kept global batch {global_batch}"
     else:
         # A batch never exceeds half the data; a script that batches by itself has no
         # dataset size, so 64x its own batch bounds the search there.
         upper = max(user.batch_size, dataset_size // 2 if dataset_size else user.batch_size * 64)
-        batch_reason = "larger batches use the hardware better, up to the memory model's bound"
+        reason = "larger batches use the hardware better, up to the memory model's bound"
     if max_batch_size is not None:
         upper = min(upper, max_batch_size)
     low = max(1, min(user.batch_size, 8) if keep_global_batch else user.batch_size // 4, 1)
     sizes = sorted({*powers_of_two(low, min(upper, 8192)), user.batch_size})
     if keep_global_batch:
         sizes = [b for b in sizes if global_batch % b == 0]
-    knobs.append(Knob("batch_size", tuple(sizes), batch_reason))
+    return Knob("batch_size", tuple(sizes), reason)
 
-    if cuda:
-        excluded["num_threads"] = "the GPU does the compute; CPU threads stay as they are"
-    else:
-        cores = profile.cpu.usable_cores
-        threads = sorted(
-            {*_spread(cores)} - {0} | ({user.num_threads} if user.num_threads else set())
-        )
-        knobs.append(
-            Knob(
-                "num_threads",
-                tuple(threads),
-                f"intra-op threads compete with loader workers for {cores} cores",
-            )
-        )
 
-    if has_loader:
-        worker_limit = profile.cpu.usable_cores
-        workers = sorted({*_spread(worker_limit), user.num_workers})
-        knobs.append(
-            Knob(
-                "num_workers",
-                tuple(workers),
-                f"loader workers, bounded by the {worker_limit} usable cores",
-            )
-        )
-    else:
-        excluded["num_workers"] = "the script batches by itself, without a DataLoader"
+def _threads(profile: HardwareProfile, user: TrainingConfig) -> Knob:
+    cores = profile.cpu.usable_cores
+    threads = sorted({*_spread(cores)} - {0} | ({user.num_threads} if user.num_threads else set()))
+    reason = f"intra-op threads compete with loader workers for {cores} cores"
+    return Knob("num_threads", tuple(threads), reason)
 
+
+def _workers(profile: HardwareProfile, user: TrainingConfig) -> Knob:
+    limit = profile.cpu.usable_cores
+    workers = sorted({*_spread(limit), user.num_workers})
+    return Knob(
+        "num_workers", tuple(workers), f"loader workers, bounded by the {limit} usable cores"
+    )
+
+
+def _precisions(
+    profile: HardwareProfile, user: TrainingConfig, cuda: bool
+) -> dict[str, Knob | str]:
+    """The precisions this machine runs (TF32 only on CUDA), and why the others are out."""
     precisions = [p for p in profile.supported_precisions() if p != Precision.TF32 or cuda]
     if user.precision not in precisions:
         precisions.insert(0, user.precision)
-    for p in profile.precisions:
-        if not p.supported:
-            excluded[f"precision {p.precision}"] = p.reason
-    knobs.append(Knob("precision", tuple(precisions), "the precisions this machine can run"))
+    found: dict[str, Knob | str] = {
+        f"precision {p.precision}": p.reason for p in profile.precisions if not p.supported
+    }
+    found["precision"] = Knob("precision", tuple(precisions), "the precisions this machine can run")
+    return found
 
-    if conv_model:
-        knobs.append(Knob("channels_last", (False, True), "the model has conv layers"))
-    else:
-        excluded["channels_last"] = "the model has no conv layers"
-    if tensor_data:
-        knobs.append(
-            Knob(
-                "batch_fetch", (False, True), "in-memory tensors can be gathered a batch at a time"
-            )
-        )
-    else:
-        excluded["batch_fetch"] = "only for in-memory tensor data"
-    if cuda and has_loader:
-        knobs.append(Knob("pin_memory", (False, True), "page-locked copies to the GPU"))
-    else:
-        excluded["pin_memory"] = "no GPU to copy to"
-    if include_compile and profile.software.compile_available:
-        knobs.append(Knob("compile", (False, True), "torch.compile, compile time counted"))
-    elif not profile.software.compile_available:
-        excluded["compile"] = f"not available here: {profile.software.compile_reason}"
-    else:
-        excluded["compile"] = (
-            "compiling costs tens of seconds per trial; pass "
-            "include_compile=True with a budget of 10 minutes or more"
-        )
-    excluded["strategy"] = (
-        "several processes need script trials: use `autoaccel tune train.py` for DDP/FSDP"
+
+def _compile(profile: HardwareProfile, include_compile: bool) -> Knob | str:
+    if not profile.software.compile_available:
+        return f"not available here: {profile.software.compile_reason}"
+    if include_compile:
+        return Knob("compile", (False, True), "torch.compile, compile time counted")
+    return (
+        "compiling costs tens of seconds per trial; pass "
+        "include_compile=True with a budget of 10 minutes or more"
     )
-    return SearchSpace(tuple(knobs), excluded, user, memory, keep_global_batch)

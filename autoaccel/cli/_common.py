@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from rich.table import Table
 
-__all__ = ["CommandResult", "gib", "known", "parse_duration"]
+__all__ = ["CommandResult", "add_script", "gib", "known", "parse_duration"]
 
 
 @dataclass
@@ -19,6 +20,19 @@ class CommandResult:
     tables: list[Table] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     exit_code: int = 0
+
+
+def add_script(parser: argparse.ArgumentParser, *, config_help: str | None = None) -> None:
+    """The training script argument, and ``--config`` when the command reads a config
+    (found, without it, by the lookup ``prepare()`` uses: ``autoaccel.config.find_config``)."""
+    parser.add_argument("script", type=Path, help="a training script that calls prepare()")
+    if config_help is not None:
+        parser.add_argument(
+            "--config",
+            type=Path,
+            help=f"{config_help} (default: $AUTOACCEL_CONFIG, else autoaccel.yaml beside the "
+            "script, else ./autoaccel.yaml: the lookup prepare() uses)",
+        )
 
 
 def gib(n: int | None) -> str:

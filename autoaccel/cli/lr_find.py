@@ -4,11 +4,10 @@ size."""
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from rich.table import Table
 
-from autoaccel.cli._common import CommandResult, parse_duration
+from autoaccel.cli._common import CommandResult, add_script, parse_duration
 
 __all__ = ["EXAMPLE", "SUMMARY", "add_arguments", "run"]
 
@@ -20,12 +19,10 @@ EXAMPLE = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("script", type=Path, help="a training script that calls prepare()")
-    parser.add_argument(
-        "--config",
-        type=Path,
-        help="config whose batch size and loader to use (default: the lookup prepare() "
-        "uses; without one, the script's own settings)",
+    add_script(
+        parser,
+        config_help="config whose batch size and loader to use; without one, "
+        "the script's own settings",
     )
     parser.add_argument("--batch-size", type=int, help="sweep at this batch size instead")
     parser.add_argument("--min-lr", type=float, default=1e-7, help="first lr (default 1e-7)")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from autoaccel.cli._common import CommandResult
+from autoaccel.cli._common import CommandResult, add_script
 from autoaccel.config import CONFIG_ENV, find_config, load_config
 from autoaccel.errors import UsageError
 from autoaccel.probe import probe_system
@@ -25,13 +25,7 @@ EXAMPLE = "autoaccel run examples/train_cnn.py -- --epochs 5"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("script", type=Path, help="the training script")
-    parser.add_argument(
-        "--config",
-        type=Path,
-        help="config file (default: $AUTOACCEL_CONFIG, else autoaccel.yaml beside the "
-        "script, else ./autoaccel.yaml: the lookup prepare() uses)",
-    )
+    add_script(parser, config_help="config file")
 
 
 def run(args: argparse.Namespace) -> CommandResult:

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from autoaccel.budget import DEFAULT_MAX_TRIALS, TUNE_BUDGET_S
-from autoaccel.cli._common import CommandResult, parse_duration
+from autoaccel.cli._common import CommandResult, add_script, parse_duration
 from autoaccel.config import CONFIG_NAME
 from autoaccel.confirm import CONFIRM_PAIRS
 from autoaccel.measure import MeterSettings
@@ -24,9 +24,7 @@ EXAMPLE = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "script", type=Path, help="a training script that calls autoaccel.prepare()"
-    )
+    add_script(parser)
     parser.add_argument(
         "--budget",
         type=parse_duration,

@@ -7,6 +7,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from autoaccel.measure import MeterSettings
+from autoaccel.time_to_loss import CurvePoint
 
 # Short trials: the tests check behaviour, not speed.
 FAST = MeterSettings(
@@ -78,3 +79,13 @@ class Pairs(Dataset[tuple[torch.Tensor, torch.Tensor]]):
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self.x[i].flip(-1), self.y[i]
+
+
+def accuracy(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """A metric for goals: the batch's share of right answers."""
+    return (output.argmax(-1) == target).float().mean()
+
+
+def curve_of(*points: tuple[float, float]) -> tuple[CurvePoint, ...]:
+    """A held-out curve from (seconds, loss) pairs, one optimizer step apart."""
+    return tuple(CurvePoint(t, i, loss) for i, (t, loss) in enumerate(points))

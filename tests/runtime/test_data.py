@@ -1,16 +1,15 @@
+"""The caller's data, and loaders rebuilt from it with a config's settings."""
+
 from __future__ import annotations
 
 import pytest
 import torch
-from models import Pairs, TinyConv, mlp, tabular
-from torch import nn
+from models import Pairs, tabular
 from torch.utils.data import DataLoader, SequentialSampler, TensorDataset
 
 from autoaccel.config import TrainingConfig
 from autoaccel.errors import DataError
-from autoaccel.process import applied_settings
 from autoaccel.runtime.data import build_loader, describe_data
-from autoaccel.runtime.run import Run
 
 
 def collate_pairs(batch: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, ...]:
@@ -74,62 +73,3 @@ def test_bad_data(data: object, match: str) -> None:
 def test_unknown_loader_kwargs() -> None:
     with pytest.raises(DataError, match=r"loader_kwargs: unknown key\(s\) shufle"):
         describe_data(Pairs(), loader_kwargs={"shufle": True})
-
-
-def test_settings_are_restored_even_after_an_error() -> None:
-    threads = torch.get_num_threads()
-    matmul = torch.get_float32_matmul_precision()
-    with (
-        pytest.raises(RuntimeError, match="boom"),
-        applied_settings(TrainingConfig(num_threads=1, precision="tf32")),
-    ):
-        assert torch.get_num_threads() == 1
-        assert torch.get_float32_matmul_precision() == "high"
-        raise RuntimeError("boom")
-    assert torch.get_num_threads() == threads
-    assert torch.get_float32_matmul_precision() == matmul
-
-
-def test_gradient_accumulation_matches_the_full_batch() -> None:
-    x, y = tabular(16)
-    full, accum = mlp(), mlp()
-    accum.load_state_dict(full.state_dict())
-    loss_fn = nn.CrossEntropyLoss()
-    opt_full = torch.optim.SGD(full.parameters(), lr=0.1)
-    loss_fn(full(x), y).backward()
-    opt_full.step()
-    run = Run(
-        accum,
-        torch.optim.SGD(accum.parameters(), lr=0.1),
-        TrainingConfig(batch_size=8, grad_accum_steps=2),
-    )
-    stepped = []
-    for half in (slice(0, 8), slice(8, 16)):
-        run.backward(loss_fn(run.model(x[half]), y[half]))
-        stepped.append(run.step())
-    assert stepped == [False, True] and run.optimizer_steps == 1
-    for a, b in zip(full.parameters(), accum.parameters(), strict=True):
-        assert torch.allclose(a, b, atol=1e-6)
-
-
-def test_channels_last_and_bf16_autocast() -> None:
-    model = TinyConv()
-    run = Run(
-        model,
-        torch.optim.SGD(model.parameters(), lr=0.1),
-        TrainingConfig(channels_last=True, precision="bf16-mixed"),
-        loader=build_loader(describe_data(Pairs(8)), TrainingConfig(batch_size=4)),
-    )
-    assert model.conv.weight.is_contiguous(memory_format=torch.channels_last)
-    x, _ = next(iter(run.loader))
-    assert x.is_contiguous(memory_format=torch.channels_last)
-    with run.autocast():
-        out = run.model(x)
-    assert out.dtype == torch.bfloat16
-
-
-def test_a_run_without_data_has_no_loader() -> None:
-    model = mlp()
-    run = Run(model, torch.optim.SGD(model.parameters(), lr=0.1), TrainingConfig())
-    with pytest.raises(DataError, match="prepared without data"):
-        next(iter(run.loader))

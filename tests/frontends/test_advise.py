@@ -1,7 +1,8 @@
+"""advise(): a faster setup found and proved, the caller left untouched, bad input refused."""
+
 from __future__ import annotations
 
 import random
-from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -10,13 +11,9 @@ import torch
 from models import FAST, Pairs, TinyConv, mlp, tabular
 from torch import nn
 
-from autoaccel.config import TrainingConfig, load_config
-from autoaccel.confirm import confirm, final_round
+from autoaccel.config import load_config
 from autoaccel.errors import DataError, UsageError
 from autoaccel.frontends.advise import advise
-from autoaccel.measure import Measurement
-from autoaccel.pipeline import settings_by_batch
-from autoaccel.search import Diagnosis, TrialRecord, diagnose
 
 
 def test_advise_finds_a_faster_setup_and_leaves_the_caller_untouched(tmp_path: Path) -> None:
@@ -91,70 +88,6 @@ def test_each_recommendation_is_labelled(tmp_path: Path) -> None:
         assert "x samples/s" in rec.evidence or "ran" in rec.evidence
 
 
-def test_diagnosis_thresholds() -> None:
-    class Space:
-        class memory:
-            budget_bytes = 1000
-
-    waiting = Measurement(outcome="ok", data_wait_s=0.3, compute_s=0.7)
-    busy = Measurement(outcome="ok", data_wait_s=0.1, compute_s=0.9)
-    full = Measurement(outcome="ok", data_wait_s=0.1, compute_s=0.9, peak_memory_bytes=900)
-    assert diagnose(waiting, Space).bound == "input"  # type: ignore[arg-type]
-    assert diagnose(busy, Space).bound == "compute"  # type: ignore[arg-type]
-    assert diagnose(full, Space).bound == "memory"  # type: ignore[arg-type]
-    assert "input-bound at >= 20%" in str(diagnose(busy, Space))  # type: ignore[arg-type]
-    assert isinstance(diagnose(busy, Space), Diagnosis)  # type: ignore[arg-type]
-
-
-def test_confirm_interleaves_and_pairs() -> None:
-    order: list[str] = []
-
-    def measure(config: object) -> Measurement:
-        name = "A" if config == "base" else "B"
-        order.append(name)
-        drift = 1 + 0.1 * len(order)  # the machine slows down over time
-        rate = (100 if name == "A" else 200) / drift
-        return Measurement(outcome="ok", samples_per_s=rate)
-
-    speedup = confirm(measure, "base", "best", pairs=3)  # type: ignore[arg-type]
-    assert order == ["A", "B", "A", "B", "A", "B"]
-    assert speedup.median == pytest.approx(2 * (1 + 0.1 * 3) / (1 + 0.1 * 4))
-
-
-def test_the_final_round_keeps_the_best_median_not_the_lucky_trial() -> None:
-    """Trial 1 was measured once in a quiet moment; re-measured, trial 2 is faster."""
-    true_rate = {16: 90.0, 32: 99.0, 64: 85.0, 128: 60.0}
-    first = {16: 120.0, 32: 100.0, 64: 95.0, 128: 0.0}
-    records = [
-        TrialRecord(
-            n,
-            {},
-            TrainingConfig(batch_size=b),
-            Measurement(outcome="ok" if b != 128 else "oom", samples_per_s=first[b], message=""),
-            "sampler",
-        )
-        for n, b in enumerate(true_rate, start=1)
-    ]
-    order: list[int] = []
-
-    def measure(config: TrainingConfig) -> Measurement:
-        order.append(config.batch_size)
-        return Measurement(outcome="ok", samples_per_s=true_rate[config.batch_size])
-
-    winner, evidence = final_round(measure, records, finalists=3, rounds=2)
-    assert order == [16, 32, 64, 16, 32, 64]  # in turn; the failed config is not a finalist
-    assert winner.number == 2 and winner.measurement.samples_per_s == 99.0
-    assert evidence is not None and "trial 2 kept" in evidence
-    alone, none = final_round(measure, records[:1])
-    assert alone is records[0] and none is None
-    order.clear()
-    capped, none = final_round(measure, records, finalists=3, rounds=2, max_measurements=5)
-    assert order == [16, 32, 64]  # 5 trials left: one round fits
-    assert capped.number == 1  # one round cannot outvote the lucky 120: (120 + 90) / 2
-    order.clear()
-    assert final_round(measure, records, max_measurements=2)[1] is None and not order
-
-
 @pytest.mark.parametrize(
     ("kwargs", "error", "match"),
     [
@@ -215,41 +148,3 @@ def test_a_conv_model_on_a_dataset(tmp_path: Path) -> None:
     assert "channels_last" in advice.space.names
     assert "batch_fetch" not in advice.space.names
     assert advice.search.baseline.config.batch_size == 16
-
-
-def test_each_batch_size_trains_with_the_cpu_split_measured_fastest_at_it() -> None:
-    def record(n: int, rate: float, outcome: str = "ok", **knobs: object) -> TrialRecord:
-        config = TrainingConfig(**knobs)  # type: ignore[arg-type]
-        return TrialRecord(n, {}, config, Measurement(outcome=outcome, samples_per_s=rate), "x")
-
-    records = [
-        record(0, 100.0, batch_size=32, num_workers=0, num_threads=2),
-        record(1, 90.0, batch_size=32, num_workers=2, persistent_workers=True),
-        record(2, 500.0, batch_size=32, num_workers=1, outcome="oom"),  # failed: not a pick
-        record(3, 400.0, batch_size=256, num_workers=2, channels_last=True),
-        record(4, 410.0, batch_size=256, num_workers=1),  # a lucky single measurement
-    ]
-    system = TrainingConfig(
-        batch_size=256,
-        num_threads=1,
-        num_workers=2,
-        persistent_workers=True,
-        channels_last=True,
-        lr_scaling="sqrt",
-        warmup_steps=14,
-    )
-    settings = settings_by_batch(records, system)
-    # Batch 32: the threads and loader of its fastest trial, the model-side settings of the
-    # pick (a measured CNN run: 1 thread + 2 workers won at 256; at 32 it halved the speed).
-    assert settings[32] == replace(
-        system,
-        batch_size=32,
-        num_threads=2,
-        num_workers=0,
-        persistent_workers=False,
-        lr_scaling="none",
-        warmup_steps=0,
-    )
-    # The throughput pick (after its final round) stands for its own batch size, and the
-    # batch-size rule's warm-up is the schedule study's to choose.
-    assert settings[256] == replace(system, lr_scaling="none", warmup_steps=0)

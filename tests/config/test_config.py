@@ -22,8 +22,8 @@ from autoaccel.config import (
 from autoaccel.errors import ConfigError, UsageError
 from autoaccel.probe import probe_system
 
-DATA = Path(__file__).parent / "data" / "configs"
-ROOT = Path(__file__).parent.parent
+DATA = Path(__file__).parent.parent / "data" / "configs"
+ROOT = Path(__file__).parent.parent.parent
 
 
 def test_golden_v1_loads_forever() -> None:

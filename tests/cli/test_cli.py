@@ -10,7 +10,7 @@ import pytest
 from autoaccel.cli import build_parser, main
 from autoaccel.config import Provenance, TrainingConfig, save_config
 
-DATA = Path(__file__).parent / "data" / "configs"
+DATA = Path(__file__).parent.parent / "data" / "configs"
 
 
 def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:

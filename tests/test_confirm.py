@@ -1,0 +1,59 @@
+"""The final round and the paired confirmation."""
+
+from __future__ import annotations
+
+import pytest
+
+from autoaccel.config import TrainingConfig
+from autoaccel.confirm import confirm, final_round
+from autoaccel.measure import Measurement
+from autoaccel.search import TrialRecord
+
+
+def test_confirm_interleaves_and_pairs() -> None:
+    order: list[str] = []
+
+    def measure(config: object) -> Measurement:
+        name = "A" if config == "base" else "B"
+        order.append(name)
+        drift = 1 + 0.1 * len(order)  # the machine slows down over time
+        rate = (100 if name == "A" else 200) / drift
+        return Measurement(outcome="ok", samples_per_s=rate)
+
+    speedup = confirm(measure, "base", "best", pairs=3)  # type: ignore[arg-type]
+    assert order == ["A", "B", "A", "B", "A", "B"]
+    assert speedup.median == pytest.approx(2 * (1 + 0.1 * 3) / (1 + 0.1 * 4))
+
+
+def test_the_final_round_keeps_the_best_median_not_the_lucky_trial() -> None:
+    """Trial 1 was measured once in a quiet moment; re-measured, trial 2 is faster."""
+    true_rate = {16: 90.0, 32: 99.0, 64: 85.0, 128: 60.0}
+    first = {16: 120.0, 32: 100.0, 64: 95.0, 128: 0.0}
+    records = [
+        TrialRecord(
+            n,
+            {},
+            TrainingConfig(batch_size=b),
+            Measurement(outcome="ok" if b != 128 else "oom", samples_per_s=first[b], message=""),
+            "sampler",
+        )
+        for n, b in enumerate(true_rate, start=1)
+    ]
+    order: list[int] = []
+
+    def measure(config: TrainingConfig) -> Measurement:
+        order.append(config.batch_size)
+        return Measurement(outcome="ok", samples_per_s=true_rate[config.batch_size])
+
+    winner, evidence = final_round(measure, records, finalists=3, rounds=2)
+    assert order == [16, 32, 64, 16, 32, 64]  # in turn; the failed config is not a finalist
+    assert winner.number == 2 and winner.measurement.samples_per_s == 99.0
+    assert evidence is not None and "trial 2 kept" in evidence
+    alone, none = final_round(measure, records[:1])
+    assert alone is records[0] and none is None
+    order.clear()
+    capped, none = final_round(measure, records, finalists=3, rounds=2, max_measurements=5)
+    assert order == [16, 32, 64]  # 5 trials left: one round fits
+    assert capped.number == 1  # one round cannot outvote the lucky 120: (120 + 90) / 2
+    order.clear()
+    assert final_round(measure, records, max_measurements=2)[1] is None and not order

@@ -1,0 +1,56 @@
+"""The schedule study's final round on other data orders, and what fits its budget share."""
+
+from __future__ import annotations
+
+import pytest
+from models import curve_of
+
+from autoaccel.config import TrainingConfig
+from autoaccel.time_to_loss import (
+    Level,
+    LossRun,
+    final_plan,
+    final_round,
+)
+
+
+def test_the_final_round_trains_the_best_again_and_a_lucky_one_loses() -> None:
+    levels = [Level(0.5, 2.0)]
+    lucky = LossRun(TrainingConfig(lr=0.1), "ok", curve=curve_of((1, 0.5)), number=3, pace=0.5)
+    steady = LossRun(TrainingConfig(lr=0.2), "ok", curve=curve_of((1.2, 0.5)), number=4, pace=0.6)
+    slow = LossRun(TrainingConfig(lr=0.3), "ok", curve=curve_of((3, 0.5)), number=5, pace=1.5)
+    seconds = {  # on data orders 1 and 2: your setup, lucky, steady
+        (None, 1): 2.0,
+        (0.1, 1): 3.0,
+        (0.2, 1): 1.2,
+        (None, 2): 1.0,
+        (0.1, 2): 2.0,
+        (0.2, 2): 0.6,
+    }
+    trained: list[tuple[float | None, int]] = []
+
+    def train_again(config: TrainingConfig | None, level: Level, order: int) -> LossRun:
+        assert level == levels[-1]  # each run stops at the goal
+        key = (config.lr if config else None, order)
+        trained.append(key)
+        return LossRun(config, "ok", curve=curve_of((seconds[key], 0.5)))
+
+    said: list[str] = []
+    ranked = [lucky, steady, slow]
+    final = final_round(ranked, levels, train_again, 4.0, said.append, finalists=2, orders=2)
+    assert trained == [(None, 1), (0.1, 1), (0.2, 1), (None, 2), (0.1, 2), (0.2, 2)]
+    assert [r.number for r in final] == [3, 4]  # the third was not a finalist
+    assert final[0].paces == (0.5, 1.5, 2.0)  # against your times on each order
+    assert final[0].pace == pytest.approx((0.5 * 1.5 * 2.0) ** (1 / 3))
+    assert final[1].paces == pytest.approx((0.6, 0.6, 0.6)) and final[1].pace == pytest.approx(0.6)
+    assert min(final, key=lambda r: r.pace).number == 4
+    assert "final round" in said[0] and "2 other data orders" in said[0]
+    assert said[-1] == "  #4 over 3 runs: 1.67x your pace"
+
+
+def test_the_final_round_fits_its_share_of_the_budget() -> None:
+    for budget, per_candidate in [(300, 10), (300, 20), (120, 5), (600, 30)]:
+        finalists, orders = final_plan(budget, per_candidate)
+        assert finalists >= 1 and orders * (finalists + 1) * per_candidate <= 0.3 * budget
+    assert final_plan(300, 10) == (3, 2)  # room for the most
+    assert final_plan(100, 20) == (0, 0)  # no room: the search's best is the pick

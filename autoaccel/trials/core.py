@@ -49,7 +49,7 @@ class TrialMeter(StepObserver):
         ...                    torch.device("cpu"))
         >>> while not trial.meter.done:
         ...     trial.fetch_start(); trial.fetch_end(8); trial.step_end(None, 8)
-        >>> trial.finish().outcome, trial.finish(MemoryError("out of memory")).outcome
+        >>> trial.finish().outcome, trial.failed(MemoryError("out of memory")).outcome
         (<Outcome.OK: 'ok'>, <Outcome.OOM: 'oom'>)
     """
 
@@ -88,16 +88,20 @@ class TrialMeter(StepObserver):
         self._fetched = False
         self.meter.step_end(loss)
 
-    def finish(self, failure: BaseException | None = None) -> Measurement:
-        """The trial's measurement: ``failure`` classified, else the window's figures
-        (a NaN in the window is classified too), with the device's memory figures."""
-        if failure is None:
-            try:
-                return self._with_memory(self.meter.result())
-            except Exception as error:  # a NaN loss in the window, or no window at all
-                failure = error
-        outcome, message = classify_failure(failure)
-        running = getattr(failure, "samples_per_s", 0.0)  # a pruned trial's pace when stopped
+    def finish(self) -> Measurement:
+        """The window's figures (a NaN loss in it is classified too), with the memory
+        figures of the device."""
+        try:
+            return self._with_memory(self.meter.result())
+        except Exception as error:  # a NaN loss in the window, or no window at all
+            return self.failed(error)
+
+    def failed(self, error: BaseException) -> Measurement:
+        """A failure classified into its ``Outcome``. Call it inside the ``except`` block
+        and keep no reference to ``error``: its traceback holds the trial's tensors and
+        loader workers, which are freed when the block ends."""
+        outcome, message = classify_failure(error)
+        running = getattr(error, "samples_per_s", 0.0)  # a pruned trial's pace when stopped
         return self._with_memory(
             Measurement(outcome=outcome, message=message, samples_per_s=running)
         )

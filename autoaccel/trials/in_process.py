@@ -37,23 +37,28 @@ def run_trial(
     timeout come back as the measurement's ``outcome``.
     """
     trial = TrialMeter(settings, workload.device, prune=prune)
-    failure: Exception | None = None
+    failed: Measurement | None = None
     run = None
     try:
         model, optimizer = workload.fresh()
         with applied_settings(config):
             generator = torch.Generator().manual_seed(workload.seed)
-            loader = build_loader(workload.data, config, generator=generator)
             run = Run(
-                model, optimizer, config, loader=loader, device=workload.device, observer=trial
+                model,
+                optimizer,
+                config,
+                loader=build_loader(workload.data, config, generator=generator),
+                device=workload.device,
+                observer=trial,
             )
             _drive(run, workload, trial.meter)
     except Exception as error:  # every failure is a finding about this config
-        failure = error
+        failed = trial.failed(error)  # classified here: the traceback dies with the block
     finally:
         if run is not None:
             run.close()  # its loader's worker processes end now
-    measurement = trial.finish(failure)
+        del run
+    measurement = trial.finish() if failed is None else failed
     gc.collect()
     if workload.device.type == "cuda":
         torch.cuda.empty_cache()

@@ -108,7 +108,7 @@ class TrialSession(StepObserver):
         self._written = True
 
     def _finish(self, failure: BaseException | None) -> None:
-        measurement = self.trial.finish(failure)
+        measurement = self.trial.failed(failure) if failure else self.trial.finish()
         if self.world > 1:  # every process trained as many samples in the same time
             measurement = replace(
                 measurement,

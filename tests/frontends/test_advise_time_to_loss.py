@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from models import accuracy, learnable, mlp
+from models import FAST, accuracy, learnable, mlp
 
 import autoaccel
 from autoaccel.errors import DataError, UsageError
@@ -14,7 +14,8 @@ from autoaccel.frontends.advise import advise
 
 
 def advise_with_validation(tmp_path: Path, **extra: object) -> autoaccel.Advice:
-    """advise() on a small MLP with SGD at batch 16, a validation set and a 1.5 s horizon."""
+    """advise() on a small MLP with SGD at batch 16, a validation set and a 1.5 s horizon;
+    short throughput trials (``FAST``), as the schedule study is what these tests check."""
     model = mlp()
     return advise(
         model,
@@ -23,6 +24,7 @@ def advise_with_validation(tmp_path: Path, **extra: object) -> autoaccel.Advice:
         loader_kwargs={"batch_size": 16},
         val_data=learnable(512),
         horizon_s=1.5,
+        settings=FAST,
         storage=str(tmp_path / "s.db"),
         seed=0,
         progress=False,
@@ -31,7 +33,7 @@ def advise_with_validation(tmp_path: Path, **extra: object) -> autoaccel.Advice:
 
 
 def test_advise_time_to_loss_picks_by_held_out_loss(tmp_path: Path) -> None:
-    advice = advise_with_validation(tmp_path, budget_s=32)
+    advice = advise_with_validation(tmp_path, budget_s=20)
     c = advice.convergence
     assert c is not None and c.holdout == "the validation set (512 samples)"
     assert c.finding is not None and c.runs
@@ -70,7 +72,7 @@ def test_a_loss_that_is_nan_from_the_first_step_names_the_likely_cause() -> None
 
 
 def test_advise_with_a_goal_ranks_by_the_time_to_it(tmp_path: Path) -> None:
-    advice = advise_with_validation(tmp_path, metric=accuracy, target=0.6, budget_s=40)
+    advice = advise_with_validation(tmp_path, metric=accuracy, target=0.6, budget_s=24)
     c = advice.convergence
     assert c is not None and c.aim == "accuracy 0.6 (your goal)"
     (level,) = c.levels

@@ -27,6 +27,8 @@ import psutil
 import pynvml
 import torch
 
+from autoaccel.states import Precision
+
 __all__ = [
     "PRECISIONS",
     "CpuInfo",
@@ -38,7 +40,7 @@ __all__ = [
 ]
 
 #: Every precision autoaccel knows, in the order it prefers to try them.
-PRECISIONS = ("32-true", "tf32", "bf16-mixed", "16-mixed")
+PRECISIONS = Precision.spellings()
 
 #: CPU flags that change how fast training can go.
 TRAINING_FLAGS = (

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from enum import Enum
 
-__all__ = ["Objective", "Outcome", "Precision"]
+__all__ = ["Bound", "Objective", "Outcome", "Precision"]
 
 
 class _Spelled(str, Enum):
@@ -37,6 +37,14 @@ class Outcome(_Spelled):
     ERROR = "error"  # anything else the training code raised
     PRUNED = "pruned"  # stopped early as clearly slower than the best so far
     TIMEOUT = "timeout"  # ran past the trial's time limit (and was killed)
+
+
+class Bound(_Spelled):
+    """What limits a training setup, as the diagnosis reads its baseline."""
+
+    INPUT = "input"  # waiting for data
+    COMPUTE = "compute"  # the step itself
+    MEMORY = "memory"  # near the memory budget
 
 
 class Objective(_Spelled):

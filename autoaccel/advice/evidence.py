@@ -16,7 +16,7 @@ from autoaccel.advice.types import Recommendation
 from autoaccel.config import TrainingConfig
 from autoaccel.schedule import lr_multiplier, scaling_rule
 from autoaccel.search import PRUNE_BELOW, Diagnosis, SearchResult, TrialRecord, WorkloadFacts
-from autoaccel.states import Outcome
+from autoaccel.states import Bound, Outcome
 
 __all__ = ["lr_follows_batch", "recommendations"]
 
@@ -105,7 +105,7 @@ def _unmeasured(
     """The techniques the evidence points to but the search does not measure."""
     recs = []
     failures = [r for r in result.records if r.measurement.outcome is Outcome.OOM]
-    if diagnosis.bound == "memory" or failures:
+    if diagnosis.bound is Bound.MEMORY or failures:
         where = (
             f"batch {min(r.config.batch_size for r in failures)} ran out of memory"
             if failures

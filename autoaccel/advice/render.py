@@ -42,7 +42,7 @@ def advice_dict(advice: Advice) -> dict[str, Any]:
             "ratios": list(advice.speedup.ratios),
         },
         "diagnosis": {
-            "bound": advice.diagnosis.bound,
+            "bound": advice.diagnosis.bound.value,
             "data_wait_fraction": advice.diagnosis.data_wait_fraction,
             "reasons": list(advice.diagnosis.reasons),
         },

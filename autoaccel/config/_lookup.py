@@ -47,7 +47,7 @@ def find_config(
     Example:
         >>> import tempfile
         >>> folder = Path(tempfile.mkdtemp())
-        >>> _ = (folder / "autoaccel.yaml").write_text("batch_size: 64\n")
+        >>> _ = (folder / "autoaccel.yaml").write_text("batch_size: 64")
         >>> find_config(script=folder / "train.py") == folder / "autoaccel.yaml"
         True
     """

@@ -15,7 +15,7 @@ from autoaccel.config import TrainingConfig
 from autoaccel.measure import Measurement
 from autoaccel.probe import HardwareProfile
 from autoaccel.search.space import SearchSpace
-from autoaccel.states import Precision
+from autoaccel.states import Bound, Precision
 
 __all__ = ["INPUT_BOUND", "MEMORY_BOUND", "Diagnosis", "diagnose", "guesses", "knob_priority"]
 
@@ -28,7 +28,7 @@ MEMORY_BOUND = 0.80  # peak >= 80% of the memory budget
 class Diagnosis:
     """What limits the current setup, with the figures and thresholds that say so."""
 
-    bound: str  # input | compute | memory
+    bound: Bound
     data_wait_fraction: float
     peak_memory_bytes: int | None
     memory_budget_bytes: int
@@ -50,17 +50,17 @@ def diagnose(baseline: Measurement, space: SearchSpace) -> Diagnosis:
             f"{budget / 2**30:.1f} GiB budget (memory-bound at >= {MEMORY_BOUND:.0%})"
         )
     if peak and peak >= MEMORY_BOUND * budget:
-        bound = "memory"
+        bound = Bound.MEMORY
     elif wait >= INPUT_BOUND:
-        bound = "input"
+        bound = Bound.INPUT
     else:
-        bound = "compute"
+        bound = Bound.COMPUTE
     return Diagnosis(bound, wait, peak, budget, tuple(reasons))
 
 
 def knob_priority(diagnosis: Diagnosis) -> list[str]:
     """The order in which the greedy phase changes knobs."""
-    if diagnosis.bound == "input":
+    if diagnosis.bound is Bound.INPUT:
         return [
             "batch_fetch",
             "num_workers",
@@ -109,7 +109,7 @@ def guesses(
     if "pin_memory" in names:
         guess["pin_memory"] = True
     found = [space.config_for(guess)]
-    if diagnosis.bound == "input" or diagnosis.data_wait_fraction >= SOME_INPUT_WAIT:
+    if diagnosis.bound is Bound.INPUT or diagnosis.data_wait_fraction >= SOME_INPUT_WAIT:
         workers = [w for w in space.knob("num_workers").choices if w > user.num_workers]
         if workers:
             found.append(space.config_for({**guess, "num_workers": min(workers[-1], 4)}))

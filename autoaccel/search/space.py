@@ -57,7 +57,7 @@ class MemoryModel:
         >>> model = MemoryModel(budget_bytes=1000)
         >>> model.observe(10, 100); model.observe(20, 150)
         >>> model.max_batch_size()
-        170
+        160
     """
 
     budget_bytes: int

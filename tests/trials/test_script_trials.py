@@ -125,10 +125,10 @@ def test_a_hanging_trial_is_killed_with_its_process_group(tmp_path: Path) -> Non
         "time.sleep(600)"
     )
     started = time.monotonic()
-    trial = runner(script(tmp_path, before_loop=hang), tmp_path, timeout_s=8).run(None)
+    trial = runner(script(tmp_path, before_loop=hang), tmp_path, timeout_s=5).run(None)
     assert time.monotonic() - started < 30
     assert (
-        trial.measurement.outcome == "timeout" and "8 s trial timeout" in trial.measurement.message
+        trial.measurement.outcome == "timeout" and "5 s trial timeout" in trial.measurement.message
     )
     child = int(pid_file.read_text())
     deadline = time.monotonic() + 5
@@ -249,7 +249,7 @@ def test_ctrl_c_keeps_the_best_so_far_and_the_study_resumes(tmp_path: Path) -> N
     for proc in psutil.process_iter(["cmdline"]):
         assert str(path) not in " ".join(proc.info["cmdline"] or []), "a trial was left running"
     again = subprocess.run(
-        [*command, "--max-trials", "3", "--confirm-pairs", "1"],
+        [*command, "--max-trials", "2", "--confirm-pairs", "1"],
         cwd=tmp_path,
         capture_output=True,
         text=True,

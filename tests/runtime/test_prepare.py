@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -10,19 +9,6 @@ from models import Pairs, mlp, tabular
 import autoaccel
 from autoaccel.config import CONFIG_ENV, Provenance, TrainingConfig, find_config, save_config
 from autoaccel.errors import ConfigError
-
-
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """Each test runs in an empty folder, and prepare()'s process-wide settings are undone."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv(CONFIG_ENV, raising=False)
-    monkeypatch.setattr("sys.argv", [str(tmp_path / "train.py")])
-    threads = torch.get_num_threads()
-    matmul = torch.get_float32_matmul_precision()
-    yield
-    torch.set_num_threads(threads)
-    torch.set_float32_matmul_precision(matmul)
 
 
 def make(lr: float = 0.1) -> tuple[torch.nn.Module, torch.optim.Optimizer]:

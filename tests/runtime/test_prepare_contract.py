@@ -10,9 +10,8 @@ all but the dropped tail with ``drop_last``) in the number of batches its batch 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -22,7 +21,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import autoaccel
-from autoaccel.config import CONFIG_ENV, TrainingConfig
+from autoaccel.config import TrainingConfig
 from autoaccel.errors import DataError
 
 SAMPLES = 200
@@ -38,16 +37,6 @@ CONFIGS = {  # prepare() with a config: other batch sizes, whole-batch indexing,
         batch_size=32, num_workers=1, persistent_workers=True
     ),
 }
-
-
-@pytest.fixture(autouse=True)
-def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.chdir(tmp_path)  # no autoaccel.yaml here, nor beside sys.argv[0]
-    monkeypatch.delenv(CONFIG_ENV, raising=False)
-    monkeypatch.setattr("sys.argv", [str(tmp_path / "train.py")])
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
 
 
 @dataclass

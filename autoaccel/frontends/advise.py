@@ -75,7 +75,7 @@ def advise(
     means reaching the held-out losses your own setup reaches soonest, not the most
     samples/s: the throughput search picks the system settings, then a schedule study
     picks batch size, LR (around an LR range test's suggestion), warm-up, decay and
-    momentum (see ``autoaccel.converge``).
+    momentum (see ``autoaccel.time_to_loss``).
 
     Args:
         model: The model to train; never changed (trials train copies).

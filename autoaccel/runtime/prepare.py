@@ -11,6 +11,7 @@ DDP and shards the data.
 
 from __future__ import annotations
 
+import atexit
 import os
 import sys
 import warnings
@@ -58,7 +59,15 @@ class _Processes:
             return cls(0, 1)
         if not dist.is_initialized():
             dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+            # A group left alive at exit aborts the process ("terminate called without an
+            # active exception") while its gloo threads still run; end it first.
+            atexit.register(_leave_process_group)
         return cls(dist.get_rank(), dist.get_world_size())
+
+
+def _leave_process_group() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def prepare(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -13,10 +14,13 @@ def atomic_write_text(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` so a crash leaves the old file or the new one, never half.
 
     The text goes to a temporary file in the same folder, is flushed to disk, then renamed
-    over ``path`` (a rename within one file system is atomic).
+    over ``path`` (a rename within one file system is atomic). The file keeps the mode it
+    had; a new one gets the usual 0644 under the umask (a temporary file's 0600 would make
+    a config tuned as root unreadable to the user who trains).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    mode = _mode_for(path)
     handle = tempfile.NamedTemporaryFile(  # noqa: SIM115 (closed below, then renamed)
         "w", dir=path.parent, prefix=f".{path.name}.", suffix=".tmp", delete=False
     )
@@ -24,8 +28,19 @@ def atomic_write_text(path: Path, text: str) -> None:
         with handle:
             handle.write(text)
             handle.flush()
+            os.fchmod(handle.fileno(), mode)
             os.fsync(handle.fileno())
         os.replace(handle.name, path)
     except BaseException:
         Path(handle.name).unlink(missing_ok=True)
         raise
+
+
+def _mode_for(path: Path) -> int:
+    """The permission bits ``path`` has, or those a new file gets under the umask."""
+    try:
+        return stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        umask = os.umask(0)
+        os.umask(umask)
+        return 0o666 & ~umask

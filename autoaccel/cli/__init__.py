@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import traceback
 from collections.abc import Sequence
 from types import ModuleType
+from typing import Any
 
 from rich.console import Console
 
@@ -67,10 +69,21 @@ def render(result: CommandResult, *, as_json: bool, out: Console, err: Console) 
     for warning in result.warnings:
         err.print(f"[yellow]warning:[/yellow] {warning}", soft_wrap=True, highlight=False)
     if as_json:
-        out.file.write(json.dumps(result.data, indent=2, default=str) + "\n")
+        out.file.write(json.dumps(_finite(result.data), indent=2, default=str) + "\n")
         return
     for table in result.tables:
         out.print(table)
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with NaN and infinities as null: JSON has no spelling for them."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -17,7 +17,11 @@ def reference_markdown() -> str:
         "",
         "`autoaccel.yaml` holds one `TrainingConfig`. Every key below may be left out (its",
         "default applies); an empty value keeps what the training script itself does.",
-        "Unknown keys, wrong types and out-of-range values are errors, all reported at once.",
+        "Unknown keys, wrong types, out-of-range or non-finite values (`.nan`, `.inf`),",
+        "duplicate keys and YAML aliases are errors, all reported at once; an empty file is",
+        "refused (delete it to run with the script's own settings). `autoaccel show` and",
+        "`autoaccel run` also check the machine: no more threads than cores, no more",
+        "processes than GPUs (or usable cores), at most 4 loader workers per core.",
         "",
         "This page is generated from the dataclasses in `autoaccel/config.py`",
         "(`python -m autoaccel.reference > docs/config.md`); a test fails when it drifts.",
@@ -35,6 +39,8 @@ def reference_markdown() -> str:
                 kind = " \\| ".join(f"`{c}`" for c in meta["choices"])
             if meta.get("minimum") is not None:
                 kind += f", >= {meta['minimum']}"
+            if meta.get("maximum") is not None:
+                kind += f", <= {meta['maximum']:g}"
             if meta.get("optional"):
                 kind += ", or empty"
             default = getattr(cls(), f.name)

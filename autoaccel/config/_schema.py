@@ -10,6 +10,7 @@ writes the comment beside each key in ``autoaccel.yaml`` and the table in
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,7 +31,10 @@ __all__ = [
 #: The newest config format this autoaccel reads and the one it writes.
 SCHEMA_VERSION = 1
 
-STRATEGIES = ("none", "ddp", "fsdp")
+STRATEGIES = ("none", "ddp")  # fsdp: named in a message until prepare() applies it
+WORKERS_PER_CORE = 4  # loader workers beyond this only wait for a core
+#: How much of a bad value a message quotes: enough to recognise it, never a whole file.
+QUOTE_CHARS = 60
 LR_SCALING = ("none", "linear", "sqrt")
 SCHEDULES = ("constant", "cosine", "linear", "one-cycle")
 
@@ -41,6 +45,7 @@ def knob(
     *,
     kind: type | tuple[type, ...],
     minimum: float | None = None,
+    maximum: float | None = None,
     choices: tuple[str, ...] | None = None,
     optional: bool = False,
     factory: Any = None,
@@ -53,6 +58,7 @@ def knob(
             "doc": doc,
             "kind": kind,
             "minimum": minimum,
+            "maximum": maximum,
             "choices": choices,
             "optional": optional,
         },
@@ -73,6 +79,15 @@ class Provenance:
         None, "when this file was written (UTC, ISO 8601)", kind=str, optional=True
     )
     command: str | None = knob(None, "the command that produced this file", kind=str, optional=True)
+    script: str | None = knob(
+        None, "the training script this was tuned for (its file name)", kind=str, optional=True
+    )
+    model: str | None = knob(
+        None,
+        "the model it was tuned for: a hash of its parameter names and shapes",
+        kind=str,
+        optional=True,
+    )
     versions: dict[str, str] = knob(None, "library versions when measured", kind=dict, factory=dict)
     measured: dict[str, float] = knob(
         None, "figures measured for this config", kind=dict, factory=dict
@@ -103,12 +118,22 @@ class TrainingConfig:
         kind=int,
         minimum=1,
     )
-    batch_size: int = knob(32, "samples per step in each process", kind=int, minimum=1)
+    batch_size: int = knob(
+        32, "samples per step in each process", kind=int, minimum=1, maximum=2**24
+    )
     grad_accum_steps: int = knob(
-        1, "micro-batches accumulated before each optimizer step", kind=int, minimum=1
+        1,
+        "micro-batches accumulated before each optimizer step",
+        kind=int,
+        minimum=1,
+        maximum=4096,
     )
     num_workers: int = knob(
-        0, "DataLoader worker processes (0 = load in the training process)", kind=int, minimum=0
+        0,
+        "DataLoader worker processes (0 = load in the training process)",
+        kind=int,
+        minimum=0,
+        maximum=512,
     )
     persistent_workers: bool = knob(
         False, "keep DataLoader workers alive between epochs (needs num_workers > 0)", kind=bool
@@ -118,6 +143,7 @@ class TrainingConfig:
         "batches each worker loads ahead (needs num_workers > 0; empty = torch's 2)",
         kind=int,
         minimum=1,
+        maximum=64,
         optional=True,
     )
     pin_memory: bool = knob(
@@ -134,6 +160,7 @@ class TrainingConfig:
         "CPU threads for intra-op parallelism (empty = torch's default)",
         kind=int,
         minimum=1,
+        maximum=4096,
         optional=True,
     )
     precision: str = knob(
@@ -150,18 +177,23 @@ class TrainingConfig:
     )
     strategy: str = knob(
         "none",
-        "parallelism: none, ddp or fsdp (launched with torchrun)",
+        "parallelism: none or ddp (launched with torchrun)",
         kind=str,
         choices=STRATEGIES,
     )
     processes: int = knob(
-        1, "training processes on this machine (torchrun --nproc-per-node)", kind=int, minimum=1
+        1,
+        "training processes on this machine (torchrun --nproc-per-node)",
+        kind=int,
+        minimum=1,
+        maximum=1024,
     )
     lr: float | None = knob(
         None,
         "peak learning rate (empty = the optimizer's own)",
         kind=(float, int),
         minimum=0.0,
+        maximum=100.0,
         optional=True,
     )
     lr_scaling: str = knob(
@@ -178,7 +210,11 @@ class TrainingConfig:
         optional=True,
     )
     warmup_steps: int = knob(
-        0, "optimizer steps of linear warm-up to the peak lr", kind=int, minimum=0
+        0,
+        "optimizer steps of linear warm-up to the peak lr",
+        kind=int,
+        minimum=0,
+        maximum=10**9,
     )
     schedule: str = knob(
         "constant",
@@ -191,6 +227,7 @@ class TrainingConfig:
         "optimizer steps the decay spans (needed by cosine, linear, one-cycle)",
         kind=int,
         minimum=1,
+        maximum=10**9,
         optional=True,
     )
     provenance: Provenance = field(
@@ -232,6 +269,24 @@ class TrainingConfig:
     def check_for(self, profile: HardwareProfile) -> list[str]:
         """Problems running this config on ``profile``'s machine (empty when none)."""
         problems = []
+        cores = profile.cpu.logical_cores
+        if self.num_threads is not None and self.num_threads > cores:
+            problems.append(
+                f"num_threads: {self.num_threads} threads, but this machine has {cores} "
+                f"cores; use at most {cores}"
+            )
+        if self.num_workers > WORKERS_PER_CORE * cores:
+            problems.append(
+                f"num_workers: {self.num_workers} workers on {cores} cores; use at most "
+                f"{WORKERS_PER_CORE * cores}"
+            )
+        devices = len(profile.gpus) or profile.cpu.usable_cores
+        if self.processes > devices:
+            what = "GPUs" if profile.gpus else "usable CPU cores"
+            problems.append(
+                f"processes: {self.processes} processes, but this machine has {devices} "
+                f"{what}; use at most {devices}"
+            )
         if self.precision not in profile.supported_precisions():
             problems.append(
                 f"precision: {self.precision!r} cannot run here "
@@ -258,12 +313,18 @@ class TrainingConfig:
         problems = _check_mapping(cls, data, "")
         if problems:
             raise ConfigError(problems, source=source)
-        provenance = Provenance(**data.get("provenance") or {})
+        recorded = data.get("provenance") or {}
+        provenance = Provenance(
+            **{k: ({} if v is None and k in _RECORDS else v) for k, v in recorded.items()}
+        )
         knobs = {k: v for k, v in data.items() if k != "provenance"}
         try:
             return cls(**knobs, provenance=provenance)
         except ConfigError as error:
             raise ConfigError(error.problems, source=source) from None
+
+
+_RECORDS = ("versions", "measured", "evidence")  # provenance's dicts; empty may be written ``:``
 
 
 # --- validation --------------------------------------------------------------------------
@@ -281,21 +342,52 @@ def kind_name(kind: type | tuple[type, ...]) -> str:
     return " or ".join(dict.fromkeys(names.get(k, k.__name__) for k in kinds))
 
 
+def quote(value: Any) -> str:
+    """``repr(value)``, cut to ``QUOTE_CHARS`` so a message never carries a whole file."""
+    text = repr(value)
+    return text if len(text) <= QUOTE_CHARS else text[: QUOTE_CHARS - 3] + "..."
+
+
 def _check_value(name: str, value: Any, meta: Mapping[str, Any]) -> str | None:
     kind = meta["kind"]
     if value is None:
-        return None if meta.get("optional") else f"{name}: must be set, got an empty value"
+        if meta.get("optional") or kind is dict:
+            return None
+        return f"{name}: must be set, got an empty value"
     kinds = kind if isinstance(kind, tuple) else (kind,)
     # bool is an int in Python, but `batch_size: true` is a mistake, not a 1.
     if isinstance(value, bool) and bool not in kinds:
-        return f"{name}: expected {kind_name(kind)}, got {value!r}"
+        return f"{name}: expected {kind_name(kind)}, got {quote(value)}"
     if not isinstance(value, kinds):
-        return f"{name}: expected {kind_name(kind)}, got {type(value).__name__} {value!r}"
+        return f"{name}: expected {kind_name(kind)}, got {type(value).__name__} {quote(value)}"
+    if kind is dict:
+        return _check_record(name, value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{name}: must be a finite number, got {value!r}"
     if meta.get("choices") and value not in meta["choices"]:
-        return f"{name}: expected one of {', '.join(meta['choices'])}, got {value!r}"
-    minimum = meta.get("minimum")
+        if name == "strategy" and value == "fsdp":
+            return (
+                "strategy: fsdp is not applied by this autoaccel yet (DDP is); set "
+                "strategy: ddp, or none for one process"
+            )
+        return f"{name}: expected one of {', '.join(meta['choices'])}, got {quote(value)}"
+    minimum, maximum = meta.get("minimum"), meta.get("maximum")
     if minimum is not None and value < minimum:
-        return f"{name}: must be >= {minimum}, got {value!r}"
+        return f"{name}: must be >= {minimum}, got {quote(value)}"
+    if maximum is not None and value > maximum:
+        return f"{name}: must be <= {maximum:g}, got {quote(value)}"
+    return None
+
+
+def _check_record(name: str, record: Mapping[Any, Any]) -> str | None:
+    """A provenance record: names to plain values (text, finite numbers, true/false)."""
+    for key, value in record.items():
+        if not isinstance(key, str):
+            return f"{name}: keys must be names, got {quote(key)}"
+        if not isinstance(value, (str, int, float)):
+            return f"{name}.{key}: expected a number or text, got {quote(value)}"
+        if isinstance(value, float) and not math.isfinite(value):
+            return f"{name}.{key}: must be a finite number, got {value!r}"
     return None
 
 
@@ -303,17 +395,24 @@ def _check_mapping(cls: type, data: Any, prefix: str) -> list[str]:
     """Every problem in a raw mapping meant for ``cls``, each with its key path."""
     where = prefix.rstrip(".") or "the config"
     if not isinstance(data, Mapping):
-        return [f"{where}: expected a mapping of keys to values, got {type(data).__name__}"]
+        return [
+            f"{where}: expected a mapping of keys to values, got {type(data).__name__} "
+            f"{quote(data)}"
+        ]
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    problems = [
-        f"{prefix}{key}: unknown key; known keys are {', '.join(fields)}"
-        for key in data
-        if key not in fields
-    ]
+    unknown = [key for key in data if key not in fields]
+    problems = []
+    if unknown:
+        named = ", ".join(_key_name(prefix, k) for k in unknown[:5])
+        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+        problems.append(
+            f"{named}{more}: unknown key{'s' if len(unknown) > 1 else ''}; "
+            f"known keys{' under ' + where if prefix else ''} are {', '.join(fields)}"
+        )
     version = data.get("schema_version") if cls is TrainingConfig else None
     if isinstance(version, int) and not isinstance(version, bool) and version > SCHEMA_VERSION:
         problems.append(
-            f"schema_version: {version} is newer than this autoaccel understands "
+            f"schema_version: {quote(version)} is newer than this autoaccel understands "
             f"({SCHEMA_VERSION}); upgrade with `pip install -U autoaccel`"
         )
     for key, value in data.items():
@@ -328,6 +427,11 @@ def _check_mapping(cls: type, data: Any, prefix: str) -> list[str]:
         if problem:
             problems.append(problem)
     return problems
+
+
+def _key_name(prefix: str, key: Any) -> str:
+    plain = isinstance(key, str) and key.isprintable() and len(key) <= QUOTE_CHARS // 2
+    return f"{prefix}{key}" if plain else f"{prefix}{quote(key)}"
 
 
 def _check_fields(obj: Any, prefix: str) -> list[str]:
@@ -352,7 +456,7 @@ def _check_relations(config: TrainingConfig) -> list[str]:
         problems.append("prefetch_factor: needs num_workers > 0; leave it empty")
     if config.strategy == "none" and config.processes > 1:
         problems.append(
-            f"processes: {config.processes} processes need strategy ddp or fsdp, got none"
+            f"processes: {config.processes} processes need strategy ddp, got none"
         )
     if config.momentum is not None and config.momentum >= 1:
         problems.append(f"momentum: must be below 1, got {config.momentum!r}")

@@ -91,7 +91,7 @@ def write(tmp_path: Path, text: str) -> Path:
         ("- 1\n- 2\n", r"the config: expected a mapping of keys to values, got list"),
         ("num_workers: 0\npersistent_workers: true\n", r"persistent_workers: needs num_workers"),
         ("schedule: cosine\n", r"schedule_steps: schedule 'cosine' needs a step count"),
-        ("processes: 2\n", r"processes: 2 processes need strategy ddp or fsdp"),
+        ("processes: 2\n", r"processes: 2 processes need strategy ddp"),
     ],
 )
 def test_bad_values_name_the_key(tmp_path: Path, text: str, match: str) -> None:

@@ -9,13 +9,29 @@ the builtin that fits, so callers can catch either::
     │   └── DataError                  data, model or loss that cannot be trained as given
     └── TrialError (RuntimeError)      a measurement that could not be completed: exit code 1
 
+    Interrupted (KeyboardInterrupt)    SIGTERM or SIGHUP, handled as Ctrl-C: exit 128 + N
+
 The CLI prints ``str(error)`` on one line; messages say what was expected, what was got and
 how to fix it.
 """
 
 from __future__ import annotations
 
-__all__ = ["AutoaccelError", "ConfigError", "DataError", "TrialError", "UsageError"]
+import contextlib
+import signal
+import threading
+from collections.abc import Iterator
+from types import FrameType
+
+__all__ = [
+    "AutoaccelError",
+    "ConfigError",
+    "DataError",
+    "Interrupted",
+    "TrialError",
+    "UsageError",
+    "interrupts_from_signals",
+]
 
 
 class AutoaccelError(Exception):
@@ -55,3 +71,34 @@ class DataError(UsageError):
 
 class TrialError(AutoaccelError, RuntimeError):
     """A measurement or trial could not be completed."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """A stop signal (SIGTERM, SIGHUP), raised like Ctrl-C so that every ``except
+    KeyboardInterrupt`` cleans up the same way (a trial's process group killed, the best
+    config kept); ``signum`` gives the exit code 128 + N."""
+
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+        self.name = signal.Signals(signum).name
+        super().__init__(self.name)
+
+
+@contextlib.contextmanager
+def interrupts_from_signals() -> Iterator[None]:
+    """SIGTERM and SIGHUP raise ``Interrupted`` while inside (main thread only; the old
+    handlers come back after)."""
+    stops = [getattr(signal, name) for name in ("SIGTERM", "SIGHUP") if hasattr(signal, name)]
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        raise Interrupted(signum)
+
+    previous = {signum: signal.signal(signum, stop) for signum in stops}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)

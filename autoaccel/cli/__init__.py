@@ -9,6 +9,7 @@ or bad input. Errors are one line; ``--debug`` shows the traceback.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import math
 import sys
@@ -20,19 +21,19 @@ from typing import Any
 from rich.console import Console
 
 from autoaccel._version import __version__
-from autoaccel.cli import lr_find, probe, run, show, tune
 from autoaccel.cli._common import CommandResult, parse_duration
-from autoaccel.errors import AutoaccelError
+from autoaccel.errors import AutoaccelError, Interrupted, interrupts_from_signals
 
 __all__ = ["COMMANDS", "CommandResult", "build_parser", "main", "parse_duration", "render"]
 
-#: Each command's name and module, in the order ``--help`` lists them.
-COMMANDS: dict[str, ModuleType] = {
-    "probe": probe,
-    "show": show,
-    "tune": tune,
-    "lr-find": lr_find,
-    "run": run,
+#: Each command's name and module, in the order ``--help`` lists them (imported when the
+#: parser is built, inside ``main``'s error handling: Ctrl-C while torch loads is caught).
+COMMANDS: dict[str, str] = {
+    "probe": "autoaccel.cli.probe",
+    "show": "autoaccel.cli.show",
+    "tune": "autoaccel.cli.tune",
+    "lr-find": "autoaccel.cli.lr_find",
+    "run": "autoaccel.cli.run",
 }
 
 
@@ -50,7 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"autoaccel {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name, module in COMMANDS.items():
+    for name, module_name in COMMANDS.items():
+        module: ModuleType = importlib.import_module(module_name)
         sub = commands.add_parser(
             name,
             parents=[common],
@@ -87,7 +89,24 @@ def _finite(value: Any) -> Any:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run the CLI; returns the exit code."""
+    """Run the CLI; returns the exit code.
+
+    SIGTERM and SIGHUP stop it as Ctrl-C does (the running trial's process group killed,
+    the best config so far kept) and exit with 128 + the signal's number.
+    """
+    err = Console(stderr=True)
+    with interrupts_from_signals():
+        try:
+            return _main(argv, err)
+        except Interrupted as stop:
+            err.print(f"autoaccel: stopped by {stop.name}", highlight=False)
+            return 128 + stop.signum
+        except KeyboardInterrupt:
+            err.print("autoaccel: interrupted", highlight=False)
+            return 130
+
+
+def _main(argv: Sequence[str] | None, err: Console) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     script_args: list[str] = []
     if "--" in argv:  # everything after -- belongs to the training script
@@ -96,9 +115,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.script_args = script_args
-    if args.command in ("tune",) and args.max_trials < 1:
-        parser.error(f"--max-trials must be >= 1, got {args.max_trials}")
-    out, err = Console(), Console(stderr=True)
+    out = Console()
     try:
         result = args.handler(args)
     except AutoaccelError as error:
@@ -106,9 +123,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         err.print(f"autoaccel: error: {error}", soft_wrap=True, highlight=False, markup=False)
         return error.exit_code
-    except KeyboardInterrupt:
-        err.print("autoaccel: interrupted", highlight=False)
-        return 130
     except Exception as error:
         if args.debug:
             traceback.print_exc()

@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import argparse
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rich.table import Table
 
-__all__ = ["CommandResult", "add_script", "gib", "known", "parse_duration"]
+__all__ = [
+    "CommandResult",
+    "add_script",
+    "gib",
+    "known",
+    "parse_duration",
+    "positive_int",
+    "positive_number",
+]
 
 
 @dataclass
@@ -58,6 +67,40 @@ def parse_duration(text: str) -> float:
         raise argparse.ArgumentTypeError(
             f"expected a duration such as 90s, 3m or 1h, got {text!r}"
         ) from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"a duration must be positive, got {text!r}")
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"a duration must be positive and finite, got {text!r}")
+    return value
+
+
+def positive_number(text: str) -> float:
+    """A finite number above 0 (``--window 1.5``).
+
+    Example:
+        >>> positive_number("1.5")
+        1.5
+    """
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number such as 1.5, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive, finite number, got {text!r}")
+    return value
+
+
+def positive_int(text: str) -> int:
+    """A whole number of at least 1 (``--max-trials 20``).
+
+    Example:
+        >>> positive_int("20")
+        20
+    """
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a whole number such as 3, got {text!r}"
+        ) from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text!r}")
     return value

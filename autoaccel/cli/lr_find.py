@@ -7,7 +7,13 @@ import argparse
 
 from rich.table import Table
 
-from autoaccel.cli._common import CommandResult, add_script, parse_duration
+from autoaccel.cli._common import (
+    CommandResult,
+    add_script,
+    parse_duration,
+    positive_int,
+    positive_number,
+)
 
 __all__ = ["EXAMPLE", "SUMMARY", "add_arguments", "run"]
 
@@ -24,10 +30,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         config_help="config whose batch size and loader to use; without one, "
         "the script's own settings",
     )
-    parser.add_argument("--batch-size", type=int, help="sweep at this batch size instead")
-    parser.add_argument("--min-lr", type=float, default=1e-7, help="first lr (default 1e-7)")
-    parser.add_argument("--max-lr", type=float, default=10.0, help="last lr (default 10)")
-    parser.add_argument("--steps", type=int, default=100, help="steps in the sweep (default 100)")
+    parser.add_argument("--batch-size", type=positive_int, help="sweep at this batch size instead")
+    parser.add_argument(
+        "--min-lr", type=positive_number, default=1e-7, help="first lr (default 1e-7)"
+    )
+    parser.add_argument("--max-lr", type=positive_number, default=10.0, help="last lr (default 10)")
+    parser.add_argument(
+        "--steps", type=positive_int, default=100, help="steps in the sweep (default 100)"
+    )
     parser.add_argument(
         "--timeout",
         type=parse_duration,

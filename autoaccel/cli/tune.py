@@ -9,7 +9,13 @@ from rich.console import Console
 from rich.table import Table
 
 from autoaccel.budget import DEFAULT_MAX_TRIALS, TUNE_BUDGET_S
-from autoaccel.cli._common import CommandResult, add_script, parse_duration
+from autoaccel.cli._common import (
+    CommandResult,
+    add_script,
+    parse_duration,
+    positive_int,
+    positive_number,
+)
 from autoaccel.config import CONFIG_NAME
 from autoaccel.confirm import CONFIRM_PAIRS
 from autoaccel.measure import MeterSettings
@@ -34,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--max-trials",
-        type=int,
+        type=positive_int,
         default=DEFAULT_MAX_TRIALS,
         help=f"at most this many trials (default {DEFAULT_MAX_TRIALS})",
     )
@@ -55,11 +61,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=Path,
         help="where to write the config (default: autoaccel.yaml beside the script)",
     )
-    parser.add_argument("--window", type=float, help="seconds measured per trial (default 1.5)")
+    parser.add_argument(
+        "--window", type=positive_number, help="seconds measured per trial (default 1.5)"
+    )
     parser.add_argument("--seed", type=int, help="seed of the sampler")
     parser.add_argument(
         "--confirm-pairs",
-        type=int,
+        type=positive_int,
         default=CONFIRM_PAIRS,
         help=f"interleaved baseline/best pairs that confirm the speedup (default {CONFIRM_PAIRS})",
     )

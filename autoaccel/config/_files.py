@@ -136,7 +136,7 @@ def _strict_yaml(text: str, *, source: str) -> Any:
         ConfigError: not YAML, an alias, a duplicate key, or nesting too deep to read.
     """
     try:
-        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 (a SafeLoader subclass)
+        return yaml.load(text, Loader=_StrictLoader)  # a SafeLoader subclass
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         at = f" at line {mark.line + 1}" if mark is not None else ""

@@ -455,9 +455,7 @@ def _check_relations(config: TrainingConfig) -> list[str]:
     if config.num_workers == 0 and config.prefetch_factor is not None:
         problems.append("prefetch_factor: needs num_workers > 0; leave it empty")
     if config.strategy == "none" and config.processes > 1:
-        problems.append(
-            f"processes: {config.processes} processes need strategy ddp, got none"
-        )
+        problems.append(f"processes: {config.processes} processes need strategy ddp, got none")
     if config.momentum is not None and config.momentum >= 1:
         problems.append(f"momentum: must be below 1, got {config.momentum!r}")
     if config.schedule != "constant" and config.schedule_steps is None:

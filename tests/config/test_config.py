@@ -110,7 +110,10 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
 def test_missing_and_non_yaml_files(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"nope\.yaml: config file not found; create one with"):
         load_config(tmp_path / "nope.yaml")
-    with pytest.raises(ConfigError, match=r"not valid YAML at line 2 \(mapping values are not allowed here\); fix it"):
+    with pytest.raises(
+        ConfigError,
+        match=r"not valid YAML at line 2 \(mapping values are not allowed here\); fix it",
+    ):
         load_config(write(tmp_path, "batch_size: 3\n  bad: [\n"))
 
 

@@ -33,7 +33,10 @@ REFUSED = [
     ("lr: .nan\n", r"lr: must be a finite number, got nan"),
     ("lr: .inf\n", r"lr: must be a finite number"),
     ("momentum: -.inf\n", r"momentum: must be a finite number"),
-    ("provenance:\n  measured:\n    speedup: .nan\n", r"provenance.measured.speedup: must be a finite"),
+    (
+        "provenance:\n  measured:\n    speedup: .nan\n",
+        r"provenance.measured.speedup: must be a finite",
+    ),
     ("batch_size: 100000000000000000000\n", r"batch_size: must be <= 1.67772e\+07"),
     ("num_workers: 100000\n", r"num_workers: must be <= 512"),
     ("num_threads: 100000\n", r"num_threads: must be <= 4096"),

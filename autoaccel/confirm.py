@@ -174,10 +174,16 @@ def confirm(
     """Re-measure baseline and best interleaved (A B A B ...); ratios of each pair.
 
     With ``budget``, as many of ``pairs`` as fit in what it leaves (``2 x trial_s`` each),
-    and at least one: the confirmation is what the speedup stands on.
+    and one when at least ``trial_s`` is left: the confirmation is what the speedup stands
+    on, but the run must end within its budget plus one trial.
     """
     if pairs > 0:
-        pairs = max(1, _fitting(pairs, 2 * trial_s, budget, 0.0))
+        fit = _fitting(pairs, 2 * trial_s, budget, 0.0)
+        # One pair even when it does not quite fit, if it starts with a trial's time left:
+        # the run then ends within the budget plus one trial.
+        if fit == 0 and (budget is None or budget.left_s() >= trial_s):
+            fit = 1
+        pairs = fit
     ratios, base_rates, best_rates = [], [], []
     for _ in range(pairs):
         a = measure(baseline)

@@ -15,6 +15,7 @@ trial; from the baseline on, both run the same stages, drawing on the same ``Bud
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -58,6 +59,8 @@ __all__ = [
 ]
 
 THROUGHPUT_SHARE = 0.35  # of a time-to-loss budget, for the system-knob search
+MIN_TRIALS = 4  # the least a run measures: baseline, one candidate, one confirmation pair
+END_SHARE = 0.4  # at most this part of what the baseline leaves is kept for the end phases
 HORIZONS_PER_BUDGET = 10  # a schedule candidate trains for about 1/10 of what is left
 END_PHASES = "the final round and confirmation"
 SCHEDULE_PHASE = "the schedule study"
@@ -91,19 +94,45 @@ class Job:
     baseline: Measurement
     facts: WorkloadFacts
     profile: HardwareProfile
+    trial_s: float | None = None  # one trial's wall time, as the baseline's took; None: estimate
 
 
-def check_budget(budget_s: float, max_trials: int, settings: MeterSettings) -> None:
-    """Refuse a budget too small for a trial and its confirmation, before any work.
+def check_budget(
+    budget_s: Any,
+    max_trials: int,
+    settings: MeterSettings,
+    *,
+    start_s: float,
+    share: float = 1.0,
+) -> None:
+    """Refuse a budget too small for the least a run measures, before any work: the
+    baseline, one candidate and one confirmation pair (``MIN_TRIALS``), each costing at
+    least the measuring window and ``start_s`` (the script's interpreter, or an in-process
+    trial's set-up).
+
+    Args:
+        share: The part of the budget the throughput pipeline gets (time-to-loss keeps the
+            rest for the schedule study); the message still quotes the whole budget.
 
     Raises:
-        UsageError: naming the smallest budget that can work.
+        UsageError: a budget that is not a positive, finite number of seconds, or one too
+            small, naming the smallest that can work.
     """
-    minimum_s = 3 * (settings.window_s + 1.0)
-    if budget_s < minimum_s:
+    if isinstance(budget_s, bool) or not isinstance(budget_s, (int, float)):
         raise UsageError(
-            f"budget_s={budget_s:g} is too small for even one trial plus its confirmation: "
-            f"give at least {minimum_s:.0f} s (e.g. budget_s=60 or --budget 1m)"
+            f"budget_s must be a number of seconds, got {type(budget_s).__name__} {budget_s!r}"
+        )
+    if not math.isfinite(budget_s) or budget_s <= 0:
+        raise UsageError(f"budget_s must be a positive, finite number of seconds, got {budget_s!r}")
+    trial_s = start_s + settings.window_s
+    minimum_s = math.ceil(MIN_TRIALS * trial_s / share)
+    if budget_s < minimum_s:
+        parts = "" if share == 1 else ", and the schedule study as much again"
+        raise UsageError(
+            f"a budget of {budget_s:g} s is too small: the baseline, one candidate and one "
+            f"confirmation pair take about {MIN_TRIALS * trial_s:.0f} s here ({trial_s:.1f} s "
+            f"per trial{parts}); give at least {minimum_s} s (--budget {minimum_s}s, or "
+            f"budget_s={minimum_s})"
         )
     if max_trials < 1:
         raise UsageError(f"max_trials must be >= 1, got {max_trials}")
@@ -138,7 +167,9 @@ def run_pipeline(
     """
     space = _space(job, options)
     diagnosis = diagnose(job.baseline, space)
-    trial_s = job.baseline.warmup_s + job.baseline.window_s + job.facts.start_s
+    trial_s = max(
+        job.trial_s or 0.0, job.baseline.warmup_s + job.baseline.window_s + job.facts.start_s
+    )
     result = _search(job, options, budget, space, diagnosis, trial_s, console, on_best)
     _say(
         console,
@@ -155,6 +186,7 @@ def run_pipeline(
         keep_s=confirm_s,
     )
     result = replace(result, best=winner)
+    out_of_time = budget.left_s() < trial_s  # then confirm() measures no pair
     speedup = confirm(
         job.measure,
         result.baseline.config,
@@ -167,12 +199,18 @@ def run_pipeline(
     advice.notes = [
         *result.best.measurement.notes,
         *([final_evidence] if final_evidence else []),
-        *_speedup_notes(speedup),
+        *_speedup_notes(speedup, budget if out_of_time else None),
     ]
     return advice
 
 
-def _speedup_notes(speedup: Speedup) -> list[str]:
+def _speedup_notes(speedup: Speedup, out_of: Budget | None) -> list[str]:
+    """Notes on the confirmation; ``out_of`` is the budget when it left no time for it."""
+    if out_of is not None:
+        return [
+            f"no time was left to confirm the speedup ({out_of.stop_reason()}); it stands on "
+            "single measurements: give a larger budget to confirm it"
+        ]
     if not speedup.ratios:
         return ["the confirmation runs failed; the speedup is not confirmed"]
     if speedup.max < 1.0:
@@ -211,7 +249,9 @@ def _search(
     on_best: Callable[[TrialRecord], None] | None,
 ) -> SearchResult:
     """The Optuna study, with the end phases' time kept from it."""
-    budget.keep(END_PHASES, (2 * options.confirm_pairs + FINALISTS * FINAL_ROUNDS) * trial_s)
+    planned = (2 * options.confirm_pairs + FINALISTS * FINAL_ROUNDS) * trial_s
+    # A short budget keeps one confirmation pair, not the whole plan: the search gets the rest.
+    budget.keep(END_PHASES, min(planned, max(2 * trial_s, END_SHARE * budget.left_s())))
     search = Search(
         space,
         job.measure,
@@ -401,6 +441,6 @@ def keep_for_schedule(budget: Budget, options: PipelineOptions) -> None:
         budget.keep(SCHEDULE_PHASE, (1 - THROUGHPUT_SHARE) * budget.given_s)
 
 
-def throughput_share(budget_s: float, objective: Objective) -> float:
+def throughput_share(objective: Objective) -> float:
     """The part of a budget the throughput search may use (for the minimum-budget check)."""
-    return budget_s * (THROUGHPUT_SHARE if objective is Objective.TIME_TO_LOSS else 1.0)
+    return THROUGHPUT_SHARE if objective is Objective.TIME_TO_LOSS else 1.0

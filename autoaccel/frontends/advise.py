@@ -132,7 +132,13 @@ def advise(
     settings = settings or MeterSettings()
     if budget_s is None:
         budget_s = ADVISE_BUDGET_S * (3 if objective_ is Objective.TIME_TO_LOSS else 1)
-    check_budget(throughput_share(budget_s, objective_), max_trials, settings)
+    check_budget(
+        budget_s,
+        max_trials,
+        settings,
+        start_s=IN_PROCESS_START_S,
+        share=throughput_share(objective_),
+    )
     options = PipelineOptions(
         max_trials=max_trials,
         objective=objective_,

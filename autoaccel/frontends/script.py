@@ -10,7 +10,7 @@ so Ctrl-C leaves it in place, and the same command resumes the study.
 
 from __future__ import annotations
 
-import shlex
+import os
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -31,12 +31,19 @@ from autoaccel.config import (
     save_config,
 )
 from autoaccel.errors import TrialError, UsageError
+from autoaccel.frontends.outputs import (
+    check_out,
+    check_writable_folder,
+    one_tune_per_config,
+    save_or_keep,
+)
 from autoaccel.measure import Measurement, MeterSettings, PruneBelow
 from autoaccel.pipeline import Job, PipelineOptions, check_budget, run_pipeline
 from autoaccel.probe import HardwareProfile, probe_system
+from autoaccel.redact import mask_command
 from autoaccel.schedule import LrFinding, RangeSweep, sweep_config
-from autoaccel.search import TrialRecord, WorkloadFacts
-from autoaccel.trials.script import INTEGRATION_LINES, ScriptRunner, ScriptTrial, check_script
+from autoaccel.search import TrialRecord, WorkloadFacts, check_storage
+from autoaccel.trials.script import ScriptRunner, ScriptTrial, check_script, ended_early
 
 __all__ = ["LrFindResult", "TuneResult", "find_lr_script", "tune_script"]
 
@@ -77,32 +84,36 @@ def tune_script(
             failing before its first step), or the budget is too small.
     """
     settings = settings or MeterSettings()
-    check_budget(budget_s, max_trials, settings)
+    check_budget(budget_s, max_trials, settings, start_s=PYTHON_START_S)
     script = script.resolve() if script.exists() else script
     check_script(script)
-    budget = Budget(budget_s)  # the baseline counts: the budget starts now
     out = out or script.parent / CONFIG_NAME
+    check_out(out, script)
     options = PipelineOptions(
         max_trials=max_trials,
-        storage=storage,
+        storage=check_storage(storage),
         study_name=study_name,
         seed=seed,
         include_parallel=True,
         settings=settings,
         confirm_pairs=confirm_pairs,
-        command="autoaccel tune " + shlex.join([str(script), *(["--", *args] if args else [])]),
+        command=mask_command(["autoaccel", "tune", str(script), *(["--", *args] if args else [])]),
         prefix="tune",
     )
-    trials_dir = STATE_DIR / "trials" / f"{script.stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-    runner = ScriptRunner(
-        script, args, trials_dir=trials_dir, settings=settings, timeout_s=trial_timeout_s
-    )
-    job = _job(runner, console)
-    saver = _SaveBest(out, job.profile, options.command)
-    advice = run_pipeline(job, options, budget, console=console, on_best=saver)
-    if lr_find:
-        advice = _with_lr_finding(advice, runner, console)
-    save_config(advice.config, out)
+    stamp = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+    trials_dir = STATE_DIR / "trials" / f"{script.stem}-{stamp}"
+    check_writable_folder(trials_dir, what="the trial logs")
+    with one_tune_per_config(out, STATE_DIR):
+        budget = Budget(budget_s)  # the baseline counts: the budget starts now
+        runner = ScriptRunner(
+            script, args, trials_dir=trials_dir, settings=settings, timeout_s=trial_timeout_s
+        )
+        job = _job(runner, console)
+        saver = _SaveBest(out, job.profile, options.command, console)
+        advice = run_pipeline(job, options, budget, console=console, on_best=saver)
+        if lr_find:
+            advice = _with_lr_finding(advice, runner, console)
+        save_or_keep(advice.config, out, stem=script.stem)
     return TuneResult(advice, out, trials_dir, advice.search.storage)
 
 
@@ -120,13 +131,11 @@ def _job(runner: ScriptRunner, console: Console | None) -> Job:
             highlight=False,
             soft_wrap=True,
         )
+    started = time.monotonic()
     first = runner.run(None)
+    trial_s = time.monotonic() - started  # the real cost of a trial here, start-up included
     if not first.reached_prepare:
-        raise UsageError(
-            f"{script.name} ended without reaching autoaccel.prepare() "
-            f"(exit code {first.returncode}; log: {first.log_path}); call it before training, "
-            f"e.g.:\n{INTEGRATION_LINES}\nlast lines of the log:\n{first.log_tail()}"
-        )
+        raise ended_early(first, script)
     report = first.report
     if report is None or not first.measurement.ok:
         raise UsageError(
@@ -150,16 +159,20 @@ def _job(runner: ScriptRunner, console: Console | None) -> Job:
         return runner.run(config, prune_below=prune.floor if prune else 0.0).measurement
 
     user = TrainingConfig.from_dict({**report.user_config})
-    return Job(measure, user, first.measurement, facts, probe_system())
+    return Job(measure, user, first.measurement, facts, probe_system(), trial_s=trial_s)
 
 
 class _SaveBest:
     """Writes each new best config at once, so Ctrl-C leaves the best so far in place."""
 
-    def __init__(self, out: Path, profile: HardwareProfile, command: str) -> None:
+    def __init__(
+        self, out: Path, profile: HardwareProfile, command: str, console: Console | None
+    ) -> None:
         self.out = out
         self.profile = profile
         self.command = command
+        self.console = console
+        self.failed = False
 
     def __call__(self, record: TrialRecord) -> None:
         partial = replace(
@@ -172,7 +185,17 @@ class _SaveBest:
                 measured={"samples_per_s": round(record.measurement.samples_per_s, 1)},
             ),
         )
-        save_config(partial, self.out)
+        try:
+            save_config(partial, self.out)
+        except OSError as error:  # the search goes on; the final write says where it went
+            if self.console and not self.failed:
+                self.console.print(
+                    f"autoaccel: cannot save the best config so far to {self.out} "
+                    f"({error.strerror or error}); the search goes on",
+                    highlight=False,
+                    soft_wrap=True,
+                )
+            self.failed = True
 
 
 def _with_lr_finding(advice: Advice, runner: ScriptRunner, console: Console | None) -> Advice:
@@ -267,11 +290,7 @@ def find_lr_script(
     )
     finding, trial = _sweep(runner, config, {"min_lr": min_lr, "max_lr": max_lr, "steps": steps})
     if not trial.reached_prepare:
-        raise UsageError(
-            f"{script.name} ended without reaching autoaccel.prepare() "
-            f"(exit code {trial.returncode}; log: {trial.log_path}); call it before training, "
-            f"e.g.:\n{INTEGRATION_LINES}"
-        )
+        raise ended_early(trial, script)
     if finding is None or trial.report is None or trial.report.lr_curve is None:
         raise TrialError(
             f"the LR range test on {script.name} gave no curve ({trial.measurement.outcome}: "

@@ -19,6 +19,7 @@ from autoaccel.search.study import (
     SearchResult,
     TrialFn,
     TrialRecord,
+    check_storage,
     storage_url,
 )
 
@@ -35,6 +36,7 @@ __all__ = [
     "TrialRecord",
     "WorkloadFacts",
     "build_space",
+    "check_storage",
     "diagnose",
     "guesses",
     "knob_priority",

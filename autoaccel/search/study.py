@@ -18,6 +18,7 @@ storage URL works), so an interrupted search resumes where it stopped.
 from __future__ import annotations
 
 import json
+import os
 import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -30,7 +31,9 @@ from rich.console import Console
 
 from autoaccel.budget import Budget
 from autoaccel.config import TrainingConfig
+from autoaccel.errors import UsageError
 from autoaccel.measure import Measurement, PruneBelow
+from autoaccel.redact import mask_url
 from autoaccel.search.space import SearchSpace
 from autoaccel.states import Outcome
 
@@ -41,6 +44,7 @@ __all__ = [
     "SearchResult",
     "TrialFn",
     "TrialRecord",
+    "check_storage",
     "storage_url",
 ]
 
@@ -103,6 +107,35 @@ def storage_url(storage: str | None) -> str:
         path = DEFAULT_STORAGE
     path.parent.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{path}"
+
+
+def check_storage(storage: str | None) -> str:
+    """Open the study storage once, before any trial, so a bad one is found at once.
+
+    Returns:
+        Its URL.
+
+    Raises:
+        UsageError: an unknown scheme, a missing driver, a database that cannot be reached,
+            or an SQLite file that cannot be written; the URL's password masked.
+    """
+    shown = mask_url(storage or str(DEFAULT_STORAGE))
+    try:
+        url = storage_url(storage)
+        if url.startswith("sqlite:///"):
+            path = Path(url.removeprefix("sqlite:///"))
+            folder_ok = os.access(path.parent, os.W_OK)
+            if not folder_ok or (path.exists() and not os.access(path, os.W_OK)):
+                raise PermissionError(f"{path} cannot be written")
+        optuna.storages.RDBStorage(url).remove_session()
+    except Exception as error:  # SQLAlchemy, a driver or the OS: all mean "cannot use it"
+        reason = mask_url(str(error).strip().splitlines()[0] if str(error).strip() else "")
+        raise UsageError(
+            f"--storage {shown} cannot be used ({type(error).__name__}: {reason[:200]}); give "
+            "a writable SQLite path (e.g. .autoaccel/studies.db) or a reachable database URL "
+            "(e.g. postgresql://user:password@host/db)"
+        ) from None
+    return url
 
 
 def _key(params: dict[str, Any]) -> str:
@@ -373,7 +406,7 @@ class Search:
             stop_reason=stop,
             wall_s=self.clock() - self._started,
             study_name=self.study_name,
-            storage=self.storage,
+            storage=mask_url(self.storage),
             trials_measured=self._measured,
             grid_size=self.space.grid_size(),
             failures=failures,

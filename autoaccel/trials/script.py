@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import ctypes
 import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ from typing import Any
 from autoaccel.config import TrainingConfig
 from autoaccel.errors import UsageError
 from autoaccel.measure import Measurement, MeterSettings, classify_failure
+from autoaccel.redact import mask_command
 from autoaccel.states import Outcome
 from autoaccel.trials.protocol import TRIAL_ENV, TrialReport, TrialSpec
 
@@ -30,6 +33,7 @@ __all__ = [
     "ScriptRunner",
     "ScriptTrial",
     "check_script",
+    "ended_early",
     "launch_command",
 ]
 
@@ -77,6 +81,37 @@ def check_script(script: Path) -> str:
     return source
 
 
+def ended_early(trial: ScriptTrial, script: Path) -> UsageError:
+    """What happened to a script that never reached ``prepare()``, as the error to raise:
+    stopped by the trial timeout, killed by a signal, failed with its own error, or ended
+    without calling ``prepare()``; with the log's path and its last lines."""
+    log = f"log: {trial.log_path}"
+    tail = trial.log_tail()
+    last = f"\nlast lines of the log:\n{tail}" if tail else ""
+    if trial.timed_out:
+        what = (
+            f"{script.name} was stopped by the trial timeout before reaching "
+            f"autoaccel.prepare() ({log}); it may wait for input or data before training; "
+            "if it is only slow to start, raise --trial-timeout"
+        )
+    elif trial.returncode is not None and trial.returncode < 0:
+        name = signal.Signals(-trial.returncode).name
+        what = f"{script.name} was killed by {name} before reaching autoaccel.prepare() ({log})"
+    elif trial.returncode:
+        lines = [line for line in tail.splitlines() if line.strip()]
+        error = lines[-1].strip() if lines else "no output"
+        what = (
+            f"{script.name} failed before reaching autoaccel.prepare() (exit code "
+            f"{trial.returncode}: {error}); fix it so that `python {script.name}` runs ({log})"
+        )
+    else:
+        what = (
+            f"{script.name} ended without reaching autoaccel.prepare() ({log}); call it "
+            f"before training, e.g.:\n{INTEGRATION_LINES}"
+        )
+    return UsageError(what + last)
+
+
 def launch_command(
     script: Path, args: tuple[str, ...], processes: int, python: str = sys.executable
 ) -> list[str]:
@@ -103,6 +138,7 @@ class ScriptTrial:
     log_path: Path
     reached_prepare: bool
     returncode: int | None
+    timed_out: bool = False
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
         try:
@@ -143,12 +179,17 @@ class ScriptRunner:
         self.count = 0
 
     def _folder(self) -> Path:
+        """A new folder for one trial, private to the user (0700): its log holds the
+        script's output and arguments. Created atomically, so two runners never share one."""
+        self.trials_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         while True:
             folder = self.trials_dir / f"{self.count:04d}"
             self.count += 1
-            if not folder.exists():
-                folder.mkdir(parents=True)
-                return folder
+            try:
+                folder.mkdir(mode=0o700)
+            except FileExistsError:
+                continue
+            return folder
 
     def run(
         self,
@@ -180,8 +221,8 @@ class ScriptRunner:
         env = {**os.environ, TRIAL_ENV: str(spec_path.resolve()), "PYTHONUNBUFFERED": "1"}
         returncode: int | None = None
         timed_out = False
-        with log_path.open("w") as log:
-            log.write("$ " + " ".join(command) + "\n")
+        with open(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as log:
+            log.write("$ " + mask_command(command) + "\n")
             log.flush()
             process = subprocess.Popen(
                 command,
@@ -190,6 +231,7 @@ class ScriptRunner:
                 env=env,
                 start_new_session=True,
                 stdin=subprocess.DEVNULL,
+                preexec_fn=_die_with_parent(),
             )
             try:
                 returncode = process.wait(timeout=self.timeout_s)
@@ -214,7 +256,24 @@ class ScriptRunner:
             )
         else:
             measurement = _from_log(log_path, returncode)
-        return ScriptTrial(measurement, report, log_path, reached, returncode)
+        return ScriptTrial(measurement, report, log_path, reached, returncode, timed_out)
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """What the trial's process runs before the script: on Linux, a request to the kernel
+    for SIGTERM when autoaccel dies (even by SIGKILL), so no trial outlives its tuner.
+    torchrun passes the SIGTERM on to its ranks; DataLoader workers follow their parent.
+    The C library is looked up here, in the parent: the child only makes the call."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    return lambda: prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+_PR_SET_PDEATHSIG = 1  # from <sys/prctl.h>
 
 
 def _kill_group(process: subprocess.Popen[bytes]) -> None:

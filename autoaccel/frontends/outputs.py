@@ -1,0 +1,148 @@
+"""Where ``autoaccel tune`` writes, checked before the first trial, and written so the
+result survives: the config (``--out``), the trial folders and one tune per config at once.
+
+A bad ``--out`` (the script itself, a file that is not an autoaccel config, a directory, a
+read-only folder, a full disk) is refused before any trial, not found after the search. If
+the final write still fails, the config goes to a fallback file and to stderr.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from autoaccel.config import TrainingConfig, load_config, render_yaml, save_config
+from autoaccel.errors import ConfigError, TrialError, UsageError
+
+__all__ = [
+    "CONFIG_HEADER",
+    "check_out",
+    "check_writable_folder",
+    "one_tune_per_config",
+    "save_or_keep",
+]
+
+#: The first line of every config autoaccel writes: what ``--out`` may replace.
+CONFIG_HEADER = "# autoaccel training config"
+_PROBE_BYTES = 8 * 1024  # about two configs: what the writability check writes and syncs
+
+
+def check_out(out: Path, script: Path) -> None:
+    """Refuse an ``--out`` the config cannot or must not be written to.
+
+    Raises:
+        UsageError: ``out`` is the script, a directory, an existing file that is not an
+            autoaccel config, or in a folder that cannot be written (read-only, full).
+    """
+    if out.resolve() == script.resolve():
+        raise UsageError(
+            f"--out {out} is the training script itself; name a config file, e.g. "
+            f"--out {script.parent / 'autoaccel.yaml'}"
+        )
+    if out.is_dir():
+        raise UsageError(
+            f"--out {out} is a directory; name a file in it, e.g. {out / 'autoaccel.yaml'}"
+        )
+    if out.exists() and not _is_config(out):
+        raise UsageError(
+            f"--out {out} exists and is not an autoaccel config, so it is not replaced; "
+            "name another file, or move that one away"
+        )
+    check_writable_folder(out.parent, what=f"--out {out}")
+
+
+def check_writable_folder(folder: Path, *, what: str) -> None:
+    """Create ``folder`` if needed and write (and sync) a small file in it.
+
+    Raises:
+        UsageError: naming ``what`` needs the folder and why it cannot be written.
+    """
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".autoaccel-check-") as probe:
+            probe.write(b"\0" * _PROBE_BYTES)
+            probe.flush()
+            os.fsync(probe.fileno())
+    except OSError as error:
+        raise UsageError(
+            f"{what}: cannot write in {folder} ({error.strerror or error}); choose a writable place"
+        ) from None
+
+
+def _is_config(path: Path) -> bool:
+    """Whether ``path`` is a config autoaccel may replace: its header, or a valid config."""
+    try:
+        with path.open("rb") as handle:
+            if handle.read(len(CONFIG_HEADER)).decode(errors="replace") == CONFIG_HEADER:
+                return True
+        load_config(path)
+    except (OSError, ConfigError):
+        return False
+    return True
+
+
+def save_or_keep(config: TrainingConfig, out: Path, *, stem: str) -> Path:
+    """Write the final config to ``out``; if that fails, to a fallback file and stderr.
+
+    Raises:
+        TrialError: ``out`` could not be written, naming where the config is instead.
+    """
+    try:
+        return save_config(config, out)
+    except OSError as error:
+        reason = error.strerror or str(error)
+    fallback = (
+        Path(tempfile.gettempdir()) / f"autoaccel-{stem}-{time.strftime('%Y%m%d-%H%M%S')}.yaml"
+    )
+    sys.stderr.write(render_yaml(config, name=str(out)))
+    try:
+        save_config(config, fallback)
+        kept = f"saved to {fallback} and printed above"
+    except OSError:
+        kept = "printed above"
+    raise TrialError(
+        f"could not write the tuned config to {out} ({reason}); it was {kept}: copy it into place"
+    )
+
+
+@contextlib.contextmanager
+def one_tune_per_config(out: Path, state_dir: Path) -> Iterator[None]:
+    """Hold a lock for ``out`` while a tune writes it; a second tune of the same config is
+    refused with who holds it (POSIX ``flock``; released when the process ends, even killed).
+
+    Raises:
+        UsageError: another tune is writing ``out`` now.
+    """
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock, as before
+        yield
+        return
+    key = hashlib.sha256(str(out.resolve()).encode()).hexdigest()[:16]
+    folder = state_dir / "locks"
+    check_writable_folder(folder, what="the tune's lock")
+    path = folder / f"{key}.lock"
+    handle = path.open("a+")
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise UsageError(
+                f"another autoaccel tune ({holder}) is writing {out} now; wait for it to "
+                "end, or give this one another --out (and --study to keep the studies apart)"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()}, started {time.strftime('%H:%M:%S')}")
+        handle.flush()
+        yield
+    finally:
+        handle.close()

@@ -1,0 +1,348 @@
+"""Faults around ``autoaccel tune``, for real: subprocesses, signals, a full disk, two tunes
+at once. Every case checks that nothing is lost (the config is the old one or the new one,
+the script is untouched) and that no process is left behind (issue 16, items 1-6, 14, 15).
+
+OOM, divergence (NaN), crashes and hangs inside trials are covered where trials are:
+``tests/trials/test_script_trials.py`` and ``tests/search/test_search_study.py``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from autoaccel.cli import main
+from autoaccel.config import TrainingConfig, load_config, save_config
+from autoaccel.errors import TrialError
+from autoaccel.frontends.outputs import save_or_keep
+from autoaccel.measure import MeterSettings
+from autoaccel.trials.script import ScriptRunner, ended_early
+
+SECRET = "sk-TOPSECRET-4242"
+
+#: A script that trains a tiny model; STALL makes it write its pid and hang before prepare().
+SCRIPT = """
+import os, sys, time
+import torch
+from torch import nn
+import autoaccel
+
+if os.environ.get("STALL"):
+    open(os.environ["STALL"], "w").write(str(os.getpid()))
+    time.sleep(600)
+if "--crash" in sys.argv:
+    raise ValueError("no data at /data/train")
+model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 2))
+opt = torch.optim.SGD(model.parameters(), lr=0.1)
+x, y = torch.randn(8192, 16), torch.randint(0, 2, (8192,))
+run = autoaccel.prepare(model, opt, (x, y), loader_kwargs={"batch_size": 32})
+while True:
+    for xb, yb in run.loader:
+        loss = torch.nn.functional.cross_entropy(run.model(xb), yb)
+        run.backward(loss)
+        run.step()
+"""
+
+
+def write_script(folder: Path) -> Path:
+    path = folder / "train.py"
+    path.write_text(SCRIPT)
+    return path
+
+
+def tune(folder: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "autoaccel.cli", "tune", *args],
+        cwd=folder,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+
+
+def refused(folder: Path, capsys: pytest.CaptureFixture[str], *args: str) -> str:
+    """``autoaccel tune ARGS`` in this process, expected to exit 2; its stderr."""
+    cwd = Path.cwd()
+    os.chdir(folder)
+    try:
+        code = main(["tune", *args])
+    except SystemExit as stop:  # argparse's own usage errors
+        code = stop.code
+    finally:
+        os.chdir(cwd)
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert "Traceback" not in err
+    assert not (folder / ".autoaccel" / "trials").exists()  # refused before any trial
+    return err
+
+
+def tune_done(folder: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "autoaccel.cli", "tune", *args],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def wait_for(path: Path, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while not (path.exists() and path.read_text()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert path.exists(), f"{path} never appeared"
+
+
+def gone(pid: int, seconds: float = 10) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+# --- bad --out, --storage and arguments: refused before any trial -----------------------
+
+
+def test_out_naming_the_script_is_refused_and_the_script_survives(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    script = write_script(tmp_path)
+    err = refused(tmp_path, capsys, str(script), "--out", str(script))
+    assert "--out" in err and "is the training script itself" in err
+    assert script.read_text() == SCRIPT
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [
+        ("notes.txt", "exists and is not an autoaccel config"),
+        ("a-folder", "is a directory"),
+        ("afile/autoaccel.yaml", "cannot write in"),
+        ("/proc/autoaccel.yaml", "cannot write in"),
+    ],
+)
+def test_a_bad_out_is_refused_before_any_trial(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], target: str, message: str
+) -> None:
+    script = write_script(tmp_path)
+    (tmp_path / "notes.txt").write_text("my notes\n")
+    (tmp_path / "a-folder").mkdir()
+    (tmp_path / "afile").write_text("a file, not a folder")
+    err = refused(tmp_path, capsys, str(script), "--out", target)
+    assert message in err
+    assert len(err.strip().splitlines()) == 1
+    assert (tmp_path / "notes.txt").read_text() == "my notes\n"
+
+
+@pytest.mark.parametrize(
+    ("storage", "message"),
+    [
+        ("nosuchdb://host/x", "NoSuchModuleError"),
+        ("postgresql://tuner:hunter2@127.0.0.1:1/studies", "postgresql://tuner:***@127.0.0.1"),
+        (".", "cannot be used"),
+        ("/proc/studies.db", "cannot be used"),
+    ],
+)
+def test_a_bad_storage_is_refused_before_any_trial_with_the_password_masked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], storage: str, message: str
+) -> None:
+    script = write_script(tmp_path)
+    err = refused(tmp_path, capsys, str(script), "--storage", storage)
+    assert message in err
+    assert "hunter2" not in err
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--budget", "nan"],
+        ["--budget", "inf"],
+        ["--trial-timeout", "nan"],
+        ["--window", "-1"],
+        ["--window", "nan"],
+        ["--confirm-pairs", "-1"],
+        ["--max-trials", "0"],
+        ["--budget", "10s"],
+    ],
+)
+def test_bad_numbers_are_refused_at_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str]
+) -> None:
+    script = write_script(tmp_path)
+    started = time.monotonic()
+    refused(tmp_path, capsys, str(script), *args)
+    assert time.monotonic() - started < 5
+
+
+# --- a short budget, secrets in arguments, private logs: one real tune --------------------
+
+
+def test_a_short_budget_searches_ends_in_time_and_keeps_secrets(tmp_path: Path) -> None:
+    script = write_script(tmp_path)
+    budget_s = 30
+    started = time.monotonic()
+    ran = tune_done(
+        tmp_path,
+        str(script),
+        "--budget",
+        f"{budget_s}s",
+        "--window",
+        "0.3",
+        "--json",
+        "--",
+        "--api-key",
+        SECRET,
+        timeout=240,
+    )
+    wall_s = time.monotonic() - started
+    assert ran.returncode == 0, ran.stderr
+    data = json.loads(ran.stdout)
+    trials = sorted((tmp_path / ".autoaccel" / "trials").glob("train-*/*/log.txt"))
+    # the budget buys a search, not the baseline alone ...
+    assert data["search"]["trials_measured"] >= 2, data["search"]
+    # ... and the run ends within the budget plus one trial (start-up included)
+    assert wall_s < budget_s + 12, (wall_s, data["search"]["stop_reason"])
+    # the secret argument reached the script but no file, output or log
+    config = load_config(tmp_path / "autoaccel.yaml")
+    assert config.provenance.command is not None and "--api-key '***'" in config.provenance.command
+    everything = [ran.stdout, ran.stderr]
+    for path in (tmp_path / ".autoaccel").rglob("*"):
+        if path.is_file() and not path.name.endswith(".db"):
+            everything.append(path.read_text(errors="replace"))
+    everything.append((tmp_path / "autoaccel.yaml").read_text())
+    assert trials and not any(SECRET in text for text in everything)
+    # trial folders and logs are the user's alone; the config is readable by others
+    folder = trials[0].parent
+    assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    assert stat.S_IMODE(trials[0].stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "autoaccel.yaml").stat().st_mode) & 0o044 == 0o044
+
+
+# --- signals: the trial dies with tune, the config survives ---------------------------------
+
+
+@contextlib.contextmanager
+def stalled_tune(tmp_path: Path, *args: str) -> Iterator[tuple[subprocess.Popen[str], int]]:
+    """A tune whose baseline trial hangs before prepare(); yields it and the trial's pid."""
+    script = write_script(tmp_path)
+    pid_file = tmp_path / "trial.pid"
+    process = tune(
+        tmp_path, str(script), "--trial-timeout", "5m", *args, env={"STALL": str(pid_file)}
+    )
+    try:
+        wait_for(pid_file)
+        yield process, int(pid_file.read_text())
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGHUP])
+def test_sigterm_and_sighup_stop_tune_and_its_trial(tmp_path: Path, signum: int) -> None:
+    saved = save_config(TrainingConfig(batch_size=64), tmp_path / "autoaccel.yaml")
+    before = saved.read_text()
+    with stalled_tune(tmp_path) as (process, trial_pid):
+        if signum == signal.SIGTERM:  # a second tune of the same config is refused meanwhile
+            second = tune_done(tmp_path, "train.py", timeout=60)
+            assert second.returncode == 2, second.stderr
+            assert "another autoaccel tune (pid" in second.stderr
+        process.send_signal(signum)
+        _, err = process.communicate(timeout=30)
+        assert process.returncode == 128 + signum, err
+        assert f"stopped by {signal.Signals(signum).name}" in err
+        assert gone(trial_pid), "the trial outlived tune"
+    assert saved.read_text() == before  # the old config, untouched
+
+
+def test_a_trial_dies_when_tune_is_killed(tmp_path: Path) -> None:
+    with stalled_tune(tmp_path) as (process, trial_pid):
+        process.kill()  # SIGKILL: tune cannot clean up; the kernel tells the trial
+        process.wait(timeout=10)
+        assert gone(trial_pid), "the trial outlived a killed tune"
+
+
+# --- reporting what happened before prepare() -------------------------------------------
+
+
+def test_what_happened_before_prepare_is_reported(tmp_path: Path) -> None:
+    script = write_script(tmp_path)
+    crashed = tune_done(tmp_path, str(script), "--", "--crash")
+    assert crashed.returncode == 2
+    assert "failed before reaching autoaccel.prepare() (exit code 1: ValueError: no data" in (
+        crashed.stderr
+    )
+    assert "log.txt" in crashed.stderr
+    settings = MeterSettings(window_s=0.3)
+    runner = ScriptRunner(script, (), trials_dir=tmp_path / "t", settings=settings, timeout_s=3)
+    os.environ["STALL"] = str(tmp_path / "pid")
+    try:
+        trial = runner.run(None)
+    finally:
+        del os.environ["STALL"]
+    message = str(ended_early(trial, script))
+    assert "stopped by the trial timeout before reaching autoaccel.prepare()" in message
+    assert "exit code None" not in message
+
+
+# --- a full disk ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def full_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 256 KiB tmpfs, filled up; skipped where mounting needs rights this run lacks."""
+    mount = tmp_path / "small"
+    mount.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    made = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+    )
+    if made.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {made.stderr.strip()}")
+    try:
+        with contextlib.suppress(OSError), (mount / "filler").open("wb") as filler:
+            while True:
+                filler.write(b"\0" * 4096)
+                filler.flush()
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_a_full_disk_is_found_before_any_trial(tmp_path: Path, full_disk: Path) -> None:
+    script = write_script(tmp_path)
+    ran = tune_done(tmp_path, str(script), "--out", str(full_disk / "autoaccel.yaml"))
+    assert ran.returncode == 2
+    assert "No space left on device" in ran.stderr
+    assert not (tmp_path / ".autoaccel" / "trials").exists()
+
+
+def test_a_final_write_that_fails_keeps_the_result(
+    full_disk: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = TrainingConfig(batch_size=256, precision="bf16-mixed")
+    with pytest.raises(TrialError, match="could not write the tuned config") as caught:
+        save_or_keep(config, full_disk / "autoaccel.yaml", stem="train")
+    assert "batch_size: 256" in capsys.readouterr().err
+    fallback = Path(str(caught.value).split("saved to ")[1].split(" and printed")[0])
+    assert load_config(fallback).batch_size == 256
+    fallback.unlink()

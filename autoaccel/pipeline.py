@@ -82,6 +82,7 @@ class PipelineOptions:
     confirm_pairs: int = CONFIRM_PAIRS
     horizon_s: float | None = None  # time-to-loss: your setup's training time
     command: str = ""  # how the user started this, for the config's provenance
+    script: str | None = None  # the training script's file name, when tuning one
     prefix: str = "advise"  # of derived study names: advise | tune
 
 
@@ -95,6 +96,7 @@ class Job:
     facts: WorkloadFacts
     profile: HardwareProfile
     trial_s: float | None = None  # one trial's wall time, as the baseline's took; None: estimate
+    model: str | None = None  # the model's fingerprint (``model_fingerprint``)
 
 
 def check_budget(
@@ -316,6 +318,8 @@ def _provenance(
         hardware=job.profile.describe(),
         created_at=now_iso(),
         command=options.command,
+        script=options.script,
+        model=job.model,
         versions={
             "autoaccel": __version__,
             "torch": str(torch.__version__),

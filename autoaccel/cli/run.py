@@ -16,6 +16,7 @@ from autoaccel.cli._common import CommandResult, add_script
 from autoaccel.config import CONFIG_ENV, find_config, load_config
 from autoaccel.errors import UsageError
 from autoaccel.probe import probe_system
+from autoaccel.redact import mask_args, mask_command
 from autoaccel.trials.script import check_script, launch_command
 
 __all__ = ["EXAMPLE", "SUMMARY", "add_arguments", "run"]
@@ -42,12 +43,15 @@ def run(args: argparse.Namespace) -> CommandResult:
     command = launch_command(script, tuple(args.script_args), config.processes)
     env = {**os.environ, CONFIG_ENV: str(Path(path).resolve())}
     Console(stderr=True).print(
-        f"autoaccel: {' '.join(command)}  (config {path})",
+        f"autoaccel: {mask_command(command)}  (config {path})",
         highlight=False,
         markup=False,
         soft_wrap=True,
     )
     returncode = subprocess.run(command, env=env, check=False).returncode
+    # A script killed by signal N reports -N; a shell would say 128 + N, and so does run.
+    exit_code = 128 - returncode if returncode < 0 else returncode
     return CommandResult(
-        {"command": command, "config": str(path), "returncode": returncode}, exit_code=returncode
+        {"command": mask_args(command), "config": str(path), "returncode": exit_code},
+        exit_code=exit_code,
     )

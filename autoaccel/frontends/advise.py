@@ -34,7 +34,7 @@ from autoaccel.pipeline import (
 from autoaccel.probe import probe_system
 from autoaccel.process import preserved_process_state
 from autoaccel.runtime.data import describe_data
-from autoaccel.runtime.run import has_conv
+from autoaccel.runtime.run import has_conv, model_fingerprint
 from autoaccel.search import WorkloadFacts
 from autoaccel.states import Objective
 from autoaccel.time_to_loss import Goal, HeldOut, check_goal, holdout_split
@@ -235,7 +235,9 @@ def _job(workload: Workload, options: PipelineOptions, console: Console | None) 
         start_s=IN_PROCESS_START_S,
         optimizer=type(workload.fresh()[1]).__name__,
     )
-    return Job(measure, user, baseline, facts, probe_system())
+    return Job(
+        measure, user, baseline, facts, probe_system(), model=model_fingerprint(workload.model)
+    )
 
 
 def _metric_name(metric: Callable[..., Any] | None) -> str:

@@ -39,7 +39,7 @@ from autoaccel.frontends.outputs import (
 )
 from autoaccel.measure import Measurement, MeterSettings, PruneBelow
 from autoaccel.pipeline import Job, PipelineOptions, check_budget, run_pipeline
-from autoaccel.probe import HardwareProfile, probe_system
+from autoaccel.probe import probe_system
 from autoaccel.redact import mask_command
 from autoaccel.schedule import LrFinding, RangeSweep, sweep_config
 from autoaccel.search import TrialRecord, WorkloadFacts, check_storage
@@ -99,6 +99,7 @@ def tune_script(
         confirm_pairs=confirm_pairs,
         command=mask_command(["autoaccel", "tune", str(script), *(["--", *args] if args else [])]),
         prefix="tune",
+        script=script.name,
     )
     stamp = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
     trials_dir = STATE_DIR / "trials" / f"{script.stem}-{stamp}"
@@ -109,7 +110,7 @@ def tune_script(
             script, args, trials_dir=trials_dir, settings=settings, timeout_s=trial_timeout_s
         )
         job = _job(runner, console)
-        saver = _SaveBest(out, job.profile, options.command, console)
+        saver = _SaveBest(out, job, options, console)
         advice = run_pipeline(job, options, budget, console=console, on_best=saver)
         if lr_find:
             advice = _with_lr_finding(advice, runner, console)
@@ -159,18 +160,28 @@ def _job(runner: ScriptRunner, console: Console | None) -> Job:
         return runner.run(config, prune_below=prune.floor if prune else 0.0).measurement
 
     user = TrainingConfig.from_dict({**report.user_config})
-    return Job(measure, user, first.measurement, facts, probe_system(), trial_s=trial_s)
+    return Job(
+        measure,
+        user,
+        first.measurement,
+        facts,
+        probe_system(),
+        trial_s=trial_s,
+        model=report.model_fingerprint,
+    )
 
 
 class _SaveBest:
     """Writes each new best config at once, so Ctrl-C leaves the best so far in place."""
 
     def __init__(
-        self, out: Path, profile: HardwareProfile, command: str, console: Console | None
+        self, out: Path, job: Job, options: PipelineOptions, console: Console | None
     ) -> None:
         self.out = out
-        self.profile = profile
-        self.command = command
+        self.profile = job.profile
+        self.command = options.command
+        self.script = options.script
+        self.model = job.model
         self.console = console
         self.failed = False
 
@@ -182,6 +193,8 @@ class _SaveBest:
                 hardware=self.profile.describe(),
                 created_at=now_iso(),
                 command=self.command + "  (search in progress)",
+                script=self.script,
+                model=self.model,
                 measured={"samples_per_s": round(record.measurement.samples_per_s, 1)},
             ),
         )

@@ -27,11 +27,11 @@ from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
 from autoaccel.config import TrainingConfig, find_config, load_config
-from autoaccel.errors import ConfigError
+from autoaccel.errors import UsageError
 from autoaccel.probe import probe_system
 from autoaccel.process import apply_process_settings
 from autoaccel.runtime.data import DataSpec, build_loader, describe_data
-from autoaccel.runtime.run import Run, has_conv, model_device
+from autoaccel.runtime.run import Run, has_conv, model_device, model_fingerprint
 from autoaccel.schedule import apply_lr, apply_momentum, build_scheduler, scale_lr
 from autoaccel.trials.protocol import TrialSpec, read_trial_spec
 from autoaccel.trials.session import TrialSession
@@ -116,12 +116,16 @@ def prepare(
         ...     run.backward(loss)
         ...     run.step()
     """
+    _check_arguments(model, optimizer, config)
     spec = describe_data(data, loader_kwargs=loader_kwargs) if data is not None else None
     if spec is None and loader_kwargs and batch_size is None:
         batch_size = loader_kwargs.get("batch_size")
     user = _user_config(spec, batch_size, grad_accum_steps)
     trial = read_trial_spec()
-    chosen = _trial_config(trial, user) if trial is not None else _normal_run_config(config, user)
+    if trial is not None:
+        chosen = _trial_config(trial, user)
+    else:
+        chosen = _for_this_model(_normal_run_config(config, user), model)
     processes = _Processes.join()
     _check_processes(chosen, processes, in_trial=trial is not None)
     device = _place(model, processes)
@@ -155,6 +159,26 @@ def prepare(
         observer=observer,
         distributed=processes.world > 1,
     )
+
+
+def _check_arguments(model: Any, optimizer: Any, config: Any) -> None:
+    """Refuse arguments of the wrong kind with one line, not a traceback from deep inside.
+
+    Raises:
+        UsageError: naming the argument, what it must be and what it got.
+    """
+    expected = (
+        ("model", model, nn.Module, "a torch.nn.Module"),
+        ("optimizer", optimizer, torch.optim.Optimizer, "a torch.optim.Optimizer"),
+    )
+    for name, value, kind, words in expected:
+        if not isinstance(value, kind):
+            raise UsageError(f"prepare(): {name} must be {words}, got {type(value).__name__}")
+    if config is not None and not isinstance(config, (TrainingConfig, str, os.PathLike)):
+        raise UsageError(
+            "prepare(): config must be a TrainingConfig or the path of an autoaccel.yaml, "
+            f"got {type(config).__name__} {config!r:.40}"
+        )
 
 
 def _user_config(
@@ -192,13 +216,43 @@ def _normal_run_config(
     return loaded
 
 
+#: The knobs that follow the model and its data, not the machine: a config tuned for
+#: another script or model keeps the script's own values for them.
+_MODEL_KNOBS: dict[str, Any] = {
+    "lr": None,
+    "lr_scaling": "none",
+    "momentum": None,
+    "warmup_steps": 0,
+    "schedule": "constant",
+    "schedule_steps": None,
+}
+
+
+def _for_this_model(chosen: TrainingConfig, model: nn.Module) -> TrainingConfig:
+    """``chosen``, less its learning-rate knobs when it was tuned for another script or
+    model (its provenance says which), with a loud warning; the system knobs still apply.
+    Deleting ``provenance.script`` and ``provenance.model`` from the file applies it all."""
+    recorded = chosen.provenance
+    running = Path(sys.argv[0]).name if sys.argv and sys.argv[0] else None
+    others = []
+    if recorded.script and running and recorded.script != running:
+        others.append(f"script {recorded.script}, not {running}")
+    if recorded.model and recorded.model != model_fingerprint(model):
+        others.append("another model (its parameter shapes differ)")
+    if not others:
+        return chosen
+    warnings.warn(
+        f"this config was tuned for {' and '.join(others)}: its learning-rate settings are "
+        "NOT applied (your script's own are kept), its system settings are. Tune this "
+        "script (`autoaccel tune`), or delete provenance.script and provenance.model from "
+        "the file to apply it all.",
+        stacklevel=3,
+    )
+    return chosen.replace(**_MODEL_KNOBS)
+
+
 def _check_processes(chosen: TrainingConfig, processes: _Processes, *, in_trial: bool) -> None:
-    """Refuse FSDP (not applied yet); warn when a DDP config runs in one process."""
-    if chosen.strategy == "fsdp":
-        raise ConfigError(
-            "strategy: fsdp is not applied by this autoaccel yet (DDP is); set "
-            "strategy: ddp, or none for one process"
-        )
+    """Warn when a DDP config runs in one process."""
     if chosen.processes > 1 and processes.world == 1 and not in_trial:
         warnings.warn(
             f"this config asks for DDP over {chosen.processes} processes; start the "
@@ -299,4 +353,5 @@ def _trial_facts(
         "device": str(device),
         "notes": notes,
         "optimizer": type(optimizer).__name__,
+        "model_fingerprint": model_fingerprint(model),
     }

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -28,7 +29,29 @@ from autoaccel.errors import DataError
 from autoaccel.runtime.data import batch_samples, loader_view, move_batch
 from autoaccel.states import Precision
 
-__all__ = ["PreparedLoader", "Run", "StepObserver", "endless", "has_conv", "model_device"]
+__all__ = [
+    "PreparedLoader",
+    "Run",
+    "StepObserver",
+    "endless",
+    "has_conv",
+    "model_device",
+    "model_fingerprint",
+]
+
+
+def model_fingerprint(model: nn.Module) -> str:
+    """A short hash of the model's parameter names and shapes: which model a config was
+    tuned for (weights and device do not count).
+
+    Example:
+        >>> model_fingerprint(nn.Linear(4, 2)) == model_fingerprint(nn.Linear(4, 2))
+        True
+        >>> model_fingerprint(nn.Linear(4, 2)) == model_fingerprint(nn.Linear(4, 3))
+        False
+    """
+    shapes = ";".join(f"{name}:{tuple(p.shape)}" for name, p in model.named_parameters())
+    return hashlib.sha256(shapes.encode()).hexdigest()[:12]
 
 
 def has_conv(model: nn.Module) -> bool:

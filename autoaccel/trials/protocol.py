@@ -18,6 +18,7 @@ from typing import Any
 
 from autoaccel.atomic import atomic_write_text
 from autoaccel.config import TrainingConfig
+from autoaccel.errors import UsageError
 from autoaccel.measure import Measurement, MeterSettings
 
 __all__ = [
@@ -81,6 +82,7 @@ class TrialReport:
     notes: list[str] = field(default_factory=list)
     optimizer: str = ""  # the optimizer's class name (it picks the LR scaling rule)
     lr_curve: dict[str, Any] | None = None  # an LR range test's lrs, raw losses and stop
+    model_fingerprint: str | None = None  # the script's model (``model_fingerprint``)
 
     def write(self, path: Path) -> None:
         atomic_write_text(path, json.dumps(dataclasses.asdict(self), indent=2, default=str))
@@ -105,8 +107,18 @@ def in_trial() -> bool:
 
 
 def read_trial_spec() -> TrialSpec | None:
-    """The current trial's spec, or None in a normal run."""
+    """The current trial's spec, or None in a normal run.
+
+    Raises:
+        UsageError: ``$AUTOACCEL_TRIAL`` is set but names no trial spec (left in a shell).
+    """
     path = os.environ.get(TRIAL_ENV)
     if not path:
         return None
-    return TrialSpec(**json.loads(Path(path).read_text()))
+    try:
+        return TrialSpec(**json.loads(Path(path).read_text()))
+    except (OSError, ValueError, TypeError):
+        raise UsageError(
+            f"${TRIAL_ENV} is set ({path[:60]!r}) but names no trial spec; `autoaccel tune` "
+            f"sets it for its trials only: unset it (`unset {TRIAL_ENV}`) to train normally"
+        ) from None

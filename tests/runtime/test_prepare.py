@@ -131,11 +131,14 @@ def test_a_dataset_with_loader_kwargs_keeps_them() -> None:
     assert [len(x) for x, _ in run.loader] == [8, 8]
 
 
-def test_fsdp_is_refused_not_silently_replaced() -> None:
-    model, optimizer = make()
-    config = TrainingConfig(strategy="fsdp", processes=2)
+def test_fsdp_is_refused_not_silently_replaced(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="strategy: fsdp is not applied by this autoaccel yet"):
-        autoaccel.prepare(model, optimizer, tabular(), config=config)
+        TrainingConfig(strategy="fsdp", processes=2)
+    path = tmp_path / "fsdp.yaml"
+    path.write_text("strategy: fsdp\nprocesses: 2\n")
+    model, optimizer = make()
+    with pytest.raises(ConfigError, match="strategy: fsdp is not applied by this autoaccel yet"):
+        autoaccel.prepare(model, optimizer, tabular(), config=path)
 
 
 def test_lr_follows_a_larger_batch_by_the_configs_rule(capsys: pytest.CaptureFixture[str]) -> None:

@@ -14,7 +14,7 @@ import re
 import shlex
 from collections.abc import Sequence
 
-__all__ = ["MASK", "mask_args", "mask_command", "mask_url"]
+__all__ = ["MASK", "mask_args", "mask_command", "mask_url", "scrub", "secret_values"]
 
 MASK = "***"
 
@@ -71,3 +71,32 @@ def mask_command(command: Sequence[str]) -> str:
         "python train.py --token '***' --name 'my run'"
     """
     return shlex.join(mask_args(command))
+
+
+def secret_values(args: Sequence[str]) -> list[str]:
+    """The credential values among ``args`` (what ``mask_args`` hides), longest first.
+
+    Example:
+        >>> secret_values(["--api-key", "sk-123", "--lr", "0.1", "--password=pw"])
+        ['sk-123', 'pw']
+    """
+    found = set()
+    for arg, masked in zip(args, mask_args(args), strict=True):
+        if arg != masked:
+            name, equals, value = arg.partition("=")
+            found.add(value if equals and masked.startswith(f"{name}=") else arg)
+            found.update(m["pw"] for m in _URL_PASSWORD.finditer(arg))
+    return sorted((v for v in found if v), key=len, reverse=True)
+
+
+def scrub(text: str, secrets: Sequence[str]) -> str:
+    """``text`` with every one of ``secrets`` masked: for what a script printed (a log's
+    last lines in a message, a trial's error in the study).
+
+    Example:
+        >>> scrub("error: unrecognized arguments: --api-key sk-123", ["sk-123"])
+        'error: unrecognized arguments: --api-key ***'
+    """
+    for secret in secrets:
+        text = text.replace(secret, MASK)
+    return text

@@ -385,9 +385,9 @@ def _check_record(name: str, record: Mapping[Any, Any]) -> str | None:
         if not isinstance(key, str):
             return f"{name}: keys must be names, got {quote(key)}"
         if not isinstance(value, (str, int, float)):
-            return f"{name}.{key}: expected a number or text, got {quote(value)}"
+            return f"{_key_name(name + '.', key)}: expected a number or text, got {quote(value)}"
         if isinstance(value, float) and not math.isfinite(value):
-            return f"{name}.{key}: must be a finite number, got {value!r}"
+            return f"{_key_name(name + '.', key)}: must be a finite number, got {value!r}"
     return None
 
 

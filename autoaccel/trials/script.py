@@ -17,14 +17,14 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from autoaccel.config import TrainingConfig
 from autoaccel.errors import UsageError
 from autoaccel.measure import Measurement, MeterSettings, classify_failure
-from autoaccel.redact import mask_command
+from autoaccel.redact import mask_command, scrub, secret_values
 from autoaccel.states import Outcome
 from autoaccel.trials.protocol import TRIAL_ENV, TrialReport, TrialSpec
 
@@ -139,13 +139,14 @@ class ScriptTrial:
     reached_prepare: bool
     returncode: int | None
     timed_out: bool = False
+    secrets: tuple[str, ...] | list[str] = ()  # the script's credential arguments, masked
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
         try:
             text = self.log_path.read_text(errors="replace")
         except OSError:
             return ""
-        return "\n".join(text.rstrip().splitlines()[-lines:])
+        return scrub("\n".join(text.rstrip().splitlines()[-lines:]), self.secrets)
 
 
 class ScriptRunner:
@@ -177,6 +178,7 @@ class ScriptRunner:
         self.timeout_s = timeout_s
         self.python = python
         self.count = 0
+        self.secrets = secret_values(args)  # masked in what a trial's output shows
 
     def _folder(self) -> Path:
         """A new folder for one trial, private to the user (0700): its log holds the
@@ -256,7 +258,10 @@ class ScriptRunner:
             )
         else:
             measurement = _from_log(log_path, returncode)
-        return ScriptTrial(measurement, report, log_path, reached, returncode, timed_out)
+        measurement = replace(measurement, message=scrub(measurement.message, self.secrets))
+        return ScriptTrial(
+            measurement, report, log_path, reached, returncode, timed_out, self.secrets
+        )
 
 
 def _die_with_parent() -> Callable[[], None] | None:

@@ -42,7 +42,7 @@ if os.environ.get("STALL"):
     open(os.environ["STALL"], "w").write(str(os.getpid()))
     time.sleep(600)
 if "--crash" in sys.argv:
-    raise ValueError("no data at /data/train")
+    raise ValueError(f"no data at /data/train (arguments {sys.argv[1:]})")
 model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 2))
 opt = torch.optim.SGD(model.parameters(), lr=0.1)
 x, y = torch.randn(8192, 16), torch.randint(0, 2, (8192,))
@@ -283,8 +283,9 @@ def test_a_trial_dies_when_tune_is_killed(tmp_path: Path) -> None:
 
 def test_what_happened_before_prepare_is_reported(tmp_path: Path) -> None:
     script = write_script(tmp_path)
-    crashed = tune_done(tmp_path, str(script), "--", "--crash")
+    crashed = tune_done(tmp_path, str(script), "--", "--crash", "--api-key", SECRET)
     assert crashed.returncode == 2
+    assert SECRET not in crashed.stderr + crashed.stdout  # the script printed it; we do not
     assert "failed before reaching autoaccel.prepare() (exit code 1: ValueError: no data" in (
         crashed.stderr
     )

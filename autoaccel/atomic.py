@@ -7,7 +7,9 @@ import stat
 import tempfile
 from pathlib import Path
 
-__all__ = ["atomic_write_text"]
+__all__ = ["atomic_write_text", "try_write"]
+
+_PROBE_BYTES = 8 * 1024  # about two configs: what try_write writes and syncs
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -44,3 +46,17 @@ def _mode_for(path: Path) -> int:
         umask = os.umask(0)
         os.umask(umask)
         return 0o666 & ~umask
+
+
+def try_write(folder: Path) -> None:
+    """Create ``folder`` if needed and write, sync and remove a small file in it: a
+    read-only folder or a full disk shows here, before any work depends on it.
+
+    Raises:
+        OSError: the folder cannot be written.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=folder, prefix=".autoaccel-check-") as probe:
+        probe.write(b"\0" * _PROBE_BYTES)
+        probe.flush()
+        os.fsync(probe.fileno())

@@ -73,5 +73,5 @@ def test_advise_stops_at_the_budget_it_was_given_and_says_so(tmp_path: Path) -> 
 
 
 def test_a_budget_too_small_is_refused_before_any_work() -> None:
-    with pytest.raises(ValueError, match=r"budget_s=1 is too small .* give at least \d+ s"):
+    with pytest.raises(ValueError, match=r"a budget of 1 s is too small: .* give at least \d+ s"):
         advise(mlp(), tabular(64), budget_s=1, progress=False)

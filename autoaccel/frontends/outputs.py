@@ -17,6 +17,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from autoaccel.atomic import try_write
 from autoaccel.config import TrainingConfig, load_config, render_yaml, save_config
 from autoaccel.errors import ConfigError, TrialError, UsageError
 
@@ -30,7 +31,6 @@ __all__ = [
 
 #: The first line of every config autoaccel writes: what ``--out`` may replace.
 CONFIG_HEADER = "# autoaccel training config"
-_PROBE_BYTES = 8 * 1024  # about two configs: what the writability check writes and syncs
 
 
 def check_out(out: Path, script: Path) -> None:
@@ -64,11 +64,7 @@ def check_writable_folder(folder: Path, *, what: str) -> None:
         UsageError: naming ``what`` needs the folder and why it cannot be written.
     """
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=folder, prefix=".autoaccel-check-") as probe:
-            probe.write(b"\0" * _PROBE_BYTES)
-            probe.flush()
-            os.fsync(probe.fileno())
+        try_write(folder)
     except OSError as error:
         raise UsageError(
             f"{what}: cannot write in {folder} ({error.strerror or error}); choose a writable place"

@@ -29,6 +29,7 @@ import optuna
 from optuna.trial import TrialState
 from rich.console import Console
 
+from autoaccel.atomic import try_write
 from autoaccel.budget import Budget
 from autoaccel.config import TrainingConfig
 from autoaccel.errors import UsageError
@@ -124,8 +125,12 @@ def check_storage(storage: str | None) -> str:
         url = storage_url(storage)
         if url.startswith("sqlite:///"):
             path = Path(url.removeprefix("sqlite:///"))
-            folder_ok = os.access(path.parent, os.W_OK)
-            if not folder_ok or (path.exists() and not os.access(path, os.W_OK)):
+            if path.is_dir():
+                raise IsADirectoryError(f"{path} is a directory")
+            try_write(path.parent)
+            if not path.exists():  # the study creates it; a failed baseline leaves none
+                return url
+            if not os.access(path, os.W_OK):
                 raise PermissionError(f"{path} cannot be written")
         optuna.storages.RDBStorage(url).remove_session()
     except Exception as error:  # SQLAlchemy, a driver or the OS: all mean "cannot use it"

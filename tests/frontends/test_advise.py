@@ -109,8 +109,7 @@ def test_each_recommendation_is_labelled(tmp_path: Path) -> None:
         (
             dict(data=tabular(), budget_s=2),
             UsageError,
-            r"budget_s=2 is too small for even one "
-            r"trial",
+            r"a budget of 2 s is too small: the baseline, one candidate and one confirmation pair",
         ),
         (
             dict(

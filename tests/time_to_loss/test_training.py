@@ -74,7 +74,7 @@ def test_a_normal_run_reproduces_what_the_search_measured() -> None:
 def test_a_diverging_candidate_is_a_finding_not_a_crash() -> None:
     workload, spec = workload_of(learnable(1024), batch_size=32)
     train, holdout = holdout_split(spec)
-    config = TrainingConfig(batch_size=32, lr=1e6)
+    config = TrainingConfig(batch_size=32, lr=100.0)  # the largest lr a config may hold
     run = train_for(workload, config, HeldOut(train, holdout), seconds=1.0, scoring=Scoring(2))
     assert run.outcome == "diverged" and "loss became" in run.message
 

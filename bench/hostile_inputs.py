@@ -53,9 +53,9 @@ for epoch in range(10**6 if autoaccel.in_trial() else 1):
         run.step()
 """
 
-BOMB = "".join(
-    f"{name}: &{name} [{', '.join([f'*{prev}'] * 9 if prev else ['x'] * 9)}]\n"
-    for prev, name in zip(["", *"abcdefgh"], "abcdefghi", strict=True)
+BOMB = "provenance:\n  versions:\n" + "".join(
+    f"    {name}: &{name} [{', '.join([f'*{prev}'] * 9 if prev else ['x'] * 9)}]\n"
+    for prev, name in zip(["", *"abcdef"], "abcdefg", strict=True)
 )
 
 GOOD = "batch_size: 64\n"
@@ -205,6 +205,13 @@ def cases() -> list[Case]:
         Case("show: a 2 MB file", "18", show, files={"autoaccel.yaml": "# pad\n" * 350_000}),
         Case("show: a directory", "20", ["show", "."], check=contains("directory")),
         Case(
+            "run --config DIR",
+            "20",
+            ["run", "train.py", "--config", "."],
+            files={"train.py": TRAIN},
+            check=contains("directory"),
+        ),
+        Case(
             "show /etc/passwd: a short excerpt only",
             "22",
             ["show", "/etc/passwd"],
@@ -231,13 +238,14 @@ def cases() -> list[Case]:
             files={"autoaccel.yaml": "[" * 5000 + "]" * 5000},
         ),
     ]
-    tune = ["tune", "train.py"]
+    # a refused case costs nothing; one that runs (the old code) must not take the default 4 m
+    tune = ["tune", "train.py", "--max-trials", "2", "--window", "0.3"]
     train = {"train.py": TRAIN}
     c += [
         Case(
             "tune --out train.py (the script itself)",
             "1",
-            [*tune, "--out", "train.py"],
+            [*tune, "--out", "train.py", "--budget", "30s"],
             files=train,
             check=unchanged("train.py", TRAIN),
             slow=True,
@@ -245,7 +253,7 @@ def cases() -> list[Case]:
         Case(
             "tune --out notes.txt (not a config)",
             "1",
-            [*tune, "--out", "notes.txt"],
+            [*tune, "--out", "notes.txt", "--budget", "30s"],
             files={**train, "notes.txt": "mine\n"},
             check=unchanged("notes.txt", "mine\n"),
             slow=True,
@@ -284,10 +292,20 @@ def cases() -> list[Case]:
         ),
         Case("tune --budget nan", "7", [*tune, "--budget", "nan"], files=train),
         Case("tune --budget inf", "7", [*tune, "--budget", "inf"], files=train),
-        Case("tune --trial-timeout nan", "7", [*tune, "--trial-timeout", "nan"], files=train),
-        Case("tune --window -1", "19", [*tune, "--window", "-1"], files=train),
-        Case("tune --window nan", "19", [*tune, "--window", "nan"], files=train),
-        Case("tune --confirm-pairs -1", "19", [*tune, "--confirm-pairs", "-1"], files=train),
+        Case(
+            "tune --trial-timeout nan",
+            "7",
+            [*tune, "--trial-timeout", "nan", "--budget", "30s"],
+            files=train,
+        ),
+        Case("tune --window -1", "19", [*tune, "--window", "-1", "--budget", "30s"], files=train),
+        Case("tune --window nan", "19", [*tune, "--window", "nan", "--budget", "30s"], files=train),
+        Case(
+            "tune --confirm-pairs -1",
+            "19",
+            [*tune, "--confirm-pairs", "-1", "--budget", "30s"],
+            files=train,
+        ),
         Case("tune --max-trials 0", "holds", [*tune, "--max-trials", "0"], files=train),
         Case(
             "tune --budget 10s (below the real minimum)",
@@ -316,7 +334,7 @@ def cases() -> list[Case]:
         Case(
             "tune --budget 25s: searches and ends in time",
             "5",
-            [*tune, "--budget", "25s", "--window", "0.3", "--json"],
+            ["tune", "train.py", "--budget", "25s", "--window", "0.3", "--json"],
             files=train,
             expect=0,
             check=all_of(
@@ -328,7 +346,7 @@ def cases() -> list[Case]:
         Case(
             "tune -- --api-key SECRET: not in logs or config",
             "3",
-            [*tune, "--budget", "25s", "--window", "0.3", "--", "--api-key", "sk-SECRET-1"],
+            [*tune, "--budget", "25s", "--", "--api-key", "sk-SECRET-1"],
             files=train,
             expect=0,
             check=all_of(absent("sk-SECRET-1"), lambda o: _private(o.folder)),
@@ -337,7 +355,7 @@ def cases() -> list[Case]:
         Case(
             "tune: an existing 0644 config keeps its mode",
             "12",
-            [*tune, "--budget", "25s", "--window", "0.3"],
+            [*tune, "--budget", "25s"],
             files={**train, "autoaccel.yaml": GOOD},
             expect=0,
             check=lambda o: (

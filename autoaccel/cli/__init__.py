@@ -34,6 +34,7 @@ COMMANDS: dict[str, str] = {
     "tune": "autoaccel.cli.tune",
     "lr-find": "autoaccel.cli.lr_find",
     "run": "autoaccel.cli.run",
+    "export": "autoaccel.cli.export",
 }
 
 
@@ -46,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="autoaccel",
         description="Make PyTorch training run as fast as this machine allows, and prove it.",
         epilog="example:\n  autoaccel probe\n  autoaccel tune examples/train_cnn.py --budget 2m\n"
-        "  autoaccel run examples/train_cnn.py\n  autoaccel show examples/autoaccel.yaml",
+        "  autoaccel run examples/train_cnn.py\n  autoaccel show examples/autoaccel.yaml\n"
+        "  autoaccel export examples/autoaccel.yaml --to lightning",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"autoaccel {__version__}")
@@ -73,6 +75,8 @@ def render(result: CommandResult, *, as_json: bool, out: Console, err: Console) 
     if as_json:
         out.file.write(json.dumps(_finite(result.data), indent=2, default=str) + "\n")
         return
+    if result.text is not None:
+        out.file.write(result.text)
     for table in result.tables:
         out.print(table)
 

@@ -29,6 +29,7 @@ class CommandResult:
     tables: list[Table] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     exit_code: int = 0
+    text: str | None = None  # plain text for people, printed as it is (an exported file)
 
 
 def add_script(parser: argparse.ArgumentParser, *, config_help: str | None = None) -> None:

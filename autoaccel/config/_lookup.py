@@ -42,7 +42,8 @@ def find_config(
         origin: How ``named`` was given, for the message (``config=``, ``--config``).
 
     Raises:
-        ConfigError: ``named`` or ``$AUTOACCEL_CONFIG`` names a file that does not exist.
+        ConfigError: ``named`` or ``$AUTOACCEL_CONFIG`` names a file that does not exist,
+            or a directory.
 
     Example:
         >>> import tempfile
@@ -54,6 +55,11 @@ def find_config(
     for path, given_as in ((named, origin), (os.environ.get(CONFIG_ENV), f"${CONFIG_ENV}")):
         if path:
             found = Path(path)
+            if found.is_dir():
+                raise ConfigError(
+                    f"{given_as} names {found}, which is a directory; name the config file "
+                    f"in it (e.g. {found / CONFIG_NAME})"
+                )
             if not found.is_file():
                 raise ConfigError(
                     f"{given_as} names {found}, which does not exist; write it with "

@@ -1,0 +1,142 @@
+"""Exports, checked by the tools that read them: Lightning's Trainer takes the arguments,
+Accelerate loads its YAML, DeepSpeed's config class parses the JSON, torchrun's parser reads
+the command line. A library that does not install here skips its check, saying so."""
+
+from __future__ import annotations
+
+import ast
+import json
+import shlex
+from pathlib import Path
+
+import pytest
+import yaml
+
+from autoaccel.cli import main
+from autoaccel.config import TrainingConfig, save_config
+from autoaccel.export import TARGETS, export
+
+TUNED = TrainingConfig(
+    batch_size=256,
+    grad_accum_steps=2,
+    num_workers=2,
+    persistent_workers=True,
+    pin_memory=True,
+    num_threads=4,
+    precision="bf16-mixed",
+    channels_last=True,
+    strategy="ddp",
+    processes=2,
+    lr=0.4,
+    warmup_steps=50,
+    schedule="cosine",
+    schedule_steps=1000,
+)
+
+
+@pytest.mark.parametrize("target", sorted(TARGETS))
+def test_every_knob_is_expressed_or_listed(target: str) -> None:
+    out = export(TUNED, target, script="train.py", config_path="/runs/autoaccel.yaml")
+    defaults = TrainingConfig().knobs()
+    delegated = "the other knobs" in out.not_expressed  # read from $AUTOACCEL_CONFIG
+    for knob, value in TUNED.knobs().items():
+        if value == defaults[knob]:
+            continue  # at its default: nothing to carry
+        carried = knob in out.expressed or knob in out.not_expressed or delegated
+        assert carried, f"{target} drops {knob}={value!r}:\n{out.text()}"
+    assert not set(out.expressed) & set(out.not_expressed)
+
+
+def lightning_arguments() -> dict[str, object]:
+    source = export(TUNED, "lightning").files["trainer.py"]
+    call = ast.parse(source).body[0].value  # type: ignore[attr-defined]
+    return {kw.arg: ast.literal_eval(kw.value) for kw in call.keywords}
+
+
+def test_lightning_trainer_accepts_the_arguments() -> None:
+    lightning = pytest.importorskip("lightning", reason="Lightning is not installed here")
+    arguments = lightning_arguments()
+    assert arguments["precision"] == "bf16-mixed" and arguments["accumulate_grad_batches"] == 2
+    cpu = {**arguments, "strategy": "ddp_spawn" if arguments["strategy"] == "ddp" else "auto"}
+    trainer = lightning.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, **cpu)
+    assert trainer.accumulate_grad_batches == 2
+    assert trainer.num_devices == 2
+    fragment = yaml.safe_load(export(TUNED, "lightning").files["lightning-cli.yaml"])
+    assert fragment["trainer"] == arguments
+
+
+def test_accelerate_loads_its_yaml(tmp_path: Path) -> None:
+    pytest.importorskip("accelerate", reason="Accelerate is not installed here")
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    path = tmp_path / "accelerate.yaml"
+    path.write_text(export(TUNED, "accelerate").files["accelerate-config.yaml"])
+    loaded = load_config_from_file(str(path))
+    assert str(loaded.mixed_precision) in ("bf16", "PrecisionType.BF16")
+    assert loaded.num_processes == 2
+    assert "MULTI_GPU" in str(loaded.distributed_type)
+
+
+def test_deepspeed_parses_its_json() -> None:
+    pytest.importorskip("deepspeed", reason="DeepSpeed does not install here")
+    from deepspeed.runtime.config import DeepSpeedConfig
+
+    settings = json.loads(export(TUNED, "deepspeed").files["ds_config.json"])
+    settings["train_batch_size"] = TUNED.batch_size * TUNED.grad_accum_steps  # one process here
+    parsed = DeepSpeedConfig(settings)
+    assert parsed.train_micro_batch_size_per_gpu == 256
+    assert parsed.gradient_accumulation_steps == 2
+    assert parsed.bfloat16_config.enabled and parsed.zero_optimization_stage == 0
+    assert parsed.scheduler_name == "WarmupCosineLR"
+
+
+def test_the_deepspeed_json_holds_the_plan() -> None:
+    settings = json.loads(export(TUNED, "deepspeed").files["ds_config.json"])
+    assert settings["train_micro_batch_size_per_gpu"] == 256
+    assert settings["train_batch_size"] == 256 * 2 * 2
+    assert settings["bf16"] == {"enabled": True} and settings["fp16"] == {"enabled": False}
+    assert settings["scheduler"] == {
+        "type": "WarmupCosineLR",
+        "params": {"total_num_steps": 1050, "warmup_num_steps": 50},
+    }
+
+
+def test_torchrun_parses_the_command_line() -> None:
+    from torch.distributed.run import get_args_parser
+
+    text = export(TUNED, "torchrun", script="my train.py").files["torchrun.sh"]
+    lines = [line for line in text.splitlines() if line and not line.startswith("#")]
+    assert len(lines) == 2
+    for line in lines:
+        words = shlex.split(line)
+        assert words[0] == "AUTOACCEL_CONFIG=autoaccel.yaml" and words[1] == "OMP_NUM_THREADS=4"
+        args = get_args_parser().parse_args(words[3:])
+        assert args.nproc_per_node == "2" and args.training_script == "my train.py"
+
+
+def test_env_is_a_shell_script(tmp_path: Path) -> None:
+    import subprocess
+
+    text = export(TUNED, "env", config_path="/runs/my config.yaml").files["autoaccel.env"]
+    shown = subprocess.run(
+        ["bash", "-c", f'{text}\necho "$AUTOACCEL_CONFIG|$OMP_NUM_THREADS"'],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert shown.strip() == "/runs/my config.yaml|4"
+
+
+def test_the_export_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = save_config(TUNED, tmp_path / "autoaccel.yaml")
+    assert main(["export", str(path), "--to", "deepspeed", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert json.loads(data["files"]["ds_config.json"])["gradient_accumulation_steps"] == 2
+    assert "channels_last" in data["not_expressed"]
+    written = tmp_path / "out"
+    assert main(["export", str(path), "--to", "lightning", "--dir", str(written)]) == 0
+    assert sorted(p.name for p in written.iterdir()) == ["lightning-cli.yaml", "trainer.py"]
+    assert "not expressible in lightning" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as stop:
+        main(["export", str(path), "--to", "keras"])
+    assert stop.value.code == 2

@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, TypeVar
 
 from autoaccel.budget import Budget
 from autoaccel.config import TrainingConfig
-from autoaccel.measure import Measurement
 
-if TYPE_CHECKING:  # only for annotations: the CLI reads CONFIRM_PAIRS without Optuna
+if TYPE_CHECKING:  # only for annotations: the CLI reads CONFIRM_PAIRS without torch or Optuna
+    from autoaccel.measure import Measurement
     from autoaccel.search.study import TrialRecord
 
 __all__ = [

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib.metadata
 import importlib.util
 import json
 import math
@@ -25,9 +26,8 @@ from typing import Any, TypeVar
 
 import psutil
 import pynvml
-import torch
 
-from autoaccel.states import Precision
+from autoaccel.states import PRECISIONS
 
 __all__ = [
     "PRECISIONS",
@@ -40,7 +40,6 @@ __all__ = [
 ]
 
 #: Every precision autoaccel knows, in the order it prefers to try them.
-PRECISIONS = Precision.spellings()
 
 #: CPU flags that change how fast training can go.
 TRAINING_FLAGS = (
@@ -372,6 +371,8 @@ def match_torch_devices(
 
 
 def _torch_devices() -> list[tuple[str | None, str | None]]:
+    import torch
+
     devices = []
     for i in range(torch.cuda.device_count()):
         props = torch.cuda.get_device_properties(i)
@@ -390,6 +391,8 @@ def _torch_devices() -> list[tuple[str | None, str | None]]:
 
 def compile_support() -> tuple[bool, str]:
     """Whether ``torch.compile`` (inductor) can work here, and why not."""
+    import torch
+
     # find_spec, not import: importing inductor costs 1.5 s, and probe must stay quick.
     if importlib.util.find_spec("torch._inductor") is None:
         return False, "this torch build has no inductor"
@@ -405,6 +408,8 @@ def compile_support() -> tuple[bool, str]:
 
 def probe_software() -> SoftwareInfo:
     """Versions of Python, torch, CUDA, cuDNN and NCCL, and torch's view of the GPUs."""
+    import torch  # loaded here: a light probe never needs it
+
     cuda_available = torch.cuda.is_available()
     cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
     nccl = None
@@ -435,8 +440,10 @@ def precision_support(
             float(g.compute_capability)
             for g in gpus
             if g.compute_capability and g.torch_index is not None
-        ]
+        ] or [float(g.compute_capability) for g in gpus if g.compute_capability]
         if not capabilities:  # NVML absent but CUDA works: ask torch
+            import torch
+
             major, minor = torch.cuda.get_device_capability(0)
             capabilities = [major + minor / 10]
         lowest = min(capabilities)
@@ -487,11 +494,34 @@ def precision_support(
     )
 
 
+def software_unprobed(gpus: tuple[GpuInfo, ...]) -> SoftwareInfo:
+    """What a light probe knows without loading torch: versions from the installed
+    packages' metadata, and NVML's view of the GPUs (bf16 from compute capability >= 8.0)."""
+    try:
+        version = importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:
+        version = "not installed"
+    capabilities = [float(g.compute_capability) for g in gpus if g.compute_capability]
+    return SoftwareInfo(
+        python=platform.python_version(),
+        torch=version,
+        cuda=None,
+        cudnn=None,
+        nccl=None,
+        cuda_available=bool(gpus),
+        cuda_device_count=len(gpus),
+        cuda_bf16_supported=bool(capabilities) and min(capabilities) >= 8.0,
+        compile_available=False,
+        compile_reason="not probed (a light probe, without loading torch)",
+    )
+
+
 def probe_system(
     *,
     nvml: ModuleType = pynvml,
     cgroup_root: Path = Path("/sys/fs/cgroup"),
     cpuinfo_path: Path = Path("/proc/cpuinfo"),
+    light: bool = False,
 ) -> HardwareProfile:
     """Probe this machine for everything that decides how fast training can go.
 
@@ -499,6 +529,9 @@ def probe_system(
         nvml: The NVML bindings; the real ``pynvml`` unless a test passes a fake.
         cgroup_root: Where the cgroup files live (for the CPU quota).
         cpuinfo_path: Where the CPU model and flags are read from.
+        light: Do not load torch (for ``autoaccel show``, in well under a second): the
+            hardware, its fingerprint and the precisions it can run are the same; torch's
+            own view (CUDA, cuDNN, compile) is left out.
 
     Returns:
         The ``HardwareProfile``. No GPU, no NVML or no driver is a normal answer.
@@ -511,8 +544,8 @@ def probe_system(
     start = time.perf_counter()
     cpu = probe_cpu(cgroup_root=cgroup_root, cpuinfo_path=cpuinfo_path)
     gpus, status, driver, cuda_driver = probe_gpus(nvml)
-    software = probe_software()
-    if gpus and software.cuda_available:
+    software = software_unprobed(gpus) if light else probe_software()
+    if gpus and software.cuda_available and not light:
         gpus = match_torch_devices(gpus, _torch_devices())
     return HardwareProfile(
         cpu=cpu,

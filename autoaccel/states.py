@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from enum import Enum
 
-__all__ = ["Bound", "Objective", "Outcome", "Precision"]
+__all__ = ["PRECISIONS", "Bound", "Objective", "Outcome", "Precision"]
 
 
 class _Spelled(str, Enum):
@@ -61,3 +61,7 @@ class Precision(_Spelled):
     TF32 = "tf32"  # float32 storage, TF32 matmuls (CUDA, compute capability >= 8.0)
     BF16_MIXED = "bf16-mixed"  # autocast to bfloat16
     FP16_MIXED = "16-mixed"  # autocast to float16, with a GradScaler on CUDA
+
+
+#: The precision spellings a config may name, in the order the docs list them.
+PRECISIONS = Precision.spellings()

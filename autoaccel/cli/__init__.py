@@ -16,15 +16,23 @@ import sys
 import traceback
 from collections.abc import Sequence
 from types import ModuleType
-from typing import Any
+from typing import Any, NoReturn
 
 from rich.console import Console
 
 from autoaccel._version import __version__
 from autoaccel.cli._common import CommandResult, parse_duration
-from autoaccel.errors import AutoaccelError, Interrupted, interrupts_from_signals
+from autoaccel.errors import AutoaccelError, Interrupted, UsageError, interrupts_from_signals
 
-__all__ = ["COMMANDS", "CommandResult", "build_parser", "main", "parse_duration", "render"]
+__all__ = [
+    "COMMANDS",
+    "CommandResult",
+    "build_parser",
+    "completion_script",
+    "main",
+    "parse_duration",
+    "render",
+]
 
 #: Each command's name and module, in the order ``--help`` lists them (imported when the
 #: parser is built, inside ``main``'s error handling: Ctrl-C while torch loads is caught).
@@ -38,12 +46,20 @@ COMMANDS: dict[str, str] = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its usage errors raised as ``UsageError``: one line, exit 2, and JSON
+    under ``--json`` like every other error."""
+
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every command."""
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("--json", action="store_true", help="print JSON instead of tables")
     common.add_argument("--debug", action="store_true", help="show tracebacks on errors")
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="autoaccel",
         description="Make PyTorch training run as fast as this machine allows, and prove it.",
         epilog="example:\n  autoaccel probe\n  autoaccel tune examples/train_cnn.py --budget 2m\n"
@@ -52,6 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"autoaccel {__version__}")
+    parser.add_argument(
+        "--completion",
+        choices=("bash", "zsh"),
+        action=_Completion,
+        help='print a shell completion script: eval "$(autoaccel --completion bash)"',
+    )
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name, module_name in COMMANDS.items():
         module: ModuleType = importlib.import_module(module_name)
@@ -116,27 +138,92 @@ def _main(argv: Sequence[str] | None, err: Console) -> int:
     if "--" in argv:  # everything after -- belongs to the training script
         split = argv.index("--")
         argv, script_args = argv[:split], argv[split + 1 :]
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    args.script_args = script_args
+    as_json = "--json" in argv
     out = Console()
     try:
+        args = build_parser().parse_args(argv)
+        args.script_args = script_args
         result = args.handler(args)
     except AutoaccelError as error:
-        if args.debug:
+        if "--debug" in argv:
             traceback.print_exc()
-        err.print(f"autoaccel: error: {error}", soft_wrap=True, highlight=False, markup=False)
+        _error(error, error.exit_code, as_json=as_json, out=out, err=err)
         return error.exit_code
     except Exception as error:
-        if args.debug:
+        if "--debug" in argv:
             traceback.print_exc()
-        err.print(
-            f"autoaccel: internal error: {type(error).__name__}: {error} "
-            "(rerun with --debug and report it)",
-            soft_wrap=True,
-            highlight=False,
-            markup=False,
-        )
+        _error(error, 1, as_json=as_json, out=out, err=err, internal=True)
         return 1
-    render(result, as_json=args.json, out=out, err=err)
+    render(result, as_json=as_json, out=out, err=err)
     return result.exit_code
+
+
+def _error(
+    error: Exception,
+    exit_code: int,
+    *,
+    as_json: bool,
+    out: Console,
+    err: Console,
+    internal: bool = False,
+) -> None:
+    """One line on stderr; with ``--json``, also a JSON object on stdout for machines."""
+    if internal:
+        line = (
+            f"autoaccel: internal error: {type(error).__name__}: {error} "
+            "(rerun with --debug and report it)"
+        )
+    else:
+        line = f"autoaccel: error: {error}"
+    err.print(line, soft_wrap=True, highlight=False, markup=False)
+    if as_json:
+        payload = {"error": str(error), "kind": type(error).__name__, "exit_code": exit_code}
+        out.file.write(json.dumps(payload) + "\n")
+
+
+class _Completion(argparse.Action):
+    """``--completion bash|zsh``: a completion script built from the parser itself."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: Any,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
+        sys.stdout.write(completion_script(parser, str(values)))
+        parser.exit()
+
+
+def completion_script(parser: argparse.ArgumentParser, shell: str) -> str:
+    """Bash (or zsh, through bashcompinit) completion of commands, their options and files.
+
+    Example:
+        >>> "complete -o default -F _autoaccel autoaccel" in completion_script(
+        ...     build_parser(), "bash")
+        True
+    """
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    cases = []
+    for name, sub in commands.choices.items():
+        options = sorted(o for a in sub._actions for o in a.option_strings)
+        cases.append(f'        {name}) opts="{" ".join(options)}" ;;')
+    names = " ".join(commands.choices)
+    top = " ".join(o for a in parser._actions for o in a.option_strings)
+    lines = [
+        '# autoaccel completion: eval "$(autoaccel --completion SHELL)"',
+        *(["autoload -U +X bashcompinit && bashcompinit"] if shell == "zsh" else []),
+        "_autoaccel() {",
+        '    local cur="${COMP_WORDS[COMP_CWORD]}" opts',
+        '    if [ "$COMP_CWORD" -eq 1 ]; then',
+        f'        COMPREPLY=($(compgen -W "{names} {top}" -- "$cur")); return',
+        "    fi",
+        '    case "${COMP_WORDS[1]}" in',
+        *cases,
+        "        *) opts= ;;",
+        "    esac",
+        '    if [[ "$cur" == -* ]]; then COMPREPLY=($(compgen -W "$opts" -- "$cur")); fi',
+        "}",
+        "complete -o default -F _autoaccel autoaccel",
+    ]
+    return "\n".join(lines) + "\n"

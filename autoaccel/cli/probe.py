@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from rich.table import Table
 
 from autoaccel.cli._common import CommandResult, gib, known
-from autoaccel.probe import HardwareProfile, probe_system
+
+if TYPE_CHECKING:  # torch loads only when the command runs, not for --help
+    from autoaccel.probe import HardwareProfile
 
 __all__ = ["EXAMPLE", "SUMMARY", "add_arguments", "probe_tables", "run"]
 
@@ -23,6 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> CommandResult:
     """What this machine can do for training."""
+    from autoaccel.probe import probe_system
+
     profile = probe_system()
     return CommandResult(profile.to_dict(), probe_tables(profile))
 

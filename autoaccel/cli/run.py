@@ -15,9 +15,7 @@ from rich.console import Console
 from autoaccel.cli._common import CommandResult, add_script
 from autoaccel.config import CONFIG_ENV, find_config, load_config
 from autoaccel.errors import UsageError
-from autoaccel.probe import probe_system
 from autoaccel.redact import mask_args, mask_command
-from autoaccel.trials.script import check_script, launch_command
 
 __all__ = ["EXAMPLE", "SUMMARY", "add_arguments", "run"]
 
@@ -31,6 +29,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> CommandResult:
     """Run a script with its tuned config."""
+    from autoaccel.probe import probe_system  # torch: loaded when the command runs
+    from autoaccel.trials.script import check_script, launch_command
+
     script: Path = args.script
     check_script(script)
     path = find_config(args.config, script=script, origin="--config")

@@ -9,7 +9,6 @@ from rich.table import Table
 
 from autoaccel.cli._common import CommandResult, known
 from autoaccel.config import CONFIG_NAME, TrainingConfig, find_config, load_config, yaml_scalar
-from autoaccel.probe import probe_system
 
 __all__ = ["EXAMPLE", "SUMMARY", "add_arguments", "config_table", "run"]
 
@@ -33,7 +32,9 @@ def run(args: argparse.Namespace) -> CommandResult:
     """A config file as a table, with a warning for other hardware."""
     path = args.path or find_config() or Path(CONFIG_NAME)  # load_config names a missing one
     config = load_config(path)
-    profile = probe_system()
+    from autoaccel.probe import probe_system  # torch: loaded when the command runs
+
+    profile = probe_system(light=True)
     warnings = [w for w in (config.hardware_mismatch(profile),) if w]
     warnings += [f"{p} (on this machine)" for p in config.check_for(profile)]
     data = {"path": str(path), "config": config.to_dict(), "warnings": warnings}

@@ -18,7 +18,6 @@ from autoaccel.cli._common import (
 )
 from autoaccel.config import CONFIG_NAME
 from autoaccel.confirm import CONFIRM_PAIRS
-from autoaccel.measure import MeterSettings
 
 __all__ = ["EXAMPLE", "SUMMARY", "add_arguments", "run"]
 
@@ -84,6 +83,7 @@ def run(args: argparse.Namespace) -> CommandResult:
     # Imported here, not at the top: Optuna and scikit-learn cost 2-3 s, which `probe`,
     # `show` and `run` should not pay.
     from autoaccel.frontends.script import tune_script
+    from autoaccel.measure import MeterSettings
 
     settings = MeterSettings(window_s=args.window) if args.window else MeterSettings()
     console = None if args.json else Console(stderr=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -13,7 +13,9 @@ from autoaccel.atomic import atomic_write_text
 from autoaccel.config._render import render_yaml
 from autoaccel.config._schema import TrainingConfig
 from autoaccel.errors import ConfigError
-from autoaccel.probe import HardwareProfile
+
+if TYPE_CHECKING:  # the probe imports torch: the config module must not
+    from autoaccel.probe import HardwareProfile
 
 __all__ = ["MAX_CONFIG_BYTES", "load_config", "now_iso", "save_config"]
 

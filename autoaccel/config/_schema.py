@@ -13,11 +13,14 @@ import dataclasses
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from autoaccel.config._render import render_yaml
 from autoaccel.errors import ConfigError
-from autoaccel.probe import PRECISIONS, HardwareProfile
+from autoaccel.states import PRECISIONS
+
+if TYPE_CHECKING:  # the probe imports torch: the config module must not
+    from autoaccel.probe import HardwareProfile
 
 __all__ = [
     "LR_SCALING",

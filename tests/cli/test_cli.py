@@ -111,3 +111,42 @@ def test_every_command_has_help_with_an_example() -> None:
         text = sub.format_help()
         assert "example:" in text and f"autoaccel {name}" in text, name
         assert "--json" in text and "--debug" in text, name
+
+
+@pytest.mark.parametrize(
+    "argv", [["--help"], ["show", str(Path(__file__).parent.parent / "data/configs/v1.yaml")]]
+)
+def test_help_and_show_do_not_load_torch(argv: list[str]) -> None:
+    """torch costs ~1 s to import (more on a busy machine): the quick commands skip it."""
+    code = (
+        "import sys\nfrom autoaccel.cli import main\n"
+        f"try:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+
+
+def test_errors_are_json_under_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["show", str(tmp_path / "missing.yaml"), "--json"]) == 2
+    error = json.loads(capsys.readouterr().out)
+    assert error["kind"] == "ConfigError" and "config file not found" in error["error"]
+    assert main(["tune", "x.py", "--budget", "soon", "--json"]) == 2  # argparse's own errors too
+    error = json.loads(capsys.readouterr().out)
+    assert "expected a duration" in error["error"] and error["exit_code"] == 2
+
+
+def test_shell_completion_completes_commands_and_options() -> None:
+    script = subprocess.run(
+        [sys.executable, "-m", "autoaccel.cli", "--completion", "bash"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    probe = (
+        f"{script}\nCOMP_WORDS=(autoaccel tune --bu); COMP_CWORD=2; _autoaccel; "
+        'echo "${COMPREPLY[@]}"; COMP_WORDS=(autoaccel ex); COMP_CWORD=1; _autoaccel; '
+        'echo "${COMPREPLY[@]}"'
+    )
+    done = subprocess.run(["bash", "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout.split("\n")[:2] == ["--budget", "export"]

@@ -27,7 +27,7 @@ from rich.console import Console
 from autoaccel._version import __version__
 from autoaccel.advice import Advice, lr_follows_batch, recommendations, with_convergence
 from autoaccel.budget import DEFAULT_MAX_TRIALS, Budget
-from autoaccel.config import Provenance, TrainingConfig, now_iso
+from autoaccel.config import NOT_MEASURED, Provenance, TrainingConfig, now_iso
 from autoaccel.confirm import CONFIRM_PAIRS, FINAL_ROUNDS, FINALISTS, Speedup, confirm, final_round
 from autoaccel.errors import UsageError
 from autoaccel.measure import Measurement, MeterSettings
@@ -44,6 +44,7 @@ from autoaccel.search import (
     diagnose,
     guesses,
     knob_priority,
+    record_end_phase,
 )
 from autoaccel.states import Objective
 from autoaccel.time_to_loss import Goal, HeldOut, ScheduleInputs, search_schedule
@@ -179,8 +180,9 @@ def run_pipeline(
         f"confirming the winner vs. baseline in up to {options.confirm_pairs} interleaved pairs",
     )
     confirm_s = 2 * options.confirm_pairs * trial_s
+    end = _EndPhase(job.measure, result.records, "final round")
     winner, final_evidence = final_round(
-        job.measure,
+        end,
         result.records,
         max_measurements=options.max_trials - result.trials_measured,
         budget=budget,
@@ -189,14 +191,17 @@ def run_pipeline(
     )
     result = replace(result, best=winner)
     out_of_time = budget.left_s() < trial_s  # then confirm() measures no pair
+    end.source = "confirmation"
     speedup = confirm(
-        job.measure,
+        end,
         result.baseline.config,
         result.best.config,
         pairs=options.confirm_pairs,
         budget=budget,
         trial_s=trial_s,
     )
+    pick = {**result.best.params, "trial": result.best.number, "speedup": round(speedup.median, 3)}
+    record_end_phase(options.storage, result.study_name, space, end.entries, pick)
     advice = _advice(job, options, space, diagnosis, result, speedup, budget)
     advice.notes = [
         *result.best.measurement.notes,
@@ -204,6 +209,28 @@ def run_pipeline(
         *_speedup_notes(speedup, budget if out_of_time else None),
     ]
     return advice
+
+
+class _EndPhase:
+    """``measure`` for the final round and the confirmation, keeping each measurement with
+    the searched params it measured and its phase (``source``), for the study's record."""
+
+    def __init__(self, measure: TrialFn, records: list[TrialRecord], source: str) -> None:
+        self.measure = measure
+        self.params_of = {_knobs_key(r.config): r.params for r in records}
+        self.source = source
+        self.entries: list[tuple[dict[str, Any], Measurement, str]] = []
+
+    def __call__(self, config: TrainingConfig, prune: Any = None) -> Measurement:
+        measurement = self.measure(config, prune)
+        params = self.params_of.get(_knobs_key(config))
+        if params is not None:
+            self.entries.append((params, measurement, self.source))
+        return measurement
+
+
+def _knobs_key(config: TrainingConfig) -> str:
+    return repr(sorted(config.knobs().items()))
 
 
 def _speedup_notes(speedup: Speedup, out_of: Budget | None) -> list[str]:
@@ -288,9 +315,13 @@ def _advice(
     """The advice: the best config with its LR rule, evidence and provenance."""
     recs = recommendations(result, diagnosis, job.facts, options.keep_global_batch)
     config, scaling = lr_follows_batch(result.best.config, job.user, job.facts)
-    if scaling:
-        recs.append(scaling)
-    evidence = {r.knob: r.evidence for r in recs if r.knob and (r.measured or r is scaling)}
+    if scaling:  # the rule, with its factor, says what the generic batch advice says
+        recs = [r for r in recs if r.knob != "lr" or r.measured] + [scaling]
+    evidence = {
+        r.knob: r.evidence if r.measured else NOT_MEASURED + r.evidence
+        for r in recs
+        if r.knob and (r.measured or r is scaling)
+    }
     config = replace(config, provenance=_provenance(job, options, result, speedup, evidence))
     return Advice(
         config,

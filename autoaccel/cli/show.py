@@ -8,7 +8,14 @@ from pathlib import Path
 from rich.table import Table
 
 from autoaccel.cli._common import CommandResult, known
-from autoaccel.config import CONFIG_NAME, TrainingConfig, find_config, load_config, yaml_scalar
+from autoaccel.config import (
+    CONFIG_NAME,
+    TrainingConfig,
+    evidence_note,
+    find_config,
+    load_config,
+    yaml_scalar,
+)
 
 __all__ = ["EXAMPLE", "SUMMARY", "add_arguments", "config_table", "run"]
 
@@ -51,7 +58,7 @@ def config_table(config: TrainingConfig, title: str) -> Table:
     for f_name, value in {"schema_version": config.schema_version, **config.knobs()}.items():
         meaning = TrainingConfig.__dataclass_fields__[f_name].metadata["doc"]
         if f_name in evidence:
-            meaning = f"measured: {evidence[f_name]}"
+            meaning = evidence_note(evidence[f_name])
         table.add_row(f_name, "(script's own)" if value is None else yaml_scalar(value), meaning)
     prov = config.provenance
     for key in ("hardware", "hardware_fingerprint", "created_at", "command"):

@@ -12,7 +12,7 @@ from __future__ import annotations
 from autoaccel.config._files import load_config, now_iso, save_config
 from autoaccel.config._lookup import CONFIG_ENV, CONFIG_NAME, find_config
 from autoaccel.config._reference import reference_markdown
-from autoaccel.config._render import render_yaml, yaml_scalar
+from autoaccel.config._render import NOT_MEASURED, evidence_note, render_yaml, yaml_scalar
 from autoaccel.config._schema import (
     LR_SCALING,
     SCHEDULES,
@@ -26,11 +26,13 @@ __all__ = [
     "CONFIG_ENV",
     "CONFIG_NAME",
     "LR_SCALING",
+    "NOT_MEASURED",
     "SCHEDULES",
     "SCHEMA_VERSION",
     "STRATEGIES",
     "Provenance",
     "TrainingConfig",
+    "evidence_note",
     "find_config",
     "load_config",
     "now_iso",

@@ -14,6 +14,33 @@ _HEADER = """\
 """
 
 
+#: How a knob's evidence starts when it was not measured (a rule, such as the LR scaling).
+NOT_MEASURED = "not measured: "
+
+
+#: What each measured figure compares, written beside it: one headline speedup, named.
+MEASURED_NOTES = {
+    "speedup": "the headline speedup: median paired ratio, tuned vs. baseline measured in turn",
+    "speedup_min": "the lowest paired ratio",
+    "speedup_max": "the highest paired ratio",
+    "samples_per_s": "the tuned config, its kept measurement (single trials: noisier)",
+    "baseline_samples_per_s": "your own settings, their first measurement",
+    "trials": "trials measured in the search",
+}
+
+
+def evidence_note(evidence: str) -> str:
+    """A knob's evidence as the config shows it: "measured: ..." unless it says it was not.
+
+    Example:
+        >>> evidence_note("32 -> 256: 1.8x samples/s")
+        'measured: 32 -> 256: 1.8x samples/s'
+        >>> evidence_note(NOT_MEASURED + "the linear rule for a 8x batch")
+        'not measured: the linear rule for a 8x batch'
+    """
+    return evidence if evidence.startswith(NOT_MEASURED) else f"measured: {evidence}"
+
+
 def yaml_scalar(value: Any) -> str:
     """``value`` as it reads in the YAML file (``true``, ``32-true``, empty for None)."""
     if value is None:
@@ -35,7 +62,7 @@ def render_yaml(config: Any, *, name: str = "autoaccel.yaml") -> str:
             continue
         comment = f.metadata["doc"]
         if f.name in evidence:
-            comment += f" | measured: {evidence[f.name]}"
+            comment += f" | {evidence_note(evidence[f.name])}"
         lines.append(_line("", f.name, getattr(config, f.name), comment))
     lines.append(f"provenance:  # {_doc_of(config, 'provenance')}")
     for f in dataclasses.fields(config.provenance):
@@ -46,7 +73,11 @@ def render_yaml(config: Any, *, name: str = "autoaccel.yaml") -> str:
                 if value
                 else f"  {f.name}: {{}}  # {f.metadata['doc']}"
             )
-            lines += [_line("    ", yaml_scalar(str(k)), v, "") for k, v in value.items()]
+            notes = MEASURED_NOTES if f.name == "measured" else {}
+            lines += [
+                _line("    ", yaml_scalar(str(k)), v, notes.get(str(k), ""))
+                for k, v in value.items()
+            ]
         else:
             lines.append(_line("  ", f.name, value, f.metadata["doc"]))
     return "\n".join(lines) + "\n"

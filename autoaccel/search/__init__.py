@@ -20,6 +20,7 @@ from autoaccel.search.study import (
     TrialFn,
     TrialRecord,
     check_storage,
+    record_end_phase,
     storage_url,
 )
 
@@ -41,5 +42,6 @@ __all__ = [
     "guesses",
     "knob_priority",
     "powers_of_two",
+    "record_end_phase",
     "storage_url",
 ]

@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import statistics
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +47,7 @@ __all__ = [
     "TrialFn",
     "TrialRecord",
     "check_storage",
+    "record_end_phase",
     "storage_url",
 ]
 
@@ -98,6 +100,10 @@ class SearchResult:
     pruned: int = 0  # trials stopped early as clearly slower: not failures
 
 
+#: The study's objective, as optuna-dashboard and ``study.metric_names`` show it.
+OBJECTIVE_NAME = "samples_per_s"
+
+
 def storage_url(storage: str | None) -> str:
     """An Optuna storage URL; the default is SQLite in ``.autoaccel/studies.db``."""
     if storage:
@@ -143,6 +149,19 @@ def check_storage(storage: str | None) -> str:
     return url
 
 
+def _flat_attrs(m: Measurement) -> dict[str, Any]:
+    """The measurement's headline figures as flat scalar attributes (the dashboard sorts
+    and filters by these; the nested ``measurement`` attribute is for resuming)."""
+    return {
+        "outcome": m.outcome.value,
+        OBJECTIVE_NAME: round(m.samples_per_s, 1),
+        "data_wait_fraction": round(m.data_wait_fraction, 3),
+        "step_ms": round(1000 * m.step_time_s, 2),
+        "memory_growth_mib": round((m.memory_growth_bytes or 0) / 2**20, 1),
+        "message": m.message[:200],
+    }
+
+
 def _key(params: dict[str, Any]) -> str:
     return json.dumps(params, sort_keys=True, default=str)
 
@@ -152,6 +171,41 @@ def _measurement_attrs(m: Measurement) -> dict[str, Any]:
     data.pop("data_wait_fraction")
     data["losses"] = list(m.losses[-5:])  # the last few are enough to show learning
     return data
+
+
+def record_end_phase(
+    storage: str | None,
+    study_name: str,
+    space: SearchSpace,
+    entries: Sequence[tuple[dict[str, Any], Measurement, str]],
+    pick: dict[str, Any],
+) -> None:
+    """Add the final round's and the confirmation's measurements to the study, each a trial
+    with its source ("final round", "confirmation: baseline", ...), and the config written
+    as the study's ``autoaccel_pick`` attribute: the dashboard then shows what decided it.
+
+    Args:
+        storage: The storage as the user gave it (``storage_url`` makes it a URL).
+        entries: (searched params, measurement, source) for each end-phase measurement.
+        pick: The params of the config written, with the confirmed speedup.
+    """
+    study = optuna.load_study(study_name=study_name, storage=storage_url(storage))
+    distributions = space.distributions()
+    for params, measurement, source in entries:
+        attrs = {
+            "measurement": _measurement_attrs(measurement),
+            **_flat_attrs(measurement),
+            "source": source,
+        }
+        study.add_trial(
+            optuna.trial.create_trial(
+                params=params,
+                distributions=distributions,
+                value=measurement.samples_per_s if measurement.ok else 0.0,
+                user_attrs=attrs,
+            )
+        )
+    study.set_user_attr("autoaccel_pick", pick)
 
 
 class Search:
@@ -208,6 +262,9 @@ class Search:
             sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=5),
             load_if_exists=True,
         )
+        with warnings.catch_warnings():  # "experimental" since Optuna 3.2, and still there
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            self.study.set_metric_names([OBJECTIVE_NAME])  # the value's name in the dashboard
         self.records: list[TrialRecord] = []
         self._by_key: dict[str, TrialRecord] = {}
         self._started = budget.clock()
@@ -319,12 +376,16 @@ class Search:
             self.space.memory.observe_oom(config.batch_size)
         elif measurement.ok:
             self.space.memory.observe(config.batch_size, measurement.memory_growth_bytes)
-        trial.set_user_attr("measurement", _measurement_attrs(measurement))
+        trial.set_user_attr("measurement", _measurement_attrs(measurement))  # read to resume
+        for name, value in _flat_attrs(measurement).items():  # sortable in the dashboard
+            trial.set_user_attr(name, value)
         trial.set_user_attr("source", source)
         if parent is not None:
             trial.set_user_attr("parent", parent)
             trial.set_user_attr("changed", changed)
         if measurement.outcome is Outcome.PRUNED:
+            # what it reached before it was stopped: the dashboard plots pruned trials by it
+            trial.report(measurement.samples_per_s, step=measurement.window_steps)
             self.study.tell(trial, state=TrialState.PRUNED)
         else:
             # Failures complete with 0 and a violated constraint: TPE learns to avoid them.

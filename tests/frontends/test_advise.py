@@ -6,6 +6,7 @@ import random
 from pathlib import Path
 
 import numpy as np
+import optuna
 import pytest
 import torch
 from models import FAST, Pairs, TinyConv, mlp, tabular
@@ -86,6 +87,27 @@ def test_each_recommendation_is_labelled(tmp_path: Path) -> None:
     changed = [r for r in advice.recommendations if r.measured and r.text.startswith("set ")]
     for rec in changed:
         assert "x samples/s" in rec.evidence or "ran" in rec.evidence
+    # the study as optuna-dashboard shows it: the objective named, flat attributes, the end
+    # phases recorded, the pick named
+    study = optuna.load_study(
+        study_name=advice.search.study_name, storage=f"sqlite:///{tmp_path / 's.db'}"
+    )
+    assert study.metric_names == ["samples_per_s"]
+    trials = study.get_trials(deepcopy=False)
+    assert all("outcome" in t.user_attrs and "samples_per_s" in t.user_attrs for t in trials)
+    sources = {t.user_attrs["source"] for t in trials}
+    assert "confirmation" in sources, sources
+    assert study.user_attrs["autoaccel_pick"]["batch_size"] == advice.config.batch_size
+    for t in trials:
+        if t.state == optuna.trial.TrialState.PRUNED:
+            assert t.intermediate_values  # the rate it reached before it was stopped
+    # the LR advice once, and the config says "measured" only of what was measured
+    about_lr = [r for r in advice.recommendations if r.knob in ("lr", "lr_scaling")]
+    assert len(about_lr) <= 1, about_lr
+    text = advice.config.to_yaml()
+    if advice.config.lr_scaling != "none":
+        line = next(x for x in text.splitlines() if x.startswith("lr_scaling:"))
+        assert "| not measured: " in line and "measured: " not in line.replace("not measured", "")
 
 
 @pytest.mark.parametrize(

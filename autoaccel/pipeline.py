@@ -32,6 +32,7 @@ from autoaccel.confirm import CONFIRM_PAIRS, FINAL_ROUNDS, FINALISTS, Speedup, c
 from autoaccel.errors import UsageError
 from autoaccel.measure import Measurement, MeterSettings
 from autoaccel.probe import HardwareProfile
+from autoaccel.progress import Phases
 from autoaccel.search import (
     Diagnosis,
     Search,
@@ -158,6 +159,7 @@ def run_pipeline(
     *,
     console: Console | None = None,
     on_best: Callable[[TrialRecord], None] | None = None,
+    phases: Phases | None = None,
 ) -> Advice:
     """From the baseline to the advice: space, study, final round, confirmation.
 
@@ -167,13 +169,17 @@ def run_pipeline(
         budget: The run's deadline; later phases' shares are already kept in it.
         console: Where progress lines go (None for silence).
         on_best: Called with each new best trial (``tune`` saves it at once).
+        phases: The progress bar to tell of each phase (the front end's).
     """
+    phases = phases or Phases(None, budget)
     space = _space(job, options)
     diagnosis = diagnose(job.baseline, space)
     trial_s = max(
         job.trial_s or 0.0, job.baseline.warmup_s + job.baseline.window_s + job.facts.start_s
     )
+    phases.enter("search")
     result = _search(job, options, budget, space, diagnosis, trial_s, console, on_best)
+    phases.enter("final round")
     _say(
         console,
         f"search stopped ({result.stop_reason}); re-measuring the {FINALISTS} best, then "
@@ -192,6 +198,7 @@ def run_pipeline(
     result = replace(result, best=winner)
     out_of_time = budget.left_s() < trial_s  # then confirm() measures no pair
     end.source = "confirmation"
+    phases.enter("confirmation")
     speedup = confirm(
         end,
         result.baseline.config,
@@ -385,14 +392,18 @@ def tune_schedule(
     *,
     goal: Goal | None = None,
     console: Console | None = None,
+    phases: Phases | None = None,
 ) -> Advice:
     """The schedule study on the throughput pick's system settings, and its advice.
 
     Args:
         data: What to train on and what to score the held-out loss on.
         goal: The held-out loss or metric value the user aims for, if named.
+        phases: The progress bar to tell of the phase.
     """
     budget.release(SCHEDULE_PHASE)
+    if phases is not None:
+        phases.enter("schedule study")
     user = workload.user_config()
     horizon = options.horizon_s or max(
         4 * options.settings.window_s, budget.left_s() / HORIZONS_PER_BUDGET

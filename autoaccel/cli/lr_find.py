@@ -39,6 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--steps", type=positive_int, default=100, help="steps in the sweep (default 100)"
     )
     parser.add_argument(
+        "--quiet", action="store_true", help="no progress on stderr (--json implies it)"
+    )
+    parser.add_argument(
         "--timeout",
         type=parse_duration,
         default=parse_duration("5m"),
@@ -50,6 +53,8 @@ def run(args: argparse.Namespace) -> CommandResult:
     """An LR range test inside a training script."""
     # Imported here, not at the top: Optuna and scikit-learn cost 2-3 s, which `probe`,
     # `show` and `run` should not pay.
+    from rich.console import Console
+
     from autoaccel.frontends.script import find_lr_script
 
     result = find_lr_script(
@@ -61,6 +66,7 @@ def run(args: argparse.Namespace) -> CommandResult:
         max_lr=args.max_lr,
         steps=args.steps,
         timeout_s=args.timeout,
+        console=None if args.json or args.quiet else Console(stderr=True),
     )
     finding = result.finding
     summary = Table(title="LR range test", title_justify="left", show_header=False)

@@ -71,6 +71,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help=f"interleaved baseline/best pairs that confirm the speedup (default {CONFIRM_PAIRS})",
     )
     parser.add_argument(
+        "--quiet", action="store_true", help="no progress on stderr (--json implies it)"
+    )
+    parser.add_argument(
         "--lr-find",
         action="store_true",
         help="after the search, run an LR range test at the picked batch size and write its "
@@ -86,7 +89,7 @@ def run(args: argparse.Namespace) -> CommandResult:
     from autoaccel.measure import MeterSettings
 
     settings = MeterSettings(window_s=args.window) if args.window else MeterSettings()
-    console = None if args.json else Console(stderr=True)
+    console = None if args.json or args.quiet else Console(stderr=True)
     out = args.out
     try:
         result = tune_script(

@@ -33,6 +33,7 @@ from autoaccel.pipeline import (
 )
 from autoaccel.probe import probe_system
 from autoaccel.process import preserved_process_state
+from autoaccel.progress import Phases
 from autoaccel.runtime.data import describe_data
 from autoaccel.runtime.run import has_conv, model_fingerprint
 from autoaccel.search import WorkloadFacts
@@ -166,10 +167,15 @@ def advise(
         if held is not None and target is not None:
             goal = check_goal(workload, held, Goal(target, metric, _metric_name(metric)))
         keep_for_schedule(budget, options)
-        advice = run_pipeline(_job(workload, options, console), options, budget, console=console)
-        if held is None:
-            return advice
-        return tune_schedule(advice, workload, held, options, budget, goal=goal, console=console)
+        with Phases(console, budget) as phases:
+            phases.enter("baseline")
+            job = _job(workload, options, console)
+            advice = run_pipeline(job, options, budget, console=console, phases=phases)
+            if held is None:
+                return advice
+            return tune_schedule(
+                advice, workload, held, options, budget, goal=goal, console=console, phases=phases
+            )
 
 
 def _objective(

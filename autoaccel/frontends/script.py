@@ -40,6 +40,7 @@ from autoaccel.frontends.outputs import (
 from autoaccel.measure import Measurement, MeterSettings, PruneBelow
 from autoaccel.pipeline import Job, PipelineOptions, check_budget, run_pipeline
 from autoaccel.probe import probe_system
+from autoaccel.progress import Phases
 from autoaccel.redact import mask_command
 from autoaccel.schedule import LrFinding, RangeSweep, sweep_config
 from autoaccel.search import TrialRecord, WorkloadFacts, check_storage
@@ -109,11 +110,16 @@ def tune_script(
         runner = ScriptRunner(
             script, args, trials_dir=trials_dir, settings=settings, timeout_s=trial_timeout_s
         )
-        job = _job(runner, console)
-        saver = _SaveBest(out, job, options, console)
-        advice = run_pipeline(job, options, budget, console=console, on_best=saver)
-        if lr_find:
-            advice = _with_lr_finding(advice, runner, console)
+        with Phases(console, budget) as phases:
+            phases.enter("baseline")
+            job = _job(runner, console)
+            saver = _SaveBest(out, job, options, console)
+            advice = run_pipeline(
+                job, options, budget, console=console, on_best=saver, phases=phases
+            )
+            if lr_find:
+                phases.enter("LR range test")
+                advice = _with_lr_finding(advice, runner, console)
         save_or_keep(advice.config, out, stem=script.stem)
     return TuneResult(advice, out, trials_dir, advice.search.storage)
 
@@ -275,6 +281,7 @@ def find_lr_script(
     max_lr: float = 10.0,
     steps: int = 100,
     timeout_s: float = 300.0,
+    console: Console | None = None,
 ) -> LrFindResult:
     """Smith's LR range test on a training script, at the tuned batch size.
 
@@ -301,7 +308,11 @@ def find_lr_script(
     runner = ScriptRunner(
         script, args, trials_dir=folder, settings=MeterSettings(), timeout_s=timeout_s
     )
-    finding, trial = _sweep(runner, config, {"min_lr": min_lr, "max_lr": max_lr, "steps": steps})
+    with Phases(console, Budget(timeout_s)) as phases:  # the timeout is its budget
+        phases.enter(f"LR range test, {steps} steps")
+        finding, trial = _sweep(
+            runner, config, {"min_lr": min_lr, "max_lr": max_lr, "steps": steps}
+        )
     if not trial.reached_prepare:
         raise ended_early(trial, script)
     if finding is None or trial.report is None or trial.report.lr_curve is None:

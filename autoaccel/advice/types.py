@@ -59,6 +59,7 @@ class Advice:
     wall_s: float = 0.0
     notes: list[str] = field(default_factory=list)
     convergence: ConvergenceResult | None = None
+    record_path: Path | None = None  # the run record (summary.json): `autoaccel report` it
 
     def to_yaml(self) -> str:
         """The config as commented YAML, with its evidence."""

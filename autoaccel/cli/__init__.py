@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
-import math
 import sys
 import traceback
 from collections.abc import Sequence
@@ -23,6 +22,7 @@ from rich.console import Console
 from autoaccel._version import __version__
 from autoaccel.cli._common import CommandResult, parse_duration
 from autoaccel.errors import AutoaccelError, Interrupted, UsageError, interrupts_from_signals
+from autoaccel.record import json_ready
 
 __all__ = [
     "COMMANDS",
@@ -43,6 +43,7 @@ COMMANDS: dict[str, str] = {
     "lr-find": "autoaccel.cli.lr_find",
     "run": "autoaccel.cli.run",
     "export": "autoaccel.cli.export",
+    "report": "autoaccel.cli.report",
 }
 
 
@@ -95,23 +96,12 @@ def render(result: CommandResult, *, as_json: bool, out: Console, err: Console) 
     for warning in result.warnings:
         err.print(f"[yellow]warning:[/yellow] {warning}", soft_wrap=True, highlight=False)
     if as_json:
-        out.file.write(json.dumps(_finite(result.data), indent=2, default=str) + "\n")
+        out.file.write(json.dumps(json_ready(result.data), indent=2, default=str) + "\n")
         return
     if result.text is not None:
         out.file.write(result.text)
     for table in result.tables:
         out.print(table)
-
-
-def _finite(value: Any) -> Any:
-    """``value`` with NaN and infinities as null: JSON has no spelling for them."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
-    return value
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -9,7 +9,9 @@ The caller's model, optimizer, RNG states and thread settings are left as they w
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -34,6 +36,7 @@ from autoaccel.pipeline import (
 from autoaccel.probe import probe_system
 from autoaccel.process import preserved_process_state
 from autoaccel.progress import Phases
+from autoaccel.record import run_record, write_record
 from autoaccel.runtime.data import describe_data
 from autoaccel.runtime.run import has_conv, model_fingerprint
 from autoaccel.search import WorkloadFacts
@@ -44,6 +47,9 @@ from autoaccel.trials.workload import OptimizerLike, Workload, make_workload
 
 __all__ = ["advise"]
 
+#: Where advise() writes its run records (summary.json), for `autoaccel report`; with a
+#: SQLite ``storage=`` path, in a ``runs`` folder beside it.
+RUNS_DIR = Path(".autoaccel") / "runs"
 IN_PROCESS_START_S = 0.5  # fixed cost of one in-process trial (no interpreter to start)
 
 
@@ -171,11 +177,22 @@ def advise(
             phases.enter("baseline")
             job = _job(workload, options, console)
             advice = run_pipeline(job, options, budget, console=console, phases=phases)
-            if held is None:
-                return advice
-            return tune_schedule(
-                advice, workload, held, options, budget, goal=goal, console=console, phases=phases
-            )
+            if held is not None:
+                advice = tune_schedule(
+                    advice,
+                    workload,
+                    held,
+                    options,
+                    budget,
+                    goal=goal,
+                    console=console,
+                    phases=phases,
+                )
+    record = run_record(advice, kind="advise", command=options.command, storage=storage)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    runs = RUNS_DIR if storage is None or "://" in storage else Path(storage).parent / "runs"
+    advice.record_path = write_record(record, runs / f"{advice.search.study_name}-{stamp}")
+    return advice
 
 
 def _objective(

@@ -41,6 +41,7 @@ from autoaccel.measure import Measurement, MeterSettings, PruneBelow
 from autoaccel.pipeline import Job, PipelineOptions, check_budget, run_pipeline
 from autoaccel.probe import probe_system
 from autoaccel.progress import Phases
+from autoaccel.record import run_record, write_record
 from autoaccel.redact import mask_command
 from autoaccel.schedule import LrFinding, RangeSweep, sweep_config
 from autoaccel.search import TrialRecord, WorkloadFacts, check_storage
@@ -117,10 +118,20 @@ def tune_script(
             advice = run_pipeline(
                 job, options, budget, console=console, on_best=saver, phases=phases
             )
+            finding = None
             if lr_find:
                 phases.enter("LR range test")
-                advice = _with_lr_finding(advice, runner, console)
+                advice, finding = _with_lr_finding(advice, runner, console)
         save_or_keep(advice.config, out, stem=script.stem)
+        record = run_record(
+            advice,
+            kind="tune",
+            command=options.command,
+            storage=storage,
+            config_path=str(out),
+            lr_finding=finding,
+        )
+        advice.record_path = write_record(record, trials_dir)
     return TuneResult(advice, out, trials_dir, advice.search.storage)
 
 
@@ -217,7 +228,9 @@ class _SaveBest:
             self.failed = True
 
 
-def _with_lr_finding(advice: Advice, runner: ScriptRunner, console: Console | None) -> Advice:
+def _with_lr_finding(
+    advice: Advice, runner: ScriptRunner, console: Console | None
+) -> tuple[Advice, LrFinding | None]:
     """The range test at the picked batch size; its suggestion becomes the config's lr."""
     config = advice.config
     if console:
@@ -230,14 +243,14 @@ def _with_lr_finding(advice: Advice, runner: ScriptRunner, console: Console | No
     if finding is None or finding.suggestion is None:
         why = finding.reason if finding else f"{trial.measurement.message} ({trial.log_path})"
         advice.notes.append(f"the LR range test gave no suggestion: {why}")
-        return advice
+        return advice, finding
     provenance = replace(
         config.provenance,
         evidence={**config.provenance.evidence, "lr": f"LR range test: {finding}"},
     )
     advice.config = replace(config, lr=finding.suggestion, lr_scaling="none", provenance=provenance)
     advice.notes.append(f"lr {finding.suggestion:.3g} from the LR range test: {finding}")
-    return advice
+    return advice, finding
 
 
 #: The range test's default sweep.

@@ -1,0 +1,66 @@
+"""``autoaccel report``: a run record (``summary.json``) as one HTML page, with plots."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from autoaccel.atomic import atomic_write_text
+from autoaccel.cli._common import CommandResult
+from autoaccel.errors import UsageError
+from autoaccel.record import RECORD_NAME
+
+__all__ = ["EXAMPLE", "SUMMARY", "add_arguments", "run"]
+
+SUMMARY = "Turn a run record (summary.json) into an HTML report with plots."
+EXAMPLE = (
+    "autoaccel report                        # the newest run under ./.autoaccel\n"
+    "  autoaccel report .autoaccel/trials/train-20261127-101500-4242/summary.json --out r.html"
+)
+
+#: Where tune and advise() leave their run records, under the working folder.
+RECORDS = (".autoaccel/trials/*/summary.json", ".autoaccel/runs/*/summary.json")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "record",
+        nargs="?",
+        type=Path,
+        help=f"a run record ({RECORD_NAME}; default: the newest under ./.autoaccel)",
+    )
+    parser.add_argument("--out", type=Path, help="the HTML file (default: report.html beside it)")
+
+
+def run(args: argparse.Namespace) -> CommandResult:
+    """Write the HTML page for a run record."""
+    from autoaccel.report import render_report
+
+    path = args.record or _newest()
+    if path.is_dir():
+        path = path / RECORD_NAME
+    try:
+        record = json.loads(path.read_text())
+        page = render_report(record)
+    except FileNotFoundError:
+        raise UsageError(f"{path} does not exist; name a {RECORD_NAME} that tune wrote") from None
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise UsageError(
+            f"{path} is not an autoaccel run record ({type(error).__name__}: {error}); name a "
+            f"{RECORD_NAME} that `autoaccel tune` or advise() wrote"
+        ) from None
+    out = args.out or path.with_name("report.html")
+    atomic_write_text(out, page)
+    return CommandResult(
+        {"record": str(path), "report": str(out)}, text=f"wrote {out} (open it in a browser)\n"
+    )
+
+
+def _newest() -> Path:
+    found = [p for pattern in RECORDS for p in Path.cwd().glob(pattern)]
+    if not found:
+        raise UsageError(
+            f"no run record under ./.autoaccel; run `autoaccel tune` first, or name a {RECORD_NAME}"
+        )
+    return max(found, key=lambda p: p.stat().st_mtime)

@@ -1,0 +1,107 @@
+"""The run record and its HTML report: written by a real advise() run, rendered with every
+plot, opened by headless Chromium (where it is installed: `apt-get install chromium`)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from models import FAST, mlp, tabular
+
+from autoaccel.cli import main
+from autoaccel.frontends.advise import advise
+from autoaccel.report import render_report
+
+PLOTS = (
+    "Baseline vs. tuned",
+    "Throughput vs. batch size",
+    "Step time: data wait vs. compute",
+    "Trial history",
+)
+
+
+@pytest.fixture(scope="module")
+def record_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("record")
+    advice = advise(
+        mlp(),
+        tabular(2048),
+        budget_s=25,
+        max_trials=6,
+        settings=FAST,
+        progress=False,
+        storage=str(folder / "studies.db"),
+        seed=3,
+    )
+    assert advice.record_path is not None and advice.record_path.parent.parent == folder / "runs"
+    return advice.record_path
+
+
+def test_the_record_holds_the_run(record_path: Path) -> None:
+    record = json.loads(record_path.read_text())
+    assert record["kind"] == "advise" and record["record_version"] == 1
+    assert len(record["trials"]) >= 2
+    assert {"params", "outcome", "samples_per_s", "data_wait_s", "compute_s"} <= set(
+        record["trials"][0]
+    )
+    assert record["hardware"]["fingerprint"]
+    assert record["speedup"]["ratios"]
+
+
+def test_the_report_draws_every_plot_and_needs_no_network(record_path: Path) -> None:
+    record = json.loads(record_path.read_text())
+    record["importances"] = record["importances"] or {"batch_size": 0.7, "precision": 0.3}
+    record["lr_range_test"] = {
+        "lrs": [1e-4, 1e-3, 1e-2, 1e-1, 1.0],
+        "losses": [2.3, 2.2, 1.9, 1.5, 3.0],
+        "suggestion": 0.05,
+        "confidence": "high",
+        "reason": "steepest descent",
+    }
+    record["config"].update(lr=0.1, warmup_steps=20, schedule="cosine", schedule_steps=200)
+    page = render_report(record)
+    for title in (*PLOTS, "Parameter importances", "LR range test", "Tuned LR schedule"):
+        assert title in page, title
+    assert page.count("<svg") == 8  # baseline/tuned, pairs, batch, split, history, 3 more
+    assert not re.search(r"(src|href)=\"https?://", page)  # self-contained
+    assert "<script" not in page
+
+
+def test_the_report_command(record_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = record_path.parent / "page.html"
+    assert main(["report", str(record_path), "--out", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["report"] == str(out)
+    assert out.read_text().startswith("<!DOCTYPE html>")
+    bad = record_path.parent / "bad.json"
+    bad.write_text('{"not": "a record"}')
+    assert main(["report", str(bad)]) == 2
+    assert "is not an autoaccel run record" in capsys.readouterr().err
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed: apt-get install chromium")
+def test_chromium_draws_the_plots(record_path: Path, tmp_path: Path) -> None:
+    page = tmp_path / "report.html"
+    page.write_text(render_report(json.loads(record_path.read_text())))
+    headless = [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu"]
+    dom = subprocess.run(
+        [*headless, "--dump-dom", page.as_uri()], capture_output=True, text=True, timeout=120
+    ).stdout
+    plots = re.findall(r"<svg class=\"plot\".*?</svg>", dom, flags=re.S)
+    assert len(plots) >= len(PLOTS)
+    for svg in plots:  # each plot has marks: bars, lines or dots
+        assert re.search(r"<(rect|polyline|circle)", svg), svg[:200]
+    shot = tmp_path / "report.png"
+    subprocess.run(
+        [*headless, "--window-size=1250,2000", f"--screenshot={shot}", page.as_uri()],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+    assert shot.stat().st_size > 50_000  # a drawn page, not a blank one

@@ -83,8 +83,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> CommandResult:
     """Search the fastest config for a training script."""
-    # Imported here, not at the top: Optuna and scikit-learn cost 2-3 s, which `probe`,
-    # `show` and `run` should not pay.
+    # Imported here, not at the top: torch and Optuna cost 1-2 s, which `--help`,
+    # `show` and `export` should not pay.
     from autoaccel.frontends.script import tune_script
     from autoaccel.measure import MeterSettings
 

@@ -13,11 +13,9 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import numpy as np
 import optuna
 import psutil
 import torch
-from sklearn.linear_model import LinearRegression
 
 from autoaccel.config import TrainingConfig
 from autoaccel.probe import HardwareProfile
@@ -44,13 +42,36 @@ class WorkloadFacts:
     has_loader: bool = True  # False when the script batches by itself (no loader knobs)
 
 
+def _line_fit(points: list[tuple[int, int]]) -> tuple[float, float]:
+    """Least squares ``y = base + slope * x`` with ``slope >= 0``: memory never shrinks
+    with the batch. With one feature the constrained optimum is the plain fit, or, when its
+    slope is negative, the flat line at the mean (what scikit-learn's
+    ``LinearRegression(positive=True)`` gives, without its 160 MB and 3 s import).
+
+    Example:
+        >>> _line_fit([(10, 100), (20, 150)])
+        (50.0, 5.0)
+        >>> _line_fit([(10, 150), (20, 100)])
+        (125.0, 0.0)
+    """
+    n = len(points)
+    mean_x = sum(x for x, _ in points) / n
+    mean_y = sum(y for _, y in points) / n
+    spread = sum((x - mean_x) ** 2 for x, _ in points)
+    slope = sum((x - mean_x) * (y - mean_y) for x, y in points) / spread if spread else 0.0
+    if slope < 0:
+        return mean_y, 0.0
+    return mean_y - slope * mean_x, slope
+
+
 @dataclass
 class MemoryModel:
     """Peak memory as a linear function of batch size, fitted on measured trials.
 
     With one measurement the model assumes memory grows in proportion to the batch (an
     upper bound, since part of the memory does not grow); with two or more distinct batch
-    sizes it fits ``peak = base + per_sample * batch`` (scikit-learn, non-negative slope).
+    sizes it fits ``peak = base + per_sample * batch`` by least squares, the slope kept
+    non-negative (``_line_fit``).
     A batch size that ran out of memory caps every larger one.
 
     Example:
@@ -81,10 +102,7 @@ class MemoryModel:
         if len(sizes) == 1:
             b, peak = max(self.points)
             return 0.0, peak / b
-        x = np.array([[b] for b, _ in self.points], dtype=float)
-        y = np.array([p for _, p in self.points], dtype=float)
-        fit = LinearRegression(positive=True).fit(x, y)
-        return float(fit.intercept_), float(fit.coef_[0])
+        return _line_fit(self.points)
 
     def predict(self, batch_size: int) -> float | None:
         """Predicted peak bytes at ``batch_size``; None before any measurement."""

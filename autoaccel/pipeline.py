@@ -354,6 +354,7 @@ def _provenance(
     return Provenance(
         hardware_fingerprint=job.profile.fingerprint(),
         hardware=job.profile.describe(),
+        machine=job.profile.facts(),
         created_at=now_iso(),
         command=options.command,
         script=options.script,

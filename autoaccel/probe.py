@@ -154,13 +154,22 @@ class HardwareProfile:
                 return p.reason
         return f"unknown precision {precision!r}"
 
-    def fingerprint(self) -> str:
-        """A short hash of the hardware a config's measurements depend on."""
-        facts = {
+    def facts(self) -> dict[str, str | int]:
+        """The hardware facts a config's measurements depend on (what the fingerprint
+        hashes, and what a config records to name what differs on another machine)."""
+        gpus = sorted((g.name, round((g.memory_total_bytes or 0) / 2**30)) for g in self.gpus)
+        return {
             "cpu": self.cpu.model,
             "logical_cores": self.cpu.logical_cores,
             "usable_cores": self.cpu.usable_cores,
             "ram_gib": round(self.cpu.ram_total_bytes / 2**30),
+            "gpus": ", ".join(f"{name} ({gib} GiB)" for name, gib in gpus) or "none",
+        }
+
+    def fingerprint(self) -> str:
+        """A short hash of the hardware a config's measurements depend on."""
+        facts = {
+            **self.facts(),
             "gpus": sorted((g.name, round((g.memory_total_bytes or 0) / 2**30)) for g in self.gpus),
         }
         blob = json.dumps(facts, sort_keys=True).encode()

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from autoaccel.config._files import load_config, now_iso, save_config
 from autoaccel.config._lookup import CONFIG_ENV, CONFIG_NAME, find_config
-from autoaccel.config._reference import reference_markdown
+from autoaccel.config._reference import json_schema, reference_markdown
 from autoaccel.config._render import NOT_MEASURED, evidence_note, render_yaml, yaml_scalar
 from autoaccel.config._schema import (
     LR_SCALING,
@@ -34,6 +34,7 @@ __all__ = [
     "TrainingConfig",
     "evidence_note",
     "find_config",
+    "json_schema",
     "load_config",
     "now_iso",
     "reference_markdown",

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 from autoaccel.config._render import yaml_scalar
 from autoaccel.config._schema import Provenance, TrainingConfig, kind_name
 
-__all__ = ["reference_markdown"]
+__all__ = ["json_schema", "reference_markdown"]
 
 
 def reference_markdown() -> str:
@@ -47,3 +48,59 @@ def reference_markdown() -> str:
             shown = yaml_scalar(default) or "empty"
             rows.append(f"| `{prefix}{f.name}` | {kind} | `{shown}` | {meta['doc']} |")
     return "\n".join(rows) + "\n"
+
+
+def json_schema() -> dict[str, Any]:
+    """A JSON Schema (draft 2020-12) of ``autoaccel.yaml``, from the same metadata as the
+    validation, for editors and other tools (``python -m autoaccel.reference --schema``).
+
+    Example:
+        >>> json_schema()["properties"]["batch_size"]["maximum"]
+        16777216
+    """
+
+    def properties(cls: type) -> dict[str, Any]:
+        found: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            meta = f.metadata
+            if meta["kind"] is Provenance:
+                found[f.name] = {
+                    "type": "object",
+                    "description": meta["doc"],
+                    "properties": properties(Provenance),
+                    "additionalProperties": False,
+                }
+                continue
+            kinds = meta["kind"] if isinstance(meta["kind"], tuple) else (meta["kind"],)
+            types = [_JSON_TYPES[k] for k in kinds]
+            if float in kinds:
+                types = [t for t in types if t != "integer"]
+            if meta.get("optional") or dict in kinds:
+                types.append("null")
+            entry: dict[str, Any] = {
+                "type": types[0] if len(types) == 1 else types,
+                "description": meta["doc"],
+                "default": getattr(cls(), f.name),
+            }
+            if meta.get("choices"):
+                entry["enum"] = [*meta["choices"], *([None] if meta.get("optional") else [])]
+            if meta.get("minimum") is not None:
+                entry["minimum"] = meta["minimum"]
+            if meta.get("maximum") is not None:
+                entry["maximum"] = meta["maximum"]
+            if dict in kinds:
+                entry["additionalProperties"] = {"type": ["string", "number"]}
+            found[f.name] = entry
+        return found
+
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "autoaccel.yaml",
+        "description": "The training config autoaccel tunes (generated from its validation).",
+        "type": "object",
+        "properties": properties(TrainingConfig),
+        "additionalProperties": False,
+    }
+
+
+_JSON_TYPES = {bool: "boolean", int: "integer", float: "number", str: "string", dict: "object"}

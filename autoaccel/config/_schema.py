@@ -78,6 +78,9 @@ class Provenance:
     hardware: str | None = knob(
         None, "the hardware this was measured on, in words", kind=str, optional=True
     )
+    machine: dict[str, Any] = knob(
+        None, "the hardware facts behind the fingerprint", kind=dict, factory=dict
+    )
     created_at: str | None = knob(
         None, "when this file was written (UTC, ISO 8601)", kind=str, optional=True
     )
@@ -304,10 +307,17 @@ class TrainingConfig:
         if recorded is None or recorded == profile.fingerprint():
             return None
         was = self.provenance.hardware or "unknown hardware"
+        here = profile.facts()
+        differs = [
+            f"{key} {value} there, {here[key]} here"
+            for key, value in self.provenance.machine.items()
+            if key in here and str(here[key]) != str(value)
+        ]
+        what = "; ".join(differs) if differs else f"{was} there, {profile.describe()} here"
         return (
-            f"this config was measured on other hardware ({was}, fingerprint {recorded}); "
-            f"this machine is {profile.describe()} (fingerprint {profile.fingerprint()}). "
-            "Its figures may not hold here: run `autoaccel tune` again."
+            f"this config was measured on other hardware ({what}; fingerprint {recorded}, "
+            f"here {profile.fingerprint()}). Its figures may not hold here: run `autoaccel "
+            "tune` again."
         )
 
     @classmethod
@@ -327,7 +337,12 @@ class TrainingConfig:
             raise ConfigError(error.problems, source=source) from None
 
 
-_RECORDS = ("versions", "measured", "evidence")  # provenance's dicts; empty may be written ``:``
+_RECORDS = (
+    "machine",
+    "versions",
+    "measured",
+    "evidence",
+)  # provenance's dicts; empty may be written ``:``
 
 
 # --- validation --------------------------------------------------------------------------

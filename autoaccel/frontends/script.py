@@ -208,6 +208,7 @@ class _SaveBest:
             provenance=Provenance(
                 hardware_fingerprint=self.profile.fingerprint(),
                 hardware=self.profile.describe(),
+                machine=self.profile.facts(),
                 created_at=now_iso(),
                 command=self.command + "  (search in progress)",
                 script=self.script,

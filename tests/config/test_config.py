@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -15,6 +16,7 @@ from autoaccel.config import (
     SCHEMA_VERSION,
     Provenance,
     TrainingConfig,
+    json_schema,
     load_config,
     reference_markdown,
     save_config,
@@ -143,7 +145,15 @@ def test_hardware_mismatch_warns() -> None:
     assert same.hardware_mismatch(profile) is None
     other = TrainingConfig(provenance=Provenance(hardware_fingerprint="0" * 16, hardware="DGX"))
     warning = other.hardware_mismatch(profile)
-    assert warning is not None and "measured on other hardware (DGX" in warning
+    assert warning is not None and "measured on other hardware (DGX there, " in warning
+    # with the facts recorded, the warning names what differs, not the same words twice
+    facts = {**profile.facts(), "usable_cores": 64, "gpus": "NVIDIA H100 (80 GiB)"}
+    named = TrainingConfig(provenance=Provenance(hardware_fingerprint="0" * 16, machine=facts))
+    warning = named.hardware_mismatch(profile)
+    assert warning is not None
+    assert f"usable_cores 64 there, {profile.cpu.usable_cores} here" in warning
+    assert "gpus NVIDIA H100 (80 GiB) there" in warning
+    assert f"cpu {profile.cpu.model}" not in warning  # the same CPU is not named
 
 
 def test_docs_reference_is_in_step() -> None:
@@ -154,6 +164,30 @@ def test_docs_reference_is_in_step() -> None:
     for name in TrainingConfig.__dataclass_fields__:
         if name != "provenance":
             assert f"| `{name}` |" in on_disk
+    schema = json.loads((ROOT / "docs" / "autoaccel.schema.json").read_text())
+    assert schema == json.loads(json.dumps(json_schema())), (
+        "docs/autoaccel.schema.json is stale: run "
+        "`python -m autoaccel.reference --schema > docs/autoaccel.schema.json`"
+    )
+
+
+def test_the_json_schema_agrees_with_the_validation() -> None:
+    jsonschema = pytest.importorskip("jsonschema", reason="jsonschema is not installed")
+    schema = json_schema()
+    good = load_config(DATA / "v1.yaml").to_dict()
+    jsonschema.validate(good, schema)
+    for bad in (
+        {"batch_size": 0},
+        {"batch_size": 2**30},
+        {"precision": "fp8"},
+        {"bogus": 1},
+        {"lr": "fast"},
+        {"provenance": {"measured": {"a": [1]}}},
+    ):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate({**good, **bad}, schema)
+        with pytest.raises(ConfigError):
+            TrainingConfig.from_dict({**good, **bad})
 
 
 KILL_MIDWAY = """

@@ -208,7 +208,9 @@ def run_pipeline(
         trial_s=trial_s,
     )
     pick = {**result.best.params, "trial": result.best.number, "speedup": round(speedup.median, 3)}
-    record_end_phase(options.storage, result.study_name, space, end.entries, pick)
+    record_end_phase(
+        options.storage, result.study_name, space, end.entries, pick, _finalists(result, end)
+    )
     advice = _advice(job, options, space, diagnosis, result, speedup, budget)
     advice.notes = [
         *result.best.measurement.notes,
@@ -234,6 +236,25 @@ class _EndPhase:
         if params is not None:
             self.entries.append((params, measurement, self.source))
         return measurement
+
+
+def _finalists(result: SearchResult, end: _EndPhase) -> list[tuple[dict[str, Any], list[float]]]:
+    """Each config the final round measured, with all its samples/s (its best search trial
+    first, as ``confirm.final_round`` counts them); the winner alone when there was none."""
+    again: dict[str, list[float]] = {}
+    for params, measurement, source in end.entries:
+        if source == "final round":  # a failed re-measurement counts as none, as there
+            rates = again.setdefault(repr(sorted(params.items())), [])
+            if measurement.ok:
+                rates.append(measurement.samples_per_s)
+    found = []
+    for key, rates in again.items():
+        first = max(
+            (r for r in result.records if repr(sorted(r.params.items())) == key),
+            key=lambda r: r.value,
+        )
+        found.append((first.params, [first.measurement.samples_per_s, *rates]))
+    return found or [(result.best.params, [result.best.measurement.samples_per_s])]
 
 
 def _knobs_key(config: TrainingConfig) -> str:

@@ -46,3 +46,35 @@ def test_each_batch_size_trains_with_the_cpu_split_measured_fastest_at_it() -> N
     # The throughput pick (after its final round) stands for its own batch size, and the
     # batch-size rule's warm-up is the schedule study's to choose.
     assert settings[256] == replace(system, lr_scaling="none", warmup_steps=0)
+
+
+def test_the_final_study_ranks_finalists_as_the_final_round_does() -> None:
+    """A lucky single measurement tops the search study; the final round's medians pick
+    the steady config, and the final study (valued by those medians) agrees with it."""
+    import statistics
+
+    from autoaccel.confirm import final_round
+    from autoaccel.pipeline import _EndPhase, _finalists
+    from autoaccel.search import SearchResult
+
+    def record(n: int, rate: float, batch: int) -> TrialRecord:
+        config = TrainingConfig(batch_size=batch)
+        m = Measurement(outcome="ok", samples_per_s=rate)
+        return TrialRecord(n, {"batch_size": batch}, config, m, "sampler")
+
+    lucky, steady, slow = record(1, 1000.0, 64), record(2, 600.0, 128), record(3, 300.0, 32)
+    again = {64: [400.0, 400.0], 128: [600.0, 600.0], 32: [300.0, 300.0]}
+    replay = {k: iter(v) for k, v in again.items()}
+
+    def measure(config: TrainingConfig, prune: object = None) -> Measurement:
+        rate = next(replay[config.batch_size])
+        return Measurement(outcome="ok", samples_per_s=rate)
+
+    records = [lucky, steady, slow]
+    end = _EndPhase(measure, records, "final round")
+    winner, _ = final_round(end, records, rounds=2)
+    assert winner.params == {"batch_size": 128}
+    result = SearchResult(records, slow, winner, "done", 1.0, "s", "sqlite://", 3, 3)
+    ranked = {p["batch_size"]: statistics.median(r) for p, r in _finalists(result, end)}
+    assert ranked == {64: 400.0, 128: 600.0, 32: 300.0}
+    assert max(ranked, key=ranked.__getitem__) == winner.params["batch_size"]

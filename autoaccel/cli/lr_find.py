@@ -38,9 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--steps", type=positive_int, default=100, help="steps in the sweep (default 100)"
     )
-    parser.add_argument(
-        "--quiet", action="store_true", help="no progress on stderr (--json implies it)"
-    )
+    parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     parser.add_argument(
         "--timeout",
         type=parse_duration,
@@ -66,7 +64,7 @@ def run(args: argparse.Namespace) -> CommandResult:
         max_lr=args.max_lr,
         steps=args.steps,
         timeout_s=args.timeout,
-        console=None if args.json or args.quiet else Console(stderr=True),
+        console=None if args.quiet else Console(stderr=True),  # stderr: --json keeps stdout
     )
     finding = result.finding
     summary = Table(title="LR range test", title_justify="left", show_header=False)

@@ -70,9 +70,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=CONFIRM_PAIRS,
         help=f"interleaved baseline/best pairs that confirm the speedup (default {CONFIRM_PAIRS})",
     )
-    parser.add_argument(
-        "--quiet", action="store_true", help="no progress on stderr (--json implies it)"
-    )
+    parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     parser.add_argument(
         "--lr-find",
         action="store_true",
@@ -89,7 +87,7 @@ def run(args: argparse.Namespace) -> CommandResult:
     from autoaccel.measure import MeterSettings
 
     settings = MeterSettings(window_s=args.window) if args.window else MeterSettings()
-    console = None if args.json or args.quiet else Console(stderr=True)
+    console = None if args.quiet else Console(stderr=True)  # stderr: --json keeps stdout
     out = args.out
     try:
         result = tune_script(

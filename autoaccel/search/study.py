@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import statistics
+import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -179,17 +180,27 @@ def record_end_phase(
     space: SearchSpace,
     entries: Sequence[tuple[dict[str, Any], Measurement, str]],
     pick: dict[str, Any],
-) -> None:
-    """Add the final round's and the confirmation's measurements to the study, each a trial
-    with its source ("final round", "confirmation: baseline", ...), and the config written
-    as the study's ``autoaccel_pick`` attribute: the dashboard then shows what decided it.
+    finalists: Sequence[tuple[dict[str, Any], list[float]]],
+) -> str:
+    """Record how the end of a search decided, in the storage the dashboard reads.
+
+    In the study, the final round's and the confirmation's measurements become trials, each
+    with its ``source``, and ``autoaccel_pick`` names the config written. A second study,
+    ``<study>-final-<time>``, holds one trial per finalist valued by the median of its
+    measurements: the rule that picked the winner, so that study's best trial is the config
+    written (the search study's best is its highest single measurement, which can be luck).
 
     Args:
         storage: The storage as the user gave it (``storage_url`` makes it a URL).
         entries: (searched params, measurement, source) for each end-phase measurement.
         pick: The params of the config written, with the confirmed speedup.
+        finalists: Each finalist's params and its measured samples/s (search and final round).
+
+    Returns:
+        The final study's name.
     """
-    study = optuna.load_study(study_name=study_name, storage=storage_url(storage))
+    url = storage_url(storage)
+    study = optuna.load_study(study_name=study_name, storage=url)
     distributions = space.distributions()
     for params, measurement, source in entries:
         attrs = {
@@ -205,7 +216,25 @@ def record_end_phase(
                 user_attrs=attrs,
             )
         )
-    study.set_user_attr("autoaccel_pick", pick)
+    final_name = f"{study_name}-final-{time.strftime('%Y%m%d-%H%M%S')}"
+    final = optuna.create_study(
+        study_name=final_name, storage=url, direction="maximize", load_if_exists=True
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        final.set_metric_names([f"{OBJECTIVE_NAME}_median"])
+    for params, rates in finalists:
+        final.add_trial(
+            optuna.trial.create_trial(
+                params=params,
+                distributions=distributions,
+                value=statistics.median(rates),
+                user_attrs={"samples_per_s_measured": rates, "source": "final round"},
+            )
+        )
+    study.set_user_attr("autoaccel_pick", {**pick, "final_study": final_name})
+    final.set_user_attr("autoaccel_pick", pick)
+    return final_name
 
 
 class Search:

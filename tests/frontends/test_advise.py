@@ -97,7 +97,11 @@ def test_each_recommendation_is_labelled(tmp_path: Path) -> None:
     assert all("outcome" in t.user_attrs and "samples_per_s" in t.user_attrs for t in trials)
     sources = {t.user_attrs["source"] for t in trials}
     assert "confirmation" in sources, sources
-    assert study.user_attrs["autoaccel_pick"]["batch_size"] == advice.config.batch_size
+    pick = study.user_attrs["autoaccel_pick"]
+    assert pick["batch_size"] == advice.config.batch_size
+    final = optuna.load_study(study_name=pick["final_study"], storage=study._storage)
+    assert final.best_trial.params["batch_size"] == advice.config.batch_size  # the pick wins
+    assert final.best_trial.params["precision"] == advice.config.precision
     for t in trials:
         if t.state == optuna.trial.TrialState.PRUNED:
             assert t.intermediate_values  # the rate it reached before it was stopped

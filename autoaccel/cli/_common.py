@@ -12,7 +12,9 @@ from rich.table import Table
 
 __all__ = [
     "CommandResult",
+    "add_config_path",
     "add_script",
+    "config_path",
     "gib",
     "known",
     "parse_duration",
@@ -43,6 +45,24 @@ def add_script(parser: argparse.ArgumentParser, *, config_help: str | None = Non
             help=f"{config_help} (default: $AUTOACCEL_CONFIG, else autoaccel.yaml beside the "
             "script, else ./autoaccel.yaml: the lookup prepare() uses)",
         )
+
+
+def add_config_path(parser: argparse.ArgumentParser) -> None:
+    """An optional config file argument, found by ``config_path`` when left out."""
+    parser.add_argument(
+        "path",
+        nargs="?",
+        type=Path,
+        help="config file (default: $AUTOACCEL_CONFIG, else ./autoaccel.yaml)",
+    )
+
+
+def config_path(args: argparse.Namespace) -> Path:
+    """The config a command reads: the one named, else ``find_config``'s, else
+    ./autoaccel.yaml (which ``load_config`` then names as missing)."""
+    from autoaccel.config import CONFIG_NAME, find_config
+
+    return args.path or find_config() or Path(CONFIG_NAME)
 
 
 def gib(n: int | None) -> str:

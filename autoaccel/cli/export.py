@@ -7,8 +7,8 @@ import argparse
 from pathlib import Path
 
 from autoaccel.atomic import atomic_write_text
-from autoaccel.cli._common import CommandResult
-from autoaccel.config import CONFIG_NAME, find_config, load_config
+from autoaccel.cli._common import CommandResult, add_config_path, config_path
+from autoaccel.config import load_config
 from autoaccel.errors import UsageError
 from autoaccel.export import TARGETS, export
 
@@ -22,12 +22,7 @@ EXAMPLE = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "path",
-        nargs="?",
-        type=Path,
-        help="config file (default: $AUTOACCEL_CONFIG, else ./autoaccel.yaml)",
-    )
+    add_config_path(parser)
     parser.add_argument(
         "--to",
         required=True,
@@ -42,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> CommandResult:
     """The config in the target's own format; printed, or written with ``--dir``."""
-    path = args.path or find_config() or Path(CONFIG_NAME)  # load_config names a missing one
+    path = config_path(args)
     config = load_config(path)
     result = export(config, args.to, script=args.script, config_path=str(Path(path).resolve()))
     data = {"config": str(path), **result.to_dict()}

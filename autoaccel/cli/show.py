@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from rich.table import Table
 
-from autoaccel.cli._common import CommandResult, known
+from autoaccel.cli._common import CommandResult, add_config_path, config_path, known
 from autoaccel.config import (
-    CONFIG_NAME,
     TrainingConfig,
     evidence_note,
-    find_config,
     load_config,
     yaml_scalar,
 )
@@ -27,17 +24,12 @@ EXAMPLE = (
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "path",
-        nargs="?",
-        type=Path,
-        help="config file (default: $AUTOACCEL_CONFIG, else ./autoaccel.yaml)",
-    )
+    add_config_path(parser)
 
 
 def run(args: argparse.Namespace) -> CommandResult:
     """A config file as a table, with a warning for other hardware."""
-    path = args.path or find_config() or Path(CONFIG_NAME)  # load_config names a missing one
+    path = config_path(args)
     config = load_config(path)
     from autoaccel.probe import probe_system  # torch: loaded when the command runs
 

@@ -452,9 +452,10 @@ def cases() -> list[Case]:
 
 
 def _private(folder: Path) -> str | None:
-    for trial in (folder / ".autoaccel" / "trials").glob("*/*"):
-        if stat.S_IMODE(trial.stat().st_mode) & 0o077:
-            return f"{trial} is readable by others"
+    for trial in (folder / ".autoaccel" / "trials").glob("*/*/log.txt"):
+        for path in (trial, trial.parent, trial.parent.parent):
+            if stat.S_IMODE(path.stat().st_mode) & 0o077:
+                return f"{path} is readable by others"
     return None
 
 
@@ -483,8 +484,9 @@ def run_case(case: Case, checkout: Path) -> tuple[bool, str]:
         outcome = Outcome(
             done.returncode, done.stdout, done.stderr, time.monotonic() - started, folder
         )
-        if "Traceback" in done.stderr:
-            last = done.stderr.strip().splitlines()[-1][:80]
+        ours = done.stderr.split("last lines of the log:")[0]  # the script's own may follow
+        if "Traceback" in ours:
+            last = ours.strip().splitlines()[-1][:80]
             return False, f"traceback: {last}"
         if done.returncode != case.expect:
             line = (done.stderr.strip().splitlines() or [""])[-1][:80]

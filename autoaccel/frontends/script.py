@@ -10,6 +10,7 @@ so Ctrl-C leaves it in place, and the same command resumes the study.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass, replace
@@ -105,6 +106,8 @@ def tune_script(
     )
     stamp = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
     trials_dir = STATE_DIR / "trials" / f"{script.stem}-{stamp}"
+    with contextlib.suppress(OSError):  # private: the logs hold what the script prints
+        trials_dir.mkdir(parents=True, mode=0o700)
     check_writable_folder(trials_dir, what="the trial logs")
     with one_tune_per_config(out, STATE_DIR):
         budget = Budget(budget_s)  # the baseline counts: the budget starts now

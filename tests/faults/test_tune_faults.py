@@ -230,6 +230,7 @@ def test_a_short_budget_searches_ends_in_time_and_keeps_secrets(tmp_path: Path) 
     # trial folders and logs are the user's alone; the config is readable by others
     folder = trials[0].parent
     assert stat.S_IMODE(folder.stat().st_mode) == 0o700
+    assert stat.S_IMODE(folder.parent.stat().st_mode) == 0o700  # the run's folder too
     assert stat.S_IMODE(trials[0].stat().st_mode) == 0o600
     assert stat.S_IMODE((tmp_path / "autoaccel.yaml").stat().st_mode) & 0o044 == 0o044
 

@@ -104,6 +104,10 @@ def absent(text: str) -> Callable[[Outcome], str | None]:
     return check
 
 
+def lacks(text: str) -> Callable[[Outcome], str | None]:
+    return lambda o: f"says {text!r}" if text in o.err else None
+
+
 def unchanged(name: str, text: str) -> Callable[[Outcome], str | None]:
     return lambda o: None if (o.folder / name).read_text() == text else f"{name} was changed"
 
@@ -320,7 +324,11 @@ def cases() -> list[Case]:
             "15",
             [*tune, "--", "--crash"],
             files=train,
-            check=all_of(contains("ValueError: no data"), contains("log.txt")),
+            check=all_of(
+                contains("ValueError: no data"),
+                contains("log.txt"),
+                lacks("call it before training"),  # a crash is not a missing prepare()
+            ),
             slow=True,
         ),
         Case(

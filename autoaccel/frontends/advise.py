@@ -188,11 +188,17 @@ def advise(
                     console=console,
                     phases=phases,
                 )
-    record = run_record(advice, kind="advise", command=options.command, storage=storage)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    runs = RUNS_DIR if storage is None or "://" in storage else Path(storage).parent / "runs"
-    advice.record_path = write_record(record, runs / f"{advice.search.study_name}-{stamp}")
+    advice.record_path = _write_record(advice, options)
     return advice
+
+
+def _write_record(advice: Advice, options: PipelineOptions) -> Path:
+    """The run record, in ``RUNS_DIR`` or beside a SQLite ``storage=`` path."""
+    storage = options.storage
+    record = run_record(advice, kind="advise", command=options.command, storage=storage)
+    runs = RUNS_DIR if storage is None or "://" in storage else Path(storage).parent / "runs"
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return write_record(record, runs / f"{advice.search.study_name}-{stamp}")
 
 
 def _objective(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -200,7 +201,9 @@ def test_a_script_that_mentions_prepare_but_never_reaches_it(tmp_path: Path) -> 
     assert "ended without reaching autoaccel.prepare()" in result.stderr
 
 
-def test_ctrl_c_keeps_the_best_so_far_and_the_study_resumes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_keeps_the_best_so_far_and_the_study_resumes(tmp_path: Path, signum: int) -> None:
+    """Ctrl-C, or SIGTERM from a scheduler, in the middle of the search."""
     path = script(tmp_path)
     out = tmp_path / "autoaccel.yaml"
     command = [
@@ -236,16 +239,18 @@ def test_ctrl_c_keeps_the_best_so_far_and_the_study_resumes(tmp_path: Path) -> N
             break
         time.sleep(0.2)
     assert started, "the search never reached its second trial"
-    os.kill(tune.pid, signal.SIGINT)
+    os.kill(tune.pid, signum)
     try:
         _, err = tune.communicate(timeout=60)
     except subprocess.TimeoutExpired:  # show where it hangs: faulthandler dumps on SIGABRT
         os.kill(tune.pid, signal.SIGABRT)
         _, err = tune.communicate(timeout=30)
         pytest.fail(f"tune did not stop within 60 s of Ctrl-C; its threads:\n{err[-6000:]}")
-    assert tune.returncode == 130, err
+    assert tune.returncode == 128 + signum, err
     assert "interrupted; the best config so far is in" in err
     assert out.exists()  # the baseline, the best so far, was saved
+    with sqlite3.connect(tmp_path / ".autoaccel" / "studies.db") as db:  # the study is intact
+        assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
     for proc in psutil.process_iter(["cmdline"]):
         assert str(path) not in " ".join(proc.info["cmdline"] or []), "a trial was left running"
     again = subprocess.run(
@@ -267,3 +272,26 @@ def test_a_two_process_ddp_trial_under_torchrun(tmp_path: Path) -> None:
     # samples count across both processes: each step trains 2 x 64 samples
     assert trial.measurement.samples == 2 * 64 * trial.measurement.window_steps
     assert "torch.distributed.run" in trial.log_path.read_text().splitlines()[0]
+
+
+def test_runners_sharing_a_folder_never_share_a_trial_folder(tmp_path: Path) -> None:
+    """Two tunes of one script once raced on trial folders (FileExistsError)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    path = script(tmp_path)
+    runners = [runner(path, tmp_path) for _ in range(4)]
+    with ThreadPoolExecutor(8) as pool:
+        folders = list(pool.map(lambda i: runners[i % 4]._folder(), range(200)))
+    assert len(set(folders)) == 200
+
+
+def test_a_real_out_of_memory_error_in_a_script_is_a_finding(tmp_path: Path) -> None:
+    """torch.OutOfMemoryError, as CUDA raises it, from the script's own forward."""
+    oom = (
+        "if x.shape[0] > 64: raise torch.OutOfMemoryError("
+        "'CUDA out of memory. Tried to allocate 20.00 GiB')"
+    )
+    trial = runner(script(tmp_path, forward=oom), tmp_path).run(TrainingConfig(batch_size=128))
+    assert trial.measurement.outcome == "oom", trial.log_tail()
+    assert "Tried to allocate" in trial.measurement.message
+    assert runner(script(tmp_path, forward=oom), tmp_path).run(None).measurement.ok  # batch 32

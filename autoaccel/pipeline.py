@@ -179,12 +179,12 @@ def run_pipeline(
     )
     phases.enter("search")
     result = _search(job, options, budget, space, diagnosis, trial_s, console, on_best)
-    phases.enter("final round")
     _say(
         console,
         f"search stopped ({result.stop_reason}); re-measuring the {FINALISTS} best, then "
         f"confirming the winner vs. baseline in up to {options.confirm_pairs} interleaved pairs",
     )
+    phases.enter("final round")
     confirm_s = 2 * options.confirm_pairs * trial_s
     end = _EndPhase(job.measure, result.records, "final round")
     winner, final_evidence = final_round(

@@ -95,6 +95,8 @@ def render(result: CommandResult, *, as_json: bool, out: Console, err: Console) 
     """Print a command's result for people or, with ``--json``, for machines."""
     for warning in result.warnings:
         err.print(f"[yellow]warning:[/yellow] {warning}", soft_wrap=True, highlight=False)
+    for note in result.notes:
+        err.print(f"note: {note}", soft_wrap=True, highlight=False, markup=False)
     if as_json:
         out.file.write(json.dumps(json_ready(result.data), indent=2, default=str) + "\n")
         return

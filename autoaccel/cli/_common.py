@@ -30,6 +30,7 @@ class CommandResult:
     data: dict[str, Any]
     tables: list[Table] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # findings worth a line, not warnings
     exit_code: int = 0
     text: str | None = None  # plain text for people, printed as it is (an exported file)
 

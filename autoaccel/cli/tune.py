@@ -133,4 +133,4 @@ def run(args: argparse.Namespace) -> CommandResult:
         "trials_dir": str(result.trials_dir),
         "record_path": str(advice.record_path),
     }
-    return CommandResult(data, [*advice.tables(), paths], list(advice.notes))
+    return CommandResult(data, [*advice.tables(), paths], notes=list(advice.notes))

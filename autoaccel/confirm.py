@@ -30,6 +30,7 @@ __all__ = [
     "Speedup",
     "confirm",
     "final_round",
+    "knobs_key",
     "measure_in_turn",
 ]
 
@@ -67,6 +68,17 @@ class Speedup:
         )
 
 
+def knobs_key(knobs: dict[str, object]) -> str:
+    """One string per set of knob values (a config's knobs, or a trial's searched params):
+    what "the same config" means in the final round and the study's record.
+
+    Example:
+        >>> knobs_key({"b": 1, "a": 2}) == knobs_key({"a": 2, "b": 1})
+        True
+    """
+    return repr(sorted(knobs.items()))
+
+
 def _fitting(count: int, cost_s: float, budget: Budget | None, keep_s: float) -> int:
     """How many of ``count`` measurements of ``cost_s`` each fit in what the budget leaves."""
     if budget is None or cost_s <= 0:
@@ -79,7 +91,7 @@ def _finalists(records: list[TrialRecord], finalists: int) -> list[TrialRecord]:
     ranked: list[TrialRecord] = []
     seen: set[str] = set()
     for record in sorted(records, key=lambda r: r.value, reverse=True):
-        key = repr(sorted(record.config.knobs().items()))
+        key = knobs_key(record.config.knobs())
         if record.measurement.ok and key not in seen:
             seen.add(key)
             ranked.append(record)

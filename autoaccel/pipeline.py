@@ -28,7 +28,15 @@ from autoaccel._version import __version__
 from autoaccel.advice import Advice, lr_follows_batch, recommendations, with_convergence
 from autoaccel.budget import DEFAULT_MAX_TRIALS, Budget
 from autoaccel.config import NOT_MEASURED, Provenance, TrainingConfig, now_iso
-from autoaccel.confirm import CONFIRM_PAIRS, FINAL_ROUNDS, FINALISTS, Speedup, confirm, final_round
+from autoaccel.confirm import (
+    CONFIRM_PAIRS,
+    FINAL_ROUNDS,
+    FINALISTS,
+    Speedup,
+    confirm,
+    final_round,
+    knobs_key,
+)
 from autoaccel.errors import UsageError
 from autoaccel.measure import Measurement, MeterSettings
 from autoaccel.probe import HardwareProfile
@@ -226,13 +234,13 @@ class _EndPhase:
 
     def __init__(self, measure: TrialFn, records: list[TrialRecord], source: str) -> None:
         self.measure = measure
-        self.params_of = {_knobs_key(r.config): r.params for r in records}
+        self.params_of = {knobs_key(r.config.knobs()): r.params for r in records}
         self.source = source
         self.entries: list[tuple[dict[str, Any], Measurement, str]] = []
 
     def __call__(self, config: TrainingConfig, prune: Any = None) -> Measurement:
         measurement = self.measure(config, prune)
-        params = self.params_of.get(_knobs_key(config))
+        params = self.params_of.get(knobs_key(config.knobs()))
         if params is not None:
             self.entries.append((params, measurement, self.source))
         return measurement
@@ -244,21 +252,17 @@ def _finalists(result: SearchResult, end: _EndPhase) -> list[tuple[dict[str, Any
     again: dict[str, list[float]] = {}
     for params, measurement, source in end.entries:
         if source == "final round":  # a failed re-measurement counts as none, as there
-            rates = again.setdefault(repr(sorted(params.items())), [])
+            rates = again.setdefault(knobs_key(params), [])
             if measurement.ok:
                 rates.append(measurement.samples_per_s)
     found = []
     for key, rates in again.items():
         first = max(
-            (r for r in result.records if repr(sorted(r.params.items())) == key),
+            (r for r in result.records if knobs_key(r.params) == key),
             key=lambda r: r.value,
         )
         found.append((first.params, [first.measurement.samples_per_s, *rates]))
     return found or [(result.best.params, [result.best.measurement.samples_per_s])]
-
-
-def _knobs_key(config: TrainingConfig) -> str:
-    return repr(sorted(config.knobs().items()))
 
 
 def _speedup_notes(speedup: Speedup, out_of: Budget | None) -> list[str]:

@@ -8,11 +8,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rich.console import Console
 from rich.table import Table
 
 __all__ = [
     "CommandResult",
     "add_config_path",
+    "add_quiet",
     "add_script",
     "config_path",
     "gib",
@@ -20,6 +22,7 @@ __all__ = [
     "parse_duration",
     "positive_int",
     "positive_number",
+    "progress_console",
 ]
 
 
@@ -64,6 +67,17 @@ def config_path(args: argparse.Namespace) -> Path:
     from autoaccel.config import CONFIG_NAME, find_config
 
     return args.path or find_config() or Path(CONFIG_NAME)
+
+
+def add_quiet(parser: argparse.ArgumentParser) -> None:
+    """``--quiet``, for the commands that show progress on stderr."""
+    parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+
+
+def progress_console(args: argparse.Namespace) -> Console | None:
+    """Where progress goes: stderr (so ``--json`` keeps stdout for data), or nowhere with
+    ``--quiet``."""
+    return None if args.quiet else Console(stderr=True)
 
 
 def gib(n: int | None) -> str:

@@ -9,10 +9,12 @@ from rich.table import Table
 
 from autoaccel.cli._common import (
     CommandResult,
+    add_quiet,
     add_script,
     parse_duration,
     positive_int,
     positive_number,
+    progress_console,
 )
 
 __all__ = ["EXAMPLE", "SUMMARY", "add_arguments", "run"]
@@ -38,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--steps", type=positive_int, default=100, help="steps in the sweep (default 100)"
     )
-    parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    add_quiet(parser)
     parser.add_argument(
         "--timeout",
         type=parse_duration,
@@ -51,7 +53,6 @@ def run(args: argparse.Namespace) -> CommandResult:
     """An LR range test inside a training script."""
     # Imported here, not at the top: torch and Optuna cost 1-2 s, which `--help`,
     # `show` and `export` should not pay.
-    from rich.console import Console
 
     from autoaccel.frontends.script import find_lr_script
 
@@ -64,7 +65,7 @@ def run(args: argparse.Namespace) -> CommandResult:
         max_lr=args.max_lr,
         steps=args.steps,
         timeout_s=args.timeout,
-        console=None if args.quiet else Console(stderr=True),  # stderr: --json keeps stdout
+        console=progress_console(args),
     )
     finding = result.finding
     summary = Table(title="LR range test", title_justify="left", show_header=False)

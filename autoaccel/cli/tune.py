@@ -11,10 +11,12 @@ from rich.table import Table
 from autoaccel.budget import DEFAULT_MAX_TRIALS, TUNE_BUDGET_S
 from autoaccel.cli._common import (
     CommandResult,
+    add_quiet,
     add_script,
     parse_duration,
     positive_int,
     positive_number,
+    progress_console,
 )
 from autoaccel.config import CONFIG_NAME
 from autoaccel.confirm import CONFIRM_PAIRS
@@ -70,7 +72,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=CONFIRM_PAIRS,
         help=f"interleaved baseline/best pairs that confirm the speedup (default {CONFIRM_PAIRS})",
     )
-    parser.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    add_quiet(parser)
     parser.add_argument(
         "--lr-find",
         action="store_true",
@@ -87,7 +89,7 @@ def run(args: argparse.Namespace) -> CommandResult:
     from autoaccel.measure import MeterSettings
 
     settings = MeterSettings(window_s=args.window) if args.window else MeterSettings()
-    console = None if args.quiet else Console(stderr=True)  # stderr: --json keeps stdout
+    console = progress_console(args)
     out = args.out
     try:
         result = tune_script(

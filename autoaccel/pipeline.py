@@ -6,10 +6,13 @@ trial; from the baseline on, both run the same stages, drawing on the same ``Bud
 1. ``build_space``: the knobs that apply here, bounded by the memory model;
 2. ``diagnose`` and the heuristic guesses;
 3. the Optuna study (``Search``), keeping time for what follows;
-4. the final round (finalists re-measured in turn) and the paired confirmation;
-5. the advice: recommendations with their evidence, the LR rule, the provenance;
-6. with ``objective="time-to-loss"`` (in-process, with held-out data), the schedule study
-   (``autoaccel.time_to_loss``) and its evidence.
+4. the final round (finalists re-measured in turn);
+5. with the throughput objective, the guard (``autoaccel.time_to_loss.guard``): a pick that
+   changes the global batch is kept only when its loss keeps pace with your setup's;
+6. the paired confirmation of what will be written;
+7. the advice: recommendations with their evidence, the LR rule, the provenance;
+8. with ``objective="time-to-loss"``, the schedule study (``autoaccel.time_to_loss``) and
+   its evidence, through the front end's ``Trainer`` (in-process or script trials).
 """
 
 from __future__ import annotations
@@ -56,8 +59,14 @@ from autoaccel.search import (
     record_end_phase,
 )
 from autoaccel.states import Objective
-from autoaccel.time_to_loss import Goal, HeldOut, ScheduleInputs, search_schedule
-from autoaccel.trials.workload import Workload
+from autoaccel.time_to_loss import Goal, ScheduleInputs, Trainer, search_schedule
+from autoaccel.time_to_loss.guard import (
+    RUN_OVERHEAD,
+    GuardVerdict,
+    check_convergence,
+    guard_horizon_s,
+    same_global,
+)
 
 __all__ = [
     "THROUGHPUT_SHARE",
@@ -73,6 +82,7 @@ MIN_TRIALS = 4  # the least a run measures: baseline, one candidate, one confirm
 END_SHARE = 0.4  # at most this part of what the baseline leaves is kept for the end phases
 HORIZONS_PER_BUDGET = 10  # a schedule candidate trains for about 1/10 of what is left
 END_PHASES = "the final round and confirmation"
+GUARD_PHASE = "the convergence check"
 SCHEDULE_PHASE = "the schedule study"
 
 
@@ -107,6 +117,7 @@ class Job:
     profile: HardwareProfile
     trial_s: float | None = None  # one trial's wall time, as the baseline's took; None: estimate
     model: str | None = None  # the model's fingerprint (``model_fingerprint``)
+    trainer: Trainer | None = None  # draws loss curves: the guard and the schedule study
 
 
 def check_budget(
@@ -204,6 +215,10 @@ def run_pipeline(
         keep_s=confirm_s,
     )
     result = replace(result, best=winner)
+    verdict = None
+    if _guarded(job, options):
+        phases.enter("convergence check")
+        result, verdict = _guard(job, result, budget, trial_s, console)
     out_of_time = budget.left_s() < trial_s  # then confirm() measures no pair
     end.source = "confirmation"
     phases.enter("confirmation")
@@ -219,13 +234,76 @@ def run_pipeline(
     record_end_phase(
         options.storage, result.study_name, space, end.entries, pick, _finalists(result, end)
     )
-    advice = _advice(job, options, space, diagnosis, result, speedup, budget)
+    advice = _advice(job, options, space, diagnosis, result, speedup, budget, verdict)
     advice.notes = [
         *result.best.measurement.notes,
         *([final_evidence] if final_evidence else []),
         *_speedup_notes(speedup, budget if out_of_time else None),
     ]
     return advice
+
+
+def _guarded(job: Job, options: PipelineOptions) -> bool:
+    """Whether the guard runs: a throughput search free to change the global batch, with a
+    way to draw loss curves."""
+    return (
+        job.trainer is not None
+        and options.objective is Objective.THROUGHPUT
+        and not options.keep_global_batch
+    )
+
+
+def _guard_cost_s(job: Job, budget: Budget) -> float:
+    """The guard's two runs: each its horizon (with scoring) and a trial's start-up."""
+    return 2 * (guard_horizon_s(budget.given_s) * RUN_OVERHEAD + job.facts.start_s)
+
+
+def _guard(
+    job: Job, result: SearchResult, budget: Budget, trial_s: float, console: Console | None
+) -> tuple[SearchResult, GuardVerdict]:
+    """Keep the pick's global batch only when its loss keeps pace with your setup's; else
+    the pick at your global batch (measured, so the confirmation compares what is written)."""
+    budget.release(GUARD_PHASE)
+    pick, user, trainer = result.best.config, job.user, job.trainer
+    if pick.global_batch == user.global_batch or trainer is None:
+        line = f"the pick keeps your global batch ({user.global_batch}): each step learns as yours"
+        return result, GuardVerdict(True, "unchanged", line)
+    written, _ = lr_follows_batch(pick, user, job.facts)
+    horizon_s = guard_horizon_s(budget.given_s)
+    if budget.allows(_guard_cost_s(job, budget), keep_s=2 * trial_s):
+        verdict = check_convergence(
+            trainer,
+            written,
+            user,
+            horizon_s=horizon_s,
+            held_out=trainer.held_out,
+            say=lambda line: _say(console, line),
+        )
+    else:
+        verdict = GuardVerdict(
+            False,
+            "unchecked",
+            f"no time was left to check its convergence ({budget.stop_reason()}): your "
+            "global batch is kept",
+        )
+    _say(console, f"batch {pick.batch_size} (global {pick.global_batch}): {verdict.line}")
+    if verdict.kept:
+        return result, verdict
+    return replace(result, best=_measured_as(same_global(pick, user), result, job)), verdict
+
+
+def _measured_as(config: TrainingConfig, result: SearchResult, job: Job) -> TrialRecord:
+    """The search's record of ``config``'s knobs, or one new measurement of it (the
+    baseline's record when even that fails)."""
+    key = knobs_key(config.knobs())
+    for record in result.records:
+        if record.measurement.ok and knobs_key(record.config.knobs()) == key:
+            return record
+    measurement = job.measure(config, None)
+    if not measurement.ok:
+        return result.baseline
+    params = {k: v for k, v in config.knobs().items() if k in result.best.params}
+    return TrialRecord(-1, params, config, measurement, "guard")
 
 
 class _EndPhase:
@@ -313,6 +391,8 @@ def _search(
     planned = (2 * options.confirm_pairs + FINALISTS * FINAL_ROUNDS) * trial_s
     # A short budget keeps one confirmation pair, not the whole plan: the search gets the rest.
     budget.keep(END_PHASES, min(planned, max(2 * trial_s, END_SHARE * budget.left_s())))
+    if _guarded(job, options):
+        budget.keep(GUARD_PHASE, _guard_cost_s(job, budget))
     search = Search(
         space,
         job.measure,
@@ -343,6 +423,7 @@ def _advice(
     result: SearchResult,
     speedup: Speedup,
     budget: Budget,
+    verdict: GuardVerdict | None = None,
 ) -> Advice:
     """The advice: the best config with its LR rule, evidence and provenance."""
     recs = recommendations(result, diagnosis, job.facts, options.keep_global_batch)
@@ -354,7 +435,11 @@ def _advice(
         for r in recs
         if r.knob and (r.measured or r is scaling)
     }
-    config = replace(config, provenance=_provenance(job, options, result, speedup, evidence))
+    evidence["objective"] = objective_line(options, verdict)
+    provenance = _provenance(job, options, result, speedup, evidence)
+    if verdict is not None and verdict.pace is not None:
+        provenance.measured["guard_pace"] = round(verdict.pace, 3)
+    config = replace(config, provenance=provenance)
     return Advice(
         config,
         result.baseline.measurement,
@@ -366,7 +451,26 @@ def _advice(
         result,
         space,
         budget.spent_s(),
+        objective=evidence["objective"],
+        guard=verdict,
     )
+
+
+def objective_line(options: PipelineOptions, verdict: GuardVerdict | None) -> str:
+    """What chose the pick, and whether its convergence was measured, guarded or neither."""
+    if options.objective is Objective.TIME_TO_LOSS:
+        return "time-to-loss (the schedule study follows)"
+    if verdict is None:
+        return "throughput (samples/s); convergence not checked: the global batch was " + (
+            "kept as asked" if options.keep_global_batch else "free and no loss curve drawn"
+        )
+    label = {
+        "unchanged": "not affected",
+        "measured": "measured on held-out data",
+        "guarded": "guarded by the training loss",
+        "unchecked": "not checked",
+    }[verdict.how]
+    return f"throughput (samples/s); convergence {label}: {verdict.line}"
 
 
 def _provenance(
@@ -411,8 +515,8 @@ def _say(console: Console | None, text: str) -> None:
 
 def tune_schedule(
     advice: Advice,
-    workload: Workload,
-    data: HeldOut,
+    trainer: Trainer,
+    user: TrainingConfig,
     options: PipelineOptions,
     budget: Budget,
     *,
@@ -423,14 +527,14 @@ def tune_schedule(
     """The schedule study on the throughput pick's system settings, and its advice.
 
     Args:
-        data: What to train on and what to score the held-out loss on.
+        trainer: Trains candidates and draws their held-out curves.
+        user: Your own setup.
         goal: The held-out loss or metric value the user aims for, if named.
         phases: The progress bar to tell of the phase.
     """
     budget.release(SCHEDULE_PHASE)
     if phases is not None:
         phases.enter("schedule study")
-    user = workload.user_config()
     horizon = options.horizon_s or max(
         4 * options.settings.window_s, budget.left_s() / HORIZONS_PER_BUDGET
     )
@@ -449,7 +553,7 @@ def tune_schedule(
         storage=options.storage,
         seed=options.seed,
     )
-    converged = search_schedule(workload, data, inputs, budget, console=console)
+    converged = search_schedule(trainer, inputs, budget, console=console)
     return with_convergence(advice, converged, user, wall_s=budget.spent_s())
 
 

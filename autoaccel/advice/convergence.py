@@ -57,6 +57,8 @@ def with_convergence(
         config=replace(advice.config, **final, provenance=provenance),
         recommendations=recs,
         convergence=converged,
+        objective=evidence["objective"],
+        guard=None,
         notes=[*advice.notes, *converged.notes],
         wall_s=wall_s,
     )

@@ -33,6 +33,8 @@ def advice_dict(advice: Advice) -> dict[str, Any]:
     s = advice.search
     return {
         "config": advice.config.to_dict(),
+        "objective": advice.objective,
+        "guard": _guard_dict(advice),
         "baseline": advice.baseline.to_dict(),
         "best": advice.best.to_dict(),
         "speedup": {
@@ -118,6 +120,8 @@ def _search_table(advice: Advice) -> Table:
         f"grid; {s.pruned} stopped early as clearly slower; failures: "
         f"{', '.join(f'{n} {k}' for k, n in s.failures.items()) or 'none'}",
     )
+    if advice.objective:
+        search.add_row("objective", advice.objective)
     search.add_row("stopped", s.stop_reason)
     search.add_row("time", f"{advice.wall_s:.0f} s in all, search {s.wall_s:.0f} s")
     search.add_row("study", f"{s.study_name} in {s.storage}")
@@ -237,3 +241,16 @@ def _convergence_dict(c: ConvergenceResult | None) -> dict[str, Any] | None:
 
 def _mem(n: int | None) -> str:
     return "unknown" if not n else f"{n / 2**20:,.0f} MiB"
+
+
+def _guard_dict(advice: Advice) -> dict[str, Any] | None:
+    """The throughput pick's convergence check, JSON-ready (None: it did not run)."""
+    g = advice.guard
+    if g is None:
+        return None
+    curves = {
+        label: [[p.seconds, p.step, p.loss] for p in run.curve]
+        for label, run in (("yours", g.yours), ("pick", g.pick))
+        if run is not None
+    }
+    return {"kept": g.kept, "how": g.how, "evidence": g.line, "pace": g.pace, "curves": curves}

@@ -19,6 +19,7 @@ from autoaccel.measure import Measurement
 from autoaccel.probe import HardwareProfile
 from autoaccel.search import Diagnosis, SearchResult, SearchSpace
 from autoaccel.time_to_loss import ConvergenceResult
+from autoaccel.time_to_loss.guard import GuardVerdict
 
 __all__ = ["Advice", "Recommendation"]
 
@@ -60,6 +61,8 @@ class Advice:
     notes: list[str] = field(default_factory=list)
     convergence: ConvergenceResult | None = None
     record_path: Path | None = None  # the run record (summary.json): `autoaccel report` it
+    objective: str = ""  # what chose the pick; whether convergence was measured or guarded
+    guard: GuardVerdict | None = None  # the throughput pick's convergence check
 
     def to_yaml(self) -> str:
         """The config as commented YAML, with its evidence."""

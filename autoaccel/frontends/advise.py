@@ -41,7 +41,7 @@ from autoaccel.runtime.data import describe_data
 from autoaccel.runtime.run import has_conv, model_fingerprint
 from autoaccel.search import WorkloadFacts
 from autoaccel.states import Objective
-from autoaccel.time_to_loss import Goal, HeldOut, check_goal, holdout_split
+from autoaccel.time_to_loss import Goal, HeldOut, InProcessTrainer, check_goal, holdout_split
 from autoaccel.trials.in_process import run_trial
 from autoaccel.trials.workload import OptimizerLike, Workload, make_workload
 
@@ -163,25 +163,28 @@ def advise(
     budget = Budget(budget_s)
     console = Console(stderr=True) if progress else None
     spec = describe_data(data, loader_kwargs=loader_kwargs)
-    held = None
     if objective_ is Objective.TIME_TO_LOSS:
         held = HeldOut(*holdout_split(spec, val_data, seed=seed or 0))
         spec = held.train
+    else:  # the guard scores the validation set when there is one, else the training loss
+        val = holdout_split(spec, val_data)[1] if val_data is not None else None
+        held = HeldOut(spec, val)
     with preserved_process_state(rng=True):
         workload = make_workload(model, spec, loss_fn=loss_fn, optimizer=optimizer, seed=seed or 0)
         goal = None
-        if held is not None and target is not None:
+        if objective_ is Objective.TIME_TO_LOSS and target is not None:
             goal = check_goal(workload, held, Goal(target, metric, _metric_name(metric)))
+        trainer = InProcessTrainer(workload, held, metric)
         keep_for_schedule(budget, options)
         with Phases(console, budget) as phases:
             phases.enter("baseline")
-            job = _job(workload, options, console)
+            job = _job(workload, options, trainer, console)
             advice = run_pipeline(job, options, budget, console=console, phases=phases)
-            if held is not None:
+            if objective_ is Objective.TIME_TO_LOSS:
                 advice = tune_schedule(
                     advice,
-                    workload,
-                    held,
+                    trainer,
+                    workload.user_config(),
                     options,
                     budget,
                     goal=goal,
@@ -229,7 +232,9 @@ def _objective(
     return Objective(objective)
 
 
-def _job(workload: Workload, options: PipelineOptions, console: Console | None) -> Job:
+def _job(
+    workload: Workload, options: PipelineOptions, trainer: InProcessTrainer, console: Console | None
+) -> Job:
     """The baseline measured in-process, with the facts the pipeline needs.
 
     Raises:
@@ -265,7 +270,13 @@ def _job(workload: Workload, options: PipelineOptions, console: Console | None) 
         optimizer=type(workload.fresh()[1]).__name__,
     )
     return Job(
-        measure, user, baseline, facts, probe_system(), model=model_fingerprint(workload.model)
+        measure,
+        user,
+        baseline,
+        facts,
+        probe_system(),
+        model=model_fingerprint(workload.model),
+        trainer=trainer,
     )
 
 

@@ -6,16 +6,18 @@ batch size, peak LR, warm-up, decay shape and length, and momentum, scored by *p
 much sooner than your own setup a candidate reaches the held-out losses your setup
 reaches (or the goal you name).
 
-- ``curves``: curve points, levels, the pace, the plateau;
+- ``autoaccel.curves``: curve points, levels, the pace, the plateau (below the trials, which
+  draw curves too);
 - ``holdout``: what the held-out loss is scored on;
-- ``training``: training runs scored on held-out data, and the LR range test;
+- ``training``: the ``Trainer`` the study trains through, in-process runs scored on
+  held-out data, and the LR range test;
 - ``study``: the schedule study, stage by stage;
 - ``final``: its final round on other data orders.
 """
 
 from __future__ import annotations
 
-from autoaccel.time_to_loss.curves import (
+from autoaccel.curves import (
     CurvePoint,
     Goal,
     Level,
@@ -26,13 +28,15 @@ from autoaccel.time_to_loss.curves import (
     pace_of,
     target_levels,
 )
+from autoaccel.scoring import EVALS, Scoring
 from autoaccel.time_to_loss.final import final_plan, final_round
 from autoaccel.time_to_loss.holdout import Holdout, holdout_split
 from autoaccel.time_to_loss.study import ConvergenceResult, ScheduleInputs, search_schedule
 from autoaccel.time_to_loss.training import (
-    EVALS,
     HeldOut,
-    Scoring,
+    InProcessTrainer,
+    OptimizerFacts,
+    Trainer,
     check_goal,
     find_lr,
     prepared_run,
@@ -46,11 +50,14 @@ __all__ = [
     "Goal",
     "HeldOut",
     "Holdout",
+    "InProcessTrainer",
     "Level",
     "LossRun",
+    "OptimizerFacts",
     "Plateau",
     "ScheduleInputs",
     "Scoring",
+    "Trainer",
     "check_goal",
     "final_plan",
     "final_round",

@@ -16,7 +16,7 @@ from statistics import geometric_mean
 
 from autoaccel.config import TrainingConfig
 from autoaccel.confirm import measure_in_turn
-from autoaccel.time_to_loss.curves import Level, LossRun, pace_of
+from autoaccel.curves import Level, LossRun, pace_of
 
 __all__ = ["FINAL_SHARE", "final_plan", "final_round", "outcome_line"]
 

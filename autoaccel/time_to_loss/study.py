@@ -29,10 +29,7 @@ from rich.console import Console
 
 from autoaccel.budget import Budget
 from autoaccel.config import SCHEDULES, TrainingConfig
-from autoaccel.schedule import LrFinding, lr_multiplier, momentum_of, scaling_rule
-from autoaccel.search import powers_of_two, storage_url
-from autoaccel.states import Outcome
-from autoaccel.time_to_loss.curves import (
+from autoaccel.curves import (
     CurvePoint,
     Goal,
     Level,
@@ -43,9 +40,12 @@ from autoaccel.time_to_loss.curves import (
     pace_of,
     target_levels,
 )
+from autoaccel.schedule import LrFinding, lr_multiplier, scaling_rule
+from autoaccel.scoring import EVALS, Scoring
+from autoaccel.search import powers_of_two, storage_url
+from autoaccel.states import Outcome
 from autoaccel.time_to_loss.final import final_plan, final_round, outcome_line
-from autoaccel.time_to_loss.training import EVALS, HeldOut, Scoring, find_lr, train_for
-from autoaccel.trials.workload import Workload
+from autoaccel.time_to_loss.training import Trainer
 
 __all__ = ["ConvergenceResult", "ScheduleInputs", "search_schedule"]
 
@@ -131,8 +131,7 @@ class ConvergenceResult:
 
 
 def search_schedule(
-    workload: Workload,
-    data: HeldOut,
+    trainer: Trainer,
     inputs: ScheduleInputs,
     budget: Budget,
     *,
@@ -140,7 +139,7 @@ def search_schedule(
 ) -> ConvergenceResult:
     """Search batch size, peak LR, warm-up, decay and momentum for the soonest to reach your
     setup's held-out losses (see the module's docstring), within what ``budget`` leaves."""
-    return _ScheduleStudy(workload, data, inputs, budget, console).run()
+    return _ScheduleStudy(trainer, inputs, budget, console).run()
 
 
 def _steps_per_s(config: TrainingConfig, rates: dict[int, float]) -> float:
@@ -163,21 +162,14 @@ class _ScheduleStudy:
     """One schedule study; each stage is a method, the shared facts are attributes."""
 
     def __init__(
-        self,
-        workload: Workload,
-        data: HeldOut,
-        inputs: ScheduleInputs,
-        budget: Budget,
-        console: Console | None,
+        self, trainer: Trainer, inputs: ScheduleInputs, budget: Budget, console: Console | None
     ) -> None:
-        self.workload, self.data, self.inputs, self.budget = workload, data, inputs, budget
+        self.trainer, self.inputs, self.budget = trainer, inputs, budget
         self.console = console
         self.share_s = budget.left_s()  # the study's budget, as it starts
-        _, optimizer = workload.fresh()
-        self.rule, self.rule_reason = scaling_rule(optimizer)
-        self.momentum = momentum_of(optimizer)
-        self.user_lr = float(optimizer.param_groups[0]["lr"])
-        self.metric = inputs.goal.metric if inputs.goal is not None else None
+        self.rule, self.rule_reason = scaling_rule(trainer.optimizer.name)
+        self.momentum = trainer.optimizer.momentum
+        self.user_lr = trainer.optimizer.lr
         self.notes: list[str] = []
         self.levels: list[Level] = []
         self.evals = EVALS
@@ -213,7 +205,7 @@ class _ScheduleStudy:
             rule=self.rule,
             rule_reason=self.rule_reason,
             horizon_s=self.inputs.horizon_s,
-            holdout=self.data.holdout.source,
+            holdout=self.trainer.scored_on,
             study_name=self.inputs.study_name,
             stop_reason=stop,
             plateau=find_plateau(shown.curve),
@@ -230,11 +222,9 @@ class _ScheduleStudy:
         """Your setup for the horizon; its levels (or your goal) and where it flattened."""
         horizon_s, user = self.inputs.horizon_s, self.inputs.user
         self.say(
-            f"time-to-loss: training your setup for {horizon_s:.0f} s ({self.data.holdout.source})"
+            f"time-to-loss: training your setup for {horizon_s:.0f} s ({self.trainer.scored_on})"
         )
-        baseline = train_for(
-            self.workload, user, self.data, seconds=horizon_s, scoring=Scoring(metric=self.metric)
-        )
+        baseline = self.trainer.train_for(user, seconds=horizon_s, scoring=Scoring())
         flattened = find_plateau(baseline.curve) if baseline.ok else None
         if baseline.ok:
             self.start = (baseline.start_loss, baseline.start_metric)
@@ -265,12 +255,10 @@ class _ScheduleStudy:
             return
         # Your time to it again, evaluated as often as a candidate is: the horizon's
         # evaluations lie too far apart for a goal reached early.
-        again = train_for(
-            self.workload,
+        again = self.trainer.train_for(
             self.inputs.user,
-            self.data,
             seconds=min(self.inputs.horizon_s, CANDIDATE_CAP * aimed.seconds),
-            scoring=Scoring(GOAL_EVALS, stop_at=aimed, start=self.start, metric=self.metric),
+            scoring=Scoring(GOAL_EVALS, stop_at=aimed, start=self.start),
         )
         self.levels = [replace(aimed, seconds=aimed.time_in(again) or aimed.seconds)]
         self.evals = GOAL_EVALS
@@ -288,7 +276,7 @@ class _ScheduleStudy:
             tested = replace(
                 system, batch_size=user.batch_size, grad_accum_steps=user.grad_accum_steps
             )
-        finding = find_lr(self.workload, tested, self.data.train, steps=SWEEP_STEPS, max_s=sweep_s)
+        finding = self.trainer.find_lr(tested, steps=SWEEP_STEPS, max_s=sweep_s)
         self.say(f"LR range test at batch {tested.batch_size}: {finding}")
         return finding, tested
 
@@ -439,10 +427,8 @@ class _ScheduleStudy:
             return trial.should_prune()
 
         candidate_s = self._candidate_s()
-        result = train_for(
-            self.workload,
+        result = self.trainer.train_for(
             config,
-            self.data,
             seconds=candidate_s,
             scoring=self._scoring(levels[-1] if levels else None),
             on_eval=report,
@@ -465,7 +451,7 @@ class _ScheduleStudy:
         return result
 
     def _scoring(self, stop_at: Level | None) -> Scoring:
-        return Scoring(self.evals, stop_at=stop_at, start=self.start, metric=self.metric)
+        return Scoring(self.evals, stop_at=stop_at, start=self.start)
 
     # --- 5-6. the final round and the pick ------------------------------------------------
 
@@ -476,13 +462,11 @@ class _ScheduleStudy:
         candidate_s = self._candidate_s()
 
         def train_again(config: TrainingConfig | None, level: Level, order: int) -> LossRun:
-            return train_for(
-                self.workload,
+            return self.trainer.train_for(
                 config or self.inputs.user,
-                self.data,
                 seconds=candidate_s,
                 scoring=self._scoring(level),
-                seed=self.workload.seed + order,
+                seed=self.trainer.seed + order,
             )
 
         ranked = sorted((r for r in runs if r.ok and math.isfinite(r.pace)), key=lambda r: r.pace)
@@ -511,13 +495,11 @@ class _ScheduleStudy:
         self.say(f"  the pick again for the whole {horizon_s:.0f} s")
         # Evaluated as often as a candidate was, so its times to the levels compare.
         evals = min(MAX_EVALS, max(self.evals, round(self.evals * horizon_s / self._candidate_s())))
-        check = train_for(
-            self.workload,
+        check = self.trainer.train_for(
             best.config,
-            self.data,
             seconds=horizon_s,
-            scoring=Scoring(evals, start=self.start, metric=self.metric),
-            seed=self.workload.seed + self.plan[1] + 1,
+            scoring=Scoring(evals, start=self.start),
+            seed=self.trainer.seed + self.plan[1] + 1,
         )
         check = replace(check, label="the pick again", pace=pace_of(check, self.levels, horizon_s))
         self.say(f"  the pick again: {outcome_line(check)}")

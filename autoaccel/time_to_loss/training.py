@@ -6,15 +6,15 @@ optimizer and RNG states are never touched) through the same prepared ``Run`` an
 from __future__ import annotations
 
 import gc
-import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
 
 import torch
 
 from autoaccel.config import TrainingConfig
+from autoaccel.curves import CurvePoint, Goal, LossRun
 from autoaccel.errors import UsageError
 from autoaccel.measure import classify_failure
 from autoaccel.process import applied_settings
@@ -26,44 +26,129 @@ from autoaccel.schedule import (
     apply_lr,
     apply_momentum,
     build_scheduler,
+    momentum_of,
     sweep_config,
 )
+from autoaccel.scoring import EVALS, Scorer, Scoring
 from autoaccel.states import Outcome
-from autoaccel.time_to_loss.curves import CurvePoint, Goal, Level, LossRun
 from autoaccel.time_to_loss.holdout import Holdout
 from autoaccel.trials.workload import Workload
 
-__all__ = ["EVALS", "HeldOut", "Scoring", "check_goal", "find_lr", "prepared_run", "train_for"]
+DEFAULT_SCORING = Scoring()
 
-EVALS = 12  # held-out evaluations per candidate (the pruner's rungs sit on them)
+__all__ = [
+    "EVALS",
+    "HeldOut",
+    "InProcessTrainer",
+    "OptimizerFacts",
+    "Scoring",
+    "Trainer",
+    "check_goal",
+    "find_lr",
+    "prepared_run",
+    "train_for",
+]
 
 
 @dataclass(frozen=True)
 class HeldOut:
-    """What a run trains on and what its held-out loss is scored on."""
+    """What a run trains on and what its held-out loss is scored on (None: no held-out
+    data, the run is scored on its training loss)."""
 
     train: DataSpec
-    holdout: Holdout
+    holdout: Holdout | None
 
 
 @dataclass(frozen=True)
-class Scoring:
-    """How often a run is scored on the held-out data, and when it stops early.
+class OptimizerFacts:
+    """What the schedule study needs of your optimizer: its class name (the LR scaling
+    rule follows it), its LR and its momentum (``("momentum" | "betas", value)``)."""
+
+    name: str
+    lr: float
+    momentum: tuple[str, float] | None
+
+    @classmethod
+    def of(cls, optimizer: torch.optim.Optimizer) -> OptimizerFacts:
+        return cls(
+            type(optimizer).__name__, float(optimizer.param_groups[0]["lr"]), momentum_of(optimizer)
+        )
+
+
+class Trainer(Protocol):
+    """Trains a config for a stretch of time and draws its loss curve: in-process for
+    ``advise()`` (``InProcessTrainer``), as script trials for ``autoaccel tune``
+    (``autoaccel.trials.curves.ScriptTrainer``). The schedule study and the pipeline's
+    guard see only this."""
+
+    seed: int  # the data order candidates train on (others are seed + 1, + 2, ...)
+    scored_on: str  # what the held-out loss is scored on, in words
+    held_out: bool  # whether there is held-out data (else only the training loss)
+    optimizer: OptimizerFacts
+
+    def train_for(
+        self,
+        config: TrainingConfig,
+        *,
+        seconds: float,
+        scoring: Scoring,
+        on_eval: Callable[[int, CurvePoint], bool] | None = None,
+        seed: int | None = None,
+    ) -> LossRun:
+        """``config`` trained for ``seconds`` of training time from your initial weights;
+        never raises for a failing config (its outcome says)."""
+        ...  # pragma: no cover
+
+    def find_lr(self, config: TrainingConfig, *, steps: int, max_s: float) -> LrFinding:
+        """Smith's LR range test at ``config``'s batch size."""
+        ...  # pragma: no cover
+
+
+class InProcessTrainer:
+    """``Trainer`` on fresh copies of the caller's model, in this process (``advise()``).
 
     Args:
-        evals: Held-out evaluations at even intervals of the training time.
-        max_steps: Stop after this many optimizer steps instead (then evaluated once).
-        stop_at: Stop (as done, "ok") once an evaluation reaches this level.
-        start: The untrained model's held-out (loss, metric), when the caller knows it
-            (the same for every candidate); the run's curve starts there at 0 s.
-        metric: Also score ``metric(output, target)`` at each evaluation.
+        workload: The caller's model, optimizer, data and loss.
+        data: What to train on, and the held-out data (None: scored on the training loss).
+        metric: ``metric(output, target)``, scored with the held-out loss when given.
     """
 
-    evals: int = EVALS
-    max_steps: int | None = None
-    stop_at: Level | None = None
-    start: tuple[float | None, float | None] | None = None
-    metric: Callable[[Any, Any], Any] | None = None
+    def __init__(
+        self,
+        workload: Workload,
+        data: HeldOut,
+        metric: Callable[[Any, Any], Any] | None = None,
+    ) -> None:
+        self.workload = workload
+        self.data = data
+        self.metric = metric
+        self.seed = workload.seed
+        self.scored_on = data.holdout.source if data.holdout else "the training loss"
+        self.held_out = data.holdout is not None
+        self.optimizer = OptimizerFacts.of(workload.fresh()[1])
+
+    def train_for(
+        self,
+        config: TrainingConfig,
+        *,
+        seconds: float,
+        scoring: Scoring,
+        on_eval: Callable[[int, CurvePoint], bool] | None = None,
+        seed: int | None = None,
+    ) -> LossRun:
+        return train_for(
+            self.workload,
+            config,
+            self.data,
+            seconds=seconds,
+            scoring=scoring,
+            on_eval=on_eval,
+            seed=seed,
+            metric=self.metric,
+        )
+
+    def find_lr(self, config: TrainingConfig, *, steps: int, max_s: float) -> LrFinding:
+        return find_lr(self.workload, config, self.data.train, steps=steps, max_s=max_s)
 
 
 def prepared_run(
@@ -97,105 +182,75 @@ def train_for(
     data: HeldOut,
     *,
     seconds: float,
-    scoring: Scoring = Scoring(),
+    scoring: Scoring = DEFAULT_SCORING,
     on_eval: Callable[[int, CurvePoint], bool] | None = None,
     seed: int | None = None,
+    metric: Callable[[Any, Any], Any] | None = None,
     clock: Callable[[], float] = time.perf_counter,
 ) -> LossRun:
     """Train a fresh copy with ``config`` for ``seconds`` of training time (evaluation
-    time not counted), scoring the held-out loss as ``scoring`` says.
+    time not counted), scored as ``scoring`` says (``autoaccel.scoring``).
 
     Never raises for a failing configuration: a diverging loss, OOM or a crash come back as
     the run's ``outcome``; ``on_eval(k, point)`` returning True prunes it.
 
     Args:
         seed: Seeds the data order and random draws (default: the workload's).
+        metric: Also score ``metric(output, target)`` at each evaluation.
         clock: Seconds as a float; injected in tests.
     """
-    scored = _Scored(workload, data.holdout, scoring, on_eval, clock)
+    holdout = data.holdout if scoring.held_out else None
+    scorer: Scorer | None = None
     outcome, message = Outcome.OK, ""
     run: Run | None = None
+    start = scoring.start
     gc.collect()
     try:
         with applied_settings(config):
             run = prepared_run(workload, config, data.train, seed)
-            if scored.start is None and scoring.max_steps is None:
-                scored.start = data.holdout.evaluate(run, workload.loss, scoring.metric)
-            outcome, message = scored.train(run, seconds)
+            if holdout is not None and start is None and scoring.max_steps is None:
+                start = holdout.evaluate(run, workload.loss, metric)
+            scorer = Scorer(replace(scoring, start=start), seconds, clock=clock)
+            outcome, message = _train(run, workload, scorer, holdout, metric, on_eval)
     except Exception as error:  # every failure is a finding about this config
         outcome, message = classify_failure(error)
     finally:
         if run is not None:
             run.close()
         gc.collect()
-    loss, value = scored.start or (None, None)
-    curve = tuple(scored.curve)
+    if scorer is not None:
+        start = scorer.start
+    loss, value = start or (None, None)
+    curve = tuple(scorer.curve) if scorer is not None else ()
     return LossRun(config, outcome, message, curve, start_loss=loss, start_metric=value)
 
 
-class _Scored:
-    """One run's training loop with its held-out evaluations (the curve)."""
-
-    def __init__(
-        self,
-        workload: Workload,
-        holdout: Holdout,
-        scoring: Scoring,
-        on_eval: Callable[[int, CurvePoint], bool] | None,
-        clock: Callable[[], float],
-    ) -> None:
-        self.workload = workload
-        self.holdout = holdout
-        self.scoring = scoring
-        self.on_eval = on_eval
-        self.clock = clock
-        self.start = scoring.start
-        self.curve: list[CurvePoint] = []
-        self.paused = 0.0  # seconds spent evaluating, not training
-
-    def train(self, run: Run, seconds: float) -> tuple[Outcome, str]:
-        """Train until the last evaluation (or a stop); (outcome, message)."""
-        evals, max_steps = self.scoring.evals, self.scoring.max_steps
-        began = self.clock()
-        k = 0
-        for batch in endless(run.loader):
-            loss = run.train_step(self.workload.loss, batch)
-            if max_steps is not None:
-                if run.optimizer_steps < max_steps:
-                    continue
-                evals = k + 1
-            elif self.clock() - began - self.paused < seconds * (k + 1) / evals:
-                continue
-            k += 1
-            stop = self._evaluate(run, loss, began, k, evals)
-            if stop is not None:
-                return stop
-            if k >= evals:
-                break
-        return Outcome.OK, ""
-
-    def _evaluate(
-        self, run: Run, loss: torch.Tensor, began: float, k: int, evals: int
-    ) -> tuple[Outcome, str] | None:
-        """Score the held-out data once; a reason to stop, or None to go on."""
-        if run.device.type == "cuda":
-            torch.cuda.synchronize()
-        trained_s = self.clock() - began - self.paused
-        scoring = self.clock()
-        held, value = self.holdout.evaluate(run, self.workload.loss, self.scoring.metric)
-        self.paused += self.clock() - scoring
-        point = CurvePoint(trained_s, run.optimizer_steps, held, value)
-        self.curve.append(point)
-        last = float(loss.detach())
-        if not (math.isfinite(held) and math.isfinite(last)):
-            bad = held if not math.isfinite(held) else last
-            return Outcome.DIVERGED, f"the loss became {bad} by step {run.optimizer_steps}"
-        stop_at = self.scoring.stop_at
-        if stop_at is not None and stop_at.reached(point):
-            return Outcome.OK, f"reached {stop_at.value:.4g} at evaluation {k} of {evals}"
-        if self.on_eval is not None and k < evals and self.on_eval(k, point):
-            return Outcome.PRUNED, f"stopped at evaluation {k} of {evals}"
-        return None
+def _train(
+    run: Run,
+    workload: Workload,
+    scorer: Scorer,
+    holdout: Holdout | None,
+    metric: Callable[[Any, Any], Any] | None,
+    on_eval: Callable[[int, CurvePoint], bool] | None,
+) -> tuple[Outcome, str]:
+    """Train until the last evaluation (or a stop); (outcome, message)."""
+    for batch in endless(run.loader):
+        loss = run.train_step(workload.loss, batch)
+        if not scorer.due(float(loss.detach()), steps=run.optimizer_steps):
+            continue
+        if holdout is None:
+            stop = scorer.record(*scorer.training_loss(), steps=run.optimizer_steps)
+        else:
+            if run.device.type == "cuda":
+                torch.cuda.synchronize()
+            trained_s = scorer.pause()
+            held, value = holdout.evaluate(run, workload.loss, metric)
+            stop = scorer.record(held, value, steps=run.optimizer_steps, trained_s=trained_s)
+        if stop is not None:
+            return stop
+        if on_eval is not None and on_eval(scorer.k, scorer.curve[-1]):
+            return Outcome.PRUNED, f"stopped at evaluation {scorer.k} of {scorer.evals}"
+    return Outcome.OK, ""  # pragma: no cover - endless() never ends
 
 
 def find_lr(
@@ -235,9 +290,12 @@ def check_goal(workload: Workload, data: HeldOut, goal: Goal) -> Goal:
         DataError: the metric fails on the held-out batches or gives no single number.
         UsageError: the untrained model already reaches the target.
     """
+    if data.holdout is None:
+        raise UsageError("a target needs held-out data: give val_data, or leave target out")
     run = prepared_run(workload, workload.user_config(), data.train)
     try:
-        loss, value = data.holdout.evaluate(run, workload.loss, goal.metric)
+        metric = goal.metric if callable(goal.metric) else None
+        loss, value = data.holdout.evaluate(run, workload.loss, metric)
     finally:
         run.close()
     untrained = loss if value is None else value

@@ -9,6 +9,7 @@ import pytest
 from models import accuracy, curve_of
 
 from autoaccel.config import TrainingConfig
+from autoaccel.curves import UNREACHED
 from autoaccel.time_to_loss import (
     CurvePoint,
     Goal,
@@ -19,7 +20,6 @@ from autoaccel.time_to_loss import (
     pace_of,
     target_levels,
 )
-from autoaccel.time_to_loss.curves import UNREACHED
 
 
 def test_plateau_detection_needs_patience_and_a_tolerance() -> None:

@@ -50,11 +50,12 @@ class CurvePoint:
 class Goal:
     """The held-out quality you aim for, when you name it: ``target`` of the held-out loss
     (reached at or below), or of ``metric(output, target)`` averaged over the held-out
-    samples. A metric counts as higher-is-better when the untrained model scores below
+    samples (a script's: the value its ``evaluate`` hook reports under that name). A metric
+    counts as higher-is-better when the untrained model scores below
     the target (accuracy), else as lower-is-better (an error rate)."""
 
     target: float
-    metric: Callable[[Any, Any], Any] | None = None
+    metric: Callable[[Any, Any], Any] | str | None = None  # a script's metric: its name
     name: str = "held-out loss"
 
 

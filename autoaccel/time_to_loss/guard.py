@@ -1,0 +1,160 @@
+"""The guard of a throughput pick: a faster step is worth nothing if the model learns worse.
+
+A throughput search that changes the global batch also changes how much each sample teaches,
+and the LR rule that follows it was never measured. So, with no time-to-loss study, the pick
+is kept only when its loss against training time is no worse than your setup's over the
+same horizon: your setup's curve sets the levels (each new best up to where it flattens),
+the pick's pace to them must be at most 1. The loss is the held-out one when there is
+held-out data (a script's ``evaluate`` hook, ``advise(val_data=...)``): convergence is then
+*measured*; otherwise it is the training loss that ``run.backward(loss)`` sees: convergence
+is only *guarded*. A pick that fails (or that no time was left to check) keeps your global
+batch: its micro-batch with accumulation where that divides, else your batch size.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from autoaccel.config import TrainingConfig
+from autoaccel.curves import LossRun, find_plateau, pace_of, target_levels
+from autoaccel.scoring import Scoring
+from autoaccel.time_to_loss.final import outcome_line
+from autoaccel.time_to_loss.training import Trainer
+
+__all__ = ["GUARD_EVALS", "GuardVerdict", "check_convergence", "guard_horizon_s", "same_global"]
+
+GUARD_EVALS = 20  # points on each curve
+GUARD_SHARE = 0.08  # of the budget, for each of the two runs' horizon
+GUARD_MIN_S, GUARD_MAX_S = 6.0, 30.0
+RUN_OVERHEAD = 1.25  # a run's wall time over its training time (scoring, start-up), at least
+
+
+@dataclass(frozen=True)
+class GuardVerdict:
+    """What the guard found, for the table, the config's evidence and the record.
+
+    Args:
+        kept: Whether the pick's global batch stands.
+        how: ``"unchanged"`` (the pick keeps your global batch), ``"measured"`` (held-out
+            loss), ``"guarded"`` (training loss) or ``"unchecked"`` (no time to check).
+        line: The evidence in one line.
+        pace: The pick's time to your levels over yours (below 1: sooner).
+    """
+
+    kept: bool
+    how: str
+    line: str
+    pace: float | None = None
+    yours: LossRun | None = None
+    pick: LossRun | None = None
+
+
+def guard_horizon_s(budget_s: float) -> float:
+    """Training seconds each of the two guard runs gets, from the whole budget.
+
+    Example:
+        >>> guard_horizon_s(240), guard_horizon_s(60), guard_horizon_s(3600)
+        (19.2, 6.0, 30.0)
+    """
+    return round(min(GUARD_MAX_S, max(GUARD_MIN_S, GUARD_SHARE * budget_s)), 1)
+
+
+def same_global(pick: TrainingConfig, user: TrainingConfig) -> TrainingConfig:
+    """``pick`` at your global batch: its micro-batch with accumulation where that divides
+    your global batch, else your own batch size and accumulation; the LR untouched.
+
+    Example:
+        >>> user = TrainingConfig(batch_size=64)
+        >>> c = same_global(TrainingConfig(batch_size=16), user)
+        >>> c.batch_size, c.grad_accum_steps
+        (16, 4)
+        >>> c = same_global(TrainingConfig(batch_size=512, channels_last=True), user)
+        >>> c.batch_size, c.grad_accum_steps, c.channels_last
+        (64, 1, True)
+    """
+    target = user.global_batch
+    if pick.batch_size <= target and target % pick.batch_size == 0:
+        batch, accum = pick.batch_size, target // pick.batch_size
+    else:
+        batch, accum = user.batch_size, user.grad_accum_steps
+    return replace(
+        pick,
+        batch_size=batch,
+        grad_accum_steps=accum,
+        lr=None,
+        lr_scaling="none",
+        warmup_steps=0,
+        schedule="constant",
+        schedule_steps=None,
+    )
+
+
+def check_convergence(
+    trainer: Trainer,
+    pick: TrainingConfig,
+    user: TrainingConfig,
+    *,
+    horizon_s: float,
+    held_out: bool,
+    say: Callable[[str], None] | None = None,
+) -> GuardVerdict:
+    """Train your setup and the pick (as it would be written: its LR rule and warm-up
+    applied) for ``horizon_s`` each; the pick is kept when its pace to your levels is at
+    most 1.
+
+    Args:
+        held_out: Score on held-out data (the trainer has it), else on the training loss.
+        say: Called with progress lines, when given.
+    """
+    tell = say or (lambda _line: None)
+    scoring = Scoring(GUARD_EVALS, held_out=held_out)
+    what = "held-out loss" if held_out else "training loss"
+    tell(
+        f"checking the pick's convergence: your setup and the pick, {horizon_s:.0f} s each, "
+        f"{what} against training time"
+    )
+    yours = trainer.train_for(user, seconds=horizon_s, scoring=scoring)
+    tell(f"  your setup: {outcome_line(yours)}")
+    levels = target_levels(yours, find_plateau(yours.curve)) if yours.ok and yours.curve else []
+    if not levels:
+        return GuardVerdict(
+            False,
+            "unchecked",
+            f"your setup's {what} did not fall within {horizon_s:.0f} s "
+            f"({outcome_line(yours)}), so the pick's could not be compared: your global "
+            "batch is kept",
+            yours=yours,
+        )
+    if held_out:  # every candidate starts from the same weights: the same first point
+        scoring = replace(scoring, start=(yours.start_loss, yours.start_metric))
+    theirs = trainer.train_for(pick, seconds=horizon_s, scoring=scoring)
+    pace = pace_of(theirs, levels, horizon_s) if theirs.ok else math.inf
+    theirs = replace(theirs, pace=pace)
+    tell(f"  the pick: {outcome_line(theirs)}")
+    how = "measured" if held_out else "guarded"
+    if theirs.ok and pace <= 1.0:
+        return GuardVerdict(
+            True,
+            how,
+            f"its {what} kept pace with yours over {horizon_s:.0f} s of training "
+            f"({1 / pace:.2f}x your pace to your {len(levels)} levels, down to "
+            f"{levels[-1].value:.4g})",
+            pace,
+            yours,
+            theirs,
+        )
+    if theirs.ok:
+        why = f"its {what} fell more slowly than yours ({1 / pace:.2f}x your pace to "
+        why += f"{levels[-1].value:.4g} over {horizon_s:.0f} s)"
+    else:
+        why = f"it {theirs.outcome} ({theirs.message}) while yours trained"
+    return GuardVerdict(
+        False,
+        how,
+        f"{why}: your global batch is kept",
+        pace if math.isfinite(pace) else None,
+        yours,
+        theirs,
+    )

@@ -24,11 +24,12 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-__all__ = ["ADVISE_BUDGET_S", "DEFAULT_MAX_TRIALS", "TUNE_BUDGET_S", "Budget"]
+__all__ = ["ADVISE_BUDGET_S", "DEFAULT_MAX_TRIALS", "TUNE_BUDGET_S", "TUNE_TTL_BUDGET_S", "Budget"]
 
 #: The defaults, in one place: ``advise()`` (x3 with time-to-loss) and ``autoaccel tune``.
 ADVISE_BUDGET_S = 120.0
 TUNE_BUDGET_S = 240.0
+TUNE_TTL_BUDGET_S = 480.0  # tune --objective time-to-loss: the schedule study runs scripts too
 DEFAULT_MAX_TRIALS = 40  # the budget in trials, for both
 
 

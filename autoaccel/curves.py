@@ -16,6 +16,7 @@ from statistics import geometric_mean
 from typing import Any
 
 from autoaccel.config import TrainingConfig
+from autoaccel.errors import UsageError
 from autoaccel.states import Outcome
 
 __all__ = [
@@ -57,6 +58,23 @@ class Goal:
     target: float
     metric: Callable[[Any, Any], Any] | str | None = None  # a script's metric: its name
     name: str = "held-out loss"
+
+    def check_untrained(
+        self, loss: float, value: float | None, source: str, *, spelled: str = "target="
+    ) -> None:
+        """Refuse a goal that the untrained model's held-out ``loss`` (or metric ``value``)
+        already meets: there is nothing to reach sooner.
+
+        Raises:
+            UsageError: naming the target, the untrained score and where it was scored.
+        """
+        untrained = loss if value is None else value
+        if (self.metric is None and untrained <= self.target) or untrained == self.target:
+            raise UsageError(
+                f"{spelled}{self.target:g}: the untrained model already scores "
+                f"{untrained:.4g} ({self.name}, {source}); give a target it has to learn to "
+                "reach"
+            )
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from autoaccel.config import Provenance, TrainingConfig
 
 __all__ = [
     "LrFinding",
+    "OptimizerFacts",
     "RangeSweep",
     "apply_lr",
     "apply_momentum",
@@ -393,3 +394,19 @@ def lr_range_test(
     while not sweep.record(step(sweep.lr)):
         pass
     return sweep.finding()
+
+
+@dataclass(frozen=True)
+class OptimizerFacts:
+    """What the schedule study needs of your optimizer: its class name (the LR scaling
+    rule follows it), its LR and its momentum (``("momentum" | "betas", value)``)."""
+
+    name: str
+    lr: float
+    momentum: tuple[str, float] | None
+
+    @classmethod
+    def of(cls, optimizer: torch.optim.Optimizer) -> OptimizerFacts:
+        return cls(
+            type(optimizer).__name__, float(optimizer.param_groups[0]["lr"]), momentum_of(optimizer)
+        )

@@ -2,6 +2,7 @@
 
     python examples/train_cnn.py --epochs 3          # your own settings (or autoaccel.yaml)
     autoaccel tune examples/train_cnn.py --budget 2m # find the fastest setup here
+    autoaccel tune examples/train_cnn.py --objective time-to-loss --target 0.95 --metric accuracy
     autoaccel run examples/train_cnn.py              # train with it
 
 The data is made up (no download): 32x32 images whose colour depends on the class, so the
@@ -39,6 +40,10 @@ class AugmentedImages(Dataset):
             img = img.flip(-1)
         return (img - 0.5) / 0.25, self.labels[i]
 
+    def plain(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """All images as one batch, not augmented (for validation)."""
+        return (self.images.float() / 255 - 0.5) / 0.25, self.labels
+
 
 def make_model(classes: int = 10) -> nn.Module:
     return nn.Sequential(
@@ -70,12 +75,23 @@ def main() -> None:
 
     torch.manual_seed(0)
     dataset = AugmentedImages(args.samples)
+    val_x, val_y = AugmentedImages(1024, seed=1).plain()  # held out: other images
     model = make_model()
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9)
 
+    def evaluate() -> dict[str, float]:
+        """The validation loss and accuracy (autoaccel calls it in eval mode, no grad)."""
+        logits = model(val_x)
+        accuracy = (logits.argmax(1) == val_y).float().mean()
+        return {"loss": F.cross_entropy(logits, val_y).item(), "accuracy": accuracy.item()}
+
     # The integration: prepare() applies autoaccel.yaml (or a tuner's trial) ...
     run = autoaccel.prepare(
-        model, optimizer, dataset, loader_kwargs={"batch_size": args.batch_size, "shuffle": True}
+        model,
+        optimizer,
+        dataset,
+        loader_kwargs={"batch_size": args.batch_size, "shuffle": True},
+        evaluate=evaluate,  # ... and `tune --objective time-to-loss` scores setups with it
     )
     print(
         f"batch_size={run.batch_size} precision={run.config.precision} "

@@ -2,6 +2,7 @@
 
     python examples/train_lm.py --steps 200
     autoaccel tune examples/train_lm.py --budget 2m
+    autoaccel tune examples/train_lm.py --objective time-to-loss
     autoaccel run examples/train_lm.py
 
 Like nanoGPT, the script slices random windows out of one long token array in get_batch();
@@ -58,10 +59,20 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.manual_seed(0)
-    text = make_text()
+    stream = make_text()
+    text, val = stream[:180_000], stream[180_000:]  # the last 10% held out
     model = TinyLM()
     optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr)
-    run = autoaccel.prepare(model, optimizer, batch_size=args.batch_size)
+
+    val_starts = torch.arange(0, len(val) - CONTEXT - 1, 97)  # fixed windows: a steady score
+
+    def estimate_loss() -> float:
+        """The mean validation loss (autoaccel calls it in eval mode, without gradients)."""
+        x = torch.stack([val[s : s + CONTEXT] for s in val_starts])
+        y = torch.stack([val[s + 1 : s + CONTEXT + 1] for s in val_starts])
+        return F.cross_entropy(model(x).reshape(-1, VOCAB), y.reshape(-1)).item()
+
+    run = autoaccel.prepare(model, optimizer, batch_size=args.batch_size, evaluate=estimate_loss)
     print(
         f"batch_size={run.batch_size} precision={run.config.precision} "
         f"threads={torch.get_num_threads()}",

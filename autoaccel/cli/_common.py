@@ -17,6 +17,7 @@ __all__ = [
     "add_quiet",
     "add_script",
     "config_path",
+    "finite_number",
     "gib",
     "known",
     "parse_duration",
@@ -115,12 +116,25 @@ def positive_number(text: str) -> float:
         >>> positive_number("1.5")
         1.5
     """
+    value = finite_number(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive, finite number, got {text!r}")
+    return value
+
+
+def finite_number(text: str) -> float:
+    """A finite number (``--target 0.95``).
+
+    Example:
+        >>> finite_number("-0.5")
+        -0.5
+    """
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number such as 1.5, got {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive, finite number, got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected a number such as 0.95, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
     return value
 
 

@@ -8,11 +8,12 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
-from autoaccel.budget import DEFAULT_MAX_TRIALS, TUNE_BUDGET_S
+from autoaccel.budget import DEFAULT_MAX_TRIALS, TUNE_BUDGET_S, TUNE_TTL_BUDGET_S
 from autoaccel.cli._common import (
     CommandResult,
     add_quiet,
     add_script,
+    finite_number,
     parse_duration,
     positive_int,
     positive_number,
@@ -20,12 +21,15 @@ from autoaccel.cli._common import (
 )
 from autoaccel.config import CONFIG_NAME
 from autoaccel.confirm import CONFIRM_PAIRS
+from autoaccel.states import Objective
 
 __all__ = ["EXAMPLE", "SUMMARY", "add_arguments", "run"]
 
 SUMMARY = "Find the fastest config for a training script, measured."
 EXAMPLE = (
     "autoaccel tune examples/train_cnn.py --budget 3m\n"
+    "  autoaccel tune examples/train_cnn.py --objective time-to-loss --target 0.95 "
+    "--metric accuracy\n"
     "  autoaccel tune train.py --max-trials 20 --out runs/autoaccel.yaml -- --epochs 100"
 )
 
@@ -35,9 +39,33 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--budget",
         type=parse_duration,
-        default=TUNE_BUDGET_S,
         help=f"wall-clock budget for everything, baseline included, e.g. 90s, 3m "
-        f"(default {TUNE_BUDGET_S / 60:g}m)",
+        f"(default {TUNE_BUDGET_S / 60:g}m; {TUNE_TTL_BUDGET_S / 60:g}m for time-to-loss)",
+    )
+    parser.add_argument(
+        "--objective",
+        choices=Objective.spellings(),
+        default=Objective.THROUGHPUT.value,
+        help="throughput: the most samples/s (a pick that changes the global batch is kept "
+        "only when its loss keeps pace with yours); time-to-loss: the soonest to a good "
+        "model, with the LR schedule searched too (the script passes prepare() an "
+        "evaluate hook; docs/integration.md). Default: throughput",
+    )
+    parser.add_argument(
+        "--target",
+        type=finite_number,
+        help="time-to-loss: the held-out loss to reach sooner, or the value of --metric",
+    )
+    parser.add_argument(
+        "--metric",
+        help="time-to-loss: the entry of the evaluate hook's dict that --target is a value "
+        "of, e.g. accuracy (higher is better when the untrained model scores below it)",
+    )
+    parser.add_argument(
+        "--horizon",
+        type=parse_duration,
+        help="time-to-loss: training time your setup gets to set the losses to beat "
+        "(default: a tenth of what the throughput search leaves)",
     )
     parser.add_argument(
         "--max-trials",
@@ -106,6 +134,10 @@ def run(args: argparse.Namespace) -> CommandResult:
             seed=args.seed,
             confirm_pairs=args.confirm_pairs,
             lr_find=args.lr_find,
+            objective=args.objective,
+            target=args.target,
+            metric=args.metric,
+            horizon_s=args.horizon,
         )
     except KeyboardInterrupt:
         where = out or args.script.parent / CONFIG_NAME

@@ -11,17 +11,17 @@ so Ctrl-C leaves it in place, and the same command resumes the study.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
 
 import torch
 from rich.console import Console
 
 from autoaccel.advice import Advice
-from autoaccel.budget import DEFAULT_MAX_TRIALS, TUNE_BUDGET_S, Budget
+from autoaccel.budget import DEFAULT_MAX_TRIALS, TUNE_BUDGET_S, TUNE_TTL_BUDGET_S, Budget
 from autoaccel.config import (
     CONFIG_NAME,
     Provenance,
@@ -39,14 +39,26 @@ from autoaccel.frontends.outputs import (
     save_or_keep,
 )
 from autoaccel.measure import Measurement, MeterSettings, PruneBelow
-from autoaccel.pipeline import Job, PipelineOptions, check_budget, run_pipeline
+from autoaccel.pipeline import (
+    Job,
+    PipelineOptions,
+    check_budget,
+    keep_for_schedule,
+    run_pipeline,
+    throughput_share,
+    tune_schedule,
+)
 from autoaccel.probe import probe_system
 from autoaccel.progress import Phases
 from autoaccel.record import run_record, write_record
 from autoaccel.redact import mask_command
 from autoaccel.schedule import LrFinding, RangeSweep, sweep_config
 from autoaccel.search import TrialRecord, WorkloadFacts, check_storage
-from autoaccel.trials.script import ScriptRunner, ScriptTrial, check_script, ended_early
+from autoaccel.states import Objective
+from autoaccel.time_to_loss import Goal
+from autoaccel.trials.protocol import TrialReport
+from autoaccel.trials.script import ScriptRunner, check_script, ended_early
+from autoaccel.trials.script_curves import ScriptTrainer, sweep_script
 
 __all__ = ["LrFindResult", "TuneResult", "find_lr_script", "tune_script"]
 
@@ -68,7 +80,7 @@ def tune_script(
     script: Path,
     args: tuple[str, ...] = (),
     *,
-    budget_s: float = TUNE_BUDGET_S,
+    budget_s: float | None = None,
     max_trials: int = DEFAULT_MAX_TRIALS,
     storage: str | None = None,
     study_name: str | None = None,
@@ -79,21 +91,47 @@ def tune_script(
     console: Console | None = None,
     confirm_pairs: int = 3,
     lr_find: bool = False,
+    objective: str = "throughput",
+    target: float | None = None,
+    metric: str | None = None,
+    horizon_s: float | None = None,
 ) -> TuneResult:
     """Tune a training script that calls ``autoaccel.prepare()``.
 
+    Args:
+        budget_s: Wall-clock budget for everything (default ``TUNE_BUDGET_S``, or
+            ``TUNE_TTL_BUDGET_S`` for time-to-loss).
+        objective: ``"throughput"`` (samples/s; a pick that changes the global batch is
+            kept only when its loss keeps pace with yours) or ``"time-to-loss"`` (then the
+            schedule study: needs the script's ``evaluate`` hook).
+        target: Time-to-loss: the held-out loss (or ``metric``'s value) to reach sooner.
+        metric: The hook's dict entry that ``target`` is a value of (e.g. accuracy).
+        horizon_s: Time-to-loss: training time your setup gets to set the losses to beat.
+
     Raises:
         UsageError: the script cannot be tuned (missing, not Python, no ``prepare()``,
-            failing before its first step), or the budget is too small.
+            failing before its first step), the budget is too small, or the objective's
+            arguments or the script's hook are wrong (checked before any search).
     """
+    objective_ = _objective(objective, target, metric)
     settings = settings or MeterSettings()
-    check_budget(budget_s, max_trials, settings, start_s=PYTHON_START_S)
+    if budget_s is None:
+        budget_s = TUNE_TTL_BUDGET_S if objective_ is Objective.TIME_TO_LOSS else TUNE_BUDGET_S
+    check_budget(
+        budget_s,
+        max_trials,
+        settings,
+        start_s=PYTHON_START_S,
+        share=throughput_share(objective_),
+    )
     script = script.resolve() if script.exists() else script
     check_script(script)
     out = out or script.parent / CONFIG_NAME
     check_out(out, script)
     options = PipelineOptions(
         max_trials=max_trials,
+        objective=objective_,
+        horizon_s=horizon_s,
         storage=check_storage(storage),
         study_name=study_name,
         seed=seed,
@@ -111,16 +149,29 @@ def tune_script(
     check_writable_folder(trials_dir, what="the trial logs")
     with one_tune_per_config(out, STATE_DIR):
         budget = Budget(budget_s)  # the baseline counts: the budget starts now
+        keep_for_schedule(budget, options)
         runner = ScriptRunner(
             script, args, trials_dir=trials_dir, settings=settings, timeout_s=trial_timeout_s
         )
         with Phases(console, budget) as phases:
             phases.enter("baseline")
-            job = _job(runner, console)
+            job, report = _job(runner, console, metric)
+            goal = _check_hook(report, objective_, target, metric, script)
             saver = _SaveBest(out, job, options, console)
             advice = run_pipeline(
                 job, options, budget, console=console, on_best=saver, phases=phases
             )
+            if objective_ is Objective.TIME_TO_LOSS and job.trainer is not None:
+                advice = tune_schedule(
+                    advice,
+                    job.trainer,
+                    job.user,
+                    options,
+                    budget,
+                    goal=goal,
+                    console=console,
+                    phases=phases,
+                )
             finding = None
             if lr_find:
                 phases.enter("LR range test")
@@ -138,8 +189,10 @@ def tune_script(
     return TuneResult(advice, out, trials_dir, advice.search.storage)
 
 
-def _job(runner: ScriptRunner, console: Console | None) -> Job:
-    """The script's baseline trial, and the facts its report gives the pipeline.
+def _job(
+    runner: ScriptRunner, console: Console | None, metric: str | None
+) -> tuple[Job, TrialReport]:
+    """The script's baseline trial, the facts its report gives the pipeline, and the report.
 
     Raises:
         UsageError: the script never reaches ``prepare()``, or fails with its own settings.
@@ -153,7 +206,7 @@ def _job(runner: ScriptRunner, console: Console | None) -> Job:
             soft_wrap=True,
         )
     started = time.monotonic()
-    first = runner.run(None)
+    first = runner.run(None, metric=metric)
     trial_s = time.monotonic() - started  # the real cost of a trial here, start-up included
     if not first.reached_prepare:
         raise ended_early(first, script)
@@ -180,7 +233,7 @@ def _job(runner: ScriptRunner, console: Console | None) -> Job:
         return runner.run(config, prune_below=prune.floor if prune else 0.0).measurement
 
     user = TrainingConfig.from_dict({**report.user_config})
-    return Job(
+    job = Job(
         measure,
         user,
         first.measurement,
@@ -188,7 +241,75 @@ def _job(runner: ScriptRunner, console: Console | None) -> Job:
         probe_system(),
         trial_s=trial_s,
         model=report.model_fingerprint,
+        trainer=ScriptTrainer(runner, report, metric),
     )
+    return job, report
+
+
+def _objective(objective: str, target: float | None, metric: str | None) -> Objective:
+    """The objective asked for, checked with the goal's arguments.
+
+    Raises:
+        UsageError: an unknown objective, a metric without a target, a target with the
+            throughput objective, or a target that is not a finite number.
+    """
+    if objective not in Objective.spellings():
+        raise UsageError(
+            f"--objective must be one of {', '.join(Objective.spellings())}, got {objective!r}"
+        )
+    if metric is not None and target is None:
+        raise UsageError(
+            f"--metric {metric} needs --target, the value to reach (e.g. --target 0.95 "
+            "--metric accuracy)"
+        )
+    if target is not None and objective != Objective.TIME_TO_LOSS:
+        raise UsageError(
+            "--target is for --objective time-to-loss (the throughput objective has no "
+            "quality to reach); add --objective time-to-loss"
+        )
+    if target is not None and not math.isfinite(target):
+        raise UsageError(f"--target must be a finite number, got {target!r}")
+    return Objective(objective)
+
+
+def _check_hook(
+    report: TrialReport,
+    objective: Objective,
+    target: float | None,
+    metric: str | None,
+    script: Path,
+) -> Goal | None:
+    """The script's evaluate hook, checked on the untrained model (the baseline called it)
+    before any search; the goal to aim at, when a target was given.
+
+    Raises:
+        UsageError: time-to-loss without a hook; a hook that raises, gives no number or
+            NaN, lacks the metric; a target the untrained model already meets.
+    """
+    hook = f"{script.name}'s evaluate hook"
+    if report.hook_error:
+        raise UsageError(f"{hook} fails on the untrained model: {report.hook_error}")
+    if objective is Objective.TIME_TO_LOSS and not report.has_hook:
+        raise UsageError(
+            f"--objective time-to-loss needs a held-out loss from {script.name}: pass "
+            "prepare(..., evaluate=fn), where fn() returns the validation loss (see "
+            "docs/integration.md), or leave --objective out to tune for throughput"
+        )
+    start = report.held_out_start
+    if not report.has_hook or not start:
+        return None
+    loss, value = start[0], start[1]
+    for name, number in (("the loss", loss), (metric, value)):
+        if number is not None and not math.isfinite(number):
+            raise UsageError(
+                f"{hook} gives {number} for {name} on the untrained model; it must return "
+                "the mean held-out loss, a finite number"
+            )
+    if target is None or loss is None:
+        return None
+    goal = Goal(target, metric, metric or "held-out loss")
+    goal.check_untrained(loss, value, hook, spelled="--target ")
+    return goal
 
 
 class _SaveBest:
@@ -243,7 +364,7 @@ def _with_lr_finding(
             highlight=False,
             soft_wrap=True,
         )
-    finding, trial = _sweep(runner, sweep_config(config), dict(SWEEP))
+    finding, trial = sweep_script(runner, sweep_config(config), dict(SWEEP))
     if finding is None or finding.suggestion is None:
         why = finding.reason if finding else f"{trial.measurement.message} ({trial.log_path})"
         advice.notes.append(f"the LR range test gave no suggestion: {why}")
@@ -259,22 +380,6 @@ def _with_lr_finding(
 
 #: The range test's default sweep.
 SWEEP = {"min_lr": 1e-7, "max_lr": 10.0, "steps": 100}
-
-
-def _sweep(
-    runner: ScriptRunner, config: TrainingConfig | None, sweep: dict[str, Any]
-) -> tuple[LrFinding | None, ScriptTrial]:
-    """Run the script once as a range test; its finding (None when it gave no curve)."""
-    trial = runner.run(config, lr_sweep=sweep)
-    report = trial.report
-    if report is None or report.lr_curve is None:
-        return None, trial
-    replay = RangeSweep(**sweep)
-    for loss in report.lr_curve["raw"]:
-        if replay.record(float(loss)):
-            break
-    replay.stop = report.lr_curve["stop"] or replay.stop
-    return replay.finding(), trial
 
 
 @dataclass
@@ -327,7 +432,7 @@ def find_lr_script(
     )
     with Phases(console, Budget(timeout_s)) as phases:  # the timeout is its budget
         phases.enter(f"LR range test, {steps} steps")
-        finding, trial = _sweep(
+        finding, trial = sweep_script(
             runner, config, {"min_lr": min_lr, "max_lr": max_lr, "steps": steps}
         )
     if not trial.reached_prepare:

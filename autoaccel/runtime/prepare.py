@@ -15,7 +15,7 @@ import atexit
 import os
 import sys
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -27,12 +27,14 @@ from torch.utils.data import DataLoader
 from torch.utils.data.distributed import DistributedSampler
 
 from autoaccel.config import TrainingConfig, find_config, load_config
-from autoaccel.errors import UsageError
+from autoaccel.errors import DataError, UsageError
 from autoaccel.probe import probe_system
 from autoaccel.process import apply_process_settings
 from autoaccel.runtime.data import DataSpec, build_loader, describe_data
-from autoaccel.runtime.run import Run, has_conv, model_device, model_fingerprint
-from autoaccel.schedule import apply_lr, apply_momentum, build_scheduler, scale_lr
+from autoaccel.runtime.run import Run, StepObserver, has_conv, model_device, model_fingerprint
+from autoaccel.schedule import apply_lr, apply_momentum, build_scheduler, momentum_of, scale_lr
+from autoaccel.trials.curve_session import CurveSession
+from autoaccel.trials.hook import call_hook, check_hook
 from autoaccel.trials.protocol import TrialSpec, read_trial_spec
 from autoaccel.trials.session import TrialSession
 
@@ -81,6 +83,7 @@ def prepare(
     batch_size: int | None = None,
     grad_accum_steps: int = 1,
     total_steps: int | None = None,
+    evaluate: Callable[[], Any] | None = None,
 ) -> Run:
     """Apply the tuned config (or a tuner's trial) to a training script's objects.
 
@@ -98,6 +101,11 @@ def prepare(
         total_steps: Optimizer steps the whole run takes (epochs x batches per epoch /
             accumulation); a tuned decaying schedule is stretched over them. Without it the
             decay spans the steps it was tuned for, and prepare() says so.
+        evaluate: Your validation, as a function of no arguments that returns the held-out
+            loss (a number), or a dict with it under ``"loss"`` and metrics under their
+            names. Only a tuner's trials call it (in eval mode, without gradients), so
+            ``autoaccel tune --objective time-to-loss`` can measure how soon a setup learns;
+            a normal run never does.
 
     Returns:
         The ``Run``: ``run.loader``, ``run.autocast()``, ``run.backward(loss)``,
@@ -117,6 +125,7 @@ def prepare(
         ...     run.step()
     """
     _check_arguments(model, optimizer, config)
+    evaluate = check_hook(evaluate)
     spec = describe_data(data, loader_kwargs=loader_kwargs) if data is not None else None
     if spec is None and loader_kwargs and batch_size is None:
         batch_size = loader_kwargs.get("batch_size")
@@ -133,17 +142,30 @@ def prepare(
     notes = _apply_lr_settings(optimizer, chosen, user, scheduler)
     chosen, tuned_scheduler = _schedule(optimizer, chosen, scheduler, total_steps, trial, notes)
     loader = _loader(spec, chosen, processes) if spec is not None else None
-    observer = None
+    observer: StepObserver | None = None
     if trial is not None:
         facts = _trial_facts(model, optimizer, spec, user, device, notes)
-        observer = TrialSession(
-            trial,
-            facts,
-            rank=processes.rank,
-            world=processes.world,
-            device=device,
-            optimizer=optimizer,
-        )
+        facts.update(_hook_facts(trial, model, evaluate))
+        if trial.curve is not None:
+            observer = CurveSession(
+                trial,
+                facts,
+                model=model,
+                evaluate=evaluate,
+                accumulation=chosen.grad_accum_steps,
+                rank=processes.rank,
+                world=processes.world,
+                device=device,
+            )
+        else:
+            observer = TrialSession(
+                trial,
+                facts,
+                rank=processes.rank,
+                world=processes.world,
+                device=device,
+                optimizer=optimizer,
+            )
         if trial.lr_sweep is not None:  # the sweep sets the LR of every step itself
             scheduler = tuned_scheduler = None
     elif processes.rank == 0:
@@ -353,5 +375,22 @@ def _trial_facts(
         "device": str(device),
         "notes": notes,
         "optimizer": type(optimizer).__name__,
+        "optimizer_lr": float(optimizer.param_groups[0]["lr"]),
+        "optimizer_momentum": list(momentum_of(optimizer) or ()) or None,
         "model_fingerprint": model_fingerprint(model),
     }
+
+
+def _hook_facts(
+    trial: TrialSpec, model: nn.Module, evaluate: Callable[[], Any] | None
+) -> dict[str, Any]:
+    """Whether the script has an evaluate hook and, in the baseline, what it gives on the
+    untrained model (or why it fails): the tuner checks it before any search."""
+    facts: dict[str, Any] = {"has_hook": evaluate is not None}
+    if evaluate is None or not trial.baseline:
+        return facts
+    try:
+        facts["held_out_start"] = list(call_hook(evaluate, model, trial.metric))
+    except DataError as error:
+        facts["hook_error"] = str(error)
+    return facts

@@ -22,11 +22,11 @@ from autoaccel.runtime.data import DataSpec, build_loader
 from autoaccel.runtime.run import Run, endless
 from autoaccel.schedule import (
     LrFinding,
+    OptimizerFacts,
     RangeSweep,
     apply_lr,
     apply_momentum,
     build_scheduler,
-    momentum_of,
     sweep_config,
 )
 from autoaccel.scoring import EVALS, Scorer, Scoring
@@ -57,22 +57,6 @@ class HeldOut:
 
     train: DataSpec
     holdout: Holdout | None
-
-
-@dataclass(frozen=True)
-class OptimizerFacts:
-    """What the schedule study needs of your optimizer: its class name (the LR scaling
-    rule follows it), its LR and its momentum (``("momentum" | "betas", value)``)."""
-
-    name: str
-    lr: float
-    momentum: tuple[str, float] | None
-
-    @classmethod
-    def of(cls, optimizer: torch.optim.Optimizer) -> OptimizerFacts:
-        return cls(
-            type(optimizer).__name__, float(optimizer.param_groups[0]["lr"]), momentum_of(optimizer)
-        )
 
 
 class Trainer(Protocol):
@@ -298,10 +282,5 @@ def check_goal(workload: Workload, data: HeldOut, goal: Goal) -> Goal:
         loss, value = data.holdout.evaluate(run, workload.loss, metric)
     finally:
         run.close()
-    untrained = loss if value is None else value
-    if (goal.metric is None and untrained <= goal.target) or untrained == goal.target:
-        raise UsageError(
-            f"target={goal.target:g}: the untrained model already scores {untrained:.4g} "
-            f"({goal.name}, {data.holdout.source}); give a target it has to learn to reach"
-        )
+    goal.check_untrained(loss, value, data.holdout.source, spelled="target=")
     return goal

@@ -23,6 +23,7 @@ from autoaccel.measure import Measurement, MeterSettings
 
 __all__ = [
     "TRIAL_ENV",
+    "CurveSpec",
     "TrialFinished",
     "TrialReport",
     "TrialSpec",
@@ -46,6 +47,20 @@ class TrialFinished(SystemExit):
 
 
 @dataclass(frozen=True)
+class CurveSpec:
+    """A loss-curve run: train for ``seconds`` of training time, scored as ``scoring``
+    (``Scoring.to_dict()``) says; each point is appended to ``points_path`` as it is
+    scored (one JSON list per line), so the tuner can prune the run while it trains.
+    ``seed``: reseed torch before the first batch (another data order); None keeps the
+    script's own."""
+
+    seconds: float
+    scoring: dict[str, Any]
+    points_path: str
+    seed: int | None = None
+
+
+@dataclass(frozen=True)
 class TrialSpec:
     """What one trial should run and where its answer goes."""
 
@@ -56,6 +71,11 @@ class TrialSpec:
     report_path: str
     prune_below_samples_per_s: float = 0.0  # stop early under this (0 = never)
     lr_sweep: dict[str, Any] | None = None  # RangeSweep arguments: an LR range test, not a trial
+    curve: dict[str, Any] | None = None  # a loss curve, not a trial (``CurveSpec``'s fields)
+    metric: str | None = None  # the entry of the evaluate hook's dict to score as the metric
+
+    def curve_spec(self) -> CurveSpec | None:
+        return CurveSpec(**self.curve) if self.curve is not None else None
 
     def trial_config(self) -> TrainingConfig:
         return TrainingConfig.from_dict(self.config)
@@ -83,6 +103,12 @@ class TrialReport:
     optimizer: str = ""  # the optimizer's class name (it picks the LR scaling rule)
     lr_curve: dict[str, Any] | None = None  # an LR range test's lrs, raw losses and stop
     model_fingerprint: str | None = None  # the script's model (``model_fingerprint``)
+    optimizer_lr: float | None = None  # its LR as the script set it
+    optimizer_momentum: list[Any] | None = None  # ("momentum" | "betas", value), or None
+    has_hook: bool = False  # the script passed prepare() an evaluate hook
+    held_out_start: list[float | None] | None = None  # the hook on the untrained model
+    hook_error: str | None = None  # what went wrong calling the hook on the untrained model
+    curve: list[list[float | None]] | None = None  # [seconds, step, loss, metric] per point
 
     def write(self, path: Path) -> None:
         atomic_write_text(path, json.dumps(dataclasses.asdict(self), indent=2, default=str))

@@ -16,6 +16,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -26,7 +27,7 @@ from autoaccel.errors import UsageError
 from autoaccel.measure import Measurement, MeterSettings, classify_failure
 from autoaccel.redact import mask_command, scrub, secret_values
 from autoaccel.states import Outcome
-from autoaccel.trials.protocol import TRIAL_ENV, TrialReport, TrialSpec
+from autoaccel.trials.protocol import TRIAL_ENV, CurveSpec, TrialReport, TrialSpec
 
 __all__ = [
     "INTEGRATION_LINES",
@@ -140,6 +141,7 @@ class ScriptTrial:
     returncode: int | None
     timed_out: bool = False
     secrets: tuple[str, ...] | list[str] = ()  # the script's credential arguments, masked
+    folder: Path | None = None  # the trial's folder (spec, log, report, points)
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
         try:
@@ -199,11 +201,23 @@ class ScriptRunner:
         *,
         prune_below: float = 0.0,
         lr_sweep: dict[str, Any] | None = None,
+        curve: Callable[[Path], CurveSpec] | None = None,
+        metric: str | None = None,
+        stop_when: Callable[[Path], bool] | None = None,
+        timeout_s: float | None = None,
     ) -> ScriptTrial:
         """One trial; ``config=None`` runs the script's own settings (the baseline).
 
         With ``lr_sweep`` (RangeSweep's arguments) the script runs an LR range test instead
         of a measured trial, and its report carries the curve.
+
+        Args:
+            curve: Makes the loss-curve spec from the trial's folder: the script trains and
+                reports its loss curve (``autoaccel.trials.curve_session``) instead.
+            metric: The evaluate hook's entry scored as the metric.
+            stop_when: Polled with the trial's folder while the script runs; True stops it
+                (its process group), and the trial counts as ``stopped``.
+            timeout_s: This trial's timeout (default: the runner's).
         """
         folder = self._folder()
         spec = TrialSpec(
@@ -214,6 +228,8 @@ class ScriptRunner:
             report_path=str(folder / "report.json"),
             prune_below_samples_per_s=prune_below,
             lr_sweep=lr_sweep,
+            curve=asdict(curve(folder)) if curve is not None else None,
+            metric=metric,
         )
         spec_path = folder / "spec.json"
         spec.write(spec_path)
@@ -222,7 +238,8 @@ class ScriptRunner:
         command = launch_command(self.script, self.args, processes, self.python)
         env = {**os.environ, TRIAL_ENV: str(spec_path.resolve()), "PYTHONUNBUFFERED": "1"}
         returncode: int | None = None
-        timed_out = False
+        timed_out = stopped = False
+        limit_s = timeout_s if timeout_s is not None else self.timeout_s
         with open(os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as log:
             log.write("$ " + mask_command(command) + "\n")
             log.flush()
@@ -236,7 +253,7 @@ class ScriptRunner:
                 preexec_fn=_die_with_parent(),
             )
             try:
-                returncode = process.wait(timeout=self.timeout_s)
+                returncode, stopped = _wait(process, limit_s, stop_when, folder)
             except subprocess.TimeoutExpired:
                 timed_out = True
                 _kill_group(process)
@@ -253,15 +270,44 @@ class ScriptRunner:
         elif timed_out:
             measurement = Measurement(
                 outcome=Outcome.TIMEOUT,
-                message=f"killed after the {self.timeout_s:g} s trial "
-                "timeout (with its process group)",
+                message=f"killed after the {limit_s:g} s trial timeout (with its process group)",
             )
         else:
             measurement = _from_log(log_path, returncode)
         measurement = replace(measurement, message=scrub(measurement.message, self.secrets))
+        if stopped and report is None:
+            measurement = Measurement(outcome=Outcome.PRUNED, message="stopped by the tuner")
         return ScriptTrial(
-            measurement, report, log_path, reached, returncode, timed_out, self.secrets
+            measurement, report, log_path, reached, returncode, timed_out, self.secrets, folder
         )
+
+
+POLL_S = 0.2  # how often a running trial's stop_when is asked
+
+
+def _wait(
+    process: subprocess.Popen[bytes],
+    limit_s: float,
+    stop_when: Callable[[Path], bool] | None,
+    folder: Path,
+) -> tuple[int | None, bool]:
+    """Wait for the script: (return code, whether ``stop_when`` stopped it).
+
+    Raises:
+        subprocess.TimeoutExpired: it ran past ``limit_s``.
+    """
+    if stop_when is None:
+        return process.wait(timeout=limit_s), False
+    deadline = time.monotonic() + limit_s
+    while True:
+        try:
+            return process.wait(timeout=min(POLL_S, max(0.0, deadline - time.monotonic()))), False
+        except subprocess.TimeoutExpired:
+            if time.monotonic() >= deadline:
+                raise
+        if stop_when(folder):
+            _kill_group(process)
+            return process.returncode, True
 
 
 def _die_with_parent() -> Callable[[], None] | None:

@@ -34,6 +34,8 @@ def with_convergence(
     ]
     evidence = dict(advice.config.provenance.evidence)
     evidence["objective"] = _objective_line(converged)
+    if final.get("lr_scaling") != tuned.get("lr_scaling"):  # the study set the LR itself
+        evidence.pop("lr_scaling", None)
     if best is converged.baseline:
         recs.append(_keep_yours(converged))
     else:

@@ -138,7 +138,10 @@ def tune_script(
         include_parallel=True,
         settings=settings,
         confirm_pairs=confirm_pairs,
-        command=mask_command(["autoaccel", "tune", str(script), *(["--", *args] if args else [])]),
+        command=mask_command(
+            ["autoaccel", "tune", str(script), *_objective_flags(objective_, target, metric)]
+            + (["--", *args] if args else [])
+        ),
         prefix="tune",
         script=script.name,
     )
@@ -270,6 +273,13 @@ def _objective(objective: str, target: float | None, metric: str | None) -> Obje
     if target is not None and not math.isfinite(target):
         raise UsageError(f"--target must be a finite number, got {target!r}")
     return Objective(objective)
+
+
+def _objective_flags(objective: Objective, target: float | None, metric: str | None) -> list[str]:
+    """The objective's flags as the user gave them, for the config's provenance."""
+    flags = [] if objective is Objective.THROUGHPUT else ["--objective", str(objective)]
+    flags += ["--target", f"{target:g}"] if target is not None else []
+    return flags + (["--metric", metric] if metric else [])
 
 
 def _check_hook(

@@ -1,0 +1,76 @@
+"""A reference workload as a training script, for ``autoaccel tune`` in the benchmarks.
+
+    python bench/tta_script.py --workload cnn [--no-hook]
+
+The same model, data split, optimizer (AdamW, lr 1e-3), batch (32) and loop as
+``bench/time_to_accuracy.py``'s default, so a config tuned on this script applies there.
+With the hook (the default) it passes ``prepare()`` its validation loss and accuracy; with
+``--no-hook`` it reports nothing held out, as most scripts do today.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from time_to_accuracy import USER_BATCH, adamw, as_dataset, split  # noqa: E402
+from workloads import WORKLOADS  # noqa: E402
+
+import autoaccel  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workload", choices=sorted(WORKLOADS), required=True)
+    parser.add_argument("--no-hook", action="store_true", help="report nothing held out")
+    parser.add_argument("--steps", type=int, default=300, help="steps in a normal run")
+    args = parser.parse_args()
+
+    model, data, _ = WORKLOADS[args.workload]()
+    train, val = split(data)
+    optimizer = adamw(model.parameters())
+    loss_fn = nn.CrossEntropyLoss()
+    val_batches = list(DataLoader(as_dataset(val), batch_size=512))
+
+    def evaluate() -> dict[str, float]:
+        total = right = count = 0.0
+        for x, y in val_batches:
+            out = model(x)
+            total += float(loss_fn(out.reshape(-1, out.shape[-1]), y.reshape(-1))) * y.numel()
+            right += float((out.argmax(-1) == y).sum())
+            count += y.numel()
+        return {"loss": total / count, "accuracy": right / count}
+
+    run = autoaccel.prepare(
+        model,
+        optimizer,
+        as_dataset(train),
+        loader_kwargs={"batch_size": USER_BATCH, "shuffle": True},
+        evaluate=None if args.no_hook else evaluate,
+    )
+    steps = 10**9 if autoaccel.in_trial() else args.steps
+    done = 0
+    while done < steps:
+        for x, y in run.loader:
+            with run.autocast():
+                out = run.model(x)
+                loss = loss_fn(out.reshape(-1, out.shape[-1]).float(), y.reshape(-1))
+            run.backward(loss)
+            run.step()
+            done += 1
+            if done >= steps:
+                break
+    if not autoaccel.in_trial():
+        with torch.no_grad():
+            print(f"validation: {evaluate()}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

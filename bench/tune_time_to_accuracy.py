@@ -1,0 +1,133 @@
+"""Time to a stated validation accuracy, each reference workload tuned *as a script*.
+
+For each workload (``bench/tta_script.py``, the same setup as ``bench/time_to_accuracy.py``):
+
+- **default**: the script's own settings (batch 32, AdamW lr 1e-3, constant LR);
+- **throughput-only**: the throughput search's pick with its unmeasured LR rule, as
+  ``autoaccel tune`` wrote it before the guard (the pick the guard checked);
+- **guarded default**: ``autoaccel tune`` with its defaults on the script *without* a hook:
+  the throughput objective, the pick kept only if its training loss keeps pace;
+- **time-to-loss**: ``autoaccel tune --objective time-to-loss --target T --metric accuracy``
+  on the script *with* its ``evaluate`` hook.
+
+Each pick then trains from the same initial weights in the same loop until the validation
+accuracy reaches the target (``time_to_accuracy.time_to_target``, evaluated every 0.25 s of
+training time), ``--seeds`` times each with its own data order, interleaved (default,
+throughput-only, guarded, time-to-loss, then the next seed); the table prints each pick's
+median seconds to the target and its ratio to the default's.
+
+    python bench/tune_time_to_accuracy.py [--workloads cnn transformer] [--seeds 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from time_to_accuracy import CAP_S, TARGETS, USER_BATCH, split, time_to_target  # noqa: E402
+from workloads import WORKLOADS  # noqa: E402
+
+from autoaccel.budget import TUNE_BUDGET_S, TUNE_TTL_BUDGET_S  # noqa: E402
+from autoaccel.config import TrainingConfig  # noqa: E402
+from autoaccel.frontends.script import tune_script  # noqa: E402
+from autoaccel.probe import probe_system  # noqa: E402
+
+SCRIPT = Path(__file__).parent / "tta_script.py"
+
+
+def tune(name: str, work: Path, *, hook: bool, **kwargs: Any) -> tuple[Any, float]:
+    """``autoaccel tune`` on the workload's script; (advice, wall seconds)."""
+    args = ("--workload", name) + (() if hook else ("--no-hook",))
+    started = time.monotonic()
+    result = tune_script(
+        SCRIPT,
+        args,
+        out=work / f"{name}-{'hook' if hook else 'nohook'}-{kwargs.get('objective', 'tp')}.yaml",
+        storage=str(work / "s.db"),
+        seed=0,
+        **kwargs,
+    )
+    return result.advice, time.monotonic() - started
+
+
+def bench(name: str, seeds: int, work: Path) -> dict[str, Any]:
+    template, data, description = WORKLOADS[name]()
+    train, val = split(data)
+    target = TARGETS[name][0]
+    print(f"\n== {name}: {description}; target validation accuracy {target:.0%}", flush=True)
+    guarded, guarded_s = tune(name, work, hook=False)
+    learned, learned_s = tune(
+        name, work, hook=True, objective="time-to-loss", target=target, metric="accuracy"
+    )
+    g = guarded.guard
+    unguarded = g.pick.config if g is not None and g.pick is not None else guarded.config
+    picks = {
+        "default": TrainingConfig(batch_size=USER_BATCH, num_threads=torch.get_num_threads()),
+        "throughput-only": unguarded,
+        "guarded default": guarded.config,
+        "time-to-loss": learned.config,
+    }
+    print(f"  guarded default: {guarded.objective} (tuning {guarded_s:.0f} s)", flush=True)
+    print(f"  time-to-loss: {learned.objective} (tuning {learned_s:.0f} s)", flush=True)
+    for label, config in picks.items():
+        knobs = {k: v for k, v in config.knobs().items() if v != getattr(TrainingConfig(), k)}
+        print(f"  {label:>16}: {knobs}", flush=True)
+    times: dict[str, list[float]] = {label: [] for label in picks}
+    for seed in range(seeds):
+        for label, config in picks.items():
+            reached, acc = time_to_target(template, train, val, config, (target,), seed=seed)
+            took = reached[target]
+            times[label].append(took if took is not None else math.inf)
+            shown = f"{took:.2f} s" if took is not None else f"not within {CAP_S:.0f} s"
+            print(f"    seed {seed} {label:>16}: {shown} (best {acc:.1%})", flush=True)
+    medians = {label: statistics.median(ts) for label, ts in times.items()}
+    base = medians["default"]
+    print(f"  target {target:.0%}: {'pick':>16}  {'median s':>9}  {'vs default':>10}")
+    for label, median in medians.items():
+        shown = f"{median:.2f}" if math.isfinite(median) else f">{CAP_S:.0f}"
+        ratio = f"{base / median:.2f}x" if math.isfinite(median) else f"<{base / CAP_S:.2f}x"
+        print(f"  {'':>11}{label:>16}  {shown:>9}  {ratio:>10}", flush=True)
+    return {
+        "workload": name,
+        "target": target,
+        "seeds": seeds,
+        "times_s": {k: [t if math.isfinite(t) else None for t in v] for k, v in times.items()},
+        "tuning_s": {"guarded default": guarded_s, "time-to-loss": learned_s},
+        "objectives": {"guarded default": guarded.objective, "time-to-loss": learned.objective},
+        "picks": {k: v.knobs() for k, v in picks.items()},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workloads", nargs="+", default=["cnn", "transformer"])
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    args = parser.parse_args()
+    profile = probe_system()
+    print(
+        f"# {profile.describe()}; tune budgets: {TUNE_BUDGET_S:.0f} s (throughput), "
+        f"{TUNE_TTL_BUDGET_S:.0f} s (time-to-loss), the defaults; pid {os.getpid()}",
+        flush=True,
+    )
+    work = Path(tempfile.mkdtemp(prefix="tune-tta-"))
+    os.chdir(work)  # the trial logs go here
+    results = [bench(name, args.seeds, work) for name in args.workloads]
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()

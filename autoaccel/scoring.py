@@ -95,7 +95,7 @@ class Scorer:
         self.curve: list[CurvePoint] = []
         self.start = scoring.start
         self.evals = scoring.evals
-        self.last_loss = math.nan
+        self.last_loss: float | None = None  # the last step's training loss
         self._sum, self._count = 0.0, 0  # training losses since the last point
 
     @property
@@ -123,8 +123,9 @@ class Scorer:
 
     def training_loss(self) -> tuple[float, None]:
         """The mean training loss since the last point: the score without held-out data."""
-        mean = self._sum / self._count if self._count else self.last_loss
-        return mean, None
+        if self._count:
+            return self._sum / self._count, None
+        return (math.nan if self.last_loss is None else self.last_loss), None
 
     def pause(self) -> float:
         """Stop the training clock for scoring; returns the training seconds so far."""
@@ -145,8 +146,9 @@ class Scorer:
         point = CurvePoint(seconds, steps, loss, metric)
         self.curve.append(point)
         self._sum, self._count = 0.0, 0
-        if not (math.isfinite(loss) and math.isfinite(self.last_loss)):
-            bad = loss if not math.isfinite(loss) else self.last_loss
+        last = loss if self.last_loss is None else self.last_loss
+        if not (math.isfinite(loss) and math.isfinite(last)):
+            bad = loss if not math.isfinite(loss) else last
             return Outcome.DIVERGED, f"the loss became {bad} by step {steps}"
         if metric is not None and not math.isfinite(metric):
             return Outcome.DIVERGED, f"the metric became {metric} by step {steps}"

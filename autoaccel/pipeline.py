@@ -83,6 +83,7 @@ END_SHARE = 0.4  # at most this part of what the baseline leaves is kept for the
 HORIZONS_PER_BUDGET = 10  # a schedule candidate trains for about 1/10 of what is left
 END_PHASES = "the final round and confirmation"
 GUARD_PHASE = "the convergence check"
+GUARD_SHARE_MAX = 0.3  # of what the baseline leaves, at most kept for the convergence check
 SCHEDULE_PHASE = "the schedule study"
 
 
@@ -391,8 +392,11 @@ def _search(
     planned = (2 * options.confirm_pairs + FINALISTS * FINAL_ROUNDS) * trial_s
     # A short budget keeps one confirmation pair, not the whole plan: the search gets the rest.
     budget.keep(END_PHASES, min(planned, max(2 * trial_s, END_SHARE * budget.left_s())))
-    if _guarded(job, options):
-        budget.keep(GUARD_PHASE, _guard_cost_s(job, budget))
+    guard_s = _guard_cost_s(job, budget)
+    if _guarded(job, options) and guard_s <= GUARD_SHARE_MAX * budget.left_s():
+        # Kept only when it leaves the search enough: else the guard runs if the search
+        # left the time, and a pick it cannot check keeps your global batch.
+        budget.keep(GUARD_PHASE, guard_s)
     search = Search(
         space,
         job.measure,

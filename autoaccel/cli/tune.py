@@ -62,6 +62,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "of, e.g. accuracy (higher is better when the untrained model scores below it)",
     )
     parser.add_argument(
+        "--keep-global-batch",
+        action="store_true",
+        help="keep the script's global batch (batch x accumulation): the micro-batch is "
+        "searched with accumulation, so the LR and how each step learns stay yours",
+    )
+    parser.add_argument(
         "--horizon",
         type=parse_duration,
         help="time-to-loss: training time your setup gets to set the losses to beat "
@@ -138,6 +144,7 @@ def run(args: argparse.Namespace) -> CommandResult:
             target=args.target,
             metric=args.metric,
             horizon_s=args.horizon,
+            keep_global_batch=args.keep_global_batch,
         )
     except KeyboardInterrupt:
         where = out or args.script.parent / CONFIG_NAME

@@ -95,6 +95,7 @@ def tune_script(
     target: float | None = None,
     metric: str | None = None,
     horizon_s: float | None = None,
+    keep_global_batch: bool = False,
 ) -> TuneResult:
     """Tune a training script that calls ``autoaccel.prepare()``.
 
@@ -107,6 +108,8 @@ def tune_script(
         target: Time-to-loss: the held-out loss (or ``metric``'s value) to reach sooner.
         metric: The hook's dict entry that ``target`` is a value of (e.g. accuracy).
         horizon_s: Time-to-loss: training time your setup gets to set the losses to beat.
+        keep_global_batch: Keep the script's global batch (batch x accumulation): the
+            search varies the micro-batch with accumulation, and no LR rule applies.
 
     Raises:
         UsageError: the script cannot be tuned (missing, not Python, no ``prepare()``,
@@ -114,6 +117,11 @@ def tune_script(
             arguments or the script's hook are wrong (checked before any search).
     """
     objective_ = _objective(objective, target, metric)
+    if lr_find and objective_ is Objective.TIME_TO_LOSS:
+        raise UsageError(
+            "--lr-find is part of --objective time-to-loss (its range test centres the LR "
+            "search, and the study picks the LR); drop --lr-find"
+        )
     settings = settings or MeterSettings()
     if budget_s is None:
         budget_s = TUNE_TTL_BUDGET_S if objective_ is Objective.TIME_TO_LOSS else TUNE_BUDGET_S
@@ -132,6 +140,7 @@ def tune_script(
         max_trials=max_trials,
         objective=objective_,
         horizon_s=horizon_s,
+        keep_global_batch=keep_global_batch,
         storage=check_storage(storage),
         study_name=study_name,
         seed=seed,

@@ -26,8 +26,8 @@ from autoaccel.time_to_loss.training import Trainer
 __all__ = ["GUARD_EVALS", "GuardVerdict", "check_convergence", "guard_horizon_s", "same_global"]
 
 GUARD_EVALS = 20  # points on each curve
-GUARD_SHARE = 0.08  # of the budget, for each of the two runs' horizon
-GUARD_MIN_S, GUARD_MAX_S = 6.0, 30.0
+GUARD_SHARE = 0.05  # of the budget, for each of the two runs' horizon
+GUARD_MIN_S, GUARD_MAX_S = 6.0, 20.0
 RUN_OVERHEAD = 1.25  # a run's wall time over its training time (scoring, start-up), at least
 
 
@@ -56,7 +56,7 @@ def guard_horizon_s(budget_s: float) -> float:
 
     Example:
         >>> guard_horizon_s(240), guard_horizon_s(60), guard_horizon_s(3600)
-        (19.2, 6.0, 30.0)
+        (12.0, 6.0, 20.0)
     """
     return round(min(GUARD_MAX_S, max(GUARD_MIN_S, GUARD_SHARE * budget_s)), 1)
 

@@ -96,6 +96,7 @@ def tune_cli(folder: Path, *args: str, hook: str = "dict") -> subprocess.Complet
             "--metric accuracy needs --target",
         ),
         (["--objective", "time-to-loss", "--target", "nan"], "must be a finite number"),
+        (["--objective", "time-to-loss", "--lr-find"], "--lr-find is part of --objective"),
     ],
 )
 def test_objective_arguments_are_refused_before_any_trial(
@@ -221,7 +222,7 @@ def test_time_to_loss_tunes_the_schedule_and_run_trains_like_the_pick(tmp_path: 
     try:
         result = tune_script(
             script,
-            budget_s=100,
+            budget_s=80,
             settings=MeterSettings(window_s=0.5),
             objective="time-to-loss",
             seed=0,

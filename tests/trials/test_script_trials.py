@@ -216,6 +216,7 @@ def test_a_stop_keeps_the_best_so_far_and_the_study_resumes(tmp_path: Path, sign
         "0.3",
         "--budget",
         "5m",
+        "--keep-global-batch",  # no convergence check: this is about stopping and resuming
         "--out",
         str(out),
     ]

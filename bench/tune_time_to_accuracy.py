@@ -118,7 +118,8 @@ def main() -> None:
     args = parser.parse_args()
     profile = probe_system()
     print(
-        f"# {profile.describe()}; tune budgets: {TUNE_BUDGET_S:.0f} s (throughput), "
+        f"# {profile.describe()} (ISA: {', '.join(profile.cpu.flags) or 'none'}); "
+        f"tune budgets: {TUNE_BUDGET_S:.0f} s (throughput), "
         f"{TUNE_TTL_BUDGET_S:.0f} s (time-to-loss), the defaults; pid {os.getpid()}",
         flush=True,
     )

@@ -222,8 +222,8 @@ def test_time_to_loss_tunes_the_schedule_and_run_trains_like_the_pick(tmp_path: 
     try:
         result = tune_script(
             script,
-            budget_s=80,
-            settings=MeterSettings(window_s=0.5),
+            budget_s=60,
+            settings=MeterSettings(window_s=0.3),
             objective="time-to-loss",
             seed=0,
         )

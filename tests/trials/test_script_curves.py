@@ -67,8 +67,13 @@ def trainer_for(
     return ScriptTrainer(runner, baseline, metric)
 
 
-def test_a_script_with_a_hook_draws_its_held_out_curve(tmp_path: Path) -> None:
-    trainer = trainer_for(tmp_path, metric="accuracy")
+@pytest.fixture(scope="module")
+def trainer(tmp_path_factory: pytest.TempPathFactory) -> ScriptTrainer:
+    """One script with a hook and its baseline, for the tests that only train it."""
+    return trainer_for(tmp_path_factory.mktemp("hooked"), metric="accuracy")
+
+
+def test_a_script_with_a_hook_draws_its_held_out_curve(trainer: ScriptTrainer) -> None:
     assert trainer.held_out
     assert trainer.optimizer.name == "SGD" and trainer.optimizer.lr == 0.1
     assert trainer.optimizer.momentum == ("momentum", 0.9)
@@ -95,8 +100,7 @@ def test_without_a_hook_the_curve_is_the_training_loss(tmp_path: Path) -> None:
     assert run.start_loss is not None and run.curve[-1].loss < run.start_loss
 
 
-def test_the_pruner_stops_the_script_while_it_trains(tmp_path: Path) -> None:
-    trainer = trainer_for(tmp_path)
+def test_the_pruner_stops_the_script_while_it_trains(trainer: ScriptTrainer) -> None:
     told: list[tuple[int, CurvePoint]] = []
 
     def prune_at_two(k: int, point: CurvePoint) -> bool:
@@ -115,8 +119,9 @@ def test_the_pruner_stops_the_script_while_it_trains(tmp_path: Path) -> None:
     assert not any("train.py" in " ".join(p.cmdline()) for p in psutil.process_iter(["cmdline"]))
 
 
-def test_another_seed_is_another_data_order_and_the_same_seed_repeats(tmp_path: Path) -> None:
-    trainer = trainer_for(tmp_path)
+def test_another_seed_is_another_data_order_and_the_same_seed_repeats(
+    trainer: ScriptTrainer,
+) -> None:
     once = Scoring(evals=1, max_steps=40)
     config = TrainingConfig(batch_size=32)
     a, b, c = (trainer.train_for(config, seconds=60, scoring=once, seed=s) for s in (5, 5, 6))
@@ -134,8 +139,7 @@ def test_a_hook_that_fails_mid_run_is_a_finding_not_a_crash(tmp_path: Path) -> N
     assert math.isfinite(run.curve[0].loss)
 
 
-def test_the_range_test_is_the_scripts_own(tmp_path: Path) -> None:
-    trainer = trainer_for(tmp_path)
+def test_the_range_test_is_the_scripts_own(trainer: ScriptTrainer) -> None:
     finding = trainer.find_lr(TrainingConfig(batch_size=32), steps=60, max_s=30)
     assert len(finding.lrs) > 5
     assert finding.suggestion is not None or finding.reason

@@ -103,8 +103,9 @@ class _Points:
         self.points: list[CurvePoint] = []
         self._offset = 0
 
-    def read(self) -> list[tuple[CurvePoint, bool]]:
-        """New whole lines of the points file: (point, whether it ended the run)."""
+    def read(self) -> list[tuple[int, CurvePoint, bool]]:
+        """New whole lines of the points file: (its number k from 1, the point, whether it
+        ended the run)."""
         if self.path is None or not self.path.exists():
             return []
         with self.path.open() as handle:
@@ -117,13 +118,12 @@ class _Points:
             *row, ended = json.loads(line)
             point = _point(row)
             self.points.append(point)
-            new.append((point, bool(ended)))
+            new.append((len(self.points), point, bool(ended)))
         return new
 
     def stop_when(self, _folder: Path) -> bool:
         """Polled while the script runs: True stops it (the pruner said so)."""
-        for point, ended in self.read():
-            k = len(self.points)
+        for k, point, ended in self.read():
             if not ended and k < self.evals and self.on_eval and self.on_eval(k, point):
                 return True
         return False

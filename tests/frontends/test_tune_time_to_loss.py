@@ -225,6 +225,8 @@ def test_time_to_loss_tunes_the_schedule_and_run_trains_like_the_pick(tmp_path: 
             budget_s=60,
             settings=MeterSettings(window_s=0.3),
             objective="time-to-loss",
+            target=0.9999,  # more than lr 0.002 reaches in the horizon: a finding, not an error
+            metric="accuracy",
             seed=0,
         )
     finally:
@@ -234,6 +236,7 @@ def test_time_to_loss_tunes_the_schedule_and_run_trains_like_the_pick(tmp_path: 
     assert converged is not None
     assert advice.objective.startswith("time-to-loss: the soonest to reach")
     assert converged.best is not converged.baseline, converged.notes  # lr 0.002 is far too low
+    assert any("did not reach accuracy 0.9999" in note for note in advice.notes), advice.notes
     config = load_config(result.config_path)
     assert config.lr is not None and config.lr != 0.002
     assert config.schedule_steps is not None
@@ -242,7 +245,9 @@ def test_time_to_loss_tunes_the_schedule_and_run_trains_like_the_pick(tmp_path: 
         converged.best.config.schedule,
         converged.best.config.warmup_steps,
     )
-    assert "time-to-loss" in (config.provenance.command or "")
+    assert "--objective time-to-loss --target 0.9999 --metric accuracy" in (
+        config.provenance.command or ""
+    )
     # `autoaccel run` trains the pick on the script's own data order, as its search run did:
     # the same held-out losses at the same steps.
     pick = [p for p in converged.best.curve if p.step > 0]

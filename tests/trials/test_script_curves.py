@@ -15,7 +15,7 @@ from autoaccel.measure import MeterSettings
 from autoaccel.scoring import Scoring
 from autoaccel.states import Outcome
 from autoaccel.trials.script import ScriptRunner
-from autoaccel.trials.script_curves import POINTS_FILE, ScriptTrainer
+from autoaccel.trials.script_curves import POINTS_FILE, ScriptTrainer, _Points
 
 pytestmark = pytest.mark.slow
 
@@ -143,3 +143,22 @@ def test_the_range_test_is_the_scripts_own(trainer: ScriptTrainer) -> None:
     finding = trainer.find_lr(TrainingConfig(batch_size=32), steps=60, max_s=30)
     assert len(finding.lrs) > 5
     assert finding.suggestion is not None or finding.reason
+
+
+def test_points_written_between_two_polls_are_each_told_once_in_order(tmp_path: Path) -> None:
+    told: list[tuple[int, float]] = []
+
+    def never_prune(k: int, point: CurvePoint) -> bool:
+        told.append((k, point.loss))
+        return False
+
+    watch = _Points(never_prune, evals=10)
+    watch.path = tmp_path / POINTS_FILE
+    watch.path.write_text("[0.5, 3, 1.5, null, false]\n[1.0, 6, 1.2, null, false]\n[1.5, 9,")
+    assert not watch.stop_when(tmp_path)
+    assert told == [(1, 1.5), (2, 1.2)]  # the half-written third line waits
+    with watch.path.open("a") as points:
+        points.write(" 1.1, null, true]\n")
+    assert not watch.stop_when(tmp_path)
+    assert told == [(1, 1.5), (2, 1.2)]  # the point that ended the run is not a rung
+    assert [p.step for p in watch.points] == [3, 6, 9]

@@ -27,6 +27,7 @@ __all__ = [
     "Plateau",
     "find_plateau",
     "goal_level",
+    "level_ratios",
     "pace_of",
     "target_levels",
 ]
@@ -226,13 +227,27 @@ def pace_of(run: LossRun, levels: Sequence[Level], horizon_s: float) -> float:
     """
     if not levels or not run.curve:
         return math.inf
+    return geometric_mean(level_ratios(run, levels, horizon_s))
+
+
+def level_ratios(run: LossRun, levels: Sequence[Level], horizon_s: float) -> list[float]:
+    """For each level: the run's time to it over your setup's (a miss counts as in
+    ``pace_of``); all at most 1 means the run was never behind yours.
+
+    Example:
+        >>> pts = [CurvePoint(1.0, 0, 0.9), CurvePoint(2.0, 0, 0.3)]
+        >>> late_then_fast = LossRun(None, "ok", "", tuple(pts))
+        >>> levels = [Level(0.9, 0.5), Level(0.3, 4.0)]
+        >>> level_ratios(late_then_fast, levels, 4.0)
+        [2.0, 0.5]
+    """
     ratios = []
     for level in levels:
         took = level.time_in(run)
         if took is None:
             took = UNREACHED * horizon_s * level.shortfall(run)
         ratios.append(max(took, 1e-6) / level.seconds)
-    return geometric_mean(ratios)
+    return ratios
 
 
 @dataclass(frozen=True)

@@ -441,8 +441,9 @@ def _advice(
     }
     evidence["objective"] = objective_line(options, verdict)
     provenance = _provenance(job, options, result, speedup, evidence)
-    if verdict is not None and verdict.pace is not None:
+    if verdict is not None and verdict.pace is not None and verdict.worst is not None:
         provenance.measured["guard_pace"] = round(verdict.pace, 3)
+        provenance.measured["guard_worst"] = round(verdict.worst, 3)
     config = replace(config, provenance=provenance)
     return Advice(
         config,

@@ -20,10 +20,10 @@ from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from time_to_accuracy import USER_BATCH, adamw, as_dataset, split  # noqa: E402
-from workloads import WORKLOADS  # noqa: E402
+from time_to_accuracy import USER_BATCH, adamw, as_dataset, split
+from workloads import WORKLOADS
 
-import autoaccel  # noqa: E402
+import autoaccel
 
 
 def main() -> None:

@@ -29,6 +29,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -36,13 +37,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from time_to_accuracy import CAP_S, TARGETS, USER_BATCH, split, time_to_target  # noqa: E402
-from workloads import WORKLOADS  # noqa: E402
+from time_to_accuracy import CAP_S, TARGETS, USER_BATCH, split, time_to_target
+from workloads import WORKLOADS
 
-from autoaccel.budget import TUNE_BUDGET_S, TUNE_TTL_BUDGET_S  # noqa: E402
-from autoaccel.config import TrainingConfig  # noqa: E402
-from autoaccel.frontends.script import tune_script  # noqa: E402
-from autoaccel.probe import probe_system  # noqa: E402
+from autoaccel.budget import TUNE_BUDGET_S, TUNE_TTL_BUDGET_S
+from autoaccel.config import Provenance, TrainingConfig
+from autoaccel.frontends.script import tune_script
+from autoaccel.probe import probe_system
 
 SCRIPT = Path(__file__).parent / "tta_script.py"
 
@@ -62,6 +63,11 @@ def tune(name: str, work: Path, *, hook: bool, **kwargs: Any) -> tuple[Any, floa
     return result.advice, time.monotonic() - started
 
 
+def anonymous(config: TrainingConfig) -> TrainingConfig:
+    """``config`` without the script and model it was tuned for."""
+    return replace(config, provenance=Provenance())
+
+
 def bench(name: str, seeds: int, work: Path) -> dict[str, Any]:
     template, data, description = WORKLOADS[name]()
     train, val = split(data)
@@ -73,11 +79,13 @@ def bench(name: str, seeds: int, work: Path) -> dict[str, Any]:
     )
     g = guarded.guard
     unguarded = g.pick.config if g is not None and g.pick is not None else guarded.config
+    # The bench's loop is another "script" than tta_script.py: without the provenance,
+    # prepare() applies every knob (it keeps a foreign config's LR knobs out otherwise).
     picks = {
         "default": TrainingConfig(batch_size=USER_BATCH, num_threads=torch.get_num_threads()),
-        "throughput-only": unguarded,
-        "guarded default": guarded.config,
-        "time-to-loss": learned.config,
+        "throughput-only": anonymous(unguarded),
+        "guarded default": anonymous(guarded.config),
+        "time-to-loss": anonymous(learned.config),
     }
     print(f"  guarded default: {guarded.objective} (tuning {guarded_s:.0f} s)", flush=True)
     print(f"  time-to-loss: {learned.objective} (tuning {learned_s:.0f} s)", flush=True)
@@ -107,6 +115,7 @@ def bench(name: str, seeds: int, work: Path) -> dict[str, Any]:
         "tuning_s": {"guarded default": guarded_s, "time-to-loss": learned_s},
         "objectives": {"guarded default": guarded.objective, "time-to-loss": learned.objective},
         "picks": {k: v.knobs() for k, v in picks.items()},
+        "guard": guarded.to_dict()["guard"],
     }
 
 

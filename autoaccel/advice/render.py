@@ -253,4 +253,11 @@ def _guard_dict(advice: Advice) -> dict[str, Any] | None:
         for label, run in (("yours", g.yours), ("pick", g.pick))
         if run is not None
     }
-    return {"kept": g.kept, "how": g.how, "evidence": g.line, "pace": g.pace, "curves": curves}
+    return {
+        "kept": g.kept,
+        "how": g.how,
+        "evidence": g.line,
+        "pace": g.pace,
+        "worst": g.worst,
+        "curves": curves,
+    }

@@ -4,7 +4,10 @@ A throughput search that changes the global batch also changes how much each sam
 and the LR rule that follows it was never measured. So, with no time-to-loss study, the pick
 is kept only when its loss against training time is no worse than your setup's over the
 same horizon: your setup's curve sets the levels (each new best up to where it flattens),
-the pick's pace to them must be at most 1. The loss is the held-out one when there is
+and the pick must reach every one of them no later than your setup did (within
+``GUARD_TOLERANCE``, for timing noise), the first ones included: a pick that is behind
+early and ahead late is refused, since the early stretch is where a short training run,
+or a modest goal, is decided. The loss is the held-out one when there is
 held-out data (a script's ``evaluate`` hook, ``advise(val_data=...)``): convergence is then
 *measured*; otherwise it is the training loss that ``run.backward(loss)`` sees: convergence
 is only *guarded*. A pick that fails (or that no time was left to check) keeps your global
@@ -16,9 +19,10 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from statistics import geometric_mean
 
 from autoaccel.config import TrainingConfig
-from autoaccel.curves import LossRun, find_plateau, pace_of, target_levels
+from autoaccel.curves import LossRun, find_plateau, level_ratios, target_levels
 from autoaccel.scoring import Scoring
 from autoaccel.time_to_loss.final import outcome_line
 from autoaccel.time_to_loss.training import Trainer
@@ -29,6 +33,7 @@ GUARD_EVALS = 20  # points on each curve
 GUARD_SHARE = 0.05  # of the budget, for each of the two runs' horizon
 GUARD_MIN_S, GUARD_MAX_S = 6.0, 20.0
 RUN_OVERHEAD = 1.25  # a run's wall time over its training time (scoring, start-up), at least
+GUARD_TOLERANCE = 1.1  # the pick may reach a level this many times later than yours (noise)
 
 
 @dataclass(frozen=True)
@@ -40,13 +45,15 @@ class GuardVerdict:
         how: ``"unchanged"`` (the pick keeps your global batch), ``"measured"`` (held-out
             loss), ``"guarded"`` (training loss) or ``"unchecked"`` (no time to check).
         line: The evidence in one line.
-        pace: The pick's time to your levels over yours (below 1: sooner).
+        pace: The pick's time to your levels over yours (below 1: sooner), geometric mean.
+        worst: The largest of those ratios: how far behind yours the pick fell at worst.
     """
 
     kept: bool
     how: str
     line: str
     pace: float | None = None
+    worst: float | None = None
     yours: LossRun | None = None
     pick: LossRun | None = None
 
@@ -101,8 +108,8 @@ def check_convergence(
     say: Callable[[str], None] | None = None,
 ) -> GuardVerdict:
     """Train your setup and the pick (as it would be written: its LR rule and warm-up
-    applied) for ``horizon_s`` each; the pick is kept when its pace to your levels is at
-    most 1.
+    applied) for ``horizon_s`` each; the pick is kept when it reaches each of your levels
+    no later than yours (within ``GUARD_TOLERANCE``).
 
     Args:
         held_out: Score on held-out data (the trainer has it), else on the training loss.
@@ -130,31 +137,29 @@ def check_convergence(
     if held_out:  # every candidate starts from the same weights: the same first point
         scoring = replace(scoring, start=(yours.start_loss, yours.start_metric))
     theirs = trainer.train_for(pick, seconds=horizon_s, scoring=scoring)
-    pace = pace_of(theirs, levels, horizon_s) if theirs.ok else math.inf
+    ratios = level_ratios(theirs, levels, horizon_s) if theirs.ok else [math.inf]
+    pace, worst = (geometric_mean(ratios), max(ratios)) if theirs.ok else (math.inf, math.inf)
     theirs = replace(theirs, pace=pace)
     tell(f"  the pick: {outcome_line(theirs)}")
     how = "measured" if held_out else "guarded"
-    if theirs.ok and pace <= 1.0:
-        return GuardVerdict(
-            True,
-            how,
-            f"its {what} kept pace with yours over {horizon_s:.0f} s of training "
-            f"({1 / pace:.2f}x your pace to your {len(levels)} levels, down to "
-            f"{levels[-1].value:.4g})",
-            pace,
-            yours,
-            theirs,
+    pace_or = pace if theirs.ok else None
+    worst_or = worst if theirs.ok else None
+    if theirs.ok and worst <= GUARD_TOLERANCE:
+        line = (
+            f"its {what} kept pace with yours over {horizon_s:.0f} s of training: it reached "
+            f"each of your {len(levels)} levels (down to {levels[-1].value:.4g}) no later "
+            f"than yours ({1 / pace:.2f}x your pace overall)"
         )
+        return GuardVerdict(True, how, line, pace_or, worst_or, yours, theirs)
     if theirs.ok:
-        why = f"its {what} fell more slowly than yours ({1 / pace:.2f}x your pace to "
-        why += f"{levels[-1].value:.4g} over {horizon_s:.0f} s)"
+        k = ratios.index(worst)
+        level = levels[k]
+        why = (
+            f"its {what} fell behind yours: it reached {level.value:.4g} {worst:.2f}x as late "
+            f"(yours at {level.seconds:.1f} s of {horizon_s:.0f} s; "
+            f"{1 / pace:.2f}x your pace overall)"
+        )
     else:
         why = f"it {theirs.outcome} ({theirs.message}) while yours trained"
-    return GuardVerdict(
-        False,
-        how,
-        f"{why}: your global batch is kept",
-        pace if math.isfinite(pace) else None,
-        yours,
-        theirs,
-    )
+    line = f"{why}: your global batch is kept"
+    return GuardVerdict(False, how, line, pace_or, worst_or, yours, theirs)

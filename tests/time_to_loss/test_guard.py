@@ -32,7 +32,8 @@ def test_a_pick_that_learns_more_slowly_is_refused_on_the_training_loss() -> Non
     assert not verdict.kept
     assert verdict.how == "guarded"
     assert verdict.pace is not None and verdict.pace > 1
-    assert "training loss fell more slowly than yours" in verdict.line
+    assert "training loss fell behind yours: it reached" in verdict.line
+    assert verdict.worst is not None and verdict.worst > 1.1
     assert verdict.line.endswith("your global batch is kept")
 
 

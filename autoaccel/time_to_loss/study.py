@@ -501,14 +501,7 @@ class _ScheduleStudy:
             scoring=Scoring(evals, start=self.start),
             seed=self.trainer.seed + self.plan[1] + 1,
         )
-        # Its pace scored as a candidate's is (to the levels within a candidate's time; a miss
-        # there counts as a candidate's miss), so in the mean below it weighs as one run
-        # more, not as the horizon's many: one miss over a 20x longer horizon would
-        # otherwise outweigh every other run of the pick.
-        candidate_s = self._candidate_s()
-        within = tuple(p for p in check.curve if p.seconds <= candidate_s)
-        paced = pace_of(replace(check, curve=within), self.levels, candidate_s)
-        check = replace(check, label="the pick again", pace=paced)
+        check = replace(check, label="the pick again", pace=pace_of(check, self.levels, horizon_s))
         self.say(f"  the pick again: {outcome_line(check)}")
         measured = [*(best.paces or (best.pace,)), check.pace if check.ok else math.inf]
         if geometric_mean(measured) >= 1:

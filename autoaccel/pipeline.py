@@ -290,7 +290,18 @@ def _guard(
     _say(console, f"batch {pick.batch_size} (global {pick.global_batch}): {verdict.line}")
     if verdict.kept:
         return result, verdict
-    return replace(result, best=_measured_as(same_global(pick, user), result, job)), verdict
+    return replace(result, best=_at_your_global_batch(pick, result, job)), verdict
+
+
+def _at_your_global_batch(pick: TrainingConfig, result: SearchResult, job: Job) -> TrialRecord:
+    """The fastest measured setup that keeps your global batch: the pick's knobs there
+    (measured now when the search never tried them), any search trial that kept it, or
+    your own setup, whichever measured most samples/s."""
+    user = job.user.global_batch
+    kept = [r for r in result.records if r.measurement.ok and r.config.global_batch == user]
+    moved = _measured_as(same_global(pick, job.user), result, job)
+    pool = [result.baseline, *kept, *([moved] if moved.measurement.ok else [])]
+    return max(pool, key=lambda r: r.value)
 
 
 def _measured_as(config: TrainingConfig, result: SearchResult, job: Job) -> TrialRecord:

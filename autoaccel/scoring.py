@@ -92,6 +92,7 @@ class Scorer:
         self.clock = clock
         self.began = clock()
         self.paused = 0.0  # seconds spent scoring, not training
+        self._paused_at = self.began  # when the clock last stopped for scoring
         self.curve: list[CurvePoint] = []
         self.start = scoring.start
         self.evals = scoring.evals

@@ -69,6 +69,7 @@ def knob_priority(diagnosis: Diagnosis) -> list[str]:
             "precision",
             "channels_last",
             "pin_memory",
+            "processes",
             "compile",
         ]
     return [
@@ -78,6 +79,7 @@ def knob_priority(diagnosis: Diagnosis) -> list[str]:
         "batch_fetch",
         "num_threads",
         "num_workers",
+        "processes",
         "pin_memory",
         "compile",
     ]
@@ -109,8 +111,26 @@ def guesses(
     if "pin_memory" in names:
         guess["pin_memory"] = True
     found = [space.config_for(guess)]
+    ddp = _ddp_guess(space, guess)
+    if ddp is not None:
+        found.append(space.config_for(ddp))
     if diagnosis.bound is Bound.INPUT or diagnosis.data_wait_fraction >= SOME_INPUT_WAIT:
         workers = [w for w in space.knob("num_workers").choices if w > user.num_workers]
         if workers:
             found.append(space.config_for({**guess, "num_workers": min(workers[-1], 4)}))
     return found
+
+
+def _ddp_guess(space: SearchSpace, guess: dict[str, object]) -> dict[str, object] | None:
+    """The guess over two processes (DDP) at the same global batch: each process half the
+    batch and its share of the cores. None when the space searches no processes or the
+    batch does not halve."""
+    if "processes" not in space.names:
+        return None
+    counts = [p for p in space.knob("processes").choices if p > 1]
+    batch = guess.get("batch_size")
+    if not counts or not isinstance(batch, int) or batch % counts[0]:
+        return None
+    if batch // counts[0] not in space.knob("batch_size").choices:
+        return None
+    return {**guess, "processes": counts[0], "batch_size": batch // counts[0]}

@@ -148,6 +148,7 @@ class SearchSpace:
     base: TrainingConfig  # values of every knob not searched
     memory: MemoryModel
     keep_global_batch: bool = False
+    cores: int = 1  # usable CPU cores, shared by the processes of a DDP candidate
 
     def knob(self, name: str) -> Knob:
         """The knob called ``name``."""
@@ -179,22 +180,44 @@ class SearchSpace:
         """The config's values of the searched knobs."""
         return {k.name: getattr(config, k.name) for k in self.knobs}
 
+    def normal(self, params: dict[str, Any]) -> dict[str, Any]:
+        """``params`` as they run: with several processes on the CPU, each process gets at
+        most its share of the cores in intra-op threads (2 processes x 2 threads on 2 cores
+        would only fight), so two spellings of one config are measured once.
+
+        Example:
+            >>> space = SearchSpace((), {}, TrainingConfig(), MemoryModel(1), cores=2)
+            >>> space.normal({"processes": 2, "num_threads": 2})
+            {'processes': 2, 'num_threads': 1}
+        """
+        processes = params.get("processes", self.base.processes)
+        threads = params.get("num_threads")
+        if processes > 1 and threads is not None:
+            share = max(1, self.cores // processes)
+            return {**params, "num_threads": min(threads, share)}
+        return params
+
     def config_for(self, params: dict[str, Any]) -> TrainingConfig:
         """A full config from searched values, with the knobs that depend on them set."""
-        config = replace(self.base, **params)
+        params = self.normal(params)
+        processes = params.get("processes", self.base.processes)
+        strategy = "ddp" if processes > 1 else "none"
+        config = replace(self.base, **params, strategy=strategy)
         workers = config.num_workers
         return replace(
             config,
-            strategy="ddp" if config.processes > 1 else "none",
             persistent_workers=workers > 0,  # trials and epochs reuse workers
             prefetch_factor=(config.prefetch_factor or 2) if workers > 0 else None,
-            grad_accum_steps=self._accum_for(config.batch_size),
+            grad_accum_steps=self._accum_for(config.batch_size, config.processes),
         )
 
-    def _accum_for(self, batch_size: int) -> int:
-        global_batch = self.base.batch_size * self.base.grad_accum_steps
-        if self.keep_global_batch and batch_size <= global_batch:
-            return max(1, global_batch // batch_size)
+    def _accum_for(self, batch_size: int, processes: int = 1) -> int:
+        """Accumulation that keeps the caller's global batch (batch x accumulation x
+        processes) when asked to; else none."""
+        global_batch = self.base.global_batch
+        per_step = batch_size * processes
+        if self.keep_global_batch and per_step <= global_batch:
+            return max(1, global_batch // per_step)
         return 1
 
     def describe(self) -> list[tuple[str, str, str]]:
@@ -276,12 +299,12 @@ def build_space(
         "batch_fetch": _BATCH_FETCH if tensor_data else "only for in-memory tensor data",
         "pin_memory": _PIN_MEMORY if cuda and has_loader else "no GPU to copy to",
         "compile": _compile(profile, include_compile),
-        "strategy": "several processes need script trials: use `autoaccel tune train.py` "
-        "for DDP/FSDP",
+        "processes": _processes(profile, user, cuda, include_parallel),
     }
     knobs = tuple(k for k in found.values() if isinstance(k, Knob))
     excluded = {name: why for name, why in found.items() if isinstance(why, str)}
-    return SearchSpace(knobs, excluded, user, memory, keep_global_batch)
+    cores = profile.cpu.usable_cores
+    return SearchSpace(knobs, excluded, user, memory, keep_global_batch, cores)
 
 
 _GPU_THREADS = "the GPU does the compute; CPU threads stay as they are"
@@ -346,6 +369,26 @@ def _precisions(
     }
     found["precision"] = Knob("precision", tuple(precisions), "the precisions this machine can run")
     return found
+
+
+def _processes(
+    profile: HardwareProfile, user: TrainingConfig, cuda: bool, include_parallel: bool
+) -> Knob | str:
+    """DDP over several processes (launched by torchrun): one per GPU on a GPU machine, up
+    to the usable cores on the CPU (the intra-op threads then split between them)."""
+    if not include_parallel:
+        return (
+            "several processes need script trials (torchrun): use `autoaccel tune train.py` "
+            "for DDP"
+        )
+    if cuda:
+        limit, unit = len(profile.gpus), "visible GPUs"
+    else:
+        limit, unit = profile.cpu.usable_cores, "usable cores, threads split between them"
+    if limit < 2:
+        return f"one process: this machine has {limit} {unit.split(',')[0]}"
+    counts = sorted({*powers_of_two(1, limit), limit, user.processes})
+    return Knob("processes", tuple(counts), f"DDP processes (torchrun), up to the {limit} {unit}")
 
 
 def _compile(profile: HardwareProfile, include_compile: bool) -> Knob | str:

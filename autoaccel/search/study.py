@@ -322,7 +322,11 @@ class Search:
 
     def _remember(self, record: TrialRecord) -> None:
         self.records.append(record)
-        self._by_key.setdefault(_key(record.params), record)
+        self._by_key.setdefault(self._key(record.params), record)
+
+    def _key(self, params: dict[str, Any]) -> str:
+        """One key per config as it runs (``SearchSpace.normal``)."""
+        return _key(self.space.normal(params))
 
     # --- what to try next ----------------------------------------------------------------
 
@@ -344,10 +348,25 @@ class Search:
                 order = [here + 1, here - 1]
             for i in order:
                 if 0 <= i < len(choices):
-                    params = {**record.params, name: choices[i]}
-                    if _key(params) not in self._by_key:
+                    params = self._moved(record.params, name, choices[i])
+                    if params is not None and self._key(params) not in self._by_key:
                         found.append((params, name))
         return found
+
+    def _moved(self, params: dict[str, Any], name: str, value: Any) -> dict[str, Any] | None:
+        """``params`` with one knob changed. A change of ``processes`` keeps the global
+        batch (the per-process batch follows, when the space has it), so DDP is compared
+        with one process on the same optimizer steps; None when no batch size fits."""
+        moved = {**params, name: value}
+        if name != "processes" or "batch_size" not in params:
+            return moved
+        global_batch = params["batch_size"] * params["processes"]
+        if global_batch % value:
+            return None
+        per_process = global_batch // value
+        if per_process not in self.space.knob("batch_size").choices:
+            return None
+        return {**moved, "batch_size": per_process}
 
     def _time_left(self) -> float:
         return self.budget.left_s()
@@ -366,7 +385,7 @@ class Search:
         changed: str | None = None,
         known: Measurement | None = None,
     ) -> TrialRecord:
-        cached = self._by_key.get(_key(params))
+        cached = self._by_key.get(self._key(params))
         if cached is not None:
             return cached
         self.study.enqueue_trial(params)
@@ -525,7 +544,7 @@ class Search:
                 )
             best_before = self.best.value if self.best else 0.0
             trial = self.study.ask(self.space.distributions())
-            cached = self._by_key.get(_key(dict(trial.params)))
+            cached = self._by_key.get(self._key(dict(trial.params)))
             if cached is not None:
                 # Already measured: tell the sampler what it was, spend no time.
                 repeats += 1

@@ -22,6 +22,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from autoaccel.config import TrainingConfig
 from autoaccel.errors import UsageError
 from autoaccel.measure import Measurement, MeterSettings, classify_failure
@@ -334,15 +336,41 @@ def _kill_group(process: subprocess.Popen[bytes]) -> None:
     pid, even after the leader has exited and left workers or torchrun children behind.
     """
     pgid = process.pid
+    # torchrun starts each rank in a session of its own, out of reach of the group's
+    # signal: they are found as descendants first, and whatever outlives the group goes.
+    descendants = _descendants(process.pid)
     try:
         os.killpg(pgid, signal.SIGTERM)
     except ProcessLookupError:
-        return  # nobody left in the group
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        process.wait(timeout=3.0)
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(pgid, signal.SIGKILL)
+        pass  # nobody left in the group; a rank may still be
+    else:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.wait(timeout=3.0)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pgid, signal.SIGKILL)
     process.wait()
+    _kill_all(descendants)
+
+
+def _descendants(pid: int) -> list[psutil.Process]:
+    """The processes below ``pid`` (torchrun's ranks and their loader workers)."""
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return []
+
+
+def _kill_all(processes: list[psutil.Process]) -> None:
+    """TERM, a grace period, then KILL, for each process still alive."""
+    alive = [p for p in processes if p.is_running()]
+    for proc in alive:
+        with contextlib.suppress(psutil.Error):
+            proc.terminate()
+    _, left = psutil.wait_procs(alive, timeout=3.0)
+    for proc in left:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    psutil.wait_procs(left, timeout=3.0)
 
 
 def _from_log(log_path: Path, returncode: int | None) -> Measurement:

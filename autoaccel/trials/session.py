@@ -144,8 +144,17 @@ class TrialSession(StepObserver):
     def _on_uncaught(
         self, kind: type[BaseException], error: BaseException, tb: TracebackType | None
     ) -> None:
-        """A crash in the script's own code still leaves a classified result."""
-        if self.rank == 0 and not self._written and isinstance(error, Exception):
+        """A crash in the script's own code still leaves a classified result.
+
+        Under torchrun the rank that fails writes it, whichever rank that is, before its
+        exit closes the sockets the others wait on: torchrun then stops the other ranks, so
+        a rank that runs out of memory fails the trial as "oom" rather than leaving rank 0
+        to report the broken connection it sees next (it finds the report and stays quiet).
+        """
+        report = Path(self.spec.report_path)
+        if not self._written and not report.exists() and isinstance(error, Exception):
             outcome, message = classify_failure(error)
+            if self.world > 1:
+                message = f"rank {self.rank} of {self.world}: {message}"
             self._write(Measurement(outcome=outcome, message=message))
         self._previous_hook(kind, error, tb)

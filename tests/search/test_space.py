@@ -81,3 +81,36 @@ def test_workers_imply_persistent_workers() -> None:
     params = {**space.params_of(space.base), "num_workers": 1}
     config = space.config_for(params)
     assert config.persistent_workers and config.prefetch_factor == 2
+
+
+def test_processes_are_searched_for_script_trials_with_the_cores_split() -> None:
+    """DDP over 1..usable cores when trials are scripts (torchrun); each process gets its
+    share of the cores in threads, so 2 x 2 threads on 2 cores is measured as 2 x 1."""
+    import dataclasses
+
+    profile = probe_system()
+    wide = dataclasses.replace(profile, cpu=dataclasses.replace(profile.cpu, usable_cores=8))
+    user = TrainingConfig(batch_size=32, num_threads=2)
+    common = dict(
+        dataset_size=4096,
+        device=torch.device("cpu"),
+        conv_model=False,
+        tensor_data=True,
+        baseline_memory_bytes=None,
+    )
+    assert "processes" in build_space(wide, user, **common).excluded  # in-process: one
+    space = build_space(wide, user, include_parallel=True, **common)
+    assert space.knob("processes").choices == (1, 2, 4, 8)
+    config = space.config_for({**space.params_of(user), "processes": 4, "num_threads": 8})
+    assert config.strategy == "ddp" and config.num_threads == 2  # 8 cores / 4 processes
+    assert config.global_batch == 4 * 32
+    one = dataclasses.replace(profile, cpu=dataclasses.replace(profile.cpu, usable_cores=1))
+    why = build_space(one, user, include_parallel=True, **common).excluded["processes"]
+    assert why == "one process: this machine has 1 usable cores"
+
+
+def test_kept_global_batch_counts_processes() -> None:
+    space = space_for(keep_global_batch=True, include_parallel=True)
+    user_global = 32
+    config = space.config_for({**space.params_of(space.base), "batch_size": 8, "processes": 2})
+    assert config.batch_size * config.grad_accum_steps * config.processes == user_global

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -57,7 +58,9 @@ from autoaccel.search import (
     guesses,
     knob_priority,
     record_end_phase,
+    storage_url,
 )
+from autoaccel.search.shared import claim_end_phase, open_storage, worker_id
 from autoaccel.states import Objective
 from autoaccel.time_to_loss import Goal, ScheduleInputs, Trainer, search_schedule
 from autoaccel.time_to_loss.guard import (
@@ -199,6 +202,13 @@ def run_pipeline(
     )
     phases.enter("search")
     result = _search(job, options, budget, space, diagnosis, trial_s, console, on_best)
+    holder = _end_phase_holder(result, options, budget)
+    if holder is not None:
+        _say(console, f"search stopped ({result.stop_reason}); {_follower_line(holder)}")
+        advice = _advice(job, options, space, diagnosis, result, Speedup((), (), ()), budget)
+        advice.written_by = holder
+        advice.notes = [_follower_line(holder), *_other_hardware_notes(result)]
+        return advice
     _say(
         console,
         f"search stopped ({result.stop_reason}); re-measuring the {FINALISTS} best, then "
@@ -240,8 +250,36 @@ def run_pipeline(
         *result.best.measurement.notes,
         *([final_evidence] if final_evidence else []),
         *_speedup_notes(speedup, budget if out_of_time else None),
+        *_other_hardware_notes(result),
     ]
     return advice
+
+
+def _end_phase_holder(result: SearchResult, options: PipelineOptions, budget: Budget) -> str | None:
+    """In a shared study, the other worker that runs the end phase (None: this one does).
+    One worker re-measures the finalists, confirms and writes the config: the first to
+    finish its search claims it (``autoaccel.search.shared.claim_end_phase``)."""
+    if not result.shared:
+        return None
+    started_at = time.time() - budget.spent_s()
+    storage = open_storage(storage_url(options.storage))
+    return claim_end_phase(storage, result.study_name, worker_id(), started_at)
+
+
+def _follower_line(holder: str) -> str:
+    return (
+        f"worker {holder} runs this shared study's final round and confirmation and writes "
+        "its config; this worker writes none"
+    )
+
+
+def _other_hardware_notes(result: SearchResult) -> list[str]:
+    if not result.other_hardware:
+        return []
+    return [
+        f"{result.other_hardware} trials of study {result.study_name} were measured on other "
+        "hardware (another fingerprint): they are not ranked with this machine's"
+    ]
 
 
 def _guarded(job: Job, options: PipelineOptions) -> bool:
@@ -419,6 +457,7 @@ def _search(
         priority=knob_priority(diagnosis),
         console=console,
         on_best=on_best,
+        fingerprint=job.profile.fingerprint(),
     )
     try:
         return search.run(

@@ -63,6 +63,9 @@ class Advice:
     record_path: Path | None = None  # the run record (summary.json): `autoaccel report` it
     objective: str = ""  # what chose the pick; whether convergence was measured or guarded
     guard: GuardVerdict | None = None  # the throughput pick's convergence check
+    # In a shared study, the worker that runs the end phase and writes the config, when it
+    # is another one; None when this run does (the speedup is then confirmed here).
+    written_by: str | None = None
 
     def to_yaml(self) -> str:
         """The config as commented YAML, with its evidence."""

@@ -163,14 +163,15 @@ def run(args: argparse.Namespace) -> CommandResult:
     paths = Table(title="Where things are", title_justify="left", show_header=False)
     paths.add_column("")
     paths.add_column("")
-    paths.add_row("config", str(result.config_path))
+    written = f"written by worker {advice.written_by}" if advice.written_by else None
+    paths.add_row("config", written or str(result.config_path))
     paths.add_row("trial logs", str(result.trials_dir))
     paths.add_row("study", f"{advice.search.study_name} in {result.storage}")
     paths.add_row("run record", f"{advice.record_path}  (autoaccel report {advice.record_path})")
     paths.add_row("next", f"autoaccel run {args.script}")
     data = {
         **advice.to_dict(),
-        "config_path": str(result.config_path),
+        "config_path": None if advice.written_by else str(result.config_path),
         "trials_dir": str(result.trials_dir),
         "record_path": str(advice.record_path),
     }

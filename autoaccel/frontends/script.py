@@ -54,6 +54,7 @@ from autoaccel.record import run_record, write_record
 from autoaccel.redact import mask_command
 from autoaccel.schedule import LrFinding, RangeSweep, sweep_config
 from autoaccel.search import TrialRecord, WorkloadFacts, check_storage
+from autoaccel.search.shared import is_shared
 from autoaccel.states import Objective
 from autoaccel.time_to_loss import Goal
 from autoaccel.trials.protocol import TrialReport
@@ -169,11 +170,14 @@ def tune_script(
             phases.enter("baseline")
             job, report = _job(runner, console, metric)
             goal = _check_hook(report, objective_, target, metric, script)
-            saver = _SaveBest(out, job, options, console)
+            # A shared study's config is written once, by the worker that ends the study.
+            shared = is_shared(options.storage or "")
+            saver = None if shared else _SaveBest(out, job, options, console)
             advice = run_pipeline(
                 job, options, budget, console=console, on_best=saver, phases=phases
             )
-            if objective_ is Objective.TIME_TO_LOSS and job.trainer is not None:
+            writes = advice.written_by is None
+            if objective_ is Objective.TIME_TO_LOSS and job.trainer is not None and writes:
                 advice = tune_schedule(
                     advice,
                     job.trainer,
@@ -188,13 +192,14 @@ def tune_script(
             if lr_find:
                 phases.enter("LR range test")
                 advice, finding = _with_lr_finding(advice, runner, console)
-        save_or_keep(advice.config, out, stem=script.stem)
+        if writes:
+            save_or_keep(advice.config, out, stem=script.stem)
         record = run_record(
             advice,
             kind="tune",
             command=options.command,
             storage=storage,
-            config_path=str(out),
+            config_path=str(out) if writes else None,
             lr_finding=finding,
         )
         advice.record_path = write_record(record, trials_dir)

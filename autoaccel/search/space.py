@@ -378,8 +378,7 @@ def _processes(
     to the usable cores on the CPU (the intra-op threads then split between them)."""
     if not include_parallel:
         return (
-            "several processes need script trials (torchrun): use `autoaccel tune train.py` "
-            "for DDP"
+            "several processes need script trials (torchrun): use `autoaccel tune train.py` for DDP"
         )
     if cuda:
         limit, unit = len(profile.gpus), "visible GPUs"

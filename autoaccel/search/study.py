@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import optuna
+from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 from rich.console import Console
 
@@ -37,6 +38,17 @@ from autoaccel.config import TrainingConfig
 from autoaccel.errors import UsageError
 from autoaccel.measure import Measurement, PruneBelow
 from autoaccel.redact import mask_url
+from autoaccel.search.shared import (
+    DUPLICATE_ATTR,
+    FINGERPRINT_ATTR,
+    WORKER_ATTR,
+    Heartbeat,
+    is_shared,
+    open_storage,
+    quiet_experimental,
+    taken_elsewhere,
+    worker_id,
+)
 from autoaccel.search.space import SearchSpace
 from autoaccel.states import Outcome
 
@@ -99,6 +111,9 @@ class SearchResult:
     grid_size: int
     failures: dict[str, int] = field(default_factory=dict)  # outcome -> count (OOM, ...)
     pruned: int = 0  # trials stopped early as clearly slower: not failures
+    shared: bool = False  # the study lives in a database other workers may share
+    other_hardware: int = 0  # trials in the study measured on other hardware: not ranked
+    by_worker: dict[str, int] = field(default_factory=dict)  # trials each worker measured
 
 
 #: The study's objective, as optuna-dashboard and ``study.metric_names`` show it.
@@ -139,7 +154,8 @@ def check_storage(storage: str | None) -> str:
                 return url
             if not os.access(path, os.W_OK):
                 raise PermissionError(f"{path} cannot be written")
-        optuna.storages.RDBStorage(url).remove_session()
+        opened = open_storage(url)  # retries the schema's creation a racing worker began
+        (opened if isinstance(opened, RDBStorage) else RDBStorage(url)).remove_session()
     except Exception as error:  # SQLAlchemy, a driver or the OS: all mean "cannot use it"
         reason = mask_url(str(error).strip().splitlines()[0] if str(error).strip() else "")
         raise UsageError(
@@ -254,6 +270,12 @@ class Search:
         console: Where progress lines go (None for silence).
         on_best: Called with each new best trial (``autoaccel tune`` saves it at once, so an
             interrupted search leaves the best config so far).
+        fingerprint: This machine's hardware fingerprint: each trial records it, and only
+            trials measured on the same hardware are ranked together.
+
+    In a shared study (a database server, ``autoaccel.search.shared``) other workers'
+    trials join the ranking as they finish, count towards ``max_trials``, and a config
+    another worker is measuring is not measured here.
     """
 
     def __init__(
@@ -270,6 +292,7 @@ class Search:
         priority: Sequence[str] = (),
         console: Console | None = None,
         on_best: Callable[[TrialRecord], None] | None = None,
+        fingerprint: str | None = None,
     ) -> None:
         self.space = space
         self.trial_fn = trial_fn
@@ -284,11 +307,18 @@ class Search:
         self.console = console
         self.clock = budget.clock
         self.on_best = on_best
+        self.fingerprint = fingerprint
+        self.worker = worker_id()
+        self.shared = is_shared(self.storage)
+        self.rdb = open_storage(self.storage)
         self.study = optuna.create_study(
             study_name=study_name,
-            storage=self.storage,
+            storage=self.rdb,
             direction="maximize",
-            sampler=optuna.samplers.TPESampler(seed=seed, n_startup_trials=5),
+            # Workers sharing a study: the liar keeps TPE from proposing a running config.
+            sampler=optuna.samplers.TPESampler(
+                seed=seed, n_startup_trials=5, constant_liar=self.shared
+            ),
             load_if_exists=True,
         )
         with warnings.catch_warnings():  # "experimental" since Optuna 3.2, and still there
@@ -298,27 +328,61 @@ class Search:
         self._by_key: dict[str, TrialRecord] = {}
         self._started = budget.clock()
         self._measured = 0
-        self._load_previous()
+        self._seen: set[int] = set()  # trials of the study read or made here
+        self._in_flight: set[str] = set()  # configs other workers are measuring now
+        self._other_hardware = 0
+        self._refresh(initial=True)
 
-    # --- resuming ----------------------------------------------------------------------
+    # --- resuming, and other workers' trials ---------------------------------------------
 
-    def _load_previous(self) -> None:
+    def _refresh(self, *, initial: bool = False) -> None:
+        """Read the trials this worker has not seen: at the start (resuming), and in a shared
+        study before each decision, after failing those whose worker stopped beating."""
+        if self.shared:
+            with quiet_experimental():
+                optuna.storages.fail_stale_trials(self.study)
+        self._in_flight = set()
         for frozen in self.study.get_trials(deepcopy=False):
-            if frozen.state not in (TrialState.COMPLETE, TrialState.PRUNED):
+            if frozen.number in self._seen:
                 continue
             attrs = frozen.user_attrs
-            if "measurement" not in attrs or set(frozen.params) != set(self.space.names):
+            if frozen.state is TrialState.RUNNING:
+                if frozen.params and attrs.get(WORKER_ATTR) != self.worker:
+                    self._in_flight.add(self._key(dict(frozen.params)))
                 continue
-            record = TrialRecord(
-                number=frozen.number,
-                params=dict(frozen.params),
-                config=self.space.config_for(dict(frozen.params)),
-                measurement=Measurement.from_dict(attrs["measurement"]),
-                source="resumed",
-                parent=attrs.get("parent"),
-                changed=attrs.get("changed"),
-            )
+            if frozen.state is TrialState.WAITING:
+                continue
+            self._seen.add(frozen.number)
+            record = self._record_of(frozen, "resumed" if initial else None)
+            if record is None:
+                continue
+            if not initial:
+                self._measured += 1  # another worker's: the study's max_trials counts it
             self._remember(record)
+
+    def _record_of(
+        self, frozen: optuna.trial.FrozenTrial, source: str | None
+    ) -> TrialRecord | None:
+        """A finished trial of the study as a record; None when it is not one to rank: not
+        measured, of another space, a step-back, or measured on other hardware."""
+        attrs = frozen.user_attrs
+        if frozen.state not in (TrialState.COMPLETE, TrialState.PRUNED):
+            return None
+        if "measurement" not in attrs or set(frozen.params) != set(self.space.names):
+            return None
+        recorded = attrs.get(FINGERPRINT_ATTR)
+        if recorded and self.fingerprint and recorded != self.fingerprint:
+            self._other_hardware += 1
+            return None
+        return TrialRecord(
+            number=frozen.number,
+            params=dict(frozen.params),
+            config=self.space.config_for(dict(frozen.params)),
+            measurement=Measurement.from_dict(attrs["measurement"]),
+            source=source or f"worker {attrs.get(WORKER_ATTR, '?')}",
+            parent=attrs.get("parent"),
+            changed=attrs.get("changed"),
+        )
 
     def _remember(self, record: TrialRecord) -> None:
         self.records.append(record)
@@ -349,7 +413,10 @@ class Search:
             for i in order:
                 if 0 <= i < len(choices):
                     params = self._moved(record.params, name, choices[i])
-                    if params is not None and self._key(params) not in self._by_key:
+                    if params is None:
+                        continue
+                    key = self._key(params)
+                    if key not in self._by_key and key not in self._in_flight:
                         found.append((params, name))
         return found
 
@@ -384,13 +451,34 @@ class Search:
         parent: int | None = None,
         changed: str | None = None,
         known: Measurement | None = None,
-    ) -> TrialRecord:
+    ) -> TrialRecord | None:
+        """Measure ``params`` once: the record measured before (here or by another worker);
+        None when another worker claims it first (it measures, this one moves on)."""
+        if self.shared:
+            self._refresh()
         cached = self._by_key.get(self._key(params))
         if cached is not None:
             return cached
         self.study.enqueue_trial(params)
         trial = self.study.ask(self.space.distributions())
+        if known is None and self._stepped_back(trial):
+            return None
         return self._measure(trial, source, parent, changed, known)
+
+    def _stepped_back(self, trial: optuna.Trial) -> bool:
+        """In a shared study: whether another worker claims this trial's config too; then
+        this trial is failed unmeasured, marked as the other's duplicate."""
+        if not self.shared:
+            return False
+        other = taken_elsewhere(self.study, trial, self._key, self._key(dict(trial.params)))
+        if other is None:
+            return False
+        trial.set_user_attr(DUPLICATE_ATTR, other)
+        trial.set_user_attr(WORKER_ATTR, self.worker)
+        self.study.tell(trial, state=TrialState.FAIL)
+        self._seen.add(trial.number)
+        self._in_flight.add(self._key(dict(trial.params)))
+        return True
 
     def _measure(
         self,
@@ -402,6 +490,10 @@ class Search:
     ) -> TrialRecord:
         params = dict(trial.params)
         config = self.space.config_for(params)
+        self._seen.add(trial.number)
+        trial.set_user_attr(WORKER_ATTR, self.worker)
+        if self.fingerprint:
+            trial.set_user_attr(FINGERPRINT_ATTR, self.fingerprint)
         started = self.clock()
         best = self.best
         if known is not None:
@@ -417,7 +509,8 @@ class Search:
             source = "predicted"
         else:
             prune = PruneBelow(PRUNE_BELOW * best.value) if best is not None else None
-            measurement = self.trial_fn(config, prune)
+            with Heartbeat(self.rdb, trial):  # a shared study fails it if this worker dies
+                measurement = self.trial_fn(config, prune)
             self._measured += 1
         elapsed = self.clock() - started
         if measurement.outcome is Outcome.OOM:
@@ -490,6 +583,7 @@ class Search:
         base_record = self._run(
             self.space.params_of(baseline), "baseline", known=baseline_measurement
         )
+        assert base_record is not None  # a measured baseline is never stepped back from
         stop = None
         for guess in guesses:
             stop = self._should_stop()
@@ -505,7 +599,7 @@ class Search:
             if not options:
                 break
             params, knob = options[0]
-            self._run(params, "neighbour", best.number, knob)
+            self._run(params, "neighbour", best.number, knob)  # None: another worker has it
         stop = stop or self._sample()
         best = self.best or base_record
         failures: dict[str, int] = {}
@@ -525,7 +619,20 @@ class Search:
             grid_size=self.space.grid_size(),
             failures=failures,
             pruned=sum(r.measurement.outcome is Outcome.PRUNED for r in self.records),
+            shared=self.shared,
+            other_hardware=self._other_hardware,
+            by_worker=self._by_worker(),
         )
+
+    def _by_worker(self) -> dict[str, int]:
+        """How many of the ranked trials each worker measured (this one as ``here``)."""
+        counts: dict[str, int] = {}
+        for r in self.records:
+            if r.source in ("predicted", "resumed"):
+                continue
+            who = r.source.removeprefix("worker ") if r.source.startswith("worker ") else "here"
+            counts[who] = counts.get(who, 0) + 1
+        return counts
 
     def _sample(self) -> str:
         """TPE trials until ``patience`` in a row bring no gain, or a limit is hit."""
@@ -543,8 +650,15 @@ class Search:
                     "did not beat the best by 1%"
                 )
             best_before = self.best.value if self.best else 0.0
+            if self.shared:
+                self._refresh()
             trial = self.study.ask(self.space.distributions())
             cached = self._by_key.get(self._key(dict(trial.params)))
+            if cached is None and self._stepped_back(trial):
+                repeats += 1
+                if repeats >= 20:
+                    return "the sampler keeps proposing configurations other workers measure"
+                continue
             if cached is not None:
                 # Already measured: tell the sampler what it was, spend no time.
                 repeats += 1

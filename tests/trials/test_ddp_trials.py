@@ -7,10 +7,10 @@ import time
 from pathlib import Path
 
 import psutil
+from trials.test_script_trials import SHORT, script
 
 from autoaccel.config import TrainingConfig
 from autoaccel.trials.script import ScriptRunner
-from trials.test_script_trials import SHORT, script
 
 DDP = TrainingConfig(batch_size=32, strategy="ddp", processes=2, num_threads=1)
 

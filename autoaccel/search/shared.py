@@ -85,7 +85,8 @@ def open_storage(url: str) -> str | BaseStorage:
     attempt = 0
     while True:
         try:
-            return RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
+            with quiet_experimental():
+                return RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
         except Exception:  # SQLAlchemy's IntegrityError/ProgrammingError from the race
             attempt += 1
             if attempt == 3:
@@ -178,4 +179,6 @@ def quiet_experimental() -> Iterator[None]:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        # ask/tell beats for itself (``Heartbeat``), which Optuna's warning does not know.
+        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
         yield

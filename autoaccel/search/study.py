@@ -460,7 +460,8 @@ class Search:
         if cached is not None:
             return cached
         self.study.enqueue_trial(params)
-        trial = self.study.ask(self.space.distributions())
+        with quiet_experimental():
+            trial = self.study.ask(self.space.distributions())
         if known is None and self._stepped_back(trial):
             return None
         return self._measure(trial, source, parent, changed, known)
@@ -652,7 +653,8 @@ class Search:
             best_before = self.best.value if self.best else 0.0
             if self.shared:
                 self._refresh()
-            trial = self.study.ask(self.space.distributions())
+            with quiet_experimental():
+                trial = self.study.ask(self.space.distributions())
             cached = self._by_key.get(self._key(dict(trial.params)))
             if cached is None and self._stepped_back(trial):
                 repeats += 1

@@ -30,15 +30,19 @@ def _left_running(path: Path) -> list[str]:
     return found
 
 
+def _rank_1_at_step_5(action: str) -> str:
+    """The test script's forward line: rank 1 does ``action`` at its fifth step."""
+    return (
+        "steps = getattr(self, 'steps', 0) + 1; self.steps = steps\n"
+        f"        if os.environ.get('RANK') == '1' and steps == 5: {action}"
+    )
+
+
 def test_a_rank_that_runs_out_of_memory_fails_the_trial_as_oom(tmp_path: Path) -> None:
     """Rank 1 really asks the CPU allocator for 16 TiB at its fifth step; rank 0 is fine.
     The trial is an "oom" finding named for rank 1, well inside its timeout, and no rank
     is left behind."""
-    forward = (
-        "steps = getattr(self, 'steps', 0) + 1; self.steps = steps\n"
-        "        if os.environ.get('RANK') == '1' and steps == 5: torch.empty(2**42, "
-        "dtype=torch.float32)"
-    )
+    forward = _rank_1_at_step_5("torch.empty(2**42, dtype=torch.float32)")
     path = script(tmp_path, forward=forward)
     started = time.monotonic()
     trial = _runner(path, tmp_path, timeout_s=90).run(DDP)
@@ -54,10 +58,7 @@ def test_a_rank_that_hangs_is_killed_with_the_others_at_the_timeout(tmp_path: Pa
     """Rank 1 stops in a sleep; rank 0 waits for it in the gradient all-reduce. The trial
     timeout ends the trial, and every rank goes with torchrun, though torchrun starts
     each rank in a session of its own."""
-    forward = (
-        "steps = getattr(self, 'steps', 0) + 1; self.steps = steps\n"
-        "        if os.environ.get('RANK') == '1' and steps == 5: time.sleep(3600)"
-    )
+    forward = _rank_1_at_step_5("time.sleep(3600)")
     path = script(tmp_path, forward=forward)
     started = time.monotonic()
     trial = _runner(path, tmp_path, timeout_s=20).run(DDP)

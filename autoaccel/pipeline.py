@@ -243,7 +243,13 @@ def run_pipeline(
     )
     pick = {**result.best.params, "trial": result.best.number, "speedup": round(speedup.median, 3)}
     record_end_phase(
-        options.storage, result.study_name, space, end.entries, pick, _finalists(result, end)
+        options.storage,
+        result.study_name,
+        space,
+        end.entries,
+        pick,
+        _finalists(result, end),
+        result.marks,
     )
     advice = _advice(job, options, space, diagnosis, result, speedup, budget, verdict)
     advice.notes = [

@@ -34,7 +34,7 @@ __all__ = [
 #: The newest config format this autoaccel reads and the one it writes.
 SCHEMA_VERSION = 1
 
-STRATEGIES = ("none", "ddp")  # fsdp: named in a message until prepare() applies it
+STRATEGIES = ("none", "ddp", "fsdp")
 WORKERS_PER_CORE = 4  # loader workers beyond this only wait for a core
 #: How much of a bad value a message quotes: enough to recognise it, never a whole file.
 QUOTE_CHARS = 60
@@ -183,7 +183,7 @@ class TrainingConfig:
     )
     strategy: str = knob(
         "none",
-        "parallelism: none or ddp (launched with torchrun)",
+        "parallelism: none, ddp or fsdp (FSDP2: parameters sharded; launched with torchrun)",
         kind=str,
         choices=STRATEGIES,
     )
@@ -383,11 +383,6 @@ def _check_value(name: str, value: Any, meta: Mapping[str, Any]) -> str | None:
     if isinstance(value, float) and not math.isfinite(value):
         return f"{name}: must be a finite number, got {value!r}"
     if meta.get("choices") and value not in meta["choices"]:
-        if name == "strategy" and value == "fsdp":
-            return (
-                "strategy: fsdp is not applied by this autoaccel yet (DDP is); set "
-                "strategy: ddp, or none for one process"
-            )
         return f"{name}: expected one of {', '.join(meta['choices'])}, got {quote(value)}"
     minimum, maximum = meta.get("minimum"), meta.get("maximum")
     if minimum is not None and value < minimum:
@@ -473,7 +468,9 @@ def _check_relations(config: TrainingConfig) -> list[str]:
     if config.num_workers == 0 and config.prefetch_factor is not None:
         problems.append("prefetch_factor: needs num_workers > 0; leave it empty")
     if config.strategy == "none" and config.processes > 1:
-        problems.append(f"processes: {config.processes} processes need strategy ddp, got none")
+        problems.append(
+            f"processes: {config.processes} processes need strategy ddp or fsdp, got none"
+        )
     if config.momentum is not None and config.momentum >= 1:
         problems.append(f"momentum: must be below 1, got {config.momentum!r}")
     if config.schedule != "constant" and config.schedule_steps is None:

@@ -37,6 +37,7 @@ __all__ = [
     "has_conv",
     "model_device",
     "model_fingerprint",
+    "shard",
 ]
 
 
@@ -52,6 +53,36 @@ def model_fingerprint(model: nn.Module) -> str:
     """
     shapes = ";".join(f"{name}:{tuple(p.shape)}" for name, p in model.named_parameters())
     return hashlib.sha256(shapes.encode()).hexdigest()[:12]
+
+
+def shard(model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
+    """FSDP2 (``torch.distributed.fsdp.fully_shard``) in place: each child module that
+    holds parameters is a unit of its own (its parameters are gathered just for its forward
+    and backward), then the root; the optimizer then steps the shards.
+
+    ``fully_shard`` replaces each parameter by a sharded one (a DTensor), so the optimizer's
+    groups are pointed at the new parameters, by name; its options stay as they were.
+
+    Raises:
+        ConfigError: the optimizer has stepped already (its state is of whole parameters).
+    """
+    from torch.distributed.fsdp import fully_shard
+
+    from autoaccel.errors import ConfigError
+
+    if optimizer.state:
+        raise ConfigError(
+            "strategy: fsdp shards the parameters, and this optimizer has stepped already; "
+            "call prepare() before the first optimizer step"
+        )
+    names = {id(p): name for name, p in model.named_parameters()}
+    for child in model.children():
+        if any(True for _ in child.parameters()):
+            fully_shard(child)
+    fully_shard(model)
+    sharded = dict(model.named_parameters())
+    for group in optimizer.param_groups:
+        group["params"] = [sharded[names[id(p)]] if id(p) in names else p for p in group["params"]]
 
 
 def has_conv(model: nn.Module) -> bool:
@@ -97,7 +128,10 @@ class Run:
         self._channels_last = config.channels_last and has_conv(model)
         if self._channels_last:
             model = model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
-        if distributed:
+        self.sharded = distributed and config.strategy == "fsdp"
+        if self.sharded:
+            shard(model, optimizer)  # before compile, as torch recommends
+        elif distributed:
             # DDP before compile, as torch recommends; gradients all-reduce across processes.
             ids = [self.device.index] if self.device.type == "cuda" else None
             model = nn.parallel.DistributedDataParallel(model, device_ids=ids)
@@ -128,6 +162,11 @@ class Run:
             else None
         )
         self._last_loss: torch.Tensor | None = None
+
+    @property
+    def _sharded_module(self) -> Any:
+        """The FSDP2 root (``torch.compile`` keeps it as ``_orig_mod``)."""
+        return getattr(self.model, "_orig_mod", self.model)
 
     @property
     def loader(self) -> PreparedLoader:
@@ -166,7 +205,10 @@ class Run:
             loss = loss / self.grad_accum_steps
         scaled = self._scaler.scale(loss) if self._scaler is not None else loss
         last_micro_step = (self._micro_step + 1) % self.grad_accum_steps == 0
-        if self.distributed and not last_micro_step:
+        if self.sharded:  # FSDP2: gradients reduce-scatter only on the last micro-batch
+            self._sharded_module.set_requires_gradient_sync(last_micro_step)
+            scaled.backward()
+        elif self.distributed and not last_micro_step:
             with self.model.no_sync():  # type: ignore[operator]
                 scaled.backward()  # gradients all-reduce only on the last micro-batch
         else:

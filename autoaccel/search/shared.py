@@ -43,6 +43,7 @@ __all__ = [
     "GRACE_S",
     "HEARTBEAT_S",
     "Heartbeat",
+    "beat",
     "claim_end_phase",
     "is_shared",
     "open_storage",
@@ -92,6 +93,13 @@ def open_storage(url: str) -> str | BaseStorage:
             if attempt == 3:
                 raise
             time.sleep(0.5 * attempt)
+
+
+def beat(storage: BaseStorage | str, trial: optuna.Trial) -> None:
+    """One heartbeat for ``trial`` now (nothing for a storage without heartbeats)."""
+    if isinstance(storage, RDBStorage) and storage.get_heartbeat_interval():
+        with contextlib.suppress(Exception):  # a lost beat only risks a late FAIL
+            storage.record_heartbeat(trial._trial_id)
 
 
 class Heartbeat(contextlib.AbstractContextManager["Heartbeat"]):

@@ -41,8 +41,11 @@ from autoaccel.redact import mask_url
 from autoaccel.search.shared import (
     DUPLICATE_ATTR,
     FINGERPRINT_ATTR,
+    GRACE_S,
+    HEARTBEAT_S,
     WORKER_ATTR,
     Heartbeat,
+    beat,
     is_shared,
     open_storage,
     quiet_experimental,
@@ -114,6 +117,7 @@ class SearchResult:
     shared: bool = False  # the study lives in a database other workers may share
     other_hardware: int = 0  # trials in the study measured on other hardware: not ranked
     by_worker: dict[str, int] = field(default_factory=dict)  # trials each worker measured
+    marks: dict[str, str] = field(default_factory=dict)  # what this worker's trials record
 
 
 #: The study's objective, as optuna-dashboard and ``study.metric_names`` show it.
@@ -197,6 +201,7 @@ def record_end_phase(
     entries: Sequence[tuple[dict[str, Any], Measurement, str]],
     pick: dict[str, Any],
     finalists: Sequence[tuple[dict[str, Any], list[float]]],
+    marks: dict[str, str] | None = None,
 ) -> str:
     """Record how the end of a search decided, in the storage the dashboard reads.
 
@@ -211,6 +216,7 @@ def record_end_phase(
         entries: (searched params, measurement, source) for each end-phase measurement.
         pick: The params of the config written, with the confirmed speedup.
         finalists: Each finalist's params and its measured samples/s (search and final round).
+        marks: What each trial records of the worker and hardware (``Search.marks``).
 
     Returns:
         The final study's name.
@@ -223,6 +229,7 @@ def record_end_phase(
             "measurement": _measurement_attrs(measurement),
             **_flat_attrs(measurement),
             "source": source,
+            **(marks or {}),
         }
         study.add_trial(
             optuna.trial.create_trial(
@@ -460,26 +467,51 @@ class Search:
         if cached is not None:
             return cached
         self.study.enqueue_trial(params)
+        trial = self._ask()
+        other = self._stepped_back(trial)
+        if other is None:
+            return self._measure(trial, source, parent, changed, known)
+        if known is None:
+            return None
+        # Workers that start together each run the baseline for its facts; the study keeps
+        # one trial of it, this worker ranks its own measurement under that trial's number.
+        self._seen.add(other)
+        record = TrialRecord(other, params, self.space.config_for(params), known, source)
+        self._remember(record)
+        return record
+
+    def _ask(self) -> optuna.Trial:
+        """A new trial of the study; in a shared study it beats at once, so that a worker
+        killed any time after this leaves a trial that goes stale (Optuna fails only trials
+        that have beaten)."""
         with quiet_experimental():
             trial = self.study.ask(self.space.distributions())
-        if known is None and self._stepped_back(trial):
-            return None
-        return self._measure(trial, source, parent, changed, known)
+        beat(self.rdb, trial)
+        return trial
 
-    def _stepped_back(self, trial: optuna.Trial) -> bool:
-        """In a shared study: whether another worker claims this trial's config too; then
-        this trial is failed unmeasured, marked as the other's duplicate."""
+    def _stepped_back(self, trial: optuna.Trial) -> int | None:
+        """In a shared study: the number of another trial that claims this trial's config
+        too (then this trial is failed unmeasured, marked as the other's duplicate)."""
         if not self.shared:
-            return False
+            return None
         other = taken_elsewhere(self.study, trial, self._key, self._key(dict(trial.params)))
         if other is None:
-            return False
+            return None
         trial.set_user_attr(DUPLICATE_ATTR, other)
-        trial.set_user_attr(WORKER_ATTR, self.worker)
+        self._mark(trial)
         self.study.tell(trial, state=TrialState.FAIL)
         self._seen.add(trial.number)
         self._in_flight.add(self._key(dict(trial.params)))
-        return True
+        return other
+
+    @property
+    def marks(self) -> dict[str, str]:
+        """What each trial of this worker records: the worker, and the hardware."""
+        return {WORKER_ATTR: self.worker, FINGERPRINT_ATTR: self.fingerprint or ""}
+
+    def _mark(self, trial: optuna.Trial) -> None:
+        for name, value in self.marks.items():
+            trial.set_user_attr(name, value)
 
     def _measure(
         self,
@@ -492,9 +524,7 @@ class Search:
         params = dict(trial.params)
         config = self.space.config_for(params)
         self._seen.add(trial.number)
-        trial.set_user_attr(WORKER_ATTR, self.worker)
-        if self.fingerprint:
-            trial.set_user_attr(FINGERPRINT_ATTR, self.fingerprint)
+        self._mark(trial)
         started = self.clock()
         best = self.best
         if known is not None:
@@ -602,6 +632,8 @@ class Search:
             params, knob = options[0]
             self._run(params, "neighbour", best.number, knob)  # None: another worker has it
         stop = stop or self._sample()
+        if self.shared:
+            self._settle()
         best = self.best or base_record
         failures: dict[str, int] = {}
         for r in self.records:
@@ -623,7 +655,23 @@ class Search:
             shared=self.shared,
             other_hardware=self._other_hardware,
             by_worker=self._by_worker(),
+            marks=self.marks,
         )
+
+    def _settle(self) -> None:
+        """Wait for the trials other workers are measuring, so that this worker ends with
+        them ranked; a worker that died mid-trial stops beating, and its trial is failed
+        after ``GRACE_S``. At most ``GRACE_S`` and two typical trials."""
+        deadline = time.monotonic() + GRACE_S + HEARTBEAT_S + 2 * self._typical_trial_s()
+        self._refresh()
+        if self._in_flight and self.console is not None:
+            self.console.print(
+                f"waiting for the {len(self._in_flight)} trial(s) other workers are measuring",
+                highlight=False,
+            )
+        while self._in_flight and time.monotonic() < deadline:
+            time.sleep(HEARTBEAT_S / 2)
+            self._refresh()
 
     def _by_worker(self) -> dict[str, int]:
         """How many of the ranked trials each worker measured (this one as ``here``)."""
@@ -653,10 +701,9 @@ class Search:
             best_before = self.best.value if self.best else 0.0
             if self.shared:
                 self._refresh()
-            with quiet_experimental():
-                trial = self.study.ask(self.space.distributions())
+            trial = self._ask()
             cached = self._by_key.get(self._key(dict(trial.params)))
-            if cached is None and self._stepped_back(trial):
+            if cached is None and self._stepped_back(trial) is not None:
                 repeats += 1
                 if repeats >= 20:
                     return "the sampler keeps proposing configurations other workers measure"

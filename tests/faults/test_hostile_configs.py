@@ -37,7 +37,7 @@ REFUSED = [
     ("num_threads: 100000\n", r"num_threads: must be <= 4096"),
     ("strategy: ddp\nprocesses: 100000\n", r"processes: must be <= 1024"),
     ("grad_accum_steps: 1000000000\n", r"grad_accum_steps: must be <= 4096"),
-    ("strategy: fsdp\nprocesses: 2\n", r"strategy: fsdp is not applied by this autoaccel yet"),
+    ("strategy: zero3\nprocesses: 2\n", r"strategy: expected one of none, ddp, fsdp, got 'zero3'"),
     (BOMB, r"aliases \(\*name\) are not allowed"),
     ("batch_size: 32\nbatch_size: 64\n", r"line 2 \(duplicate key 'batch_size'\)"),
     ("", r"the config file is empty"),

@@ -43,10 +43,11 @@ def test_advise_time_to_loss_picks_by_held_out_loss(tmp_path: Path) -> None:
         (v.value for v in c.levels), reverse=True
     )
     # The pick is the soonest of your setup and the finalists (each trained on more data
-    # orders, its pace over all its runs); a run never trained again cannot be picked.
-    finalists = [r for r in done if r.paces]
-    assert c.best is c.baseline or c.best in finalists
-    assert c.best.pace <= min([c.baseline.pace, *(r.pace for r in finalists)])
+    # orders, its pace over all its runs); a run never trained again cannot be picked,
+    # unless the budget left no final round (a slow or busy machine): then the runs stand.
+    pool = [r for r in done if r.paces] or done
+    assert c.best is c.baseline or c.best in pool
+    assert c.best.pace <= min([c.baseline.pace, *(r.pace for r in pool)])
     for run in done:  # a finished candidate reached the lowest level, or used the horizon
         assert run.best_loss <= c.levels[-1].value or run.curve[-1].seconds >= 1.5 * 11 / 12
     config = advice.config

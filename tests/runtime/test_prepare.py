@@ -9,6 +9,7 @@ from models import Pairs, mlp, tabular
 import autoaccel
 from autoaccel.config import CONFIG_ENV, Provenance, TrainingConfig, find_config, save_config
 from autoaccel.errors import ConfigError
+from autoaccel.runtime.run import shard
 
 
 def make(lr: float = 0.1) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
@@ -131,14 +132,20 @@ def test_a_dataset_with_loader_kwargs_keeps_them() -> None:
     assert [len(x) for x, _ in run.loader] == [8, 8]
 
 
-def test_fsdp_is_refused_not_silently_replaced(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="strategy: fsdp is not applied by this autoaccel yet"):
-        TrainingConfig(strategy="fsdp", processes=2)
+def test_an_fsdp_config_loads_and_sharding_a_stepped_optimizer_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "fsdp.yaml"
     path.write_text("strategy: fsdp\nprocesses: 2\n")
-    model, optimizer = make()
-    with pytest.raises(ConfigError, match="strategy: fsdp is not applied by this autoaccel yet"):
-        autoaccel.prepare(model, optimizer, tabular(), config=path)
+    model = mlp()
+    optimizer = torch.optim.Adam(model.parameters())
+    with pytest.warns(UserWarning, match="start the script with `autoaccel run script.py`"):
+        run = autoaccel.prepare(model, optimizer, tabular(), config=path)
+    assert run.model is model and not run.sharded  # one process: nothing to shard over
+    for x, y in run.loader:  # a stepped optimizer holds whole-parameter state
+        run.backward(torch.nn.functional.cross_entropy(model(x), y))
+        run.step()
+        break
+    with pytest.raises(ConfigError, match="call prepare\\(\\) before the first optimizer step"):
+        shard(model, optimizer)
 
 
 def test_lr_follows_a_larger_batch_by_the_configs_rule(capsys: pytest.CaptureFixture[str]) -> None:

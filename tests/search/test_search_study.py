@@ -92,6 +92,18 @@ def test_an_interrupted_study_resumes(tmp_path: Path) -> None:
     assert len(keys) == len(set(keys))
 
 
+def test_trials_measured_on_other_hardware_are_not_ranked(tmp_path: Path) -> None:
+    first, user = setup(mlp(), tmp_path, max_trials=3, fingerprint="machine-a")
+    done = first.run(user)
+    elsewhere, _ = setup(mlp(), tmp_path, max_trials=3, fingerprint="machine-b")
+    assert not elsewhere.records and elsewhere._other_hardware == len(done.records)
+    result = elsewhere.run(user)  # measures its own baseline, counts the others apart
+    assert result.other_hardware == len(done.records)
+    assert all(r.source != "resumed" for r in result.records)
+    same, _ = setup(mlp(), tmp_path, max_trials=3, fingerprint="machine-a")
+    assert len(same.records) == len(done.records)  # its own machine's trials rank again
+
+
 def test_storage_urls(tmp_path: Path) -> None:
     assert storage_url("postgresql://u@h/db") == "postgresql://u@h/db"
     assert storage_url(str(tmp_path / "x" / "s.db")) == f"sqlite:///{tmp_path}/x/s.db"

@@ -234,7 +234,7 @@ def _launch_env(config: TrainingConfig) -> dict[str, str]:
 
 
 def _torchrun(config: TrainingConfig, script: str, config_path: str) -> Export:
-    processes = config.processes if config.strategy == "ddp" else 1
+    processes = config.processes if config.strategy != "none" else 1
     env = {"AUTOACCEL_CONFIG": config_path, **_launch_env(config)}
     prefix = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
     here = f"{prefix} torchrun --standalone --nproc-per-node={processes} {shlex.quote(script)}"

@@ -61,6 +61,8 @@ from autoaccel.search import (
     storage_url,
 )
 from autoaccel.search.shared import claim_end_phase, open_storage, worker_id
+from autoaccel.search.sharding import estimate_state
+from autoaccel.search.space import memory_budget
 from autoaccel.states import Objective
 from autoaccel.time_to_loss import Goal, ScheduleInputs, Trainer, search_schedule
 from autoaccel.time_to_loss.guard import (
@@ -170,7 +172,7 @@ def study_name_for(
 ) -> str:
     """A study name derived from the workload, the space and the machine: same call, same
     study, so a rerun resumes; a changed space gets a new study."""
-    key = repr((facts, space.describe(), profile.fingerprint(), options.settings))
+    key = repr((facts, space.identity(), profile.fingerprint(), options.settings))
     digest = hashlib.sha256(key.encode()).hexdigest()[:10]
     return f"{options.prefix}-{facts.model_name}-{digest}"
 
@@ -208,6 +210,7 @@ def run_pipeline(
         advice = _advice(job, options, space, diagnosis, result, Speedup((), (), ()), budget)
         advice.written_by = holder
         advice.notes = [_follower_line(holder), *_other_hardware_notes(result)]
+        advice.notes += _sharding_notes(space, advice.config)
         return advice
     _say(
         console,
@@ -257,6 +260,7 @@ def run_pipeline(
         *([final_evidence] if final_evidence else []),
         *_speedup_notes(speedup, budget if out_of_time else None),
         *_other_hardware_notes(result),
+        *_sharding_notes(space, advice.config),
     ]
     return advice
 
@@ -286,6 +290,15 @@ def _other_hardware_notes(result: SearchResult) -> list[str]:
         f"{result.other_hardware} trials of study {result.study_name} were measured on other "
         "hardware (another fingerprint): they are not ranked with this machine's"
     ]
+
+
+def _sharding_notes(space: SearchSpace, pick: TrainingConfig) -> list[str]:
+    """The model-state estimate, where it decided something: the pick shards the model,
+    or the model does not fit one device (FSDP advised)."""
+    state = space.model_state
+    if state is None or (state.fits_one() and pick.strategy != "fsdp"):
+        return []
+    return [f"strategy: {state.advice('processes' in space.names)}"]
 
 
 def _guarded(job: Job, options: PipelineOptions) -> bool:
@@ -426,6 +439,13 @@ def _space(job: Job, options: PipelineOptions) -> SearchSpace:
         conv_model=facts.conv_model,
         tensor_data=facts.tensor_data,
         baseline_memory_bytes=job.baseline.memory_growth_bytes,
+        model_state=estimate_state(
+            facts.parameter_count,
+            facts.optimizer,
+            job.baseline.memory_growth_bytes,
+            memory_budget(job.profile, facts.device),
+            shared=facts.device.type != "cuda",
+        ),
         keep_global_batch=options.keep_global_batch,
         include_compile=options.include_compile,
         include_parallel=options.include_parallel,

@@ -95,6 +95,63 @@ def test_run_starts_torchrun_for_a_ddp_config(tmp_path: Path) -> None:
     assert ran.stdout.count("batch_size=32") == 2
 
 
+NODE_SCRIPT = """
+import os
+import torch
+import autoaccel
+
+model = torch.nn.Linear(4, 2)
+opt = torch.optim.SGD(model.parameters(), lr=0.1)
+run = autoaccel.prepare(model, opt, (torch.randn(256, 4), torch.randint(0, 2, (256,))))
+seen = 0
+for x, y in run.loader:
+    run.backward(torch.nn.functional.cross_entropy(run.model(x), y))
+    run.step()
+    seen += len(x)
+print(f"rank {os.environ['RANK']} of {os.environ['WORLD_SIZE']}: {seen} samples", flush=True)
+"""
+
+
+def test_run_on_two_nodes_meets_at_the_rendezvous_and_prints_the_command(tmp_path: Path) -> None:
+    """Two `autoaccel run --nnodes 2` on this machine stand for two nodes: they meet at a
+    c10d rendezvous on loopback and train as one job of 2 processes (1 per node)."""
+    import socket
+
+    from autoaccel.config import TrainingConfig, save_config
+
+    script = tmp_path / "train.py"
+    script.write_text(NODE_SCRIPT)
+    config = save_config(
+        TrainingConfig(batch_size=32, strategy="ddp", processes=1, num_threads=1),
+        tmp_path / "ddp.yaml",
+    )
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        endpoint = f"127.0.0.1:{sock.getsockname()[1]}"
+    nodes = ["run", str(script), "--config", str(config), "--nnodes", "2"]
+    nodes += ["--rdzv-endpoint", endpoint, "--rdzv-id", "test-job"]
+    printed = cli(*nodes, "--print", "--json", cwd=tmp_path)
+    assert printed.returncode == 0, printed.stderr
+    line = json.loads(printed.stdout)["command"]
+    assert line.startswith(f"AUTOACCEL_CONFIG={config} torchrun --nnodes=2 --nproc-per-node=1 ")
+    assert f"--rdzv-backend=c10d --rdzv-endpoint={endpoint} --rdzv-id=test-job" in line
+    started = [
+        subprocess.Popen(
+            [sys.executable, "-m", "autoaccel.cli", *nodes],
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
+    outs = [p.communicate(timeout=300) for p in started]
+    assert all(p.returncode == 0 for p in started), [err[-1500:] for _, err in outs]
+    # one job of two processes, each training on its half of the data
+    ranks = sorted(line for out, _ in outs for line in out.splitlines() if "rank" in line)
+    assert ranks == ["rank 0 of 2: 128 samples", "rank 1 of 2: 128 samples"]
+
+
 def test_lr_find_on_an_example_at_the_configs_batch_size(tmp_path: Path) -> None:
     script = tmp_path / "train_lm.py"
     script.write_text((EXAMPLES / "train_lm.py").read_text())

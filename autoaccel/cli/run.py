@@ -1,12 +1,17 @@
 """``autoaccel run``: run a training script with its tuned config (torchrun when the config
 uses several processes). The config is found by the same lookup ``prepare()`` uses
 (``autoaccel.config.find_config``) and handed to the script through ``$AUTOACCEL_CONFIG``,
-so the script cannot pick another file."""
+so the script cannot pick another file.
+
+On a cluster, ``--nnodes N --rdzv-endpoint HOST:PORT`` starts this node's share of a
+multi-node run (torchrun's c10d rendezvous), and ``--print`` prints the line to start on
+every node instead of running it (docs/scale-out.md)."""
 
 from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import subprocess
 from pathlib import Path
 
@@ -20,11 +25,64 @@ from autoaccel.redact import mask_args, mask_command
 __all__ = ["EXAMPLE", "SUMMARY", "add_arguments", "run"]
 
 SUMMARY = "Run a training script with its tuned config."
-EXAMPLE = "autoaccel run examples/train_cnn.py -- --epochs 5"
+EXAMPLE = (
+    "autoaccel run examples/train_cnn.py -- --epochs 5\n"
+    "  autoaccel run train.py --nnodes 2 --rdzv-endpoint node1:29400 --print"
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_script(parser, config_help="config file")
+    parser.add_argument(
+        "--nnodes",
+        type=int,
+        default=1,
+        metavar="N",
+        help="machines that train together, each with the config's processes (default 1)",
+    )
+    parser.add_argument(
+        "--rdzv-endpoint",
+        metavar="HOST:PORT",
+        help="where the nodes meet (torchrun's c10d rendezvous): one node's address and a "
+        "free port, e.g. node1:29400; needed with --nnodes above 1",
+    )
+    parser.add_argument(
+        "--rdzv-id",
+        default="autoaccel",
+        metavar="ID",
+        help="the job's name at the rendezvous, the same on every node (default autoaccel)",
+    )
+    parser.add_argument(
+        "--print",
+        action="store_true",
+        help="print the command line to start (on every node) instead of running it",
+    )
+
+
+def _check_nodes(args: argparse.Namespace) -> None:
+    """Refuse a multi-node request that cannot meet, before anything runs."""
+    if args.nnodes < 1:
+        raise UsageError(f"--nnodes must be 1 or more, got {args.nnodes}")
+    endpoint = args.rdzv_endpoint
+    if args.nnodes > 1 and not endpoint:
+        raise UsageError(
+            f"--nnodes {args.nnodes} needs --rdzv-endpoint HOST:PORT, where the nodes meet "
+            "(one node's address and a free port, e.g. node1:29400)"
+        )
+    if endpoint is not None:
+        host, _, port = endpoint.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise UsageError(
+                f"--rdzv-endpoint must be HOST:PORT, e.g. node1:29400, got {endpoint!r}"
+            )
+
+
+def _shell_line(command: list[str], path: Path) -> str:
+    """The command as one shell line with its config, ``torchrun`` spelled as its CLI."""
+    shown = mask_args(command)
+    if shown[1:3] == ["-m", "torch.distributed.run"]:
+        shown = ["torchrun", *shown[3:]]
+    return f"{CONFIG_ENV}={shlex.quote(str(Path(path).resolve()))} {shlex.join(shown)}"
 
 
 def run(args: argparse.Namespace) -> CommandResult:
@@ -34,6 +92,7 @@ def run(args: argparse.Namespace) -> CommandResult:
 
     script: Path = args.script
     check_script(script)
+    _check_nodes(args)
     path = find_config(args.config, script=script, origin="--config")
     if path is None:
         raise UsageError(
@@ -41,7 +100,22 @@ def run(args: argparse.Namespace) -> CommandResult:
             f"`autoaccel tune {script}`, or pass --config PATH"
         )
     config = load_config(path, profile=probe_system())
-    command = launch_command(script, tuple(args.script_args), config.processes)
+    command = launch_command(
+        script,
+        tuple(args.script_args),
+        config.processes,
+        nodes=args.nnodes,
+        endpoint=args.rdzv_endpoint,
+        rendezvous_id=args.rdzv_id,
+    )
+    if args.print:
+        line = _shell_line(command, path)
+        where = f"on each of the {args.nnodes} nodes" if args.nnodes > 1 else "here"
+        head = f"# start {where} ({config.processes} processes each, strategy {config.strategy}):"
+        return CommandResult(
+            {"command": line, "config": str(path), "nodes": args.nnodes},
+            text=f"{head}\n{line}\n",
+        )
     env = {**os.environ, CONFIG_ENV: str(Path(path).resolve())}
     Console(stderr=True).print(
         f"autoaccel: {mask_command(command)}  (config {path})",

@@ -19,6 +19,7 @@ import torch
 
 from autoaccel.config import TrainingConfig
 from autoaccel.probe import HardwareProfile
+from autoaccel.search.sharding import ModelState
 from autoaccel.states import Precision
 
 __all__ = ["Knob", "MemoryModel", "SearchSpace", "WorkloadFacts", "build_space", "powers_of_two"]
@@ -149,6 +150,7 @@ class SearchSpace:
     memory: MemoryModel
     keep_global_batch: bool = False
     cores: int = 1  # usable CPU cores, shared by the processes of a DDP candidate
+    model_state: ModelState | None = None  # whether a whole copy fits: DDP, else FSDP
 
     def knob(self, name: str) -> Knob:
         """The knob called ``name``."""
@@ -201,8 +203,7 @@ class SearchSpace:
         """A full config from searched values, with the knobs that depend on them set."""
         params = self.normal(params)
         processes = params.get("processes", self.base.processes)
-        strategy = "ddp" if processes > 1 else "none"
-        config = replace(self.base, **params, strategy=strategy)
+        config = replace(self.base, **params, strategy=self.strategy_for(processes))
         workers = config.num_workers
         return replace(
             config,
@@ -210,6 +211,19 @@ class SearchSpace:
             prefetch_factor=(config.prefetch_factor or 2) if workers > 0 else None,
             grad_accum_steps=self._accum_for(config.batch_size, config.processes),
         )
+
+    def strategy_for(self, processes: int) -> str:
+        """How ``processes`` processes train: one alone; DDP when a whole copy of the
+        model's state fits each, FSDP when it does not (``model_state``)."""
+        if self.model_state is not None:
+            return self.model_state.strategy_for(processes)
+        return "ddp" if processes > 1 else "none"
+
+    def identity(self) -> tuple[Any, ...]:
+        """What makes two spaces the same search: the knobs, what is left out and why,
+        and the strategy of each process count (not the memory figures of the moment)."""
+        counts = self.knob("processes").choices if "processes" in self.names else (1,)
+        return (self.knobs, self.excluded, tuple(self.strategy_for(n) for n in counts))
 
     def _accum_for(self, batch_size: int, processes: int = 1) -> int:
         """Accumulation that keeps the caller's global batch (batch x accumulation x
@@ -224,6 +238,9 @@ class SearchSpace:
         """Rows of (knob, values, why) for reports."""
         rows = [(k.name, ", ".join(map(str, k.choices)), k.reason) for k in self.knobs]
         rows += [(name, "not searched", why) for name, why in self.excluded.items()]
+        if self.model_state is not None:
+            searched = "processes" in self.names
+            rows.append(("strategy", "follows processes", self.model_state.advice(searched)))
         return rows
 
 
@@ -269,6 +286,7 @@ def build_space(
     include_parallel: bool = False,
     has_loader: bool = True,
     max_batch_size: int | None = None,
+    model_state: ModelState | None = None,
 ) -> SearchSpace:
     """The knobs worth searching for this workload on this machine.
 
@@ -286,6 +304,9 @@ def build_space(
         has_loader: The data comes through a DataLoader (False for scripts that batch by
             themselves: no loader knobs then).
         max_batch_size: An upper bound the caller sets.
+        model_state: The model's training state and the device it would fill
+            (``autoaccel.search.sharding``): several processes run DDP when a whole copy
+            fits each, FSDP when it does not.
     """
     cuda = device.type == "cuda"
     memory = MemoryModel(memory_budget(profile, device))
@@ -304,7 +325,7 @@ def build_space(
     knobs = tuple(k for k in found.values() if isinstance(k, Knob))
     excluded = {name: why for name, why in found.items() if isinstance(why, str)}
     cores = profile.cpu.usable_cores
-    return SearchSpace(knobs, excluded, user, memory, keep_global_batch, cores)
+    return SearchSpace(knobs, excluded, user, memory, keep_global_batch, cores, model_state)
 
 
 _GPU_THREADS = "the GPU does the compute; CPU threads stay as they are"

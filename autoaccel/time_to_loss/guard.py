@@ -69,8 +69,10 @@ def guard_horizon_s(budget_s: float) -> float:
 
 
 def same_global(pick: TrainingConfig, user: TrainingConfig) -> TrainingConfig:
-    """``pick`` at your global batch: its micro-batch with accumulation where that divides
-    your global batch, else your own batch size and accumulation; the LR untouched.
+    """``pick`` at your global batch (over all its processes): its micro-batch with
+    accumulation where that divides each process's share, else your own batch size and
+    accumulation split between the processes; one process when they cannot split your
+    global batch evenly. The LR untouched.
 
     Example:
         >>> user = TrainingConfig(batch_size=64)
@@ -80,16 +82,26 @@ def same_global(pick: TrainingConfig, user: TrainingConfig) -> TrainingConfig:
         >>> c = same_global(TrainingConfig(batch_size=512, channels_last=True), user)
         >>> c.batch_size, c.grad_accum_steps, c.channels_last
         (64, 1, True)
+        >>> c = same_global(TrainingConfig(batch_size=128, strategy="ddp", processes=2), user)
+        >>> c.batch_size, c.grad_accum_steps, c.processes, c.global_batch
+        (32, 1, 2, 64)
     """
-    target = user.global_batch
-    if pick.batch_size <= target and target % pick.batch_size == 0:
-        batch, accum = pick.batch_size, target // pick.batch_size
+    processes, strategy = pick.processes, pick.strategy
+    if user.global_batch % processes:
+        processes, strategy = 1, "none"
+    share = user.global_batch // processes
+    if pick.batch_size <= share and share % pick.batch_size == 0:
+        batch, accum = pick.batch_size, share // pick.batch_size
+    elif user.batch_size % processes == 0:
+        batch, accum = user.batch_size // processes, user.grad_accum_steps
     else:
-        batch, accum = user.batch_size, user.grad_accum_steps
+        batch, accum = share, 1
     return replace(
         pick,
         batch_size=batch,
         grad_accum_steps=accum,
+        processes=processes,
+        strategy=strategy,
         lr=None,
         lr_scaling="none",
         warmup_steps=0,

@@ -116,20 +116,37 @@ def ended_early(trial: ScriptTrial, script: Path) -> UsageError:
 
 
 def launch_command(
-    script: Path, args: tuple[str, ...], processes: int, python: str = sys.executable
+    script: Path,
+    args: tuple[str, ...],
+    processes: int,
+    python: str = sys.executable,
+    *,
+    nodes: int = 1,
+    endpoint: str | None = None,
+    rendezvous_id: str = "autoaccel",
 ) -> list[str]:
-    """``python script.py args`` or, for several processes, the same under torchrun."""
-    if processes > 1:
-        return [
-            python,
-            "-m",
-            "torch.distributed.run",
-            "--standalone",
+    """``python script.py args`` or, for several processes, the same under torchrun: on
+    this machine alone (``--standalone``), or on each of ``nodes`` machines that meet at
+    the c10d rendezvous ``endpoint`` (``HOST:PORT`` of one of them).
+
+    Example:
+        >>> launch_command(Path("t.py"), (), 2, "python", nodes=2, endpoint="n1:29400")[3:]
+        ['--nnodes=2', '--nproc-per-node=2', '--rdzv-backend=c10d', '--rdzv-endpoint=n1:29400', '--rdzv-id=autoaccel', 't.py']
+    """
+    if nodes > 1:
+        assert endpoint, "several nodes meet at a rendezvous endpoint"
+        where = [
+            f"--nnodes={nodes}",
             f"--nproc-per-node={processes}",
-            str(script),
-            *args,
+            "--rdzv-backend=c10d",
+            f"--rdzv-endpoint={endpoint}",
+            f"--rdzv-id={rendezvous_id}",
         ]
-    return [python, str(script), *args]
+    elif processes > 1:
+        where = ["--standalone", f"--nproc-per-node={processes}"]
+    else:
+        return [python, str(script), *args]
+    return [python, "-m", "torch.distributed.run", *where, str(script), *args]
 
 
 @dataclass(frozen=True)

@@ -114,3 +114,34 @@ def test_kept_global_batch_counts_processes() -> None:
     user_global = 32
     config = space.config_for({**space.params_of(space.base), "batch_size": 8, "processes": 2})
     assert config.batch_size * config.grad_accum_steps * config.processes == user_global
+
+
+def test_several_processes_shard_the_model_when_a_whole_copy_does_not_fit() -> None:
+    """DDP keeps a whole copy per process; past the device's room the search runs FSDP,
+    and the space table shows the estimate it decided on (issue 14, item 1)."""
+    from autoaccel.search.sharding import estimate_state
+
+    gib, mib = 2**30, 2**20
+    # 200 Mi parameters with Adam: 800 + 800 + 1600 MiB; the baseline grew by the
+    # gradients, Adam's moments and 512 MiB of activations
+    big = estimate_state(200 * mib, "Adam", (800 + 1600 + 512) * mib, 6 * gib, shared=True)
+    small = estimate_state(10**6, "Adam", 10**8, 6 * gib, shared=True)
+    assert big.activations == 512 * mib and big.fits_one()  # 3.6 GiB fits one process ...
+    space = space_for(include_parallel=True, model_state=big)
+    config = space.config_for({**space.params_of(space.base), "processes": 2})
+    assert config.strategy == "fsdp"  # ... but two whole copies do not fit the RAM they share
+    assert big.per_process("fsdp", 2) == (1600 + 512) * mib  # half the state each
+    rows = {name: why for name, _, why in space.describe()}
+    assert rows["strategy"].startswith("DDP with several processes (a whole copy fits one")
+    assert (
+        "parameters 0.78 GiB + gradients 0.78 GiB + Adam state 1.56 GiB + measured activations "
+        "0.50 GiB = 3.62 GiB per process; the machine's free memory holds 6.00 GiB"
+    ) in rows["strategy"]
+    calm = space_for(include_parallel=True, model_state=small)
+    assert calm.config_for({**calm.params_of(calm.base), "processes": 2}).strategy == "ddp"
+    # A GPU holds one process each: 5 GiB of state on 4 GiB GPUs is FSDP over 2 or more.
+    gpus = estimate_state(5 * gib // 16, "Adam", None, 4 * gib, shared=False)
+    assert not gpus.fits_one() and gpus.devices_needed() == 2 and gpus.strategy_for(2) == "fsdp"
+    assert gpus.advice(searched_processes=False).startswith("advised: FSDP over at least 2 GPUs")
+    huge = estimate_state(10 * gib, "SGD", None, 6 * gib, shared=True)
+    assert "does not fit this machine" in huge.advice(searched_processes=False)

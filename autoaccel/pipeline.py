@@ -60,8 +60,8 @@ from autoaccel.search import (
     record_end_phase,
     storage_url,
 )
-from autoaccel.search.shared import claim_end_phase, open_storage, worker_id
 from autoaccel.search.sharding import estimate_state
+from autoaccel.search.shared import claim_end_phase, open_storage, worker_id
 from autoaccel.search.space import memory_budget
 from autoaccel.states import Objective
 from autoaccel.time_to_loss import Goal, ScheduleInputs, Trainer, search_schedule

@@ -130,8 +130,11 @@ def launch_command(
     the c10d rendezvous ``endpoint`` (``HOST:PORT`` of one of them).
 
     Example:
-        >>> launch_command(Path("t.py"), (), 2, "python", nodes=2, endpoint="n1:29400")[3:]
-        ['--nnodes=2', '--nproc-per-node=2', '--rdzv-backend=c10d', '--rdzv-endpoint=n1:29400', '--rdzv-id=autoaccel', 't.py']
+        >>> command = launch_command(Path("t.py"), (), 2, "python", nodes=2, endpoint="n1:29400")
+        >>> command[3:6]
+        ['--nnodes=2', '--nproc-per-node=2', '--rdzv-backend=c10d']
+        >>> command[6:]
+        ['--rdzv-endpoint=n1:29400', '--rdzv-id=autoaccel', 't.py']
     """
     if nodes > 1:
         assert endpoint, "several nodes meet at a rendezvous endpoint"

@@ -11,7 +11,7 @@ fewer of the two runs'), from the start of the run; the end phase (final round,
 confirmation), which one worker runs alone, is printed apart. Also printed: trials per
 worker, and configs measured twice (must be 0).
 
-    python bench/shared_study.py [--trials 12]
+    python bench/shared_study.py [--trials 16]
 """
 
 from __future__ import annotations
@@ -61,9 +61,10 @@ def run_workers(url: str, cores: list[int], trials: int, work: Path) -> dict[str
     if any(p.returncode for p in processes):
         raise SystemExit(f"a worker failed; see {work}/worker-*/tune.log")
     study = optuna.load_study(study_name="bench", storage=url)
-    searched = [
+    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    searched = [  # measured by the search: completed, or stopped early as clearly slower
         t
-        for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+        for t in study.get_trials(states=finished)
         if "measurement" in t.user_attrs
         and DUPLICATE_ATTR not in t.user_attrs
         and t.user_attrs.get("source") not in AGAIN
@@ -87,7 +88,7 @@ def run_workers(url: str, cores: list[int], trials: int, work: Path) -> dict[str
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--trials", type=int, default=12, help="--max-trials of the study")
+    parser.add_argument("--trials", type=int, default=16, help="--max-trials of the study")
     args = parser.parse_args()
     if len(os.sched_getaffinity(0)) < 2:
         raise SystemExit("needs two usable cores")

@@ -28,7 +28,12 @@ def cli(*args: str, cwd: Path, timeout: float = 400) -> subprocess.CompletedProc
     ("example", "run_args", "tune_args"),
     [
         ("train_cnn.py", ["--epochs", "1", "--samples", "256"], []),
-        ("train_lm.py", ["--steps", "3"], ["--lr-find", "--keep-global-batch"]),
+        pytest.param(
+            "train_lm.py",
+            ["--steps", "3"],
+            ["--lr-find", "--keep-global-batch"],
+            marks=pytest.mark.slow,
+        ),
     ],
 )
 def test_tune_then_run(

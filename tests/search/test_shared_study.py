@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import optuna
+import pytest
 from pg_server import PASSWORD, Server
 
 from autoaccel.search.shared import DUPLICATE_ATTR, FINGERPRINT_ATTR, WORKER_ATTR
@@ -78,6 +79,9 @@ def measured_keys(study: optuna.Study) -> list[str]:
         and DUPLICATE_ATTR not in t.user_attrs
         and t.user_attrs.get("source") not in AGAIN
     ]
+
+
+pytestmark = pytest.mark.slow  # two tunes of a minute or more each; CI runs them
 
 
 def test_two_workers_share_a_study_and_one_writes_the_config(

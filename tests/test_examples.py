@@ -157,6 +157,7 @@ def test_run_on_two_nodes_meets_at_the_rendezvous_and_prints_the_command(tmp_pat
     assert ranks == ["rank 0 of 2: 128 samples", "rank 1 of 2: 128 samples"]
 
 
+@pytest.mark.slow
 def test_lr_find_on_an_example_at_the_configs_batch_size(tmp_path: Path) -> None:
     script = tmp_path / "train_lm.py"
     script.write_text((EXAMPLES / "train_lm.py").read_text())

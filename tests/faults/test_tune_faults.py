@@ -193,6 +193,7 @@ def test_bad_numbers_are_refused_at_once(
 # --- a short budget, secrets in arguments, private logs: one real tune --------------------
 
 
+@pytest.mark.slow
 def test_a_short_budget_searches_ends_in_time_and_keeps_secrets(tmp_path: Path) -> None:
     script = write_script(tmp_path)
     budget_s = 30

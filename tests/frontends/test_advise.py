@@ -70,6 +70,7 @@ def test_advise_finds_a_faster_setup_and_leaves_the_caller_untouched(tmp_path: P
     assert load_config(path) == advice.config
 
 
+@pytest.mark.slow
 def test_each_recommendation_is_labelled(tmp_path: Path) -> None:
     advice = advise(
         mlp(),
@@ -159,6 +160,7 @@ def test_bad_input_fails_before_any_search(
     assert not storage.exists()
 
 
+@pytest.mark.slow
 def test_a_conv_model_on_a_dataset(tmp_path: Path) -> None:
     advice = advise(
         TinyConv(),

@@ -32,6 +32,7 @@ def advise_with_validation(tmp_path: Path, **extra: object) -> autoaccel.Advice:
     )
 
 
+@pytest.mark.slow
 def test_advise_time_to_loss_picks_by_held_out_loss(tmp_path: Path) -> None:
     advice = advise_with_validation(tmp_path, budget_s=20)
     c = advice.convergence
@@ -72,6 +73,7 @@ def test_a_loss_that_is_nan_from_the_first_step_names_the_likely_cause() -> None
         advise(mlp(), (x, y), loader_kwargs={"batch_size": 512}, progress=False, budget_s=30)
 
 
+@pytest.mark.slow
 def test_advise_with_a_goal_ranks_by_the_time_to_it(tmp_path: Path) -> None:
     advice = advise_with_validation(tmp_path, metric=accuracy, target=0.5, budget_s=18)
     c = advice.convergence

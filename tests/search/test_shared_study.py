@@ -88,8 +88,8 @@ def test_two_workers_share_a_study_and_one_writes_the_config(
     tmp_path: Path, postgres: Server
 ) -> None:
     url = postgres.url()
-    a = worker(tmp_path / "a", url, "shared", "--max-trials", "8", "--budget", "2m")
-    b = worker(tmp_path / "b", url, "shared", "--max-trials", "8", "--budget", "2m")
+    a = worker(tmp_path / "a", url, "shared", "--max-trials", "5", "--budget", "2m")
+    b = worker(tmp_path / "b", url, "shared", "--max-trials", "5", "--budget", "2m")
     with workers(a, b):
         out_a, err_a = a.communicate(timeout=240)
         out_b, err_b = b.communicate(timeout=240)
@@ -120,8 +120,8 @@ def test_a_worker_killed_mid_trial_leaves_a_failed_trial_and_the_other_goes_on(
     tmp_path: Path, postgres: Server
 ) -> None:
     url = postgres.url()
-    a = worker(tmp_path / "a", url, "killed", "--max-trials", "6", "--budget", "2m")
-    b = worker(tmp_path / "b", url, "killed", "--max-trials", "6", "--budget", "2m")
+    a = worker(tmp_path / "a", url, "killed", "--max-trials", "4", "--budget", "2m")
+    b = worker(tmp_path / "b", url, "killed", "--max-trials", "4", "--budget", "2m")
     a_id = f"{os.uname().nodename}:{a.pid}"
     with workers(a, b):
         killed = None

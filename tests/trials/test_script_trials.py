@@ -201,9 +201,8 @@ def test_a_script_that_mentions_prepare_but_never_reaches_it(tmp_path: Path) -> 
     assert "ended without reaching autoaccel.prepare()" in result.stderr
 
 
-@pytest.mark.parametrize(
-    "signum", [signal.SIGINT, pytest.param(signal.SIGTERM, marks=pytest.mark.slow)]
-)
+@pytest.mark.slow
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_a_stop_keeps_the_best_so_far_and_the_study_resumes(tmp_path: Path, signum: int) -> None:
     """Ctrl-C, or SIGTERM from a scheduler, in the middle of the search."""
     path = script(tmp_path)

@@ -18,24 +18,19 @@ storage URL works), so an interrupted search resumes where it stopped.
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
 import optuna
-from optuna.storages import RDBStorage
 from optuna.trial import TrialState
 from rich.console import Console
 
-from autoaccel.atomic import try_write
 from autoaccel.budget import Budget
 from autoaccel.config import TrainingConfig
-from autoaccel.errors import UsageError
 from autoaccel.measure import Measurement, PruneBelow
 from autoaccel.redact import mask_url
 from autoaccel.search.shared import (
@@ -53,6 +48,15 @@ from autoaccel.search.shared import (
     worker_id,
 )
 from autoaccel.search.space import SearchSpace
+from autoaccel.search.storage import (
+    DEFAULT_STORAGE,
+    OBJECTIVE_NAME,
+    check_storage,
+    flat_attrs,
+    measurement_attrs,
+    record_end_phase,
+    storage_url,
+)
 from autoaccel.states import Outcome
 
 __all__ = [
@@ -67,7 +71,6 @@ __all__ = [
     "storage_url",
 ]
 
-DEFAULT_STORAGE = Path(".autoaccel") / "studies.db"
 PRUNE_BELOW = 0.7  # a trial running under this share of the best so far is stopped
 GAIN = 1.01  # an improvement must beat the best by this factor to count
 
@@ -120,144 +123,8 @@ class SearchResult:
     marks: dict[str, str] = field(default_factory=dict)  # what this worker's trials record
 
 
-#: The study's objective, as optuna-dashboard and ``study.metric_names`` show it.
-OBJECTIVE_NAME = "samples_per_s"
-
-
-def storage_url(storage: str | None) -> str:
-    """An Optuna storage URL; the default is SQLite in ``.autoaccel/studies.db``."""
-    if storage:
-        if "://" in storage:
-            return storage
-        path = Path(storage)
-    else:
-        path = DEFAULT_STORAGE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{path}"
-
-
-def check_storage(storage: str | None) -> str:
-    """Open the study storage once, before any trial, so a bad one is found at once.
-
-    Returns:
-        Its URL.
-
-    Raises:
-        UsageError: an unknown scheme, a missing driver, a database that cannot be reached,
-            or an SQLite file that cannot be written; the URL's password masked.
-    """
-    shown = mask_url(storage or str(DEFAULT_STORAGE))
-    try:
-        url = storage_url(storage)
-        if url.startswith("sqlite:///"):
-            path = Path(url.removeprefix("sqlite:///"))
-            if path.is_dir():
-                raise IsADirectoryError(f"{path} is a directory")
-            try_write(path.parent)
-            if not path.exists():  # the study creates it; a failed baseline leaves none
-                return url
-            if not os.access(path, os.W_OK):
-                raise PermissionError(f"{path} cannot be written")
-        opened = open_storage(url)  # retries the schema's creation a racing worker began
-        (opened if isinstance(opened, RDBStorage) else RDBStorage(url)).remove_session()
-    except Exception as error:  # SQLAlchemy, a driver or the OS: all mean "cannot use it"
-        reason = mask_url(str(error).strip().splitlines()[0] if str(error).strip() else "")
-        raise UsageError(
-            f"--storage {shown} cannot be used ({type(error).__name__}: {reason[:200]}); give "
-            "a writable SQLite path (e.g. .autoaccel/studies.db) or a reachable database URL "
-            "(e.g. postgresql://user:password@host/db)"
-        ) from None
-    return url
-
-
-def _flat_attrs(m: Measurement) -> dict[str, Any]:
-    """The measurement's headline figures as flat scalar attributes (the dashboard sorts
-    and filters by these; the nested ``measurement`` attribute is for resuming)."""
-    return {
-        "outcome": m.outcome.value,
-        OBJECTIVE_NAME: round(m.samples_per_s, 1),
-        "data_wait_fraction": round(m.data_wait_fraction, 3),
-        "step_ms": round(1000 * m.step_time_s, 2),
-        "memory_growth_mib": round((m.memory_growth_bytes or 0) / 2**20, 1),
-        "message": m.message[:200],
-    }
-
-
 def _key(params: dict[str, Any]) -> str:
     return json.dumps(params, sort_keys=True, default=str)
-
-
-def _measurement_attrs(m: Measurement) -> dict[str, Any]:
-    data = m.to_dict()
-    data.pop("data_wait_fraction")
-    data["losses"] = list(m.losses[-5:])  # the last few are enough to show learning
-    return data
-
-
-def record_end_phase(
-    storage: str | None,
-    study_name: str,
-    space: SearchSpace,
-    entries: Sequence[tuple[dict[str, Any], Measurement, str]],
-    pick: dict[str, Any],
-    finalists: Sequence[tuple[dict[str, Any], list[float]]],
-    marks: dict[str, str] | None = None,
-) -> str:
-    """Record how the end of a search decided, in the storage the dashboard reads.
-
-    In the study, the final round's and the confirmation's measurements become trials, each
-    with its ``source``, and ``autoaccel_pick`` names the config written. A second study,
-    ``<study>-final-<time>``, holds one trial per finalist valued by the median of its
-    measurements: the rule that picked the winner, so that study's best trial is the config
-    written (the search study's best is its highest single measurement, which can be luck).
-
-    Args:
-        storage: The storage as the user gave it (``storage_url`` makes it a URL).
-        entries: (searched params, measurement, source) for each end-phase measurement.
-        pick: The params of the config written, with the confirmed speedup.
-        finalists: Each finalist's params and its measured samples/s (search and final round).
-        marks: What each trial records of the worker and hardware (``Search.marks``).
-
-    Returns:
-        The final study's name.
-    """
-    url = storage_url(storage)
-    study = optuna.load_study(study_name=study_name, storage=url)
-    distributions = space.distributions()
-    for params, measurement, source in entries:
-        attrs = {
-            "measurement": _measurement_attrs(measurement),
-            **_flat_attrs(measurement),
-            "source": source,
-            **(marks or {}),
-        }
-        study.add_trial(
-            optuna.trial.create_trial(
-                params=params,
-                distributions=distributions,
-                value=measurement.samples_per_s if measurement.ok else 0.0,
-                user_attrs=attrs,
-            )
-        )
-    final_name = f"{study_name}-final-{time.strftime('%Y%m%d-%H%M%S')}"
-    final = optuna.create_study(
-        study_name=final_name, storage=url, direction="maximize", load_if_exists=True
-    )
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        final.set_metric_names([f"{OBJECTIVE_NAME}_median"])
-    for params, rates in finalists:
-        final.add_trial(
-            optuna.trial.create_trial(
-                params=params,
-                distributions=distributions,
-                value=statistics.median(rates),
-                user_attrs={"samples_per_s_measured": rates, "source": "final round"},
-            )
-        )
-    study.set_user_attr("autoaccel_pick", {**pick, "final_study": final_name})
-    final.set_user_attr("autoaccel_pick", pick)
-    return final_name
 
 
 class Search:
@@ -548,8 +415,8 @@ class Search:
             self.space.memory.observe_oom(config.batch_size)
         elif measurement.ok:
             self.space.memory.observe(config.batch_size, measurement.memory_growth_bytes)
-        trial.set_user_attr("measurement", _measurement_attrs(measurement))  # read to resume
-        for name, value in _flat_attrs(measurement).items():  # sortable in the dashboard
+        trial.set_user_attr("measurement", measurement_attrs(measurement))  # read to resume
+        for name, value in flat_attrs(measurement).items():  # sortable in the dashboard
             trial.set_user_attr(name, value)
         trial.set_user_attr("source", source)
         if parent is not None:

@@ -45,7 +45,7 @@ def worker(folder: Path, url: str, study: str, *args: str) -> subprocess.Popen[s
     (folder / "train.py").write_text(SCRIPT)
     command = [sys.executable, "-m", "autoaccel.cli", "tune", "train.py", "--storage", url]
     return subprocess.Popen(
-        [*command, "--study", study, "--window", "0.3", "--json", *args],
+        [*command, "--study", study, "--window", "0.3", "--confirm-pairs", "1", "--json", *args],
         cwd=folder,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

@@ -140,18 +140,28 @@ def test_run_on_two_nodes_meets_at_the_rendezvous_and_prints_the_command(tmp_pat
     line = json.loads(printed.stdout)["command"]
     assert line.startswith(f"AUTOACCEL_CONFIG={config} torchrun --nnodes=2 --nproc-per-node=1 ")
     assert f"--rdzv-backend=c10d --rdzv-endpoint={endpoint} --rdzv-id=test-job" in line
-    started = [
-        subprocess.Popen(
-            [sys.executable, "-m", "autoaccel.cli", *nodes],
-            cwd=tmp_path,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(2)
-    ]
-    outs = [p.communicate(timeout=300) for p in started]
-    assert all(p.returncode == 0 for p in started), [err[-1500:] for _, err in outs]
+
+    def both_nodes() -> tuple[list[int], list[tuple[str, str]]]:
+        started = [
+            subprocess.Popen(
+                [sys.executable, "-m", "autoaccel.cli", *nodes],
+                cwd=tmp_path,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(2)
+        ]
+        outs = [p.communicate(timeout=300) for p in started]
+        return [p.returncode for p in started], outs
+
+    codes, outs = both_nodes()
+    if any(codes):
+        # Two torchrun agents on one host both try to host the rendezvous store; once in
+        # a CI run one failed (on real nodes only the endpoint's host hosts it). Once more,
+        # so a real failure still fails, with the whole of both logs.
+        codes, outs = both_nodes()
+    assert not any(codes), [err[-6000:] for _, err in outs]
     # one job of two processes, each training on its half of the data
     ranks = sorted(line for out, _ in outs for line in out.splitlines() if "rank" in line)
     assert ranks == ["rank 0 of 2: 128 samples", "rank 1 of 2: 128 samples"]

@@ -11,7 +11,7 @@ trial; from the baseline on, both run the same stages, drawing on the same ``Bud
    changes the global batch is kept only when its loss keeps pace with your setup's;
 6. the paired confirmation of what will be written;
 7. the advice: recommendations with their evidence, the LR rule, the provenance;
-8. with ``objective="time-to-loss"``, the schedule study (``autoaccel.time_to_loss``) and
+8. with ``objective="time-to-loss"``, the schedule study (``autoaccel.time_to_loss.stage``) and
    its evidence, through the front end's ``Trainer`` (in-process or script trials).
 """
 
@@ -29,7 +29,7 @@ import torch
 from rich.console import Console
 
 from autoaccel._version import __version__
-from autoaccel.advice import Advice, lr_follows_batch, recommendations, with_convergence
+from autoaccel.advice import Advice, lr_follows_batch, recommendations
 from autoaccel.budget import DEFAULT_MAX_TRIALS, Budget
 from autoaccel.config import NOT_MEASURED, Provenance, TrainingConfig, now_iso
 from autoaccel.confirm import (
@@ -64,7 +64,7 @@ from autoaccel.search.sharding import estimate_state
 from autoaccel.search.shared import claim_end_phase, open_storage, worker_id
 from autoaccel.search.space import memory_budget
 from autoaccel.states import Objective
-from autoaccel.time_to_loss import Goal, ScheduleInputs, Trainer, search_schedule
+from autoaccel.time_to_loss import Trainer
 from autoaccel.time_to_loss.guard import (
     RUN_OVERHEAD,
     GuardVerdict,
@@ -74,22 +74,17 @@ from autoaccel.time_to_loss.guard import (
 )
 
 __all__ = [
-    "THROUGHPUT_SHARE",
     "Job",
     "PipelineOptions",
     "check_budget",
     "run_pipeline",
-    "tune_schedule",
 ]
 
-THROUGHPUT_SHARE = 0.35  # of a time-to-loss budget, for the system-knob search
 MIN_TRIALS = 4  # the least a run measures: baseline, one candidate, one confirmation pair
 END_SHARE = 0.4  # at most this part of what the baseline leaves is kept for the end phases
-HORIZONS_PER_BUDGET = 10  # a schedule candidate trains for about 1/10 of what is left
 END_PHASES = "the final round and confirmation"
 GUARD_PHASE = "the convergence check"
 GUARD_SHARE_MAX = 0.3  # of what the baseline leaves, at most kept for the convergence check
-SCHEDULE_PHASE = "the schedule study"
 
 
 @dataclass(frozen=True)
@@ -589,115 +584,3 @@ def _provenance(
 def _say(console: Console | None, text: str) -> None:
     if console:
         console.print(f"autoaccel: {text}", highlight=False, soft_wrap=True)
-
-
-# --- time to loss: the schedule study after the throughput search --------------------------
-
-
-def tune_schedule(
-    advice: Advice,
-    trainer: Trainer,
-    user: TrainingConfig,
-    options: PipelineOptions,
-    budget: Budget,
-    *,
-    goal: Goal | None = None,
-    console: Console | None = None,
-    phases: Phases | None = None,
-) -> Advice:
-    """The schedule study on the throughput pick's system settings, and its advice.
-
-    Args:
-        trainer: Trains candidates and draws their held-out curves.
-        user: Your own setup.
-        goal: The held-out loss or metric value the user aims for, if named.
-        phases: The progress bar to tell of the phase.
-    """
-    budget.release(SCHEDULE_PHASE)
-    if phases is not None:
-        phases.enter("schedule study")
-    horizon = options.horizon_s or max(
-        4 * options.settings.window_s, budget.left_s() / HORIZONS_PER_BUDGET
-    )
-    # Paces against different horizons or goals do not compare: one study for each.
-    name = f"{options.study_name or advice.search.study_name}-schedule-{horizon:.0f}s"
-    if goal is not None:
-        name += f"-{goal.name}-{goal.target:g}"
-    inputs = ScheduleInputs(
-        system=replace(advice.config, lr_scaling="none", warmup_steps=0),
-        user=user,
-        rates=rates_by_batch(advice.search.records, advice.config),
-        fastest=settings_by_batch(advice.search.records, advice.config),
-        horizon_s=horizon,
-        study_name=name,
-        goal=goal,
-        storage=options.storage,
-        seed=options.seed,
-    )
-    converged = search_schedule(trainer, inputs, budget, console=console)
-    return with_convergence(advice, converged, user, wall_s=budget.spent_s())
-
-
-def rates_by_batch(records: list[TrialRecord], system: TrainingConfig) -> dict[int, float]:
-    """Measured samples/s by batch size, from the trials closest to the system settings."""
-    others = {k: v for k, v in system.knobs().items() if k != "batch_size"}
-    ok = [r for r in records if r.measurement.ok]
-    same = [r for r in ok if all(r.config.knobs().get(k) == v for k, v in others.items())]
-    rates: dict[int, float] = {}
-    for record in same or ok:
-        b = record.config.batch_size
-        rates[b] = max(rates.get(b, 0.0), record.measurement.samples_per_s)
-    return rates
-
-
-# How the cores are split between compute threads and loader workers, and the loader's
-# settings: what suits one batch size does not suit another.
-CPU_SPLIT_KNOBS = (
-    "num_threads",
-    "num_workers",
-    "persistent_workers",
-    "prefetch_factor",
-    "pin_memory",
-)
-
-
-def settings_by_batch(
-    records: list[TrialRecord], system: TrainingConfig
-) -> dict[int, TrainingConfig]:
-    """The system pick's settings for each measured batch size, with the compute threads
-    and loader settings (workers, prefetch, pinning) of the fastest trial measured at that
-    batch size: how much loading help a step needs, and so how the cores are best split
-    between threads and workers, depends on the batch; the model-side settings do not.
-
-    A batch-32 candidate of a pick measured at batch 256 with 1 thread and 2 workers thus
-    trains with the split that was fastest at batch 32 (on 2 cores often 2 threads, no
-    workers)."""
-    best: dict[int, TrialRecord] = {}
-    for record in records:
-        b = record.config.batch_size
-        if record.measurement.ok and (b not in best or record.value > best[b].value):
-            best[b] = record
-    clean: dict[str, Any] = {"lr_scaling": "none", "warmup_steps": 0}
-    settings = {
-        b: replace(
-            system,
-            batch_size=b,
-            grad_accum_steps=r.config.grad_accum_steps,
-            **{k: getattr(r.config, k) for k in CPU_SPLIT_KNOBS},
-            **clean,
-        )
-        for b, r in best.items()
-    }
-    settings[system.batch_size] = replace(system, **clean)
-    return settings
-
-
-def keep_for_schedule(budget: Budget, options: PipelineOptions) -> None:
-    """With time-to-loss, hold the schedule study's share back from the throughput search."""
-    if options.objective is Objective.TIME_TO_LOSS:
-        budget.keep(SCHEDULE_PHASE, (1 - THROUGHPUT_SHARE) * budget.given_s)
-
-
-def throughput_share(objective: Objective) -> float:
-    """The part of a budget the throughput search may use (for the minimum-budget check)."""
-    return THROUGHPUT_SHARE if objective is Objective.TIME_TO_LOSS else 1.0

@@ -22,6 +22,24 @@ FAST = MeterSettings(
 )
 
 
+#: A training script with a tiny model, trained until the trial stops it (a trial takes
+#: ~2 s, start-up included); the script-level tests start from it.
+TINY_SCRIPT = """
+import torch
+from torch import nn
+import autoaccel
+
+model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 2))
+opt = torch.optim.SGD(model.parameters(), lr=0.1)
+x, y = torch.randn(8192, 16), torch.randint(0, 2, (8192,))
+run = autoaccel.prepare(model, opt, (x, y), loader_kwargs={"batch_size": 32})
+while True:
+    for xb, yb in run.loader:
+        run.backward(torch.nn.functional.cross_entropy(run.model(xb), yb))
+        run.step()
+"""
+
+
 def mlp(inputs: int = 16, classes: int = 4) -> nn.Module:
     torch.manual_seed(0)
     return nn.Sequential(nn.Linear(inputs, 32), nn.ReLU(), nn.Linear(32, classes))

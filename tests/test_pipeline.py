@@ -8,15 +8,17 @@ import torch
 
 from autoaccel.config import TrainingConfig
 from autoaccel.measure import Measurement
-from autoaccel.pipeline import settings_by_batch
 from autoaccel.search import TrialRecord
+from autoaccel.time_to_loss.stage import rates_by_batch, settings_by_batch
+
+
+def record(n: int, rate: float, outcome: str = "ok", **knobs: object) -> TrialRecord:
+    """A throughput trial's record: its config and its measured samples/s."""
+    config = TrainingConfig(**knobs)  # type: ignore[arg-type]
+    return TrialRecord(n, {}, config, Measurement(outcome=outcome, samples_per_s=rate), "x")
 
 
 def test_each_batch_size_trains_with_the_cpu_split_measured_fastest_at_it() -> None:
-    def record(n: int, rate: float, outcome: str = "ok", **knobs: object) -> TrialRecord:
-        config = TrainingConfig(**knobs)  # type: ignore[arg-type]
-        return TrialRecord(n, {}, config, Measurement(outcome=outcome, samples_per_s=rate), "x")
-
     records = [
         record(0, 100.0, batch_size=32, num_workers=0, num_threads=2),
         record(1, 90.0, batch_size=32, num_workers=2, persistent_workers=True),
@@ -48,6 +50,28 @@ def test_each_batch_size_trains_with_the_cpu_split_measured_fastest_at_it() -> N
     # The throughput pick (after its final round) stands for its own batch size, and the
     # batch-size rule's warm-up is the schedule study's to choose.
     assert settings[256] == replace(system, lr_scaling="none", warmup_steps=0)
+
+
+def test_a_small_batch_trains_in_the_processes_measured_fastest_at_it() -> None:
+    """Two DDP processes won at batch 512; at batch 32 one process was faster, so a batch-32
+    schedule candidate trains in one (not at global batch 64 with the LR moved for it)."""
+
+    ddp = {"strategy": "ddp", "processes": 2, "num_threads": 1}
+    records = [
+        record(0, 1429.0, batch_size=32, num_threads=2),
+        record(1, 2423.0, batch_size=512, **ddp),
+        record(2, 1783.0, batch_size=128, **ddp),
+    ]
+    system = TrainingConfig(batch_size=512, **ddp)  # type: ignore[arg-type]
+    settings = settings_by_batch(records, system)
+    assert (settings[32].processes, settings[32].strategy, settings[32].num_threads) == (
+        1,
+        "none",
+        2,
+    )
+    assert settings[32].global_batch == 32
+    assert settings[128].processes == 2 and settings[128].global_batch == 256
+    assert settings[512] == system
 
 
 def test_the_final_study_ranks_finalists_as_the_final_round_does() -> None:
@@ -118,3 +142,17 @@ def test_a_refused_pick_falls_back_to_the_fastest_setup_measured_at_your_global_
     assert chosen is bf16_at_yours  # the fastest that keeps your global batch
     slow_only = replace(result, records=[baseline, big])
     assert _at_your_global_batch(big.config, slow_only, job) is baseline  # never slower than yours
+
+
+def test_rates_by_batch_are_those_of_the_settings_each_batch_trains_with() -> None:
+    """At batch 32 the candidate trains in one process (the fastest there), so its steps are
+    sized from that trial's rate, not from the two-process trials nearest in batch."""
+    ddp = {"strategy": "ddp", "processes": 2, "num_threads": 1}
+    records = [
+        record(0, 1429.0, batch_size=32, num_threads=2),
+        record(1, 2423.0, batch_size=512, **ddp),
+        record(2, 1783.0, batch_size=128, **ddp),
+        record(3, 9999.0, batch_size=64, precision="bf16-mixed"),  # another model-side setting
+    ]
+    system = TrainingConfig(batch_size=512, **ddp)  # type: ignore[arg-type]
+    assert rates_by_batch(records, system) == {32: 1429.0, 128: 1783.0, 512: 2423.0}

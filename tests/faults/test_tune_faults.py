@@ -21,6 +21,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from models import TINY_SCRIPT
 
 from autoaccel.cli import main
 from autoaccel.config import TrainingConfig, load_config, save_config
@@ -31,28 +32,19 @@ from autoaccel.trials.script import ScriptRunner, ended_early
 
 SECRET = "sk-TOPSECRET-4242"
 
-#: A script that trains a tiny model; STALL makes it write its pid and hang before prepare().
-SCRIPT = """
+#: The tiny training script; STALL makes it write its pid and hang before prepare().
+SCRIPT = (
+    """
 import os, sys, time
-import torch
-from torch import nn
-import autoaccel
 
 if os.environ.get("STALL"):
     open(os.environ["STALL"], "w").write(str(os.getpid()))
     time.sleep(600)
 if "--crash" in sys.argv:
     raise ValueError(f"no data at /data/train (arguments {sys.argv[1:]})")
-model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 2))
-opt = torch.optim.SGD(model.parameters(), lr=0.1)
-x, y = torch.randn(8192, 16), torch.randint(0, 2, (8192,))
-run = autoaccel.prepare(model, opt, (x, y), loader_kwargs={"batch_size": 32})
-while True:
-    for xb, yb in run.loader:
-        loss = torch.nn.functional.cross_entropy(run.model(xb), yb)
-        run.backward(loss)
-        run.step()
 """
+    + TINY_SCRIPT
+)
 
 
 def write_script(folder: Path) -> Path:

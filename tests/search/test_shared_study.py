@@ -18,31 +18,16 @@ from pathlib import Path
 
 import optuna
 import pytest
+from models import TINY_SCRIPT
 from pg_server import PASSWORD, Server
 
 from autoaccel.search.shared import DUPLICATE_ATTR, FINGERPRINT_ATTR, WORKER_ATTR
-
-#: A tiny model trained until the trial stops it (a trial takes ~2 s, start-up included).
-SCRIPT = """
-import torch
-from torch import nn
-import autoaccel
-
-model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 2))
-opt = torch.optim.SGD(model.parameters(), lr=0.1)
-x, y = torch.randn(8192, 16), torch.randint(0, 2, (8192,))
-run = autoaccel.prepare(model, opt, (x, y), loader_kwargs={"batch_size": 32})
-while True:
-    for xb, yb in run.loader:
-        run.backward(torch.nn.functional.cross_entropy(run.model(xb), yb))
-        run.step()
-"""
 
 
 def worker(folder: Path, url: str, study: str, *args: str) -> subprocess.Popen[str]:
     """One tuning worker in ``folder`` (its own copy of the script, its own output)."""
     folder.mkdir()
-    (folder / "train.py").write_text(SCRIPT)
+    (folder / "train.py").write_text(TINY_SCRIPT)
     command = [sys.executable, "-m", "autoaccel.cli", "tune", "train.py", "--storage", url]
     return subprocess.Popen(
         [*command, "--study", study, "--window", "0.3", "--confirm-pairs", "1", "--json", *args],
@@ -55,9 +40,15 @@ def worker(folder: Path, url: str, study: str, *args: str) -> subprocess.Popen[s
 
 
 @contextlib.contextmanager
-def workers(*started: subprocess.Popen[str]) -> Iterator[None]:
+def two_workers(
+    tmp_path: Path, url: str, study: str, trials: int
+) -> Iterator[tuple[subprocess.Popen[str], subprocess.Popen[str]]]:
+    """Workers ``a`` and ``b`` on one study, each in a folder of its own; both are killed
+    (with their trials) on the way out, whatever happened."""
+    args = ("--max-trials", str(trials), "--budget", "2m")
+    started = (worker(tmp_path / "a", url, study, *args), worker(tmp_path / "b", url, study, *args))
     try:
-        yield
+        yield started
     finally:
         for process in started:
             with contextlib.suppress(ProcessLookupError):
@@ -88,9 +79,7 @@ def test_two_workers_share_a_study_and_one_writes_the_config(
     tmp_path: Path, postgres: Server
 ) -> None:
     url = postgres.url()
-    a = worker(tmp_path / "a", url, "shared", "--max-trials", "5", "--budget", "2m")
-    b = worker(tmp_path / "b", url, "shared", "--max-trials", "5", "--budget", "2m")
-    with workers(a, b):
+    with two_workers(tmp_path, url, "shared", trials=5) as (a, b):
         out_a, err_a = a.communicate(timeout=240)
         out_b, err_b = b.communicate(timeout=240)
     assert a.returncode == 0 and b.returncode == 0, err_a + err_b
@@ -120,10 +109,8 @@ def test_a_worker_killed_mid_trial_leaves_a_failed_trial_and_the_other_goes_on(
     tmp_path: Path, postgres: Server
 ) -> None:
     url = postgres.url()
-    a = worker(tmp_path / "a", url, "killed", "--max-trials", "4", "--budget", "2m")
-    b = worker(tmp_path / "b", url, "killed", "--max-trials", "4", "--budget", "2m")
-    a_id = f"{os.uname().nodename}:{a.pid}"
-    with workers(a, b):
+    with two_workers(tmp_path, url, "killed", trials=4) as (a, b):
+        a_id = f"{os.uname().nodename}:{a.pid}"
         killed = None
         deadline = time.monotonic() + 120
         while killed is None and time.monotonic() < deadline:

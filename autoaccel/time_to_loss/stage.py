@@ -1,0 +1,158 @@
+"""The schedule study as a stage of the pipeline, after the throughput search.
+
+With ``objective="time-to-loss"`` the front ends keep this stage's share of the budget
+back from the throughput search (``keep_for_schedule``), run ``pipeline.run_pipeline``,
+then ``tune_schedule``: the schedule study (``study.search_schedule``) on the throughput
+pick's system settings, each batch size with the thread/loader split measured fastest for
+it, through the front end's ``Trainer`` (in-process or script trials).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
+
+from rich.console import Console
+
+from autoaccel.advice import Advice, with_convergence
+from autoaccel.budget import Budget
+from autoaccel.config import TrainingConfig
+from autoaccel.curves import Goal
+from autoaccel.progress import Phases
+from autoaccel.search import TrialRecord
+from autoaccel.states import Objective
+from autoaccel.time_to_loss.study import ScheduleInputs, search_schedule
+from autoaccel.time_to_loss.training import Trainer
+
+if TYPE_CHECKING:
+    from autoaccel.pipeline import PipelineOptions
+
+__all__ = [
+    "SCHEDULE_PHASE",
+    "THROUGHPUT_SHARE",
+    "keep_for_schedule",
+    "rates_by_batch",
+    "settings_by_batch",
+    "throughput_share",
+    "tune_schedule",
+]
+
+THROUGHPUT_SHARE = 0.35  # of a time-to-loss budget, for the system-knob search
+HORIZONS_PER_BUDGET = 10  # a schedule candidate trains for about 1/10 of what is left
+SCHEDULE_PHASE = "the schedule study"
+
+
+def tune_schedule(
+    advice: Advice,
+    trainer: Trainer,
+    user: TrainingConfig,
+    options: PipelineOptions,
+    budget: Budget,
+    *,
+    goal: Goal | None = None,
+    console: Console | None = None,
+    phases: Phases | None = None,
+) -> Advice:
+    """The schedule study on the throughput pick's system settings, and its advice.
+
+    Args:
+        trainer: Trains candidates and draws their held-out curves.
+        user: Your own setup.
+        goal: The held-out loss or metric value the user aims for, if named.
+        phases: The progress bar to tell of the phase.
+    """
+    budget.release(SCHEDULE_PHASE)
+    if phases is not None:
+        phases.enter("schedule study")
+    horizon = options.horizon_s or max(
+        4 * options.settings.window_s, budget.left_s() / HORIZONS_PER_BUDGET
+    )
+    # Paces against different horizons or goals do not compare: one study for each.
+    name = f"{options.study_name or advice.search.study_name}-schedule-{horizon:.0f}s"
+    if goal is not None:
+        name += f"-{goal.name}-{goal.target:g}"
+    system = replace(advice.config, lr_scaling="none", warmup_steps=0)  # the study sets LRs
+    inputs = ScheduleInputs(
+        system=system,
+        user=user,
+        rates=rates_by_batch(advice.search.records, system),
+        fastest=settings_by_batch(advice.search.records, advice.config),
+        horizon_s=horizon,
+        study_name=name,
+        goal=goal,
+        storage=options.storage,
+        seed=options.seed,
+    )
+    converged = search_schedule(trainer, inputs, budget, console=console)
+    return with_convergence(advice, converged, user, wall_s=budget.spent_s())
+
+
+# How the cores are split between processes, compute threads and loader workers, and the
+# loader's settings: what suits one batch size does not suit another (two processes win at
+# batch 512 and lose at 32, where the gradient all-reduce outweighs the compute).
+CPU_SPLIT_KNOBS = (
+    "processes",
+    "strategy",
+    "num_threads",
+    "num_workers",
+    "persistent_workers",
+    "prefetch_factor",
+    "pin_memory",
+)
+
+
+def rates_by_batch(records: list[TrialRecord], system: TrainingConfig) -> dict[int, float]:
+    """Measured samples/s by batch size: at each, the fastest trial with the system pick's
+    model-side settings (its processes, threads and loader may differ, as a candidate's do:
+    ``settings_by_batch``); from all trials when none shares them."""
+    free = {"batch_size", "grad_accum_steps", *CPU_SPLIT_KNOBS}
+    others = {k: v for k, v in system.knobs().items() if k not in free}
+    ok = [r for r in records if r.measurement.ok]
+    same = [r for r in ok if all(r.config.knobs().get(k) == v for k, v in others.items())]
+    rates: dict[int, float] = {}
+    for record in same or ok:
+        b = record.config.batch_size
+        rates[b] = max(rates.get(b, 0.0), record.measurement.samples_per_s)
+    return rates
+
+
+def settings_by_batch(
+    records: list[TrialRecord], system: TrainingConfig
+) -> dict[int, TrainingConfig]:
+    """The system pick's settings for each measured batch size, with the compute threads
+    and loader settings (workers, prefetch, pinning) of the fastest trial measured at that
+    batch size: how much loading help a step needs, and so how the cores are best split
+    between threads and workers, depends on the batch; the model-side settings do not.
+
+    A batch-32 candidate of a pick measured at batch 256 with 1 thread and 2 workers thus
+    trains with the split that was fastest at batch 32 (on 2 cores often 2 threads, no
+    workers)."""
+    best: dict[int, TrialRecord] = {}
+    for record in records:
+        b = record.config.batch_size
+        if record.measurement.ok and (b not in best or record.value > best[b].value):
+            best[b] = record
+    clean: dict[str, Any] = {"lr_scaling": "none", "warmup_steps": 0}
+    settings = {
+        b: replace(
+            system,
+            batch_size=b,
+            grad_accum_steps=r.config.grad_accum_steps,
+            **{k: getattr(r.config, k) for k in CPU_SPLIT_KNOBS},
+            **clean,
+        )
+        for b, r in best.items()
+    }
+    settings[system.batch_size] = replace(system, **clean)
+    return settings
+
+
+def keep_for_schedule(budget: Budget, options: PipelineOptions) -> None:
+    """With time-to-loss, hold the schedule study's share back from the throughput search."""
+    if options.objective is Objective.TIME_TO_LOSS:
+        budget.keep(SCHEDULE_PHASE, (1 - THROUGHPUT_SHARE) * budget.given_s)
+
+
+def throughput_share(objective: Objective) -> float:
+    """The part of a budget the throughput search may use (for the minimum-budget check)."""
+    return THROUGHPUT_SHARE if objective is Objective.TIME_TO_LOSS else 1.0

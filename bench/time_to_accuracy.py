@@ -122,35 +122,58 @@ def time_to_target(
             loader_kwargs={"batch_size": USER_BATCH, "shuffle": True},
             config=config,
         )
+    try:
+        return train_until(run, model, val, targets)
+    finally:
+        run.close()
+
+
+def train_until(
+    run: Any,
+    model: nn.Module,
+    val: Any,
+    targets: tuple[float, ...],
+    *,
+    evaluates: bool = True,
+    agree: Callable[[bool], bool] | None = None,
+) -> tuple[dict[float, float | None], float]:
+    """Train ``run`` until validation accuracy >= each target or ``CAP_S`` of training time
+    (evaluations every ``EVAL_EVERY_S`` of it, not counted); (seconds to each target, or
+    None; the best accuracy seen).
+
+    With several processes only rank 0 ``evaluates`` and keeps the clock: ``agree(stop)``
+    hands every rank rank 0's decision after each step, so all stop at the same step.
+    """
     loss_fn = nn.CrossEntropyLoss()
     trained, best, next_eval = 0.0, 0.0, EVAL_EVERY_S
     reached: dict[float, float | None] = dict.fromkeys(targets)
-    try:
-        batches = forever(run)
-        mark = time.perf_counter()
-        while trained < CAP_S:
-            x, y = next(batches)
-            with run.autocast():
-                out = run.model(x)
-                loss = loss_fn(out.reshape(-1, out.shape[-1]).float(), y.reshape(-1))
-            run.backward(loss)
-            run.step()
-            trained += time.perf_counter() - mark
+    batches = forever(run)
+    mark = time.perf_counter()
+    while True:
+        x, y = next(batches)
+        with run.autocast():
+            out = run.model(x)
+            loss = loss_fn(out.reshape(-1, out.shape[-1]).float(), y.reshape(-1))
+        run.backward(loss)
+        run.step()
+        trained += time.perf_counter() - mark
+        stop = False
+        if evaluates:
             if trained >= next_eval:
                 acc = accuracy(model, val)  # not counted as training time
                 best = max(best, acc)
                 for target in targets:
                     if acc >= target and reached[target] is None:
                         reached[target] = trained
-                if all(t is not None for t in reached.values()):
-                    return reached, best
-                if not math.isfinite(float(loss.detach())):
-                    return reached, best
+                stop = all(t is not None for t in reached.values())
+                stop = stop or not math.isfinite(float(loss.detach()))
                 next_eval += EVAL_EVERY_S
-            mark = time.perf_counter()
-        return reached, best
-    finally:
-        run.close()
+            stop = stop or trained >= CAP_S
+        if agree is not None:
+            stop = agree(stop)
+        if stop:
+            return reached, best
+        mark = time.perf_counter()
 
 
 def forever(run: Any) -> Any:

@@ -10,6 +10,7 @@ from autoaccel.config import TrainingConfig
 from autoaccel.measure import Measurement
 from autoaccel.search import TrialRecord
 from autoaccel.time_to_loss.stage import rates_by_batch, settings_by_batch
+from autoaccel.time_to_loss.study import _at_global
 
 
 def record(n: int, rate: float, outcome: str = "ok", **knobs: object) -> TrialRecord:
@@ -53,8 +54,8 @@ def test_each_batch_size_trains_with_the_cpu_split_measured_fastest_at_it() -> N
 
 
 def test_a_small_batch_trains_in_the_processes_measured_fastest_at_it() -> None:
-    """Two DDP processes won at batch 512; at batch 32 one process was faster, so a batch-32
-    schedule candidate trains in one (not at global batch 64 with the LR moved for it)."""
+    """Two DDP processes won at 2 x 512; at global batch 32 one process was faster, so a
+    global-batch-32 schedule candidate trains in one (not in two at 64, its LR moved)."""
 
     ddp = {"strategy": "ddp", "processes": 2, "num_threads": 1}
     records = [
@@ -63,15 +64,21 @@ def test_a_small_batch_trains_in_the_processes_measured_fastest_at_it() -> None:
         record(2, 1783.0, batch_size=128, **ddp),
     ]
     system = TrainingConfig(batch_size=512, **ddp)  # type: ignore[arg-type]
-    settings = settings_by_batch(records, system)
+    settings = settings_by_batch(records, system)  # by global batch
     assert (settings[32].processes, settings[32].strategy, settings[32].num_threads) == (
         1,
         "none",
         2,
     )
     assert settings[32].global_batch == 32
-    assert settings[128].processes == 2 and settings[128].global_batch == 256
-    assert settings[512] == system
+    assert settings[256].processes == 2 and settings[256].batch_size == 128
+    assert settings[1024] == system
+    # A global batch that was not measured: the nearest one's split, the per-process batch
+    # following it; one process where the split does not divide it.
+    assert (_at_global(settings, 512).processes, _at_global(settings, 512).batch_size) == (2, 256)
+    assert _at_global(settings, 16) == replace(settings[32], batch_size=16)
+    odd = _at_global(settings, 255)
+    assert (odd.processes, odd.strategy, odd.batch_size, odd.global_batch) == (1, "none", 255, 255)
 
 
 def test_the_final_study_ranks_finalists_as_the_final_round_does() -> None:
@@ -155,4 +162,53 @@ def test_rates_by_batch_are_those_of_the_settings_each_batch_trains_with() -> No
         record(3, 9999.0, batch_size=64, precision="bf16-mixed"),  # another model-side setting
     ]
     system = TrainingConfig(batch_size=512, **ddp)  # type: ignore[arg-type]
-    assert rates_by_batch(records, system) == {32: 1429.0, 128: 1783.0, 512: 2423.0}
+    assert rates_by_batch(records, system) == {32: 1429.0, 256: 1783.0, 1024: 2423.0}
+
+
+def test_the_schedule_picks_split_replaces_the_throughput_evidence_for_it() -> None:
+    """The throughput pick ran 2 processes x 256; the schedule study's pick trains at global
+    batch 32 in one process. The config's comments must not credit the 2-process trial for
+    batch 32 and one process; what both keep (precision) keeps its evidence."""
+    from autoaccel.advice.convergence import with_convergence
+    from autoaccel.advice.types import Advice
+    from autoaccel.config import Provenance
+    from autoaccel.curves import CurvePoint, Level, LossRun
+    from autoaccel.states import Outcome
+    from autoaccel.time_to_loss import ConvergenceResult
+
+    measured = "chosen together with other changes: the best trial (6) ran 1.59x the baseline"
+    evidence = {k: measured for k in ("batch_size", "processes", "num_threads", "precision")}
+    tuned = TrainingConfig(
+        batch_size=256,
+        strategy="ddp",
+        processes=2,
+        num_threads=1,
+        precision="bf16-mixed",
+        provenance=Provenance(evidence=evidence),
+    )
+    user = TrainingConfig(batch_size=32, num_threads=2)
+    pick = replace(tuned, batch_size=32, strategy="none", processes=1, num_threads=2, lr=0.004)
+    curve = (CurvePoint(1.0, 30, 1.3, 0.34),)
+    baseline = LossRun(user, Outcome.OK, curve=curve, pace=1.0, label="your setup")
+    best = LossRun(pick, Outcome.OK, curve=curve, pace=0.5, number=8)
+    converged = ConvergenceResult(
+        baseline=baseline,
+        best=best,
+        runs=[best],
+        finding=None,
+        rule="sqrt",
+        rule_reason="AdamW is Adam-family",
+        horizon_s=30.0,
+        holdout="the validation set",
+        study_name="s",
+        stop_reason="budget",
+        levels=[Level(0.33, 2.0, metric=True, higher=True)],
+        aim="accuracy 0.33 (your goal)",
+    )
+    # with_convergence reads the advice's config, recommendations and notes only.
+    advice = Advice(tuned, *([None] * 4), [], *([None] * 3))  # type: ignore[arg-type]
+    config = with_convergence(advice, converged, user, wall_s=1.0).config
+    assert (config.batch_size, config.processes, config.num_threads) == (32, 1, 2)
+    for knob in ("batch_size", "processes", "num_threads"):
+        assert config.provenance.evidence[knob].startswith("the schedule study's pick"), knob
+    assert config.provenance.evidence["precision"] == measured

@@ -14,6 +14,7 @@ from dataclasses import replace
 from autoaccel.advice.types import Advice, Recommendation
 from autoaccel.config import TrainingConfig
 from autoaccel.time_to_loss import ConvergenceResult
+from autoaccel.time_to_loss.study import batch_words
 
 __all__ = ["with_convergence"]
 
@@ -36,9 +37,18 @@ def with_convergence(
     evidence["objective"] = _objective_line(converged)
     if final.get("lr_scaling") != tuned.get("lr_scaling"):  # the study set the LR itself
         evidence.pop("lr_scaling", None)
+    # The throughput search's evidence stands only for the values it measured.
+    changed = [k for k in evidence if k in final and final[k] != tuned.get(k)]
     if best is converged.baseline:
+        for knob in changed:
+            evidence[knob] = "yours: the schedule study kept your setup"
         recs.append(_keep_yours(converged))
     else:
+        for knob in changed:
+            evidence[knob] = (
+                "the schedule study's pick trains with the settings measured fastest at its "
+                f"global batch ({best.config.global_batch})"
+            )
         line = _pick_line(converged)
         evidence["lr"] = evidence["schedule"] = line
         recs.append(_train_like_the_pick(converged, line))
@@ -133,7 +143,7 @@ def _pick_line(converged: ConvergenceResult) -> str:
 def _train_like_the_pick(converged: ConvergenceResult, line: str) -> Recommendation:
     config = converged.best.config
     text = (
-        f"train at batch {config.batch_size} with peak lr {config.lr:g}, "
+        f"train at {batch_words(config)} with peak lr {config.lr:g}, "
         f"{config.schedule} decay after {config.warmup_steps} warm-up steps"
     )
     if config.momentum:

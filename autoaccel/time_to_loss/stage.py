@@ -3,8 +3,8 @@
 With ``objective="time-to-loss"`` the front ends keep this stage's share of the budget
 back from the throughput search (``keep_for_schedule``), run ``pipeline.run_pipeline``,
 then ``tune_schedule``: the schedule study (``study.search_schedule``) on the throughput
-pick's system settings, each batch size with the thread/loader split measured fastest for
-it, through the front end's ``Trainer`` (in-process or script trials).
+pick's system settings, each global batch with the process/thread/loader split measured
+fastest for it, through the front end's ``Trainer`` (in-process or script trials).
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ CPU_SPLIT_KNOBS = (
 
 
 def rates_by_batch(records: list[TrialRecord], system: TrainingConfig) -> dict[int, float]:
-    """Measured samples/s by batch size: at each, the fastest trial with the system pick's
+    """Measured samples/s by global batch: at each, the fastest trial with the system pick's
     model-side settings (its processes, threads and loader may differ, as a candidate's do:
     ``settings_by_batch``); from all trials when none shares them."""
     free = {"batch_size", "grad_accum_steps", *CPU_SPLIT_KNOBS}
@@ -111,7 +111,7 @@ def rates_by_batch(records: list[TrialRecord], system: TrainingConfig) -> dict[i
     same = [r for r in ok if all(r.config.knobs().get(k) == v for k, v in others.items())]
     rates: dict[int, float] = {}
     for record in same or ok:
-        b = record.config.batch_size
+        b = record.config.global_batch
         rates[b] = max(rates.get(b, 0.0), record.measurement.samples_per_s)
     return rates
 
@@ -119,31 +119,32 @@ def rates_by_batch(records: list[TrialRecord], system: TrainingConfig) -> dict[i
 def settings_by_batch(
     records: list[TrialRecord], system: TrainingConfig
 ) -> dict[int, TrainingConfig]:
-    """The system pick's settings for each measured batch size, with the compute threads
-    and loader settings (workers, prefetch, pinning) of the fastest trial measured at that
-    batch size: how much loading help a step needs, and so how the cores are best split
-    between threads and workers, depends on the batch; the model-side settings do not.
+    """The system pick's settings for each measured global batch, with the processes,
+    compute threads and loader settings (workers, prefetch, pinning) of the fastest trial
+    measured at that global batch, and its split of it into per-process batch and
+    accumulation: how much loading help a step needs, and so how the cores are best split
+    between processes, threads and workers, depends on the batch; the model-side settings
+    do not.
 
-    A batch-32 candidate of a pick measured at batch 256 with 1 thread and 2 workers thus
-    trains with the split that was fastest at batch 32 (on 2 cores often 2 threads, no
-    workers)."""
+    A global-batch-32 candidate of a pick measured with 2 processes x 256 thus trains with
+    the split that was fastest at 32 (on 2 cores often 1 process, 2 threads, no workers)."""
     best: dict[int, TrialRecord] = {}
     for record in records:
-        b = record.config.batch_size
+        b = record.config.global_batch
         if record.measurement.ok and (b not in best or record.value > best[b].value):
             best[b] = record
     clean: dict[str, Any] = {"lr_scaling": "none", "warmup_steps": 0}
     settings = {
         b: replace(
             system,
-            batch_size=b,
+            batch_size=r.config.batch_size,
             grad_accum_steps=r.config.grad_accum_steps,
             **{k: getattr(r.config, k) for k in CPU_SPLIT_KNOBS},
             **clean,
         )
         for b, r in best.items()
     }
-    settings[system.batch_size] = replace(system, **clean)
+    settings[system.global_batch] = replace(system, **clean)
     return settings
 
 

@@ -70,11 +70,11 @@ class ScheduleInputs:
     Args:
         system: The throughput search's pick (its batch is the "fast" one).
         user: Your own setup.
-        rates: Measured samples/s by batch size (from the throughput search), to size each
+        rates: Measured samples/s by global batch (from the throughput search), to size each
             candidate's schedule to the steps the horizon holds.
-        fastest: The fastest measured system settings at each batch size; a candidate
-            trains with those of its batch size (the nearest measured one). None:
-            ``system``'s at every batch size.
+        fastest: The fastest measured system settings at each global batch; a candidate
+            trains with those of its global batch (the nearest measured one, its per-process
+            batch following). None: ``system``'s at every global batch.
         horizon_s: Training time your setup gets, and each candidate at most.
         goal: The held-out loss or metric value you aim for: when your setup reaches it in
             the horizon, the pace is the time to it alone (else to your setup's losses).
@@ -143,10 +143,39 @@ def search_schedule(
 
 
 def _steps_per_s(config: TrainingConfig, rates: dict[int, float]) -> float:
-    """Optimizer steps per second at this batch size, from the measured samples/s (of the
-    nearest measured batch size when this one was not measured)."""
-    nearest = min(rates, key=lambda b: abs(math.log(b / config.batch_size)))
-    return rates.get(config.batch_size, rates[nearest]) / config.global_batch
+    """Optimizer steps per second at this global batch, from the measured samples/s (of the
+    nearest measured global batch when this one was not measured)."""
+    nearest = _nearest_log(config.global_batch, rates)
+    return rates.get(config.global_batch, rates[nearest]) / config.global_batch
+
+
+def _nearest_log(value: int, measured: Any) -> int:
+    """The measured batch nearest to ``value`` on a log scale."""
+    return min(measured, key=lambda b: abs(math.log(b / value)))
+
+
+def _at_global(settings: dict[int, TrainingConfig], global_batch: int) -> TrainingConfig:
+    """The settings measured at the nearest global batch, at ``global_batch``: the same
+    processes and accumulation when they divide it (the per-process batch follows), else
+    one process."""
+    shaped = settings[_nearest_log(global_batch, settings)]
+    split = shaped.processes * shaped.grad_accum_steps
+    if global_batch % split == 0:
+        return replace(shaped, batch_size=global_batch // split)
+    return replace(
+        shaped, batch_size=global_batch, grad_accum_steps=1, processes=1, strategy="none"
+    )
+
+
+def batch_words(config: TrainingConfig) -> str:
+    """'batch 64', or 'batch 64 (2 processes x 32)' when it is split."""
+    if config.global_batch == config.batch_size:
+        return f"batch {config.batch_size}"
+    parts = [f"{config.processes} processes"] if config.processes > 1 else []
+    parts.append(f"{config.batch_size}")
+    if config.grad_accum_steps > 1:
+        parts.append(f"{config.grad_accum_steps} accumulated")
+    return f"batch {config.global_batch} ({' x '.join(parts)})"
 
 
 def _horizon_steps(config: TrainingConfig, rates: dict[int, float], seconds: float) -> int:
@@ -176,6 +205,8 @@ class _ScheduleStudy:
         self.aim = ""
         self.start: tuple[float | None, float | None] | None = None
         self.plan = (0, 0)  # (finalists, data orders) of the final round
+        # The settings measured fastest at each global batch.
+        self.settings = inputs.fastest or {inputs.system.global_batch: inputs.system}
 
     def say(self, text: str) -> None:
         if self.console:
@@ -273,11 +304,9 @@ class _ScheduleStudy:
         sweep_s = max(10.0, self.inputs.horizon_s)
         tested = system
         if SWEEP_STEPS / _steps_per_s(system, rates) > sweep_s:
-            tested = replace(
-                system, batch_size=user.batch_size, grad_accum_steps=user.grad_accum_steps
-            )
+            tested = _at_global(self.settings, user.global_batch)
         finding = self.trainer.find_lr(tested, steps=SWEEP_STEPS, max_s=sweep_s)
-        self.say(f"LR range test at batch {tested.batch_size}: {finding}")
+        self.say(f"LR range test at {batch_words(tested)}: {finding}")
         return finding, tested
 
     def _lr_anchors(self, finding: LrFinding, tested: TrainingConfig) -> list[float]:
@@ -290,10 +319,10 @@ class _ScheduleStudy:
         return [lr * lr_multiplier(self.rule, b, user.global_batch) for lr, b in anchors]
 
     def _batch_sizes(self) -> list[int]:
-        """Every batch size the throughput search ran without failing, and smaller ones down
-        to a quarter of yours: on a CPU smaller batches cost little per sample."""
+        """Every global batch the throughput search ran without failing, and smaller ones
+        down to a quarter of yours: on a CPU smaller batches cost little per sample."""
         rates, user = self.inputs.rates, self.inputs.user
-        return sorted({*rates, *powers_of_two(max(1, user.batch_size // 4), max(rates))})
+        return sorted({*rates, *powers_of_two(max(1, user.global_batch // 4), max(rates))})
 
     @staticmethod
     def _middle(at_user: list[float]) -> float:
@@ -303,7 +332,7 @@ class _ScheduleStudy:
     def _distributions(self, batches: list[int], at_user: list[float]) -> dict[str, Any]:
         spread = max(LR_SPREAD, 2 * math.sqrt(max(at_user) / min(at_user)))
         distributions: dict[str, Any] = {
-            "batch_size": CategoricalDistribution(batches),
+            "global_batch": CategoricalDistribution(batches),
             "lr_scale": FloatDistribution(1 / spread, spread, log=True),
             "warmup": CategoricalDistribution(WARMUP_FRACTIONS),
             "schedule": CategoricalDistribution(SCHEDULES),
@@ -315,13 +344,10 @@ class _ScheduleStudy:
         return distributions
 
     def _config_of(self, params: dict[str, Any], at_user: list[float]) -> TrainingConfig:
-        """A candidate's config: the settings measured fastest at its batch size, the LR
+        """A candidate's config: the settings measured fastest at its global batch, the LR
         moved there by the rule, and its schedule sized to the steps it will take."""
         inputs = self.inputs
-        settings = inputs.fastest or {inputs.system.batch_size: inputs.system}
-        batch = int(params["batch_size"])
-        nearest = min(settings, key=lambda b: abs(math.log(b / batch)))
-        shaped = replace(settings[nearest], batch_size=batch)
+        shaped = _at_global(self.settings, int(params["global_batch"]))
         # The decay ends after a multiple of your time to the last level (a schedule that
         # anneals by then gets there sooner than one spread over the horizon), or with the
         # horizon when there are no levels.
@@ -365,20 +391,25 @@ class _ScheduleStudy:
         middle = self._middle(at_user)
         # Your LR (moved by the rule) as a multiple of the middle of the searched range.
         yours = float(f"{self.user_lr / middle:.4g}")
-        mine, fast = _nearest(user.batch_size, batches), system.batch_size
+        mine, fast = _nearest(user.global_batch, batches), system.global_batch
         first: list[dict[str, Any]] = [
-            {"batch_size": mine, "warmup": 0.1, "schedule": "one-cycle"},
-            {"batch_size": mine, "warmup": 0.0, "schedule": "constant", "lr_scale": yours},
-            {"batch_size": fast, "warmup": 0.05, "schedule": "constant", "lr_scale": yours},
-            {"batch_size": fast, "warmup": 0.1, "schedule": "one-cycle"},
-            {"batch_size": mine, "warmup": 0.05, "schedule": "cosine", "decay_span": 2.0},
-            {"batch_size": fast, "warmup": 0.05, "schedule": "cosine", "decay_span": 2.0},
+            {"global_batch": mine, "warmup": 0.1, "schedule": "one-cycle"},
+            {"global_batch": mine, "warmup": 0.0, "schedule": "constant", "lr_scale": yours},
+            {"global_batch": fast, "warmup": 0.05, "schedule": "constant", "lr_scale": yours},
+            {"global_batch": fast, "warmup": 0.1, "schedule": "one-cycle"},
+            {"global_batch": mine, "warmup": 0.05, "schedule": "cosine", "decay_span": 2.0},
+            {"global_batch": fast, "warmup": 0.05, "schedule": "cosine", "decay_span": 2.0},
         ]
         if len(at_user) > 1:  # Smith's one-cycle recipe: the range test's LR as the peak
             suggested = float(f"{at_user[1] / middle:.4g}")
             first.insert(
                 1,
-                {"batch_size": mine, "warmup": 0.1, "schedule": "one-cycle", "lr_scale": suggested},
+                {
+                    "global_batch": mine,
+                    "warmup": 0.1,
+                    "schedule": "one-cycle",
+                    "lr_scale": suggested,
+                },
             )
         span = {"decay_span": 1.0} if self.levels else {}
         momentum = {"momentum": _nearest(self.momentum[1], MOMENTA)} if self.momentum else {}
@@ -444,7 +475,7 @@ class _ScheduleStudy:
             study.tell(trial, state=TrialState.FAIL)
         momentum = f", momentum {config.momentum}" if config.momentum is not None else ""
         self.say(
-            f"  schedule trial #{trial.number}: batch {config.batch_size}, lr {config.lr:.3g}, "
+            f"  schedule trial #{trial.number}: {batch_words(config)}, lr {config.lr:.3g}, "
             f"{config.schedule}, warm-up {config.warmup_steps}/{config.schedule_steps} steps"
             f"{momentum} -> {outcome_line(result)}"
         )

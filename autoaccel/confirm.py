@@ -63,6 +63,8 @@ class Speedup:
         return max(self.ratios) if self.ratios else 1.0
 
     def __str__(self) -> str:
+        if not self.ratios:
+            return "not confirmed (no pairs ran)"
         return (
             f"{self.median:.2f}x (min {self.min:.2f}, max {self.max:.2f}, {len(self.ratios)} pairs)"
         )

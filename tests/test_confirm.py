@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from autoaccel.config import TrainingConfig
-from autoaccel.confirm import confirm, final_round
+from autoaccel.confirm import Speedup, confirm, final_round
 from autoaccel.measure import Measurement
 from autoaccel.search import TrialRecord
 
@@ -57,3 +57,10 @@ def test_the_final_round_keeps_the_best_median_not_the_lucky_trial() -> None:
     assert capped.number == 1  # one round cannot outvote the lucky 120: (120 + 90) / 2
     order.clear()
     assert final_round(measure, records, max_measurements=2)[1] is None and not order
+
+
+def test_a_speedup_with_no_pairs_says_it_was_not_confirmed() -> None:
+    """A budget spent before the confirmation leaves no pairs: no '1.00x' is shown as if
+    it had been measured."""
+    assert str(Speedup((), (), ())) == "not confirmed (no pairs ran)"
+    assert str(Speedup((1.2, 1.4), (1.0, 1.0), (1.2, 1.4))) == "1.30x (min 1.20, max 1.40, 2 pairs)"

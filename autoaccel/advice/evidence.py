@@ -48,11 +48,14 @@ def _changed(result: SearchResult, best: TrialRecord) -> list[Recommendation]:
         if value == old:
             continue
         other = _one_knob_pair(result.records, best, knob, old)
-        if other is not None:
+        kept = best.config.global_batch == base.config.global_batch
+        if knob == "batch_size" and kept:  # set by the processes (or accumulation) it runs in
+            evidence = f"per process: {_split(best.config)} = your global batch, kept"
+        elif other is not None:
             evidence = _compare(knob, old, value, other, best)
         else:
             evidence = (
-                f"chosen together with other changes: the best trial ({best.number}) "
+                f"chosen together with other changes: the best ({_named(best)}) "
                 f"ran {best.value / max(base.value, 1e-9):.2f}x the baseline"
             )
         recs.append(Recommendation(f"set {knob} = {value} (was {old})", evidence, True, knob))
@@ -84,12 +87,14 @@ def _batch_changed(
     result: SearchResult, best: TrialRecord, keep_global_batch: bool
 ) -> list[Recommendation]:
     """A changed batch without an LR of its own: the LR must follow (said, not measured)."""
-    old, new = result.baseline.params.get("batch_size"), best.params.get("batch_size")
-    if old == new or keep_global_batch or old is None or new is None:
+    if "batch_size" not in best.params:
+        return []
+    old, new = result.baseline.config.global_batch, best.config.global_batch
+    if old == new or keep_global_batch:
         return []
     return [
         Recommendation(
-            f"the batch changed {new / old:g}x: scale the learning rate with it (linear for "
+            f"the global batch changed {new / old:g}x: scale the learning rate with it (linear for "
             "SGD, square root for Adam) and warm it up, or pass keep_global_batch=True",
             "a larger batch takes fewer, larger steps; throughput alone does not show how "
             "fast the model learns",
@@ -147,6 +152,22 @@ def _flat_loss(losses: tuple[float, ...]) -> str | None:
     return None
 
 
+def _split(config: TrainingConfig) -> str:
+    """'2 processes x 16 (32)': how the global batch is made up."""
+    parts = [f"{config.processes} processes"] if config.processes > 1 else []
+    parts.append(str(config.batch_size))
+    if config.grad_accum_steps > 1:
+        parts.append(f"{config.grad_accum_steps} accumulated")
+    return f"{' x '.join(parts)} ({config.global_batch})"
+
+
+def _named(record: TrialRecord) -> str:
+    """'trial 7', or what a record measured outside the search is."""
+    if record.number >= 0:
+        return f"trial {record.number}"
+    return "the pick at your global batch, measured for the convergence check"
+
+
 def _compared(record: TrialRecord) -> bool:
     """A trial with a throughput to compare: measured, or stopped early as slower."""
     return record.measurement.outcome in (Outcome.OK, Outcome.PRUNED)
@@ -163,6 +184,8 @@ def _one_knob_pair(
 def _compare(knob: str, old: Any, new: Any, before: TrialRecord, after: TrialRecord) -> str:
     """Evidence text for one knob changed between two trials, all else equal."""
     trials = f"(trial {before.number} vs {after.number}, all else equal)"
+    if min(before.number, after.number) < 0:
+        trials = f"({_named(before)} vs {_named(after)}, all else equal)"
     early = [r for r in (before, after) if r.measurement.outcome is Outcome.PRUNED]
     rate_before = before.measurement.samples_per_s
     rate_after = after.measurement.samples_per_s

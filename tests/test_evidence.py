@@ -1,0 +1,68 @@
+"""The evidence behind each recommendation, for a pick that keeps your global batch in two
+processes: the situation of the README's main job on a 2-core machine (the convergence
+check kept the global batch 32 as 2 processes x 16, measured outside the search)."""
+
+from __future__ import annotations
+
+import torch
+
+from autoaccel.advice.evidence import recommendations
+from autoaccel.config import TrainingConfig
+from autoaccel.measure import Measurement
+from autoaccel.search import Diagnosis, SearchResult, TrialRecord, WorkloadFacts
+from autoaccel.states import Bound
+
+KNOBS = ("batch_size", "num_threads", "processes")
+
+
+def record(n: int, rate: float, source: str = "sampler", **knobs: object) -> TrialRecord:
+    config = TrainingConfig(**knobs)  # type: ignore[arg-type]
+    params = {k: getattr(config, k) for k in KNOBS}
+    return TrialRecord(n, params, config, Measurement(outcome="ok", samples_per_s=rate), source)
+
+
+def advice_for(best: TrialRecord, records: list[TrialRecord]) -> dict[str, str]:
+    result = SearchResult(
+        records=records,
+        baseline=records[0],
+        best=best,
+        stop_reason="budget",
+        wall_s=60.0,
+        study_name="s",
+        storage="x.db",
+        trials_measured=len(records),
+        grid_size=100,
+    )
+    diagnosis = Diagnosis(Bound.COMPUTE, 0.1, None, 1 << 30, ())
+    facts = WorkloadFacts("Net", 10_000, 4096, True, False, torch.device("cpu"), 3.0, "SGD")
+    recs = recommendations(result, diagnosis, facts, keep_global_batch=False)
+    return {r.text: r.evidence for r in recs}
+
+
+def test_a_pick_that_keeps_your_global_batch_in_two_processes_says_so() -> None:
+    ddp = {"strategy": "ddp", "processes": 2, "num_threads": 1}
+    baseline = record(0, 1671.0, "baseline", batch_size=32, num_threads=2)
+    two_at_32 = record(7, 2805.0, batch_size=32, **ddp)  # global 64
+    kept = record(-1, 1944.0, "guard", batch_size=16, **ddp)  # global 32, your own
+    advice = advice_for(kept, [baseline, two_at_32, kept])
+    # The per-process batch follows from the processes: not "32 -> 16: 0.69x samples/s".
+    assert advice["set batch_size = 16 (was 32)"] == (
+        "per process: 2 processes x 16 (32) = your global batch, kept"
+    )
+    # The record measured outside the search is named, not "trial -1".
+    assert advice["set processes = 2 (was 1)"] == (
+        "chosen together with other changes: the best (the pick at your global batch, "
+        "measured for the convergence check) ran 1.16x the baseline"
+    )
+    # The global batch did not change, so no LR advice for a changed batch.
+    assert not [text for text in advice if "batch changed" in text]
+
+
+def test_a_changed_global_batch_still_gets_the_lr_advice() -> None:
+    baseline = record(0, 1000.0, "baseline", batch_size=32, num_threads=2)
+    bigger = record(1, 1500.0, batch_size=128, num_threads=2)
+    advice = advice_for(bigger, [baseline, bigger])
+    assert [text for text in advice if text.startswith("the global batch changed 4x")]
+    assert advice["set batch_size = 128 (was 32)"] == (
+        "batch_size 32 -> 128: 1.50x samples/s (trial 0 vs 1, all else equal)"
+    )

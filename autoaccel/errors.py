@@ -102,3 +102,21 @@ def interrupts_from_signals() -> Iterator[None]:
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+
+
+@contextlib.contextmanager
+def interrupts_deferred() -> Iterator[None]:
+    """Ctrl-C inside waits until the block ends, then raises ``KeyboardInterrupt``: torch's
+    C++ start-up aborts the process ("terminate called ... KeyboardInterrupt", exit -6)
+    when a KeyboardInterrupt meets it (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, _frame: pending.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if pending:
+        raise KeyboardInterrupt

@@ -52,7 +52,7 @@ def test_a_pick_that_keeps_your_global_batch_in_two_processes_says_so() -> None:
     # The record measured outside the search is named, not "trial -1".
     assert advice["set processes = 2 (was 1)"] == (
         "chosen together with other changes: the best (the pick at your global batch, "
-        "measured for the convergence check) ran 1.16x the baseline"
+        "measured after the search) ran 1.16x the baseline"
     )
     # The global batch did not change, so no LR advice for a changed batch.
     assert not [text for text in advice if "batch changed" in text]

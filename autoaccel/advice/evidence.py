@@ -165,7 +165,7 @@ def _named(record: TrialRecord) -> str:
     """'trial 7', or what a record measured outside the search is."""
     if record.number >= 0:
         return f"trial {record.number}"
-    return "the pick at your global batch, measured for the convergence check"
+    return "the pick at your global batch, measured after the search"
 
 
 def _compared(record: TrialRecord) -> bool:

@@ -306,10 +306,9 @@ def _guarded(job: Job, options: PipelineOptions) -> bool:
     )
 
 
-def _guard_cost_s(job: Job, budget: Budget, trial_s: float) -> float:
-    """The guard's two runs, each its horizon (with scoring) and a trial's start-up, and
-    one trial: the pick at your global batch, measured when the search never tried it."""
-    return 2 * (guard_horizon_s(budget.given_s) * RUN_OVERHEAD + job.facts.start_s) + trial_s
+def _guard_cost_s(job: Job, budget: Budget) -> float:
+    """The guard's two runs: each its horizon (with scoring) and a trial's start-up."""
+    return 2 * (guard_horizon_s(budget.given_s) * RUN_OVERHEAD + job.facts.start_s)
 
 
 def _guard(
@@ -324,7 +323,7 @@ def _guard(
         return result, GuardVerdict(True, "unchanged", line)
     written, _ = lr_follows_batch(pick, user, job.facts)
     horizon_s = guard_horizon_s(budget.given_s)
-    if budget.allows(_guard_cost_s(job, budget, trial_s), keep_s=2 * trial_s):
+    if budget.allows(_guard_cost_s(job, budget), keep_s=2 * trial_s):
         verdict = check_convergence(
             trainer,
             written,
@@ -463,7 +462,7 @@ def _search(
     planned = (2 * options.confirm_pairs + FINALISTS * FINAL_ROUNDS) * trial_s
     # A short budget keeps one confirmation pair, not the whole plan: the search gets the rest.
     budget.keep(END_PHASES, min(planned, max(2 * trial_s, END_SHARE * budget.left_s())))
-    guard_s = _guard_cost_s(job, budget, trial_s)
+    guard_s = _guard_cost_s(job, budget)
     if _guarded(job, options) and guard_s <= GUARD_SHARE_MAX * budget.left_s():
         # Kept only when it leaves the search enough: else the guard runs if the search
         # left the time, and a pick it cannot check keeps your global batch.

@@ -17,6 +17,7 @@ from autoaccel.config import TrainingConfig
 from autoaccel.schedule import lr_multiplier, scaling_rule
 from autoaccel.search import PRUNE_BELOW, Diagnosis, SearchResult, TrialRecord, WorkloadFacts
 from autoaccel.states import Bound, Outcome
+from autoaccel.time_to_loss.study import split_words
 
 __all__ = ["lr_follows_batch", "recommendations"]
 
@@ -50,7 +51,10 @@ def _changed(result: SearchResult, best: TrialRecord) -> list[Recommendation]:
         other = _one_knob_pair(result.records, best, knob, old)
         kept = best.config.global_batch == base.config.global_batch
         if knob == "batch_size" and kept:  # set by the processes (or accumulation) it runs in
-            evidence = f"per process: {_split(best.config)} = your global batch, kept"
+            evidence = (
+                f"per process: {split_words(best.config)} ({best.config.global_batch}) = your "
+                "global batch, kept"
+            )
         elif other is not None:
             evidence = _compare(knob, old, value, other, best)
         else:
@@ -150,15 +154,6 @@ def _flat_loss(losses: tuple[float, ...]) -> str | None:
     if first > 0 and abs(first - last) / first < FLAT_LOSS:
         return f"mean loss {first:.4g} -> {last:.4g} across the baseline run (< 1% change)"
     return None
-
-
-def _split(config: TrainingConfig) -> str:
-    """'2 processes x 16 (32)': how the global batch is made up."""
-    parts = [f"{config.processes} processes"] if config.processes > 1 else []
-    parts.append(str(config.batch_size))
-    if config.grad_accum_steps > 1:
-        parts.append(f"{config.grad_accum_steps} accumulated")
-    return f"{' x '.join(parts)} ({config.global_batch})"
 
 
 def _named(record: TrialRecord) -> str:

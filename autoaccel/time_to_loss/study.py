@@ -167,15 +167,20 @@ def _at_global(settings: dict[int, TrainingConfig], global_batch: int) -> Traini
     )
 
 
-def batch_words(config: TrainingConfig) -> str:
-    """'batch 64', or 'batch 64 (2 processes x 32)' when it is split."""
-    if config.global_batch == config.batch_size:
-        return f"batch {config.batch_size}"
+def split_words(config: TrainingConfig) -> str:
+    """How the global batch is made up: '2 processes x 32', '16 x 4 accumulated'."""
     parts = [f"{config.processes} processes"] if config.processes > 1 else []
     parts.append(f"{config.batch_size}")
     if config.grad_accum_steps > 1:
         parts.append(f"{config.grad_accum_steps} accumulated")
-    return f"batch {config.global_batch} ({' x '.join(parts)})"
+    return " x ".join(parts)
+
+
+def batch_words(config: TrainingConfig) -> str:
+    """'batch 64', or 'batch 64 (2 processes x 32)' when it is split."""
+    if config.global_batch == config.batch_size:
+        return f"batch {config.batch_size}"
+    return f"batch {config.global_batch} ({split_words(config)})"
 
 
 def _horizon_steps(config: TrainingConfig, rates: dict[int, float], seconds: float) -> int:

@@ -27,6 +27,7 @@ __all__ = [
     "Plateau",
     "find_plateau",
     "goal_level",
+    "level_over_orders",
     "level_ratios",
     "pace_of",
     "target_levels",
@@ -211,6 +212,21 @@ def goal_level(baseline: LossRun, goal: Goal) -> Level | None:
     level = Level(goal.target, 0.0, metric, higher)
     took = level.time_in(baseline)
     return replace(level, seconds=took) if took else None
+
+
+def level_over_orders(level: Level, runs: Sequence[LossRun], cap_s: float) -> Level:
+    """``level`` at the geometric mean of your times to it in ``runs`` (one per data order;
+    a run that missed it counts ``cap_s``, the most it trained): a noisy metric's first
+    touch of a goal varies several-fold between data orders (3x on the reference CNN).
+
+    Example:
+        >>> level = Level(0.95, 9.0, metric=True, higher=True)
+        >>> runs = [LossRun(None, "ok", "", (CurvePoint(s, 9, 0.5, 0.96),)) for s in (9.0, 4.0)]
+        >>> level_over_orders(level, runs, cap_s=18.0).seconds
+        6.0
+    """
+    times = [level.time_in(run) or cap_s for run in runs]
+    return replace(level, seconds=round(geometric_mean(times), 6)) if times else level
 
 
 def pace_of(run: LossRun, levels: Sequence[Level], horizon_s: float) -> float:

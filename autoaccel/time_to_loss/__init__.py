@@ -25,6 +25,7 @@ from autoaccel.curves import (
     Plateau,
     find_plateau,
     goal_level,
+    level_over_orders,
     pace_of,
     target_levels,
 )
@@ -65,6 +66,7 @@ __all__ = [
     "find_plateau",
     "goal_level",
     "holdout_split",
+    "level_over_orders",
     "pace_of",
     "prepared_run",
     "search_schedule",

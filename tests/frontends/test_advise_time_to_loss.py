@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import re
 from pathlib import Path
 
 import pytest
@@ -80,6 +82,11 @@ def test_advise_with_a_goal_ranks_by_the_time_to_it(tmp_path: Path) -> None:
     assert c is not None and c.aim == "accuracy 0.5 (your goal)"
     (level,) = c.levels
     assert level.metric and level.higher and 0 < level.seconds <= 1.5
+    # Your time to the goal: the geometric mean over two data orders, both named.
+    (note,) = [n for n in c.notes if n.startswith("your time to accuracy 0.5")]
+    times = [float(t) for t in re.findall(r"([\d.]+) s", note)]
+    assert "over 2 data orders" in note and len(times) == 2
+    assert level.seconds == pytest.approx(math.sqrt(times[0] * times[1]), abs=0.06)
     assert c.baseline.start_metric is not None and c.baseline.start_metric < 0.5
     assert all(p.metric is not None for p in c.baseline.curve)
     for run in c.runs:  # a candidate stopped at the goal, or when it ran out of time

@@ -306,9 +306,24 @@ def _guarded(job: Job, options: PipelineOptions) -> bool:
     )
 
 
+def _start_s(job: Job) -> float:
+    """A run's start-up here: the baseline's wall time less what it measured (a script's
+    interpreter, torch and its own set-up), at least the front end's estimate."""
+    measured = (job.trial_s or 0.0) - job.baseline.warmup_s - job.baseline.window_s
+    return max(job.facts.start_s, measured)
+
+
 def _guard_cost_s(job: Job, budget: Budget) -> float:
-    """The guard's two runs: each its horizon (with scoring) and a trial's start-up."""
-    return 2 * (guard_horizon_s(budget.given_s) * RUN_OVERHEAD + job.facts.start_s)
+    """The guard's two runs: each its horizon (with scoring) and a run's start-up, as the
+    baseline's measured it."""
+    return 2 * (guard_horizon_s(budget.given_s) * RUN_OVERHEAD + _start_s(job))
+
+
+def _record_of(config: TrainingConfig, result: SearchResult) -> TrialRecord | None:
+    """The search's measured record of ``config``'s knobs (None: never measured)."""
+    key = knobs_key(config.knobs())
+    ok = (r for r in result.records if r.measurement.ok)
+    return next((r for r in ok if knobs_key(r.config.knobs()) == key), None)
 
 
 def _guard(
@@ -323,7 +338,10 @@ def _guard(
         return result, GuardVerdict(True, "unchanged", line)
     written, _ = lr_follows_batch(pick, user, job.facts)
     horizon_s = guard_horizon_s(budget.given_s)
-    if budget.allows(_guard_cost_s(job, budget), keep_s=2 * trial_s):
+    # A pick the check does not keep is measured at your global batch, if never before: that
+    # trial is kept from the check too, so one confirmation pair still fits after both.
+    moved_s = trial_s if _record_of(same_global(pick, user), result) is None else 0.0
+    if budget.allows(_guard_cost_s(job, budget), keep_s=2 * trial_s + moved_s):
         verdict = check_convergence(
             trainer,
             written,
@@ -359,10 +377,9 @@ def _at_your_global_batch(pick: TrainingConfig, result: SearchResult, job: Job) 
 def _measured_as(config: TrainingConfig, result: SearchResult, job: Job) -> TrialRecord:
     """The search's record of ``config``'s knobs, or one new measurement of it (the
     baseline's record when even that fails)."""
-    key = knobs_key(config.knobs())
-    for record in result.records:
-        if record.measurement.ok and knobs_key(record.config.knobs()) == key:
-            return record
+    found = _record_of(config, result)
+    if found is not None:
+        return found
     measurement = job.measure(config, None)
     if not measurement.ok:
         return result.baseline

@@ -30,7 +30,7 @@ from autoaccel.curves import (
     target_levels,
 )
 from autoaccel.scoring import EVALS, Scoring
-from autoaccel.time_to_loss.final import final_plan, final_round
+from autoaccel.time_to_loss.final import final_plan, final_round, measured_plan
 from autoaccel.time_to_loss.holdout import Holdout, holdout_split
 from autoaccel.time_to_loss.study import ConvergenceResult, ScheduleInputs, search_schedule
 from autoaccel.time_to_loss.training import (
@@ -67,6 +67,7 @@ __all__ = [
     "goal_level",
     "holdout_split",
     "level_over_orders",
+    "measured_plan",
     "pace_of",
     "prepared_run",
     "search_schedule",

@@ -18,11 +18,11 @@ from autoaccel.config import TrainingConfig
 from autoaccel.confirm import measure_in_turn
 from autoaccel.curves import Level, LossRun, pace_of
 
-__all__ = ["FINAL_SHARE", "final_plan", "final_round", "outcome_line"]
+__all__ = ["FINAL_SHARE", "final_plan", "final_round", "measured_plan", "outcome_line"]
 
 # The final round, (finalists, other data orders) by preference: the best candidates and
 # your setup trained again on other data orders, in at most a share of the study's budget.
-FINAL_PLANS = ((3, 2), (2, 2), (2, 1), (1, 1))
+FINAL_PLANS = ((4, 2), (3, 2), (2, 2), (2, 1), (1, 1))
 FINAL_SHARE = 0.3
 
 #: Trains a config (None: your setup) again on data order ``order``, stopping at a level.
@@ -42,6 +42,30 @@ def final_plan(budget_s: float, per_candidate_s: float) -> tuple[int, int]:
         if orders * (finalists + 1) * per_candidate_s <= FINAL_SHARE * budget_s:
             return finalists, orders
     return 0, 0  # no final round: the search's best is the pick
+
+
+def measured_plan(
+    room_s: float, yours_s: float, finalists_s: list[float], *, measured_orders: int = 0
+) -> tuple[int, int] | None:
+    """(finalists, data orders) for the final round from what its runs cost here: each
+    finalist's own first run (``finalists_s``, best first) and your setup's (``yours_s``)
+    per order, less your runs on the first ``measured_orders`` orders (measured already);
+    the first plan of ``FINAL_PLANS`` that fits ``room_s`` (None: none does). Runs stop at
+    the goal, so they cost far less than the cap ``final_plan`` must assume.
+
+    Example:
+        >>> measured_plan(80, 9, [8, 9, 9, 10, 12], measured_orders=1)
+        (3, 2)
+        >>> measured_plan(30, 9, [8, 9], measured_orders=1), measured_plan(5, 9, [8])
+        ((2, 1), None)
+    """
+    for finalists, orders in FINAL_PLANS:
+        if finalists > len(finalists_s):
+            continue
+        cost = orders * sum(finalists_s[:finalists]) + max(0, orders - measured_orders) * yours_s
+        if cost <= room_s:
+            return finalists, orders
+    return None
 
 
 def final_round(

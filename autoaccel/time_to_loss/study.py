@@ -18,6 +18,7 @@ Stages, each a method of ``_ScheduleStudy``:
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from statistics import geometric_mean
@@ -46,7 +47,7 @@ from autoaccel.schedule import LrFinding, lr_multiplier, scaling_rule
 from autoaccel.scoring import EVALS, Scoring
 from autoaccel.search import powers_of_two, storage_url
 from autoaccel.states import Outcome
-from autoaccel.time_to_loss.final import final_plan, final_round, outcome_line
+from autoaccel.time_to_loss.final import final_plan, final_round, measured_plan, outcome_line
 from autoaccel.time_to_loss.training import Trainer
 
 __all__ = ["ConvergenceResult", "ScheduleInputs", "search_schedule"]
@@ -216,6 +217,8 @@ class _ScheduleStudy:
         self.start: tuple[float | None, float | None] | None = None
         self.plan = (0, 0)  # (finalists, data orders) of the final round
         self.yours_on: dict[int, LossRun] = {}  # your setup's runs to the goal, by data order
+        # Wall seconds of runs: each candidate's (by trial), "yours" (to the goal), "horizon".
+        self.wall_s: dict[int | str, float] = {}
         # The settings measured fastest at each global batch.
         self.settings = inputs.fastest or {inputs.system.global_batch: inputs.system}
 
@@ -266,7 +269,9 @@ class _ScheduleStudy:
         self.say(
             f"time-to-loss: training your setup for {horizon_s:.0f} s ({self.trainer.scored_on})"
         )
+        started = time.monotonic()
         baseline = self.trainer.train_for(user, seconds=horizon_s, scoring=Scoring())
+        self.wall_s["horizon"] = time.monotonic() - started
         flattened = find_plateau(baseline.curve) if baseline.ok else None
         if baseline.ok:
             self.start = (baseline.start_loss, baseline.start_metric)
@@ -299,6 +304,7 @@ class _ScheduleStudy:
         # evaluations lie too far apart for a goal reached early), on ``YOUR_ORDERS`` data
         # orders: the decay spans, the candidates' cap and every pace are sized from it.
         cap_s = min(self.inputs.horizon_s, CANDIDATE_CAP * aimed.seconds)
+        started = time.monotonic()
         for order in range(YOUR_ORDERS):
             self.yours_on[order] = self.trainer.train_for(
                 self.inputs.user,
@@ -306,6 +312,7 @@ class _ScheduleStudy:
                 scoring=Scoring(GOAL_EVALS, stop_at=aimed, start=self.start),
                 seed=self.trainer.seed + order if order else None,
             )
+        self.wall_s["yours"] = (time.monotonic() - started) / YOUR_ORDERS
         self.levels = [level_over_orders(aimed, list(self.yours_on.values()), cap_s)]
         times = " and ".join(
             f"{t:.1f} s" if (t := aimed.time_in(run)) else f"not in {cap_s:.1f} s"
@@ -481,12 +488,14 @@ class _ScheduleStudy:
             return trial.should_prune()
 
         candidate_s = self._candidate_s()
+        started = time.monotonic()
         result = self.trainer.train_for(
             config,
             seconds=candidate_s,
             scoring=self._scoring(levels[-1] if levels else None),
             on_eval=report,
         )
+        self.wall_s[trial.number] = time.monotonic() - started
         result = replace(result, number=trial.number, pace=pace_of(result, levels, candidate_s))
         if result.ok and math.isfinite(result.pace):
             study.tell(trial, result.pace)
@@ -512,7 +521,6 @@ class _ScheduleStudy:
     def _pick(self, baseline: LossRun, runs: list[LossRun]) -> tuple[LossRun, list[LossRun]]:
         """The soonest over the final round (your setup wins a tie: a candidate must be
         sooner to be picked); without levels or a final round, the search's runs stand."""
-        n_finalists, orders = self.plan
         candidate_s = self._candidate_s()
 
         def train_again(config: TrainingConfig | None, level: Level, order: int) -> LossRun:
@@ -526,6 +534,7 @@ class _ScheduleStudy:
             )
 
         ranked = sorted((r for r in runs if r.ok and math.isfinite(r.pace)), key=lambda r: r.pace)
+        self.plan = n_finalists, orders = self._measured_plan(ranked)
         finalists = final_round(
             ranked,
             self.levels,
@@ -540,6 +549,20 @@ class _ScheduleStudy:
         contenders = [r for r in [baseline, *pool] if r.ok]
         best = min(contenders, key=lambda r: (r.pace, r.best_loss)) if contenders else baseline
         return best, runs
+
+    def _measured_plan(self, ranked: list[LossRun]) -> tuple[int, int]:
+        """The final round's plan from its runs' measured costs (each finalist's first run,
+        your setup's run to the goal), in the time left less the pick's whole-horizon run;
+        the plan kept for it when the costs are unknown or none fits."""
+        if "yours" not in self.wall_s or "horizon" not in self.wall_s:
+            return self.plan
+        # The pick's run: your horizon run's cost, its more frequent evaluations allowed for.
+        room = self.budget.left_s(keep_s=self.wall_s["horizon"] * OVERHEAD)
+        costs = [
+            math.inf if r.number is None else self.wall_s.get(r.number, math.inf) for r in ranked
+        ]
+        fitting = measured_plan(room, self.wall_s["yours"], costs, measured_orders=YOUR_ORDERS - 1)
+        return fitting or self.plan
 
     def _check_pick(self, baseline: LossRun, best: LossRun) -> tuple[LossRun, LossRun | None]:
         """The pick again, for the whole horizon, on a data order no run of it has seen: a

@@ -11,6 +11,7 @@ from autoaccel.time_to_loss import (
     LossRun,
     final_plan,
     final_round,
+    measured_plan,
 )
 
 
@@ -54,3 +55,13 @@ def test_the_final_round_fits_its_share_of_the_budget() -> None:
         assert finalists >= 1 and orders * (finalists + 1) * per_candidate <= 0.3 * budget
     assert final_plan(300, 10) == (3, 2)  # room for the most
     assert final_plan(100, 20) == (0, 0)  # no room: the search's best is the pick
+
+
+def test_the_final_round_grows_to_what_its_measured_runs_cost() -> None:
+    # Runs that stop at the goal cost their own time, far below the cap final_plan assumes.
+    assert final_plan(300, 40) == (1, 1)
+    assert measured_plan(85, 9.0, [8.0, 9.0, 9.0, 10.0]) == (3, 2)
+    # Your run on the first other order is measured already (for the goal): not paid again.
+    assert measured_plan(85, 9.0, [8.0, 9.0, 9.0, 10.0], measured_orders=1) == (4, 2)
+    assert measured_plan(85, 9.0, [8.0]) == (1, 1)  # one candidate: one finalist at most
+    assert measured_plan(10, 9.0, [8.0, float("inf")]) is None  # none fits: keep the plan

@@ -49,6 +49,7 @@ class Speedup:
     ratios: tuple[float, ...]
     baseline_samples_per_s: tuple[float, ...]
     best_samples_per_s: tuple[float, ...]
+    yours_kept: bool = False  # the pick is your own setup: nothing to confirm
 
     @property
     def median(self) -> float:
@@ -63,6 +64,8 @@ class Speedup:
         return max(self.ratios) if self.ratios else 1.0
 
     def __str__(self) -> str:
+        if self.yours_kept:
+            return "1.00x (your setup kept)"
         if not self.ratios:
             return "not confirmed (no pairs ran)"
         return (

@@ -231,14 +231,17 @@ def run_pipeline(
     out_of_time = budget.left_s() < trial_s  # then confirm() measures no pair
     end.source = "confirmation"
     phases.enter("confirmation")
-    speedup = confirm(
-        end,
-        result.baseline.config,
-        result.best.config,
-        pairs=options.confirm_pairs,
-        budget=budget,
-        trial_s=trial_s,
-    )
+    if knobs_key(result.best.config.knobs()) == knobs_key(result.baseline.config.knobs()):
+        speedup = Speedup((), (), (), yours_kept=True)  # pairs of one setup confirm nothing
+    else:
+        speedup = confirm(
+            end,
+            result.baseline.config,
+            result.best.config,
+            pairs=options.confirm_pairs,
+            budget=budget,
+            trial_s=trial_s,
+        )
     pick = {**result.best.params, "trial": result.best.number, "speedup": round(speedup.median, 3)}
     record_end_phase(
         options.storage,
@@ -426,6 +429,8 @@ def _finalists(result: SearchResult, end: _EndPhase) -> list[tuple[dict[str, Any
 
 def _speedup_notes(speedup: Speedup, out_of: Budget | None) -> list[str]:
     """Notes on the confirmation; ``out_of`` is the budget when it left no time for it."""
+    if speedup.yours_kept:
+        return ["the pick is your own setup: no setup measured here was faster"]
     if out_of is not None:
         return [
             f"no time was left to confirm the speedup ({out_of.stop_reason()}); it stands on "

@@ -64,3 +64,8 @@ def test_a_speedup_with_no_pairs_says_it_was_not_confirmed() -> None:
     it had been measured."""
     assert str(Speedup((), (), ())) == "not confirmed (no pairs ran)"
     assert str(Speedup((1.2, 1.4), (1.0, 1.0), (1.2, 1.4))) == "1.30x (min 1.20, max 1.40, 2 pairs)"
+
+
+def test_a_pick_that_is_your_setup_claims_no_speedup() -> None:
+    kept = Speedup((), (), (), yours_kept=True)
+    assert str(kept) == "1.00x (your setup kept)" and kept.median == 1.0

@@ -42,6 +42,7 @@ def advice_dict(advice: Advice) -> dict[str, Any]:
             "min": advice.speedup.min,
             "max": advice.speedup.max,
             "ratios": list(advice.speedup.ratios),
+            "yours_kept": advice.speedup.yours_kept,
         },
         "diagnosis": {
             "bound": advice.diagnosis.bound.value,

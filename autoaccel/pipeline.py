@@ -231,17 +231,7 @@ def run_pipeline(
     out_of_time = budget.left_s() < trial_s  # then confirm() measures no pair
     end.source = "confirmation"
     phases.enter("confirmation")
-    if knobs_key(result.best.config.knobs()) == knobs_key(result.baseline.config.knobs()):
-        speedup = Speedup((), (), (), yours_kept=True)  # pairs of one setup confirm nothing
-    else:
-        speedup = confirm(
-            end,
-            result.baseline.config,
-            result.best.config,
-            pairs=options.confirm_pairs,
-            budget=budget,
-            trial_s=trial_s,
-        )
+    speedup = _confirm_pick(end, result, options, budget, trial_s)
     pick = {**result.best.params, "trial": result.best.number, "speedup": round(speedup.median, 3)}
     record_end_phase(
         options.storage,
@@ -261,6 +251,23 @@ def run_pipeline(
         *_sharding_notes(space, advice.config),
     ]
     return advice
+
+
+def _confirm_pick(
+    end: _EndPhase, result: SearchResult, options: PipelineOptions, budget: Budget, trial_s: float
+) -> Speedup:
+    """The pick against your setup in interleaved pairs; none when the pick is your setup
+    (pairs of one setup confirm nothing)."""
+    if knobs_key(result.best.config.knobs()) == knobs_key(result.baseline.config.knobs()):
+        return Speedup((), (), (), yours_kept=True)
+    return confirm(
+        end,
+        result.baseline.config,
+        result.best.config,
+        pairs=options.confirm_pairs,
+        budget=budget,
+        trial_s=trial_s,
+    )
 
 
 def _end_phase_holder(result: SearchResult, options: PipelineOptions, budget: Budget) -> str | None:

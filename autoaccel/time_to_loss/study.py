@@ -217,10 +217,20 @@ class _ScheduleStudy:
         self.start: tuple[float | None, float | None] | None = None
         self.plan = (0, 0)  # (finalists, data orders) of the final round
         self.yours_on: dict[int, LossRun] = {}  # your setup's runs to the goal, by data order
-        # Wall seconds of runs: each candidate's (by trial), "yours" (to the goal), "horizon".
+        # Wall seconds of runs (``_train``): each candidate's by trial, "yours" (your last
+        # run to the goal), "horizon" (your run for the whole horizon).
         self.wall_s: dict[int | str, float] = {}
         # The settings measured fastest at each global batch.
         self.settings = inputs.fastest or {inputs.system.global_batch: inputs.system}
+
+    def _train(self, key: int | str, config: TrainingConfig, **kwargs: Any) -> LossRun:
+        """``trainer.train_for``, its wall time kept as ``wall_s[key]``: the final round's
+        plan is sized from what the runs took (``_measured_plan``)."""
+        started = time.monotonic()
+        try:
+            return self.trainer.train_for(config, **kwargs)
+        finally:
+            self.wall_s[key] = time.monotonic() - started
 
     def say(self, text: str) -> None:
         if self.console:
@@ -269,9 +279,7 @@ class _ScheduleStudy:
         self.say(
             f"time-to-loss: training your setup for {horizon_s:.0f} s ({self.trainer.scored_on})"
         )
-        started = time.monotonic()
-        baseline = self.trainer.train_for(user, seconds=horizon_s, scoring=Scoring())
-        self.wall_s["horizon"] = time.monotonic() - started
+        baseline = self._train("horizon", user, seconds=horizon_s, scoring=Scoring())
         flattened = find_plateau(baseline.curve) if baseline.ok else None
         if baseline.ok:
             self.start = (baseline.start_loss, baseline.start_metric)
@@ -304,15 +312,14 @@ class _ScheduleStudy:
         # evaluations lie too far apart for a goal reached early), on ``YOUR_ORDERS`` data
         # orders: the decay spans, the candidates' cap and every pace are sized from it.
         cap_s = min(self.inputs.horizon_s, CANDIDATE_CAP * aimed.seconds)
-        started = time.monotonic()
         for order in range(YOUR_ORDERS):
-            self.yours_on[order] = self.trainer.train_for(
+            self.yours_on[order] = self._train(
+                "yours",
                 self.inputs.user,
                 seconds=cap_s,
                 scoring=Scoring(GOAL_EVALS, stop_at=aimed, start=self.start),
                 seed=self.trainer.seed + order if order else None,
             )
-        self.wall_s["yours"] = (time.monotonic() - started) / YOUR_ORDERS
         self.levels = [level_over_orders(aimed, list(self.yours_on.values()), cap_s)]
         times = " and ".join(
             f"{t:.1f} s" if (t := aimed.time_in(run)) else f"not in {cap_s:.1f} s"
@@ -488,14 +495,13 @@ class _ScheduleStudy:
             return trial.should_prune()
 
         candidate_s = self._candidate_s()
-        started = time.monotonic()
-        result = self.trainer.train_for(
+        result = self._train(
+            trial.number,
             config,
             seconds=candidate_s,
             scoring=self._scoring(levels[-1] if levels else None),
             on_eval=report,
         )
-        self.wall_s[trial.number] = time.monotonic() - started
         result = replace(result, number=trial.number, pace=pace_of(result, levels, candidate_s))
         if result.ok and math.isfinite(result.pace):
             study.tell(trial, result.pace)

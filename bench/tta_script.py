@@ -92,7 +92,7 @@ def to_target(args: argparse.Namespace) -> None:
     """Train with the config until the validation accuracy reaches ``--to-target``."""
     model, data, _ = WORKLOADS[args.workload]()
     train, val = split(data)
-    torch.manual_seed(args.seed)
+    torch.manual_seed(args.seed)  # the data order, in one process and shared under torchrun
     run = autoaccel.prepare(
         model,
         adamw(model.parameters()),
@@ -100,8 +100,6 @@ def to_target(args: argparse.Namespace) -> None:
         loader_kwargs={"batch_size": USER_BATCH, "shuffle": True},
     )
     rank0 = not run.distributed or dist.get_rank() == 0
-    if run.distributed and run.loader.sampler is not None:
-        run.loader.sampler.seed = args.seed  # DistributedSampler: the data order
     try:
         reached, best = train_until(
             run,

@@ -7,11 +7,12 @@ whole batch with one indexing call instead of collating sample by sample.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence, Sized
+from collections.abc import Callable, Iterator, Mapping, Sequence, Sized
 from dataclasses import dataclass
 from typing import Any, cast
 
 import torch
+import torch.distributed as dist
 from torch.utils.data import (
     BatchSampler,
     DataLoader,
@@ -27,6 +28,7 @@ from autoaccel.errors import DataError
 
 __all__ = [
     "DataSpec",
+    "GlobalOrderSampler",
     "batch_samples",
     "build_loader",
     "describe_data",
@@ -213,7 +215,7 @@ def build_loader(
             batch_fetch are taken from here; the rest from ``spec``.
         generator: For the shuffle order (trials use a fixed seed); the caller's own by
             default.
-        sampler: Overrides the sampler (DDP's DistributedSampler).
+        sampler: Overrides the sampler (under torchrun, a ``GlobalOrderSampler``).
     """
     workers = config.num_workers
     common: dict[str, Any] = {
@@ -253,6 +255,99 @@ def build_loader(
     return DataLoader(
         spec.dataset, batch_size=config.batch_size, drop_last=spec.drop_last, **kwargs, **common
     )
+
+
+class GlobalOrderSampler(Sampler[int]):
+    """One process's share of the order a single process would train on, for DDP and FSDP.
+
+    Each epoch (each ``iter()``) draws the order as ``RandomSampler`` draws it in a single
+    process (a seed from the global RNG, or the caller's generator), takes rank 0's draw on
+    every rank, and gives rank ``r`` every ``world``-th index from ``r``, as
+    ``DistributedSampler`` splits its order. So ``world`` processes at ``batch_size`` each
+    train, in optimizer step k, the samples one process trains on at ``world * batch_size``
+    (with accumulation too): a pick that keeps your global batch keeps your training, step
+    for step, on one epoch and on every epoch while nothing else draws from the RNG during
+    training (dropout does; the order then stays fresh and shared, not yours). The order is
+    new each epoch without ``set_epoch()``, which a script written for one process never
+    calls; a script's ``set_epoch()`` is accepted and has nothing to do. Indices are padded
+    (or, with ``drop_last``, trimmed) to a multiple of ``world`` as ``DistributedSampler``
+    does.
+
+    Args:
+        dataset: The map-style dataset.
+        world: How many processes share the order.
+        rank: This process's place among them.
+        shuffle: Draw a new order each epoch (else the dataset's order).
+        drop_last: Trim the order to a multiple of ``world`` instead of padding it.
+        generator: The caller's shuffle RNG; the global one when None.
+        share: Hands rank 0's value to every rank; a broadcast over the process group by
+            default (tests pass their own to run the ranks in one process).
+
+    Example:
+        >>> data = TensorDataset(torch.arange(8))
+        >>> _ = torch.manual_seed(0)
+        >>> alone = list(RandomSampler(data))  # one process's order
+        >>> shares = []
+        >>> for rank in (0, 1):
+        ...     _ = torch.manual_seed(0)
+        ...     shares.append(list(GlobalOrderSampler(data, world=2, rank=rank, shuffle=True,
+        ...                                           share=lambda value: value)))
+        >>> [sorted(shares[0][i:i + 2] + shares[1][i:i + 2]) for i in (0, 2)] == [
+        ...     sorted(alone[0:4]), sorted(alone[4:8])]  # each step of 2 x 2 is 4 of one's
+        True
+    """
+
+    def __init__(
+        self,
+        dataset: Dataset[Any],
+        *,
+        world: int,
+        rank: int,
+        shuffle: bool,
+        drop_last: bool = False,
+        generator: torch.Generator | None = None,
+        share: Callable[[Any], Any] | None = None,
+    ) -> None:
+        size = len(cast(Sized, dataset))
+        self.dataset, self.world, self.rank = dataset, world, rank
+        self.shuffle, self.drop_last, self.generator = shuffle, drop_last, generator
+        self._share = share or _from_rank_0
+        per_rank = size // world if drop_last else -(-size // world)
+        self.num_samples = per_rank
+        self._total = per_rank * world
+
+    def __iter__(self) -> Iterator[int]:
+        size = len(cast(Sized, self.dataset))
+        order = (
+            torch.randperm(size, generator=self._epoch_generator()).tolist()
+            if self.shuffle
+            else list(range(size))
+        )
+        while len(order) < self._total:  # pad as DistributedSampler does
+            order += order[: self._total - len(order)]
+        yield from order[self.rank : self._total : self.world]
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+    def set_epoch(self, epoch: int) -> None:
+        """Accepted for scripts written for ``DistributedSampler``: each ``iter()`` already
+        draws a new order, as a single process's ``RandomSampler`` does."""
+
+    def _epoch_generator(self) -> torch.Generator:
+        if self.generator is None:
+            # RandomSampler's own draw, so the global RNG moves on as it does alone.
+            seed = int(torch.empty((), dtype=torch.int64).random_().item())
+            return torch.Generator().manual_seed(int(self._share(seed)))
+        self.generator.set_state(self._share(self.generator.get_state()))
+        return self.generator
+
+
+def _from_rank_0(value: Any) -> Any:
+    """Rank 0's ``value`` on every rank of the process group."""
+    box = [value]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
 
 
 def loader_view(loader: DataLoader[Any]) -> tuple[Dataset[Any], int | None, Any, bool]:

@@ -24,13 +24,12 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.utils.data import DataLoader
-from torch.utils.data.distributed import DistributedSampler
 
 from autoaccel.config import TrainingConfig, find_config, load_config
 from autoaccel.errors import DataError, UsageError
 from autoaccel.probe import probe_system
 from autoaccel.process import apply_process_settings
-from autoaccel.runtime.data import DataSpec, build_loader, describe_data
+from autoaccel.runtime.data import DataSpec, GlobalOrderSampler, build_loader, describe_data
 from autoaccel.runtime.run import Run, StepObserver, has_conv, model_device, model_fingerprint
 from autoaccel.schedule import apply_lr, apply_momentum, build_scheduler, momentum_of, scale_lr
 from autoaccel.trials.curve_session import CurveSession
@@ -344,15 +343,17 @@ def _schedule(
 
 
 def _loader(spec: DataSpec, chosen: TrainingConfig, processes: _Processes) -> DataLoader[Any]:
-    """The loader with the config's settings; each process gets its shard under torchrun."""
-    sampler: DistributedSampler[Any] | None = None
+    """The loader with the config's settings; under torchrun each process gets its share
+    of the order one process would train on (``GlobalOrderSampler``)."""
+    sampler: GlobalOrderSampler | None = None
     if processes.world > 1 and spec.sampler is None:
-        sampler = DistributedSampler(
+        sampler = GlobalOrderSampler(
             spec.dataset,
-            num_replicas=processes.world,
+            world=processes.world,
             rank=processes.rank,
             shuffle=spec.shuffle,
             drop_last=spec.drop_last,
+            generator=spec.generator,
         )
     return build_loader(spec, chosen, sampler=sampler)
 

@@ -127,7 +127,14 @@ class TrialSession(StepObserver):
         self._written = True
 
     def _on_exit(self) -> None:
-        """The script ended on its own before the window closed: say so, usefully."""
+        """The script ended on its own before the window closed: say so, usefully.
+
+        Not when another rank has written the report: a rank that failed (out of memory,
+        say) wrote why, and rank 0, which then saw only a broken connection and left its
+        loop, must not overwrite that with "the script ended".
+        """
+        if Path(self.spec.report_path).exists() and not self._written:
+            return
         if self.rank == 0 and not self._written and self.sweep is not None and self.sweep.raw:
             self.sweep.stop = f"the script ended after {len(self.sweep.raw)} steps"
             self._finish_sweep(self.sweep)  # a short sweep is still a curve

@@ -7,8 +7,9 @@ trial; from the baseline on, both run the same stages, drawing on the same ``Bud
 2. ``diagnose`` and the heuristic guesses;
 3. the Optuna study (``Search``), keeping time for what follows;
 4. the final round (finalists re-measured in turn);
-5. with the throughput objective, the guard (``autoaccel.time_to_loss.guard``): a pick that
-   changes the global batch is kept only when its loss keeps pace with your setup's;
+5. with the throughput objective, the guard (``autoaccel.time_to_loss.guard``): a pick whose
+   steps are not yours (another batch, split or precision) is kept only when its loss keeps
+   pace with your setup's;
 6. the paired confirmation of what will be written;
 7. the advice: recommendations with their evidence, the LR rule, the provenance;
 8. with ``objective="time-to-loss"``, the schedule study (``autoaccel.time_to_loss.stage``) and
@@ -41,6 +42,7 @@ from autoaccel.confirm import (
     final_round,
     knobs_key,
 )
+from autoaccel.curves import LossRun
 from autoaccel.errors import UsageError
 from autoaccel.measure import Measurement, MeterSettings
 from autoaccel.probe import HardwareProfile
@@ -71,7 +73,9 @@ from autoaccel.time_to_loss.guard import (
     check_convergence,
     guard_horizon_s,
     same_global,
+    steps_as_yours,
 )
+from autoaccel.time_to_loss.study import batch_words
 
 __all__ = [
     "Job",
@@ -339,38 +343,85 @@ def _record_of(config: TrainingConfig, result: SearchResult) -> TrialRecord | No
 def _guard(
     job: Job, result: SearchResult, budget: Budget, trial_s: float, console: Console | None
 ) -> tuple[SearchResult, GuardVerdict]:
-    """Keep the pick's global batch only when its loss keeps pace with your setup's; else
-    the pick at your global batch (measured, so the confirmation compares what is written)."""
+    """Keep the pick when its steps are yours or its loss keeps pace with your setup's; else
+    the pick at your global batch (measured, so the confirmation compares what is written),
+    checked the same way when its steps are not yours; else the fastest measured setup whose
+    steps are yours (your own at worst). Each refusal is in the verdict's line."""
     budget.release(GUARD_PHASE)
-    pick, user, trainer = result.best.config, job.user, job.trainer
-    if pick.global_batch == user.global_batch or trainer is None:
-        line = f"the pick keeps your global batch ({user.global_batch}): each step learns as yours"
+    user, trainer = job.user, job.trainer
+    candidate = result.best
+    config, _ = lr_follows_batch(candidate.config, user, job.facts)
+    if trainer is None or steps_as_yours(config, user):
+        line = f"the pick's steps are yours ({_steps_words(user)}): each learns as yours"
         return result, GuardVerdict(True, "unchanged", line)
-    written, _ = lr_follows_batch(pick, user, job.facts)
-    horizon_s = guard_horizon_s(budget.given_s)
-    # A pick the check does not keep is measured at your global batch, if never before: that
-    # trial is kept from the check too, so one confirmation pair still fits after both.
-    moved_s = trial_s if _record_of(same_global(pick, user), result) is None else 0.0
-    if budget.allows(_guard_cost_s(job, budget), keep_s=2 * trial_s + moved_s):
-        verdict = check_convergence(
-            trainer,
-            written,
-            user,
-            horizon_s=horizon_s,
-            held_out=trainer.held_out,
-            say=lambda line: _say(console, line),
-        )
-    else:
-        verdict = GuardVerdict(
+    findings: list[str] = []
+    yours: LossRun | None = None
+    while True:
+        verdict = _check(job, result, trainer, config, budget, trial_s, yours, console)
+        yours = verdict.yours or yours
+        findings.append(f"{_steps_words(config)}: {verdict.line}")
+        _say(console, findings[-1])
+        if verdict.kept:
+            line = "; ".join(findings) + ("" if len(findings) == 1 else ": that is kept")
+            return replace(result, best=candidate), replace(verdict, line=line)
+        if config.global_batch == user.global_batch:
+            break
+        candidate = _at_your_global_batch(candidate.config, result, job)
+        config = candidate.config
+        if steps_as_yours(config, user):
+            break
+    if not steps_as_yours(config, user):
+        candidate = _fastest_with_your_steps(result, user)
+    refused = _refused(verdict, findings, candidate, job)
+    _say(console, refused.line.rsplit(": ", 1)[-1])
+    return replace(result, best=candidate), refused
+
+
+def _check(
+    job: Job,
+    result: SearchResult,
+    trainer: Trainer,
+    config: TrainingConfig,
+    budget: Budget,
+    trial_s: float,
+    yours: LossRun | None,
+    console: Console | None,
+) -> GuardVerdict:
+    """One candidate's convergence check (your setup's curve drawn once, on the first), or
+    "unchecked" when the budget leaves no time for it: its runs, one measurement of the
+    pick at your global batch if the search never took one, and one confirmation pair."""
+    runs = 1 if yours is not None else 2
+    user = job.user
+    unmeasured = _record_of(same_global(config, user), result) is None
+    moved_s = trial_s if config.global_batch != user.global_batch and unmeasured else 0.0
+    cost_s = runs * (guard_horizon_s(budget.given_s) * RUN_OVERHEAD + _start_s(job))
+    if not budget.allows(cost_s, keep_s=2 * trial_s + moved_s):
+        return GuardVerdict(
             False,
             "unchecked",
-            f"no time was left to check its convergence ({budget.stop_reason()}): your "
-            "global batch is kept",
+            f"no time was left to check its convergence ({budget.stop_reason()})",
         )
-    _say(console, f"batch {pick.batch_size} (global {pick.global_batch}): {verdict.line}")
-    if verdict.kept:
-        return result, verdict
-    return replace(result, best=_at_your_global_batch(pick, result, job)), verdict
+    return check_convergence(
+        trainer,
+        config,
+        job.user,
+        horizon_s=guard_horizon_s(budget.given_s),
+        held_out=trainer.held_out,
+        say=lambda line: _say(console, line),
+        yours=yours,
+    )
+
+
+def _refused(
+    verdict: GuardVerdict, findings: list[str], kept: TrialRecord, job: Job
+) -> GuardVerdict:
+    """The last check's verdict, its line each finding and what is written instead (your
+    setup, or the fastest whose steps are yours: neither needs a check)."""
+    if knobs_key(kept.config.knobs()) == knobs_key(job.user.knobs()):
+        instead = "your setup is kept"
+    else:
+        instead = f"the fastest setup whose steps are yours is kept ({_steps_words(kept.config)})"
+    return replace(verdict, kept=False, line="; ".join(findings) + ": " + instead)
 
 
 def _at_your_global_batch(pick: TrainingConfig, result: SearchResult, job: Job) -> TrialRecord:
@@ -382,6 +433,18 @@ def _at_your_global_batch(pick: TrainingConfig, result: SearchResult, job: Job) 
     moved = _measured_as(same_global(pick, job.user), result, job)
     pool = [result.baseline, *kept, *([moved] if moved.measurement.ok else [])]
     return max(pool, key=lambda r: r.value)
+
+
+def _fastest_with_your_steps(result: SearchResult, user: TrainingConfig) -> TrialRecord:
+    """The fastest measured setup whose steps learn as yours (``steps_as_yours``): only
+    threads, workers, memory format and the like changed; your own setup at worst."""
+    same = [r for r in result.records if r.measurement.ok and steps_as_yours(r.config, user)]
+    return max([result.baseline, *same], key=lambda r: r.value)
+
+
+def _steps_words(config: TrainingConfig) -> str:
+    """'batch 32 (2 processes x 16), bf16-mixed': what decides how a step learns."""
+    return f"{batch_words(config)}, {config.precision}"
 
 
 def _measured_as(config: TrainingConfig, result: SearchResult, job: Job) -> TrialRecord:

@@ -46,10 +46,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--objective",
         choices=Objective.spellings(),
         default=Objective.THROUGHPUT.value,
-        help="throughput: the most samples/s (a pick that changes the global batch is kept "
-        "only when its loss keeps pace with yours); time-to-loss: the soonest to a good "
-        "model, with the LR schedule searched too (the script passes prepare() an "
-        "evaluate hook; docs/integration.md). Default: throughput",
+        help="throughput: the most samples/s (a pick whose steps are not yours, in batch, "
+        "split or precision, is kept only when its loss keeps pace with yours); "
+        "time-to-loss: the soonest to a good model, with the LR schedule searched too "
+        "(the script passes prepare() an evaluate hook; docs/integration.md). "
+        "Default: throughput",
     )
     parser.add_argument(
         "--target",

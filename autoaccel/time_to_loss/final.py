@@ -115,10 +115,10 @@ def final_round(
     return kept
 
 
-def outcome_line(run: LossRun) -> str:
-    """A run in one line, for progress output."""
+def outcome_line(run: LossRun, what: str = "held-out loss") -> str:
+    """A run in one line, for progress output (``what``: the loss it was scored on)."""
     if run.ok:
         pace = f", {run.speedup:.2f}x your pace" if run.speedup else ""
-        return f"held-out loss {run.final:.4g} after {run.curve[-1].seconds:.1f} s{pace}"
+        return f"{what} {run.final:.4g} after {run.curve[-1].seconds:.1f} s{pace}"
     last = f" (last {run.final:.4g})" if run.curve else ""
     return f"{run.outcome}: {run.message}{last}"

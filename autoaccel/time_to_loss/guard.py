@@ -12,6 +12,11 @@ held-out data (a script's ``evaluate`` hook, ``advise(val_data=...)``): converge
 *measured*; otherwise it is the training loss that ``run.backward(loss)`` sees: convergence
 is only *guarded*. A pick that fails (or that no time was left to check) keeps your global
 batch: its micro-batch with accumulation where that divides, else your batch size.
+
+Your global batch alone does not make a step learn as yours: a smaller micro-batch per
+process changes what batch norm sees, and a lower precision rounds the step. So any pick
+whose steps are not yours (``steps_as_yours``) is checked, the fallback at your global
+batch too; one that fails gives way to the fastest setup whose steps are yours.
 """
 
 from __future__ import annotations
@@ -27,13 +32,28 @@ from autoaccel.scoring import Scoring
 from autoaccel.time_to_loss.final import outcome_line
 from autoaccel.time_to_loss.training import Trainer
 
-__all__ = ["GUARD_EVALS", "GuardVerdict", "check_convergence", "guard_horizon_s", "same_global"]
+__all__ = [
+    "GUARD_EVALS",
+    "GuardVerdict",
+    "check_convergence",
+    "guard_horizon_s",
+    "same_global",
+    "steps_as_yours",
+]
 
 GUARD_EVALS = 20  # points on each curve
 GUARD_SHARE = 0.05  # of the budget, for each of the two runs' horizon
 GUARD_MIN_S, GUARD_MAX_S = 6.0, 20.0
 RUN_OVERHEAD = 1.25  # a run's wall time over its training time (scoring, start-up), at least
 GUARD_TOLERANCE = 1.1  # the pick may reach a level this many times later than yours (noise)
+# What decides how one optimizer step learns (``steps_as_yours``); the other knobs set speed.
+STEP_FIELDS = (
+    "batch_size",
+    "grad_accum_steps",
+    "processes",
+    "precision",
+    *("lr", "lr_scaling", "momentum", "warmup_steps", "schedule", "schedule_steps"),
+)
 
 
 @dataclass(frozen=True)
@@ -110,6 +130,24 @@ def same_global(pick: TrainingConfig, user: TrainingConfig) -> TrainingConfig:
     )
 
 
+def steps_as_yours(config: TrainingConfig, user: TrainingConfig) -> bool:
+    """Whether each of ``config``'s optimizer steps learns as one of yours: the same
+    micro-batch, accumulation and processes (so the same global batch, and batch norm sees
+    the same batches) at the same precision and LR schedule. Threads, workers,
+    pinned memory, memory format and compilation change the speed only.
+
+    Example:
+        >>> user = TrainingConfig(batch_size=32)
+        >>> steps_as_yours(TrainingConfig(batch_size=32, num_threads=1, channels_last=True), user)
+        True
+        >>> steps_as_yours(TrainingConfig(batch_size=16, strategy="ddp", processes=2), user)
+        False
+        >>> steps_as_yours(TrainingConfig(batch_size=32, precision="bf16-mixed"), user)
+        False
+    """
+    return all(getattr(config, name) == getattr(user, name) for name in STEP_FIELDS)
+
+
 def check_convergence(
     trainer: Trainer,
     pick: TrainingConfig,
@@ -118,32 +156,36 @@ def check_convergence(
     horizon_s: float,
     held_out: bool,
     say: Callable[[str], None] | None = None,
+    yours: LossRun | None = None,
 ) -> GuardVerdict:
     """Train your setup and the pick (as it would be written: its LR rule and warm-up
     applied) for ``horizon_s`` each; the pick is kept when it reaches each of your levels
-    no later than yours (within ``GUARD_TOLERANCE``).
+    no later than yours (within ``GUARD_TOLERANCE``). The line says what was found, not
+    what is written instead: the caller decides that.
 
     Args:
         held_out: Score on held-out data (the trainer has it), else on the training loss.
         say: Called with progress lines, when given.
+        yours: Your setup's run from an earlier check with the same horizon and scoring
+            (not trained again), when given.
     """
     tell = say or (lambda _line: None)
     scoring = Scoring(GUARD_EVALS, held_out=held_out)
     what = "held-out loss" if held_out else "training loss"
-    tell(
-        f"checking the pick's convergence: your setup and the pick, {horizon_s:.0f} s each, "
-        f"{what} against training time"
-    )
-    yours = trainer.train_for(user, seconds=horizon_s, scoring=scoring)
-    tell(f"  your setup: {outcome_line(yours)}")
+    if yours is None:
+        tell(
+            f"checking the pick's convergence: your setup and the pick, {horizon_s:.0f} s "
+            f"each, {what} against training time"
+        )
+        yours = trainer.train_for(user, seconds=horizon_s, scoring=scoring)
+        tell(f"  your setup: {outcome_line(yours, what)}")
     levels = target_levels(yours, find_plateau(yours.curve)) if yours.ok and yours.curve else []
     if not levels:
         return GuardVerdict(
             False,
             "unchecked",
             f"your setup's {what} did not fall within {horizon_s:.0f} s "
-            f"({outcome_line(yours)}), so the pick's could not be compared: your global "
-            "batch is kept",
+            f"({outcome_line(yours, what)}), so the pick's could not be compared",
             yours=yours,
         )
     if held_out:  # every candidate starts from the same weights: the same first point
@@ -152,7 +194,7 @@ def check_convergence(
     ratios = level_ratios(theirs, levels, horizon_s) if theirs.ok else [math.inf]
     pace, worst = (geometric_mean(ratios), max(ratios)) if theirs.ok else (math.inf, math.inf)
     theirs = replace(theirs, pace=pace)
-    tell(f"  the pick: {outcome_line(theirs)}")
+    tell(f"  the pick: {outcome_line(theirs, what)}")
     how = "measured" if held_out else "guarded"
     pace_or = pace if theirs.ok else None
     worst_or = worst if theirs.ok else None
@@ -172,6 +214,8 @@ def check_convergence(
             f"{1 / pace:.2f}x your pace overall)"
         )
     else:
-        why = f"it {theirs.outcome} ({theirs.message}) while yours trained"
-    line = f"{why}: your global batch is kept"
-    return GuardVerdict(False, how, line, pace_or, worst_or, yours, theirs)
+        failed = {"diverged": "diverged", "oom": "ran out of memory"}.get(
+            str(theirs.outcome), "failed"
+        )
+        why = f"it {failed} ({theirs.message}) while yours trained"
+    return GuardVerdict(False, how, why, pace_or, worst_or, yours, theirs)

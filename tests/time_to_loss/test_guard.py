@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
+import io
+from dataclasses import replace
+
 import torch
 from models import learnable, mlp
+from rich.console import Console
 
+from autoaccel.budget import Budget
 from autoaccel.config import TrainingConfig
-from autoaccel.pipeline import PipelineOptions, objective_line
+from autoaccel.measure import Measurement
+from autoaccel.pipeline import Job, PipelineOptions, _guard, objective_line
+from autoaccel.probe import probe_system
 from autoaccel.runtime.data import describe_data
+from autoaccel.search import SearchResult, TrialRecord, WorkloadFacts
 from autoaccel.states import Objective
 from autoaccel.time_to_loss import HeldOut, InProcessTrainer, holdout_split
-from autoaccel.time_to_loss.guard import GuardVerdict, check_convergence
+from autoaccel.time_to_loss.guard import GuardVerdict, check_convergence, steps_as_yours
 from autoaccel.trials.workload import make_workload
 
 USER = TrainingConfig(batch_size=32, num_threads=1)
@@ -34,7 +42,7 @@ def test_a_pick_that_learns_more_slowly_is_refused_on_the_training_loss() -> Non
     assert verdict.pace is not None and verdict.pace > 1
     assert "training loss fell behind yours: it reached" in verdict.line
     assert verdict.worst is not None and verdict.worst > 1.1
-    assert verdict.line.endswith("your global batch is kept")
+    assert not verdict.line.endswith("is kept")  # what is written instead is the caller's
 
 
 def test_a_pick_that_diverges_is_refused_saying_so() -> None:
@@ -67,3 +75,66 @@ def test_the_objective_line_says_what_chose_the_pick_and_how_convergence_was_che
     assert objective_line(PipelineOptions(keep_global_batch=True), None).endswith("kept as asked")
     ttl = PipelineOptions(objective=Objective.TIME_TO_LOSS)
     assert objective_line(ttl, None).startswith("time-to-loss")
+
+
+def _record(n: int, rate: float, **knobs: object) -> TrialRecord:
+    config = TrainingConfig(**knobs)  # type: ignore[arg-type]
+    return TrialRecord(n, {}, config, Measurement(outcome="ok", samples_per_s=rate), "x")
+
+
+def _guard_job(model: torch.nn.Module, records: list[TrialRecord]) -> tuple[Job, SearchResult]:
+    spec = describe_data(learnable(2048), loader_kwargs={"batch_size": 32, "shuffle": True})
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    trainer = InProcessTrainer(
+        make_workload(model, spec, loss_fn=None, optimizer=optimizer), HeldOut(spec, None)
+    )
+
+    def measure(config: TrainingConfig, prune: object = None) -> Measurement:
+        raise AssertionError(f"the guard measured {config}: every candidate has a record")
+
+    facts = WorkloadFacts("m", 1, 2048, False, True, torch.device("cpu"), 0.5)
+    job = Job(measure, USER, records[0].measurement, facts, probe_system(), 1.0, None, trainer)
+    result = SearchResult(records, records[0], records[1], "done", 1.0, "s", "", 4, 4)
+    return job, result
+
+
+def test_a_fallback_at_your_global_batch_is_checked_when_its_steps_are_not_yours() -> None:
+    """Your global batch alone does not make a step learn as yours: split into micro-batches
+    of 1, batch norm cannot train. The pick (batch 1) and its fallback at your global batch
+    (1 x 32 accumulated, the fastest there) both fail their check; the fastest setup whose
+    steps are yours (your batch, two threads) is written."""
+    torch.manual_seed(0)
+    bn = torch.nn.Sequential(
+        torch.nn.Linear(16, 32), torch.nn.BatchNorm1d(32), torch.nn.ReLU(), torch.nn.Linear(32, 4)
+    )
+    baseline = _record(0, 100.0, batch_size=32, num_threads=1)
+    pick = _record(1, 300.0, batch_size=1, num_threads=1)
+    split = _record(2, 200.0, batch_size=1, grad_accum_steps=32, num_threads=1)
+    threads = _record(3, 150.0, batch_size=32, num_threads=2)
+    job, result = _guard_job(bn, [baseline, pick, split, threads])
+    console = Console(file=io.StringIO(), width=10_000)
+    checked, verdict = _guard(job, result, Budget(120), 1.0, console)
+    assert checked.best is threads
+    assert not verdict.kept and verdict.how == "guarded"
+    first, second = verdict.line.split("; ")
+    assert first.startswith("batch 1, 32-true: it ")
+    assert second.startswith("batch 32 (1 x 32 accumulated), 32-true: it ")
+    assert verdict.line.endswith(
+        ": the fastest setup whose steps are yours is kept (batch 32, 32-true)"
+    )
+    assert verdict.yours is not None and verdict.yours.ok  # your curve drawn once, then reused
+    said = console.file.getvalue().splitlines()  # type: ignore[attr-defined]
+    assert (
+        said[-1] == "autoaccel: the fastest setup whose steps are yours is kept (batch 32, 32-true)"
+    )
+
+
+def test_a_pick_whose_steps_are_yours_is_not_trained_again() -> None:
+    baseline = _record(0, 100.0, batch_size=32, num_threads=1)
+    threads = _record(1, 150.0, batch_size=32, num_threads=2, channels_last=True)
+    job, result = _guard_job(mlp(), [baseline, threads])
+    checked, verdict = _guard(job, result, Budget(120), 1.0, None)
+    assert checked.best is threads and verdict.kept and verdict.how == "unchanged"
+    assert verdict.yours is None  # nothing trained
+    assert steps_as_yours(threads.config, USER)
+    assert not steps_as_yours(replace(threads.config, precision="bf16-mixed"), USER)

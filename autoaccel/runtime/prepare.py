@@ -14,6 +14,7 @@ from __future__ import annotations
 import atexit
 import os
 import sys
+import time
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
@@ -66,9 +67,24 @@ class _Processes:
         return cls(dist.get_rank(), dist.get_world_size())
 
 
+# How long the process gives the process group's worker threads the GIL before Python
+# finalizes (see _leave_process_group).
+_DRAIN_S = 0.2
+
+
 def _leave_process_group() -> None:
+    """End the process group while Python still runs, then let its threads finish.
+
+    A gloo worker thread drops a finished collective (and the tensors it held, whose Python
+    objects need the GIL) just after the caller sees it done. If that drop lands in Python's
+    finalization the thread cannot take the GIL and the process aborts with "terminate called
+    without an active exception" (pytorch/pytorch#190489; seen here after FSDP's
+    ``full_tensor()`` and the sampler's broadcast at a script's end, about 1 run in 20 under
+    load). Sleeping hands those threads the GIL while it can still be taken.
+    """
     if dist.is_initialized():
         dist.destroy_process_group()
+        time.sleep(_DRAIN_S)
 
 
 def prepare(

@@ -675,4 +675,4 @@ def _provenance(
 
 def _say(console: Console | None, text: str) -> None:
     if console:
-        console.print(f"autoaccel: {text}", highlight=False, soft_wrap=True)
+        console.print(f"autoaccel: {text}", highlight=False, markup=False, soft_wrap=True)

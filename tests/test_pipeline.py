@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import io
 from dataclasses import replace
 
 import torch
+from rich.console import Console
 
 from autoaccel.config import TrainingConfig
 from autoaccel.measure import Measurement
+from autoaccel.pipeline import _say
 from autoaccel.search import TrialRecord
 from autoaccel.time_to_loss.stage import rates_by_batch, settings_by_batch
 from autoaccel.time_to_loss.study import _at_global
@@ -212,3 +215,13 @@ def test_the_schedule_picks_split_replaces_the_throughput_evidence_for_it() -> N
     for knob in ("batch_size", "processes", "num_threads"):
         assert config.provenance.evidence[knob].startswith("the schedule study's pick"), knob
     assert config.provenance.evidence["precision"] == measured
+
+
+def test_progress_lines_print_error_text_verbatim() -> None:
+    # A failed trial's reason can quote gloo ("[enforce fail at /__w/.../pair.cc:553]"): as
+    # rich markup that raised MarkupError and ended a tune run as an internal error (CI).
+    out = io.StringIO()
+    console = Console(file=out, width=200)
+    text = "it failed ([enforce fail at /__w/pytorch/gloo/pair.cc:553] [/x] [bold]closed)"
+    _say(console, text)
+    assert out.getvalue() == f"autoaccel: {text}\n"

@@ -24,7 +24,7 @@ def summary_text(advice: Advice, *, width: int = 110) -> str:
     for table in advice_tables(advice):
         console.print(table)
     for note in advice.notes:
-        console.print(f"note: {note}", highlight=False)
+        console.print(f"note: {note}", highlight=False, markup=False)
     return console.export_text()
 
 

@@ -18,6 +18,7 @@ from types import ModuleType
 from typing import Any, NoReturn
 
 from rich.console import Console
+from rich.markup import escape
 
 from autoaccel._version import __version__
 from autoaccel.cli._common import CommandResult, parse_duration
@@ -100,7 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
 def render(result: CommandResult, *, as_json: bool, out: Console, err: Console) -> None:
     """Print a command's result for people or, with ``--json``, for machines."""
     for warning in result.warnings:
-        err.print(f"[yellow]warning:[/yellow] {warning}", soft_wrap=True, highlight=False)
+        err.print(
+            f"[yellow]warning:[/yellow] {escape(str(warning))}", soft_wrap=True, highlight=False
+        )
     for note in result.notes:
         err.print(f"note: {note}", soft_wrap=True, highlight=False, markup=False)
     if as_json:

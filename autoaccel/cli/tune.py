@@ -157,6 +157,7 @@ def run(args: argparse.Namespace) -> CommandResult:
         Console(stderr=True).print(
             f"autoaccel: interrupted; {saved}. Run the same command again to resume the study.",
             highlight=False,
+            markup=False,
             soft_wrap=True,
         )
         raise

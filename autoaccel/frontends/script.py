@@ -213,6 +213,7 @@ def _job(
             f"autoaccel: running {script.name} with its own settings (the baseline); "
             f"logs in {runner.trials_dir}",
             highlight=False,
+            markup=False,
             soft_wrap=True,
         )
     started = time.monotonic()
@@ -365,6 +366,7 @@ class _SaveBest:
                     f"autoaccel: cannot save the best config so far to {self.out} "
                     f"({error.strerror or error}); the search goes on",
                     highlight=False,
+                    markup=False,
                     soft_wrap=True,
                 )
             self.failed = True

@@ -234,7 +234,7 @@ class _ScheduleStudy:
 
     def say(self, text: str) -> None:
         if self.console:
-            self.console.print(f"autoaccel: {text}", highlight=False, soft_wrap=True)
+            self.console.print(f"autoaccel: {text}", highlight=False, markup=False, soft_wrap=True)
 
     def run(self) -> ConvergenceResult:
         baseline, flattened = self._your_setup()

@@ -46,7 +46,7 @@ from autoaccel.curves import LossRun
 from autoaccel.errors import UsageError
 from autoaccel.measure import Measurement, MeterSettings
 from autoaccel.probe import HardwareProfile
-from autoaccel.progress import Phases
+from autoaccel.progress import Phases, say
 from autoaccel.search import (
     Diagnosis,
     Search,
@@ -205,13 +205,13 @@ def run_pipeline(
     result = _search(job, options, budget, space, diagnosis, trial_s, console, on_best)
     holder = _end_phase_holder(result, options, budget)
     if holder is not None:
-        _say(console, f"search stopped ({result.stop_reason}); {_follower_line(holder)}")
+        say(console, f"search stopped ({result.stop_reason}); {_follower_line(holder)}")
         advice = _advice(job, options, space, diagnosis, result, Speedup((), (), ()), budget)
         advice.written_by = holder
         advice.notes = [_follower_line(holder), *_other_hardware_notes(result)]
         advice.notes += _sharding_notes(space, advice.config)
         return advice
-    _say(
+    say(
         console,
         f"search stopped ({result.stop_reason}); re-measuring the {FINALISTS} best, then "
         f"confirming the winner vs. baseline in up to {options.confirm_pairs} interleaved pairs",
@@ -360,7 +360,7 @@ def _guard(
         verdict = _check(job, result, trainer, config, budget, trial_s, yours, console)
         yours = verdict.yours or yours
         findings.append(f"{_steps_words(config)}: {verdict.line}")
-        _say(console, findings[-1])
+        say(console, findings[-1])
         if verdict.kept:
             line = "; ".join(findings) + ("" if len(findings) == 1 else ": that is kept")
             return replace(result, best=candidate), replace(verdict, line=line)
@@ -373,7 +373,7 @@ def _guard(
     if not steps_as_yours(config, user):
         candidate = _fastest_with_your_steps(result, user)
     refused = _refused(verdict, findings, candidate, job)
-    _say(console, refused.line.rsplit(": ", 1)[-1])
+    say(console, refused.line.rsplit(": ", 1)[-1])
     return replace(result, best=candidate), refused
 
 
@@ -407,7 +407,7 @@ def _check(
         job.user,
         horizon_s=guard_horizon_s(budget.given_s),
         held_out=trainer.held_out,
-        say=lambda line: _say(console, line),
+        say=lambda line: say(console, line),
         yours=yours,
     )
 
@@ -671,8 +671,3 @@ def _provenance(
         },
         evidence=evidence,
     )
-
-
-def _say(console: Console | None, text: str) -> None:
-    if console:
-        console.print(f"autoaccel: {text}", highlight=False, markup=False, soft_wrap=True)

@@ -101,3 +101,10 @@ class Phases:
     ) -> None:
         if self._progress is not None:
             self._progress.stop()
+
+
+def say(console: Console | None, text: str) -> None:
+    """One progress line, ``autoaccel: text``, printed as written (no rich markup: a
+    failure's reason can quote ``[...]``); nothing when there is no console."""
+    if console:
+        console.print(f"autoaccel: {text}", highlight=False, markup=False, soft_wrap=True)

@@ -10,7 +10,7 @@ from rich.console import Console
 
 from autoaccel.config import TrainingConfig
 from autoaccel.measure import Measurement
-from autoaccel.pipeline import _say
+from autoaccel.progress import say
 from autoaccel.search import TrialRecord
 from autoaccel.time_to_loss.stage import rates_by_batch, settings_by_batch
 from autoaccel.time_to_loss.study import _at_global
@@ -223,5 +223,5 @@ def test_progress_lines_print_error_text_verbatim() -> None:
     out = io.StringIO()
     console = Console(file=out, width=200)
     text = "it failed ([enforce fail at /__w/pytorch/gloo/pair.cc:553] [/x] [bold]closed)"
-    _say(console, text)
+    say(console, text)
     assert out.getvalue() == f"autoaccel: {text}\n"

@@ -43,6 +43,7 @@ from autoaccel.curves import (
     pace_of,
     target_levels,
 )
+from autoaccel.progress import say
 from autoaccel.schedule import LrFinding, lr_multiplier, scaling_rule
 from autoaccel.scoring import EVALS, Scoring
 from autoaccel.search import powers_of_two, storage_url
@@ -233,8 +234,7 @@ class _ScheduleStudy:
             self.wall_s[key] = time.monotonic() - started
 
     def say(self, text: str) -> None:
-        if self.console:
-            self.console.print(f"autoaccel: {text}", highlight=False, markup=False, soft_wrap=True)
+        say(self.console, text)
 
     def run(self) -> ConvergenceResult:
         baseline, flattened = self._your_setup()

@@ -13,8 +13,8 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 import psutil
@@ -30,8 +30,12 @@ __all__ = [
     "PruneTrial",
     "TrialTimeout",
     "classify_failure",
+    "compact_curve",
     "process_rss_bytes",
 ]
+
+
+CURVE_STORED_POINTS = 128  # a trial's loss curve as the study stores it
 
 
 class PruneTrial(Exception):
@@ -109,6 +113,10 @@ class Measurement:
     memory_kind: str = "rss"  # "cuda" (max allocated) or "rss" (process + workers)
     memory_base_bytes: int = 0  # memory in use when the trial started (RSS on CPU)
     losses: tuple[float, ...] = ()
+    # Samples trained (over all processes) when each of ``losses`` was seen, warm-up
+    # included: the trial's own loss curve, from the same initial weights and data order
+    # as every other trial (``autoaccel.time_to_loss.trial_curves``).
+    loss_samples: tuple[int, ...] = ()
     notes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -148,12 +156,43 @@ class Measurement:
         }
         return cls(**clean)
 
+    def compacted(self, points: int = CURVE_STORED_POINTS) -> Measurement:
+        """This measurement with its loss curve merged into at most ``points`` (for the
+        study's storage; ``compact_curve``)."""
+        losses, samples = compact_curve(self.losses, self.loss_samples, points)
+        return replace(self, losses=losses, loss_samples=samples)
+
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready copy."""
         data = asdict(self)
         data["outcome"] = self.outcome.value
         data["data_wait_fraction"] = self.data_wait_fraction
         return data
+
+
+def compact_curve(
+    losses: Sequence[float], loss_samples: Sequence[int], points: int = CURVE_STORED_POINTS
+) -> tuple[tuple[float, ...], tuple[int, ...]]:
+    """At most ``points`` of a trial's curve: runs of consecutive steps merged into their
+    sample-weighted mean loss at their last step's samples (``trial_curves.trial_run``
+    averages them again, so a stored curve decides as the whole one did, up to rounding).
+
+    Example:
+        >>> compact_curve([4.0, 2.0, 1.0, 1.0], [10, 30, 40, 50], points=2)
+        ((2.666667, 1.0), (30, 50))
+    """
+    if len(losses) <= points or len(losses) != len(loss_samples):
+        return tuple(losses), tuple(loss_samples)
+    per = math.ceil(len(losses) / points)
+    out_losses: list[float] = []
+    out_samples: list[int] = []
+    for start in range(0, len(losses), per):
+        chunk = range(start, min(start + per, len(losses)))
+        weights = [loss_samples[i] - (loss_samples[i - 1] if i else 0) for i in chunk]
+        weighted = sum(losses[i] * w for i, w in zip(chunk, weights, strict=True))
+        out_losses.append(round(weighted / (sum(weights) or 1), 6))
+        out_samples.append(loss_samples[chunk[-1]])
+    return tuple(out_losses), tuple(out_samples)
 
 
 def process_rss_bytes(process: psutil.Process | None = None) -> int:
@@ -207,6 +246,8 @@ class Meter:
         self._warmup: list[_Step] = []
         self._window: list[_Step] = []
         self._losses: list[Any] = []  # floats or detached tensors (no sync per step)
+        self._loss_samples: list[int] = []  # samples trained when each loss was seen
+        self._trained = 0  # samples trained so far, warm-up included
         self._in_window = False
         self._settled = False
         self._started = self.clock()
@@ -248,8 +289,10 @@ class Meter:
         now = self.clock()
         step = _Step(self._fetch_start, self._arrived, now, self._samples)
         self._last_end = now
+        self._trained += self._samples
         if loss is not None:
             self._losses.append(loss.detach() if isinstance(loss, torch.Tensor) else loss)
+            self._loss_samples.append(self._trained)
         self._read_memory(now)
         if now - self._started > self.settings.max_trial_s:
             raise TrialTimeout(
@@ -403,6 +446,7 @@ class Meter:
             samples=samples,
             peak_memory_bytes=self._peak_memory or None,
             losses=losses,
+            loss_samples=tuple(self._loss_samples),
             notes=tuple(notes),
         )
 

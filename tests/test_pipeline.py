@@ -90,7 +90,7 @@ def test_the_final_study_ranks_finalists_as_the_final_round_does() -> None:
     import statistics
 
     from autoaccel.confirm import final_round
-    from autoaccel.pipeline import _EndPhase, _finalists
+    from autoaccel.pipeline.run import _EndPhase, _finalists
     from autoaccel.search import SearchResult
 
     def record(n: int, rate: float, batch: int) -> TrialRecord:
@@ -114,44 +114,6 @@ def test_the_final_study_ranks_finalists_as_the_final_round_does() -> None:
     ranked = {p["batch_size"]: statistics.median(r) for p, r in _finalists(result, end)}
     assert ranked == {64: 400.0, 128: 600.0, 32: 300.0}
     assert max(ranked, key=ranked.__getitem__) == winner.params["batch_size"]
-
-
-def test_a_refused_pick_falls_back_to_the_fastest_setup_measured_at_your_global_batch() -> None:
-    from autoaccel.pipeline import Job, _at_your_global_batch
-    from autoaccel.probe import probe_system
-    from autoaccel.search import SearchResult, WorkloadFacts
-
-    def record(n: int, rate: float, **knobs: object) -> TrialRecord:
-        config = TrainingConfig(**knobs)  # type: ignore[arg-type]
-        return TrialRecord(
-            n,
-            {"batch_size": config.batch_size},
-            config,
-            Measurement(outcome="ok", samples_per_s=rate),
-            "x",
-        )
-
-    user = TrainingConfig(batch_size=32, num_threads=2)
-    baseline = record(0, 100.0, batch_size=32, num_threads=2)
-    bf16_at_yours = record(1, 170.0, batch_size=32, num_threads=2, precision="bf16-mixed")
-    big = record(2, 300.0, batch_size=256, num_threads=1, precision="bf16-mixed")
-    pick_at_yours = TrainingConfig(batch_size=32, num_threads=1, precision="bf16-mixed")
-    measured: list[TrainingConfig] = []
-
-    def measure(config: TrainingConfig, prune: object = None) -> Measurement:
-        measured.append(config)
-        return Measurement(
-            outcome="ok", samples_per_s=80.0
-        )  # the pick's split at batch 32: slower here
-
-    facts = WorkloadFacts("m", 1, 4096, False, True, torch.device("cpu"), 0.5)
-    job = Job(measure, user, baseline.measurement, facts, probe_system())
-    result = SearchResult([baseline, bf16_at_yours, big], baseline, big, "done", 1.0, "s", "", 3, 3)
-    chosen = _at_your_global_batch(big.config, result, job)
-    assert measured == [pick_at_yours]  # never tried by the search: measured now
-    assert chosen is bf16_at_yours  # the fastest that keeps your global batch
-    slow_only = replace(result, records=[baseline, big])
-    assert _at_your_global_batch(big.config, slow_only, job) is baseline  # never slower than yours
 
 
 def test_rates_by_batch_are_those_of_the_settings_each_batch_trains_with() -> None:

@@ -67,6 +67,8 @@ def advice_dict(advice: Advice) -> dict[str, Any]:
             "other_hardware": s.other_hardware,
         },
         "written_by": advice.written_by,
+        "plan": advice.plan,
+        "fastest": _fastest_dict(advice),
         "convergence": _convergence_dict(advice.convergence),
         "wall_s": advice.wall_s,
         "notes": list(advice.notes),
@@ -100,7 +102,35 @@ def _result_table(advice: Advice) -> Table:
     for name, value in advice.search.best.params.items():
         if value != base_params.get(name):
             result.add_row(name, str(base_params.get(name)), str(value))
+    fastest = _fastest_dict(advice)
+    if fastest is not None and not fastest["written"]:
+        result.add_row(
+            "fastest measured",
+            "",
+            f"{fastest['samples_per_s']:,.0f} samples/s ({fastest['ratio']:.2f}x, one trial), "
+            f"not written: {fastest['why']}",
+        )
     return result
+
+
+def _fastest_dict(advice: Advice) -> dict[str, Any] | None:
+    """The fastest setup measured, its single-trial ratio to the baseline, whether it is
+    the one written and, when not, why (the guard's line); None when not known."""
+    fastest, base = advice.fastest, advice.search.baseline
+    if fastest is None or base.value <= 0:
+        return None
+    written = fastest.params == advice.search.best.params
+    why = None
+    if not written:
+        why = advice.guard.line if advice.guard is not None else "see the notes"
+    return {
+        "params": dict(fastest.params),
+        "trial": fastest.number,
+        "samples_per_s": fastest.value,
+        "ratio": fastest.value / base.value,
+        "written": written,
+        "why": why,
+    }
 
 
 def _recommendations_table(advice: Advice) -> Table:
@@ -261,6 +291,7 @@ def _guard_dict(advice: Advice) -> dict[str, Any] | None:
     return {
         "kept": g.kept,
         "how": g.how,
+        "decided_by": g.decided_by,
         "evidence": g.line,
         "pace": g.pace,
         "worst": g.worst,

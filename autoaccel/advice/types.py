@@ -17,7 +17,7 @@ from autoaccel.config import TrainingConfig, save_config
 from autoaccel.confirm import Speedup
 from autoaccel.measure import Measurement
 from autoaccel.probe import HardwareProfile
-from autoaccel.search import Diagnosis, SearchResult, SearchSpace
+from autoaccel.search import Diagnosis, SearchResult, SearchSpace, TrialRecord
 from autoaccel.time_to_loss import ConvergenceResult
 from autoaccel.time_to_loss.guard import GuardVerdict
 
@@ -66,6 +66,10 @@ class Advice:
     # In a shared study, the worker that runs the end phase and writes the config, when it
     # is another one; None when this run does (the speedup is then confirmed here).
     written_by: str | None = None
+    plan: dict[str, Any] | None = None  # the budget plan (``autoaccel.pipeline.plan``)
+    # The fastest setup measured (the final round's winner), which the config written may
+    # not be (the guard refused it); None when the pipeline did not get that far.
+    fastest: TrialRecord | None = None
 
     def to_yaml(self) -> str:
         """The config as commented YAML, with its evidence."""

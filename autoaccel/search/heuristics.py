@@ -17,7 +17,15 @@ from autoaccel.probe import HardwareProfile
 from autoaccel.search.space import SearchSpace
 from autoaccel.states import Bound, Precision
 
-__all__ = ["INPUT_BOUND", "MEMORY_BOUND", "Diagnosis", "diagnose", "guesses", "knob_priority"]
+__all__ = [
+    "INPUT_BOUND",
+    "MEMORY_BOUND",
+    "Diagnosis",
+    "diagnose",
+    "guesses",
+    "knob_priority",
+    "speed_only_guess",
+]
 
 INPUT_BOUND = 0.20  # data wait >= 20% of the step: highly input-bound (TF profiler's line)
 SOME_INPUT_WAIT = 0.05  # >= 5%: worth trying more workers (PyTorch profiler's line)
@@ -88,9 +96,12 @@ def knob_priority(diagnosis: Diagnosis) -> list[str]:
 def guesses(
     space: SearchSpace, user: TrainingConfig, diagnosis: Diagnosis, profile: HardwareProfile
 ) -> list[TrainingConfig]:
-    """Heuristic best guesses to seed the study with (``enqueue_trial``)."""
+    """Heuristic best guesses to seed the study with (``enqueue_trial``): first your steps
+    with the knobs that change the speed only (``speed_only_guess``), so that a fast setup
+    that needs no convergence evidence is measured early; then the larger steps."""
     params = space.params_of(user)
     names = space.names
+    first = speed_only_guess(space, user)
     guess = dict(params)
     sizes = space.knob("batch_size").choices
     # Compute-bound: a larger batch amortises per-step overhead (8x, as far as memory allows).
@@ -111,6 +122,8 @@ def guesses(
     if "pin_memory" in names:
         guess["pin_memory"] = True
     found = [space.config_for(guess)]
+    if first is not None:
+        found.insert(0, first)
     ddp = _ddp_guess(space, guess)
     if ddp is not None:
         found.append(space.config_for(ddp))
@@ -119,6 +132,26 @@ def guesses(
         if workers:
             found.append(space.config_for({**guess, "num_workers": min(workers[-1], 4)}))
     return found
+
+
+SPEED_ONLY_GUESS = {
+    "num_threads": max,
+    "channels_last": True,
+    "batch_fetch": True,
+    "pin_memory": True,
+}
+
+
+def speed_only_guess(space: SearchSpace, user: TrainingConfig) -> TrainingConfig | None:
+    """Your batch, split, precision and accumulation, with every knob that changes the
+    speed only set to its usual best (all the threads, channels-last, batches fetched by
+    index, pinned memory) where the space searches it; None when that is your setup."""
+    params = space.params_of(user)
+    guess = dict(params)
+    for name, best in SPEED_ONLY_GUESS.items():
+        if name in space.names:
+            guess[name] = best(space.knob(name).choices) if callable(best) else best
+    return None if guess == params else space.config_for(guess)
 
 
 def _ddp_guess(space: SearchSpace, guess: dict[str, object]) -> dict[str, object] | None:

@@ -104,9 +104,10 @@ def flat_attrs(m: Measurement) -> dict[str, Any]:
 
 
 def measurement_attrs(m: Measurement) -> dict[str, Any]:
-    data = m.to_dict()
+    """The measurement as the study keeps it to resume: its loss curve compacted (the
+    guard compares a resumed trial's curve as it would the whole one)."""
+    data = m.compacted().to_dict()
     data.pop("data_wait_fraction")
-    data["losses"] = list(m.losses[-5:])  # the last few are enough to show learning
     return data
 
 

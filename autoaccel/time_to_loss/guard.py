@@ -67,6 +67,10 @@ class GuardVerdict:
         line: The evidence in one line.
         pace: The pick's time to your levels over yours (below 1: sooner), geometric mean.
         worst: The largest of those ratios: how far behind yours the pick fell at worst.
+        yours: Your setup's curve the verdict stands on; pick: the pick's.
+        decided_by: What the curves came from: ``"trials"`` (the search's own trials,
+            ``autoaccel.time_to_loss.trial_curves``), ``"check runs"`` (runs of their own,
+            ``check_convergence``), or ``""`` (nothing was compared).
     """
 
     kept: bool
@@ -76,6 +80,7 @@ class GuardVerdict:
     worst: float | None = None
     yours: LossRun | None = None
     pick: LossRun | None = None
+    decided_by: str = ""
 
 
 def guard_horizon_s(budget_s: float) -> float:
@@ -204,7 +209,7 @@ def check_convergence(
             f"each of your {len(levels)} levels (down to {levels[-1].value:.4g}) no later "
             f"than yours ({1 / pace:.2f}x your pace overall)"
         )
-        return GuardVerdict(True, how, line, pace_or, worst_or, yours, theirs)
+        return GuardVerdict(True, how, line, pace_or, worst_or, yours, theirs, "check runs")
     if theirs.ok:
         k = ratios.index(worst)
         level = levels[k]
@@ -218,4 +223,4 @@ def check_convergence(
             str(theirs.outcome), "failed"
         )
         why = f"it {failed} ({theirs.message}) while yours trained"
-    return GuardVerdict(False, how, why, pace_or, worst_or, yours, theirs)
+    return GuardVerdict(False, how, why, pace_or, worst_or, yours, theirs, "check runs")

@@ -116,6 +116,7 @@ class TrialSession(StepObserver):
                 samples_per_s_min=measurement.samples_per_s_min * self.world,
                 samples_per_s_max=measurement.samples_per_s_max * self.world,
                 samples=measurement.samples * self.world,
+                loss_samples=tuple(n * self.world for n in measurement.loss_samples),
             )
         self._write(measurement)
 

@@ -1,0 +1,161 @@
+"""The guard stage: the fastest measured setup is written only with evidence that it learns
+no worse than your setup; else the next fastest, down to your own.
+
+With the throughput objective, the measured setups faster than yours are taken in order of
+samples/s (the final round's winner first):
+
+- one whose steps are yours (``steps_as_yours``: only threads, workers, pinning, prefetch,
+  memory format, compilation changed) learns as yours: it is kept, no evidence needed;
+- one whose steps differ (batch, split over processes, precision) is checked on its own
+  trial's loss curve against your baseline trial's (``curve_verdict``); where those curves
+  cannot decide and the budget plan kept time for them, on the guard's own check runs
+  (``check_convergence``, the pick as it would be written: its LR rule applied); kept when
+  it reached your loss levels no later, else the next one is looked at.
+
+So a refused pick gives way to the fastest measured setup that passed, never to your own
+setup while a faster one was measured and passed. The verdict's line names each refusal and
+what decided it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from rich.console import Console
+
+from autoaccel.advice import lr_follows_batch
+from autoaccel.budget import Budget
+from autoaccel.config import TrainingConfig
+from autoaccel.confirm import knobs_key
+from autoaccel.curves import LossRun
+from autoaccel.pipeline.options import Job
+from autoaccel.pipeline.plan import BudgetPlan
+from autoaccel.progress import say
+from autoaccel.search import SearchResult, TrialRecord
+from autoaccel.time_to_loss import Trainer
+from autoaccel.time_to_loss.guard import (
+    GuardVerdict,
+    check_convergence,
+    guard_horizon_s,
+    steps_as_yours,
+)
+from autoaccel.time_to_loss.study import batch_words
+from autoaccel.time_to_loss.trial_curves import curve_verdict
+
+__all__ = ["GUARD_PHASE", "faster_than_yours", "guard_pick", "steps_words"]
+
+GUARD_PHASE = "the convergence check"
+SHOWN = 3  # refusals named one by one in the verdict's line; the rest are counted
+
+
+def steps_words(config: TrainingConfig) -> str:
+    """'batch 32 (2 processes x 16), bf16-mixed': what decides how a step learns."""
+    return f"{batch_words(config)}, {config.precision}"
+
+
+def faster_than_yours(result: SearchResult) -> list[TrialRecord]:
+    """The measured setups faster than your baseline, each once, fastest first: the final
+    round's winner (``result.best``, its median measurement) leads its own ranking."""
+    base = result.baseline
+    yours = knobs_key(base.config.knobs())
+    ok = [r for r in result.records if r.measurement.ok and r.value > base.value]
+    ranked = sorted(ok, key=lambda r: r.value, reverse=True)
+    if result.best.measurement.ok and result.best.value > base.value:
+        ranked.insert(0, result.best)
+    seen = {yours}
+    found = []
+    for record in ranked:
+        key = knobs_key(record.config.knobs())
+        if key not in seen:
+            seen.add(key)
+            found.append(record)
+    return found
+
+
+def guard_pick(
+    job: Job,
+    result: SearchResult,
+    plan: BudgetPlan,
+    budget: Budget,
+    console: Console | None,
+) -> tuple[SearchResult, GuardVerdict]:
+    """The search's result with ``best`` the fastest setup the evidence lets stand, and the
+    verdict (``kept``: the fastest measured setup itself stands)."""
+    budget.release(GUARD_PHASE)
+    user = job.user
+    findings: list[str] = []
+    check_yours: LossRun | None = None  # your setup's check-run curve, drawn once
+    for n, candidate in enumerate(faster_than_yours(result)):
+        words = steps_words(candidate.config)
+        if steps_as_yours(candidate.config, user):
+            line = f"{words}: its steps are yours, so it learns as yours"
+            return _written(result, candidate, findings, line, n == 0, "unchanged")
+        verdict = curve_verdict(
+            candidate.measurement, candidate.config, result.baseline.measurement, user
+        )
+        if verdict.how == "unchecked" and plan.check_runs and job.trainer is not None:
+            verdict = _check_run(
+                job, job.trainer, candidate.config, plan, budget, check_yours, console
+            )
+            check_yours = verdict.yours or check_yours
+        findings.append(f"{words}: {verdict.line}")
+        say(console, findings[-1])
+        if verdict.kept:
+            line = findings.pop()
+            done = _written(result, candidate, findings, line, n == 0, verdict.how)
+            return done[0], replace(verdict, line=done[1].line, kept=n == 0)
+    line = "your setup is kept"
+    how = "unchecked" if not findings else "guarded"
+    if not findings:
+        line = "no setup measured here was faster than yours: your setup is kept"
+    written, verdict = _written(result, result.baseline, findings, line, False, how)
+    say(console, verdict.line.rsplit("; ", 1)[-1])
+    return written, verdict
+
+
+def _written(
+    result: SearchResult,
+    candidate: TrialRecord,
+    findings: list[str],
+    line: str,
+    fastest: bool,
+    how: str,
+) -> tuple[SearchResult, GuardVerdict]:
+    """``candidate`` written, with the refusals before it named (``SHOWN`` of them)."""
+    shown = findings[:SHOWN]
+    if len(findings) > SHOWN:
+        shown.append(f"{len(findings) - SHOWN} more faster setups refused or not checked")
+    if shown and candidate is not result.baseline:
+        line = f"{line}: that is kept"
+    full = "; ".join([*shown, line])
+    return replace(result, best=candidate), GuardVerdict(fastest, how, full)
+
+
+def _check_run(
+    job: Job,
+    trainer: Trainer,
+    config: TrainingConfig,
+    plan: BudgetPlan,
+    budget: Budget,
+    yours: LossRun | None,
+    console: Console | None,
+) -> GuardVerdict:
+    """The guard's own check runs for ``config`` (as it would be written: its LR rule
+    applied), your setup's drawn once; "unchecked" when the budget no longer holds them
+    (one confirmation pair kept)."""
+    runs = 1 if yours is not None else 2
+    written, _ = lr_follows_batch(config, job.user, job.facts)
+    cost_s = runs * plan.costs.check_run_s(budget.given_s)
+    if not budget.allows(cost_s, keep_s=2 * plan.costs.trial_s):
+        return GuardVerdict(
+            False, "unchecked", f"no time was left for its check runs ({budget.stop_reason()})"
+        )
+    return check_convergence(
+        trainer,
+        written,
+        job.user,
+        horizon_s=guard_horizon_s(budget.given_s),
+        held_out=trainer.held_out,
+        say=lambda line: say(console, line),
+        yours=yours,
+    )

@@ -1,0 +1,121 @@
+"""What the user asked of a tuning run (``PipelineOptions``), what the front end measured
+before the pipeline (``Job``), and the budget's first check (``check_budget``)."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+from autoaccel.budget import DEFAULT_MAX_TRIALS
+from autoaccel.config import TrainingConfig
+from autoaccel.confirm import CONFIRM_PAIRS
+from autoaccel.errors import UsageError
+from autoaccel.measure import Measurement, MeterSettings
+from autoaccel.probe import HardwareProfile
+from autoaccel.search import SearchSpace, TrialFn, WorkloadFacts
+from autoaccel.states import Objective
+from autoaccel.time_to_loss import Trainer
+
+__all__ = ["MIN_TRIALS", "Job", "PipelineOptions", "check_budget", "study_name_for"]
+
+MIN_TRIALS = 4  # the least a run measures: baseline, one candidate, one confirmation pair
+
+
+@dataclass(frozen=True)
+class PipelineOptions:
+    """What the user asked of a tuning run, gathered once by either front end."""
+
+    max_trials: int = DEFAULT_MAX_TRIALS
+    objective: Objective = Objective.THROUGHPUT
+    keep_global_batch: bool = False
+    storage: str | None = None  # Optuna storage URL or SQLite path
+    study_name: str | None = None  # default: derived from the workload, so a rerun resumes
+    seed: int | None = None
+    include_compile: bool = False
+    include_parallel: bool = False  # DDP over several processes (script trials only)
+    settings: MeterSettings = field(default_factory=MeterSettings)
+    confirm_pairs: int = CONFIRM_PAIRS
+    horizon_s: float | None = None  # time-to-loss: your setup's training time
+    command: str = ""  # how the user started this, for the config's provenance
+    script: str | None = None  # the training script's file name, when tuning one
+    prefix: str = "advise"  # of derived study names: advise | tune
+
+
+@dataclass(frozen=True)
+class Job:
+    """What a front end measured before the pipeline: the baseline and the facts."""
+
+    measure: TrialFn
+    user: TrainingConfig  # the caller's own setup
+    baseline: Measurement
+    facts: WorkloadFacts
+    profile: HardwareProfile
+    trial_s: float | None = None  # one trial's wall time, as the baseline's took; None: estimate
+    model: str | None = None  # the model's fingerprint (``model_fingerprint``)
+    trainer: Trainer | None = None  # draws loss curves: the guard's check runs, the schedule
+
+    @property
+    def start_s(self) -> float:
+        """A run's start-up here: the baseline's wall time less what it measured (a
+        script's interpreter, torch and its own set-up), at least the front end's estimate."""
+        measured = (self.trial_s or 0.0) - self.baseline.warmup_s - self.baseline.window_s
+        return max(self.facts.start_s, measured)
+
+    @property
+    def one_trial_s(self) -> float:
+        """One trial's wall time: the baseline's, at least its warm-up, window and start-up."""
+        b = self.baseline
+        return max(self.trial_s or 0.0, b.warmup_s + b.window_s + self.facts.start_s)
+
+
+def check_budget(
+    budget_s: Any,
+    max_trials: int,
+    settings: MeterSettings,
+    *,
+    start_s: float,
+    share: float = 1.0,
+) -> None:
+    """Refuse a budget too small for the least a run measures, before any work: the
+    baseline, one candidate and one confirmation pair (``MIN_TRIALS``), each costing at
+    least the measuring window and ``start_s`` (the script's interpreter, or an in-process
+    trial's set-up).
+
+    Args:
+        share: The part of the budget the throughput pipeline gets (time-to-loss keeps the
+            rest for the schedule study); the message still quotes the whole budget.
+
+    Raises:
+        UsageError: a budget that is not a positive, finite number of seconds, or one too
+            small, naming the smallest that can work.
+    """
+    if isinstance(budget_s, bool) or not isinstance(budget_s, (int, float)):
+        raise UsageError(
+            f"budget_s must be a number of seconds, got {type(budget_s).__name__} {budget_s!r}"
+        )
+    if not math.isfinite(budget_s) or budget_s <= 0:
+        raise UsageError(f"budget_s must be a positive, finite number of seconds, got {budget_s!r}")
+    trial_s = start_s + settings.window_s
+    minimum_s = math.ceil(MIN_TRIALS * trial_s / share)
+    if budget_s < minimum_s:
+        parts = "" if share == 1 else ", and the schedule study as much again"
+        raise UsageError(
+            f"a budget of {budget_s:g} s is too small: the baseline, one candidate and one "
+            f"confirmation pair take about {MIN_TRIALS * trial_s:.0f} s here ({trial_s:.1f} s "
+            f"per trial{parts}); give at least {minimum_s} s (--budget {minimum_s}s, or "
+            f"budget_s={minimum_s})"
+        )
+    if max_trials < 1:
+        raise UsageError(f"max_trials must be >= 1, got {max_trials}")
+
+
+def study_name_for(
+    facts: WorkloadFacts, space: SearchSpace, profile: HardwareProfile, options: PipelineOptions
+) -> str:
+    """A study name derived from the workload, the space and the machine: same call, same
+    study, so a rerun resumes; a changed space gets a new study."""
+    key = repr((facts, space.identity(), profile.fingerprint(), options.settings))
+    digest = hashlib.sha256(key.encode()).hexdigest()[:10]
+    return f"{options.prefix}-{facts.model_name}-{digest}"

@@ -1,0 +1,191 @@
+"""One plan per budget: made once, right after the baseline, from its measured costs; kept.
+
+The baseline says what a trial costs here (its wall time) and what a run's start-up costs
+(its wall time less what it measured). From those the plan decides what this budget can
+afford, and the run keeps to it:
+
+- the search: what the other phases leave, about ``search_trials`` trials;
+- convergence evidence for a pick whose steps are not yours: first the trials' own loss
+  curves (free: ``autoaccel.time_to_loss.trial_curves``); the guard's own check runs only
+  where those cannot decide, and only when two of them fit in ``CHECK_SHARE`` of the budget;
+- the final round (finalists measured again in turn) and the confirmation pairs, in at most
+  ``END_SHARE`` of what the baseline leaves.
+
+What does not fit is said with the budget that would fit it. Every share is in the table
+below, and nowhere else.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+from autoaccel.confirm import CONFIRM_PAIRS, FINAL_ROUNDS, FINALISTS
+from autoaccel.time_to_loss.guard import RUN_OVERHEAD, guard_horizon_s
+
+__all__ = ["CHECK_SHARE", "END_SHARE", "BudgetPlan", "PhaseCosts", "plan_budget"]
+
+# The shares, in one place.
+END_SHARE = 0.4  # of what the baseline leaves, at most for the final round and confirmation
+CHECK_SHARE = 0.15  # of the whole budget, at most for the guard's two check runs
+
+
+@dataclass(frozen=True)
+class PhaseCosts:
+    """What the baseline measured a run to cost here.
+
+    Args:
+        trial_s: One trial's wall time (start-up, warm-up and window).
+        start_s: A run's start-up alone (interpreter, torch, the script's own set-up).
+    """
+
+    trial_s: float
+    start_s: float
+
+    def check_run_s(self, budget_s: float) -> float:
+        """One of the guard's check runs: its training horizon with scoring, and start-up."""
+        return guard_horizon_s(budget_s) * RUN_OVERHEAD + self.start_s
+
+
+@dataclass(frozen=True)
+class BudgetPlan:
+    """What a budget affords, decided once after the baseline.
+
+    Example:
+        >>> plan = plan_budget(180, 174, PhaseCosts(trial_s=5.0, start_s=3.0), guarded=True)
+        >>> plan.confirm_pairs, plan.final_rounds, plan.check_s, plan.search_trials
+        (3, 2, 0.0, 22)
+        >>> plan.line()[:46]
+        '3m: search ~22 trials (114 s); a pick whose st'
+    """
+
+    given_s: float
+    left_s: float  # after the baseline
+    costs: PhaseCosts
+    guarded: bool  # a pick whose steps are not yours needs convergence evidence
+    end_s: float  # kept for the final round and the confirmation
+    final_rounds: int
+    confirm_pairs: int
+    check_s: float  # kept for the guard's check runs (0: they do not fit)
+    check_budget_s: float  # the budget at which they would fit
+
+    @property
+    def search_s(self) -> float:
+        return max(0.0, self.left_s - self.end_s - self.check_s)
+
+    @property
+    def search_trials(self) -> int:
+        return math.floor(self.search_s / self.costs.trial_s) if self.costs.trial_s > 0 else 0
+
+    @property
+    def check_runs(self) -> bool:
+        return self.check_s > 0
+
+    def missing(self) -> list[str]:
+        """What this budget does not afford, each with the budget that would."""
+        found = []
+        if self.guarded and not self.check_runs:
+            found.append(
+                "check runs of their own where the trials' curves cannot decide: give "
+                f"{_spelled(self.check_budget_s)}"
+            )
+        if self.confirm_pairs < CONFIRM_PAIRS:
+            used = self.given_s - self.left_s  # the baseline's part
+            more = _least_budget(
+                lambda b: _end_phases(b - used, self.costs, CONFIRM_PAIRS)[1] >= CONFIRM_PAIRS
+            )
+            found.append(f"{CONFIRM_PAIRS} confirmation pairs: give {_spelled(more)}")
+        return found
+
+    def line(self) -> str:
+        """The plan in one line, as printed before the search."""
+        parts = [f"search ~{self.search_trials} trials ({self.search_s:.0f} s)"]
+        if self.guarded:
+            how = "a pick whose steps differ from yours is checked on the trials' own loss curves"
+            if self.check_runs:
+                how += f", and in check runs ({self.check_s:.0f} s) where those cannot decide"
+            parts.append(how)
+        if self.final_rounds:
+            parts.append(f"final round of {FINALISTS} finalists x {self.final_rounds}")
+        parts.append(f"{self.confirm_pairs} confirmation pair{'s' * (self.confirm_pairs != 1)}")
+        line = f"{_spelled(self.given_s).removeprefix('--budget ')}: " + "; ".join(parts)
+        missing = self.missing()
+        return line + (f" (not: {'; '.join(missing)})" if missing else "")
+
+    def to_dict(self) -> dict[str, object]:
+        """The plan for ``summary.json``."""
+        data = asdict(self)
+        data.update(
+            search_s=round(self.search_s, 1),
+            search_trials=self.search_trials,
+            check_runs=self.check_runs,
+            missing=self.missing(),
+            line=self.line(),
+        )
+        return data
+
+
+def plan_budget(
+    given_s: float,
+    left_s: float,
+    costs: PhaseCosts,
+    *,
+    guarded: bool,
+    confirm_pairs: int = CONFIRM_PAIRS,
+) -> BudgetPlan:
+    """The plan for a budget of ``given_s`` of which ``left_s`` is left after the baseline.
+
+    The final round and the confirmation get their full plan when it fits in ``END_SHARE``
+    of what is left, else one confirmation pair at least and the final round only with what
+    that share leaves; the check runs are kept only when two fit in ``CHECK_SHARE`` of the
+    budget.
+    """
+    end_s, pairs, rounds = _end_phases(left_s, costs, confirm_pairs)
+    check_s = 0.0
+    check_budget_s = 0.0
+    if guarded:
+        two_runs = 2 * costs.check_run_s(given_s)
+        check_budget_s = _least_budget(lambda b: 2 * costs.check_run_s(b) <= CHECK_SHARE * b)
+        if two_runs <= CHECK_SHARE * given_s:
+            check_s = two_runs
+    return BudgetPlan(
+        given_s=given_s,
+        left_s=left_s,
+        costs=costs,
+        guarded=guarded,
+        end_s=end_s,
+        final_rounds=rounds,
+        confirm_pairs=pairs,
+        check_s=check_s,
+        check_budget_s=check_budget_s,
+    )
+
+
+def _end_phases(left_s: float, costs: PhaseCosts, confirm_pairs: int) -> tuple[float, int, int]:
+    """The final round's and the confirmation's share of ``left_s``: seconds kept,
+    confirmation pairs, final rounds."""
+    pair_s = 2 * costs.trial_s
+    round_s = FINALISTS * costs.trial_s
+    if pair_s <= 0:
+        return 0.0, confirm_pairs, FINAL_ROUNDS
+    planned = confirm_pairs * pair_s + FINAL_ROUNDS * round_s
+    end_s = min(planned, max(pair_s, END_SHARE * left_s))
+    pairs = max(1, min(confirm_pairs, math.floor(end_s / pair_s)))
+    rounds = min(FINAL_ROUNDS, max(0, math.floor((end_s - pairs * pair_s) / round_s)))
+    return end_s, pairs, rounds
+
+
+def _least_budget(fits: Callable[[float], bool]) -> float:
+    """The least whole minute (up to 2 hours) at which ``fits(budget_s)`` holds."""
+    for minutes in range(1, 121):
+        if fits(60.0 * minutes):
+            return 60.0 * minutes
+    return 7200.0
+
+
+def _spelled(seconds: float) -> str:
+    """'--budget 5m' for a whole minute, else '--budget 95s'."""
+    if seconds % 60 == 0:
+        return f"--budget {seconds / 60:.0f}m"
+    return f"--budget {math.ceil(seconds):.0f}s"

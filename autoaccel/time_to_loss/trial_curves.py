@@ -1,0 +1,160 @@
+"""Convergence evidence from the search's own trials, at no extra cost.
+
+Every throughput trial trains your model from the same initial weights on the same data
+order (a script seeds itself and runs fresh; ``advise()`` trains a copy of the same state),
+and the meter keeps each step's training loss with the samples trained by then
+(``Measurement.loss_samples``; the study stores them compacted, ``compact_curve``). At the
+trial's measured samples/s that is a loss curve against training time, for free, for your
+setup and for every candidate.
+
+The rule is the guard's (``autoaccel.time_to_loss.guard``): over the time both trials
+trained, your setup's curve sets the levels (each new best up to where it flattens), and a
+candidate whose steps are not yours is kept only when it reaches every level no later than
+yours, within ``GUARD_TOLERANCE``. Per-step losses are noisy, so each curve is first averaged
+into ``CURVE_POINTS`` equal stretches of time (each step weighted by its samples). The
+trials decide only when their curves are long enough and your loss fell clearly
+(``curve_verdict`` says which); otherwise the verdict is "unchecked" and the pipeline may
+run the guard's own check runs, when its budget plan has room for them.
+
+Time is samples over the steady rate: one-off start-up costs (the first steps, loader
+workers, process groups) are not training speed and would otherwise sink whichever trial
+paid more of them.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from statistics import geometric_mean
+
+from autoaccel.config import TrainingConfig
+from autoaccel.curves import CurvePoint, LossRun, find_plateau, level_ratios, target_levels
+from autoaccel.measure import Measurement
+from autoaccel.states import Outcome
+from autoaccel.time_to_loss.guard import GUARD_TOLERANCE, GuardVerdict
+
+__all__ = [
+    "CURVE_POINTS",
+    "MIN_DROP",
+    "MIN_POINTS",
+    "curve_verdict",
+    "trial_run",
+]
+
+CURVE_POINTS = 20  # stretches each trial's curve is averaged into, at most
+STEPS_PER_POINT = 2  # ... each holding at least this many steps of both trials
+MIN_POINTS = 5  # fewer stretches than this: too short to decide
+MIN_DROP = 0.05  # your loss must fall this much (relative) over the common time to decide
+
+
+def trained_s(measurement: Measurement) -> float:
+    """Seconds of training the trial's curve covers, at its steady samples/s (0: no curve)."""
+    if not measurement.loss_samples or measurement.samples_per_s <= 0:
+        return 0.0
+    return measurement.loss_samples[-1] / measurement.samples_per_s
+
+
+def trial_run(
+    measurement: Measurement, config: TrainingConfig, *, horizon_s: float, points: int
+) -> LossRun:
+    """The trial's training loss over its first ``horizon_s`` seconds (samples over its
+    samples/s), averaged into ``points`` equal stretches, each at its end; a stretch with no
+    step is left out.
+
+    Example:
+        >>> m = Measurement("ok", samples_per_s=10.0, losses=(3.0, 1.0, 2.0, 0.5),
+        ...                 loss_samples=(10, 20, 30, 40))
+        >>> [(p.seconds, p.loss) for p in trial_run(m, None, horizon_s=4.0, points=2).curve]
+        [(2.0, 2.0), (4.0, 1.25)]
+    """
+    rate = measurement.samples_per_s
+    sums = [0.0] * points
+    weights = [0] * points
+    last_step = [0] * points
+    before = 0
+    for step, (loss, samples) in enumerate(
+        zip(measurement.losses, measurement.loss_samples, strict=False), start=1
+    ):
+        weight, before = samples - before, samples
+        seconds = samples / rate
+        if seconds > horizon_s * (1 + 1e-9):
+            break
+        k = min(points - 1, max(0, math.ceil(seconds / horizon_s * points) - 1))
+        sums[k] += loss * weight
+        weights[k] += weight
+        last_step[k] = step
+    curve = tuple(
+        CurvePoint(round(horizon_s * (k + 1) / points, 6), last_step[k], sums[k] / weights[k])
+        for k in range(points)
+        if weights[k] > 0
+    )
+    return LossRun(config, Outcome.OK, "", curve)
+
+
+def _steps_within(measurement: Measurement, horizon_s: float) -> int:
+    limit = horizon_s * measurement.samples_per_s * (1 + 1e-9)
+    return sum(1 for n in measurement.loss_samples if n <= limit)
+
+
+def curve_verdict(
+    pick: Measurement,
+    pick_config: TrainingConfig,
+    yours: Measurement,
+    user: TrainingConfig,
+) -> GuardVerdict:
+    """Whether the pick's trial kept pace with your setup's trial, on their own training
+    loss curves (``how="guarded"``, ``decided_by="trials"``), or "unchecked" with the reason
+    when the curves are too short or your loss did not fall enough to tell.
+
+    Example:
+        >>> fall = [2.0 / (1 + i / 10) for i in range(60)]
+        >>> yours = Measurement("ok", samples_per_s=100.0, losses=tuple(fall),
+        ...                     loss_samples=tuple(10 * (i + 1) for i in range(60)))
+        >>> twice = replace(yours, samples_per_s=200.0)  # the same steps, twice as fast
+        >>> curve_verdict(twice, None, yours, None).kept
+        True
+        >>> curve_verdict(yours, None, twice, None).kept  # half as fast: behind
+        False
+    """
+    horizon = min(trained_s(pick), trained_s(yours))
+    steps = min(_steps_within(pick, horizon), _steps_within(yours, horizon))
+    points = min(CURVE_POINTS, steps // STEPS_PER_POINT)
+    if points < MIN_POINTS:
+        return GuardVerdict(
+            False,
+            "unchecked",
+            f"the trials' curves are too short to compare ({steps} steps of the shorter in "
+            f"{horizon:.1f} s; {MIN_POINTS * STEPS_PER_POINT} needed)",
+        )
+    theirs = trial_run(pick, pick_config, horizon_s=horizon, points=points)
+    mine = trial_run(yours, user, horizon_s=horizon, points=points)
+    first = mine.curve[0].loss
+    drop = (first - mine.best_loss) / first if first > 0 else 0.0
+    levels = target_levels(mine, find_plateau(mine.curve))
+    if drop < MIN_DROP or len(levels) < 2:
+        return GuardVerdict(
+            False,
+            "unchecked",
+            f"your training loss fell {drop:.0%} in the {horizon:.1f} s both trials trained "
+            f"({MIN_DROP:.0%} needed to tell the curves apart)",
+            yours=mine,
+            pick=theirs,
+        )
+    ratios = level_ratios(theirs, levels, horizon)
+    pace, worst = geometric_mean(ratios), max(ratios)
+    theirs = replace(theirs, pace=pace)
+    span = f"over the {horizon:.1f} s both trials trained"
+    if worst <= GUARD_TOLERANCE:
+        line = (
+            f"on the trials' own curves its training loss kept pace with yours {span}: it "
+            f"reached each of your {len(levels)} levels (down to {levels[-1].value:.4g}) no "
+            f"later than yours ({1 / pace:.2f}x your pace overall)"
+        )
+        return GuardVerdict(True, "guarded", line, pace, worst, mine, theirs, "trials")
+    level = levels[ratios.index(worst)]
+    line = (
+        f"on the trials' own curves its training loss fell behind yours {span}: it reached "
+        f"{level.value:.4g} {worst:.2f}x as late (yours at {level.seconds:.1f} s, "
+        f"{1 / pace:.2f}x your pace overall)"
+    )
+    return GuardVerdict(False, "guarded", line, pace, worst, mine, theirs, "trials")

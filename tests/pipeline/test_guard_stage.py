@@ -1,0 +1,93 @@
+"""The guard stage: the fastest measured setup with the evidence to stand, decided on the
+trials' own curves (no extra run: the job's measure and trainer would raise)."""
+
+from __future__ import annotations
+
+import io
+
+import torch
+from rich.console import Console
+
+from autoaccel.budget import Budget
+from autoaccel.config import TrainingConfig
+from autoaccel.measure import Measurement
+from autoaccel.pipeline import Job, PhaseCosts, faster_than_yours, guard_pick, plan_budget
+from autoaccel.probe import probe_system
+from autoaccel.search import SearchResult, TrialRecord, WorkloadFacts
+
+USER = TrainingConfig(batch_size=32, num_threads=1)
+
+
+def curve(rate: float, batch: int, steps: int) -> Measurement:
+    losses = tuple(2.0 / (1 + 0.05 * (i + 1)) for i in range(steps))
+    samples = tuple(batch * (i + 1) for i in range(steps))
+    return Measurement("ok", samples_per_s=rate, losses=losses, loss_samples=samples)
+
+
+def record(n: int, m: Measurement, **knobs: object) -> TrialRecord:
+    config = TrainingConfig(**{"num_threads": 1, **knobs})  # type: ignore[arg-type]
+    return TrialRecord(n, {"n": n}, config, m, "x")
+
+
+BASELINE = record(0, curve(100.0, 32, 200), batch_size=32)
+BIG = record(1, curve(240.0, 256, 40), batch_size=256, precision="bf16-mixed")
+BF16 = record(2, curve(170.0, 32, 300), batch_size=32, precision="bf16-mixed")
+THREADS = record(3, curve(120.0, 32, 220), batch_size=32, num_threads=2, channels_last=True)
+
+
+def guard(records: list[TrialRecord]) -> tuple[SearchResult, object, str]:
+    def measure(config: TrainingConfig, prune: object = None) -> Measurement:
+        raise AssertionError(f"the guard measured {config}: the trials' curves decide")
+
+    facts = WorkloadFacts("m", 1, 4096, False, True, torch.device("cpu"), 0.5)
+    job = Job(measure, USER, BASELINE.measurement, facts, probe_system(), 5.0)  # no trainer
+    best = max(records, key=lambda r: r.value)
+    result = SearchResult(records, BASELINE, best, "done", 1.0, "s", "", len(records), 9)
+    plan = plan_budget(180, 175, PhaseCosts(5.0, 3.0), guarded=True)
+    console = Console(file=io.StringIO(), width=10_000)
+    written, verdict = guard_pick(job, result, plan, Budget(180), console)
+    return written, verdict, console.file.getvalue()  # type: ignore[attr-defined]
+
+
+def test_a_pick_behind_on_its_curve_gives_way_to_one_that_keeps_pace() -> None:
+    written, verdict, said = guard([BASELINE, BIG, BF16, THREADS])
+    assert written.best is BF16  # the next fastest, and its curve kept pace
+    assert not verdict.kept and verdict.how == "guarded" and verdict.decided_by == "trials"
+    refusal, kept = verdict.line.split("; ")
+    assert refusal.startswith(
+        "batch 256, bf16-mixed: on the trials' own curves its training loss fell behind"
+    )
+    assert kept.startswith(
+        "batch 32, bf16-mixed: on the trials' own curves its training loss kept pace"
+    )
+    assert kept.endswith(": that is kept")
+    assert "batch 256, bf16-mixed: on the trials' own curves" in said
+
+
+def test_a_refused_pick_gives_way_to_the_fastest_setup_with_your_steps() -> None:
+    written, verdict, _ = guard([BASELINE, BIG, THREADS])
+    assert written.best is THREADS and verdict.how == "unchanged"
+    assert verdict.line.endswith(
+        "batch 32, 32-true: its steps are yours, so it learns as yours: that is kept"
+    )
+
+
+def test_the_fastest_kept_when_its_curve_keeps_pace() -> None:
+    written, verdict, _ = guard([BASELINE, BF16, THREADS])
+    assert written.best is BF16 and verdict.kept
+
+
+def test_your_setup_only_when_nothing_faster_passes() -> None:
+    written, verdict, said = guard([BASELINE, BIG])
+    assert written.best is BASELINE and not verdict.kept
+    assert verdict.line.endswith("your setup is kept")
+    assert said.rstrip().endswith("autoaccel: your setup is kept")
+    alone, verdict, _ = guard([BASELINE])
+    assert alone.best is BASELINE
+    assert verdict.line == "no setup measured here was faster than yours: your setup is kept"
+
+
+def test_faster_setups_are_ranked_once_each_fastest_first() -> None:
+    again = record(4, curve(90.0, 256, 40), batch_size=256, precision="bf16-mixed")
+    result = SearchResult([BASELINE, BIG, BF16, again], BASELINE, BIG, "done", 1.0, "s", "", 4, 9)
+    assert faster_than_yours(result) == [BIG, BF16]

@@ -1,0 +1,78 @@
+"""The budget plan: which phases a budget affords, from the baseline's stated costs."""
+
+from __future__ import annotations
+
+import pytest
+
+from autoaccel.errors import UsageError
+from autoaccel.measure import MeterSettings
+from autoaccel.pipeline import PhaseCosts, check_budget, plan_budget
+from autoaccel.pipeline.plan import CHECK_SHARE, END_SHARE
+
+FAST = PhaseCosts(trial_s=5.0, start_s=3.0)  # the CNN example here: ~5 s a trial
+SLOW = PhaseCosts(trial_s=20.0, start_s=15.0)  # a script that takes 15 s to start
+
+
+@pytest.mark.parametrize(
+    ("minutes", "costs", "pairs", "rounds", "check_runs", "trials"),
+    [
+        (1, FAST, 2, 0, False, 6),
+        (2, FAST, 3, 1, False, 13),
+        (3, FAST, 3, 2, False, 23),
+        (5, FAST, 3, 2, True, 38),
+        (10, FAST, 3, 2, True, 95),
+        (2, SLOW, 1, 0, False, 3),
+        (3, SLOW, 1, 0, False, 4),
+        (5, SLOW, 2, 0, False, 8),
+        (10, SLOW, 3, 1, True, 13),
+    ],
+)
+def test_which_phases_fit_each_budget(
+    minutes: int, costs: PhaseCosts, pairs: int, rounds: int, check_runs: bool, trials: int
+) -> None:
+    given = 60.0 * minutes
+    plan = plan_budget(given, given - costs.trial_s, costs, guarded=True)
+    assert (plan.confirm_pairs, plan.final_rounds, plan.check_runs) == (pairs, rounds, check_runs)
+    assert plan.search_trials == trials
+    # The shares hold: the end phases at most END_SHARE of what is left (one pair at
+    # least), the check runs at most CHECK_SHARE of the budget, and all add up.
+    assert plan.end_s <= max(2 * costs.trial_s, END_SHARE * plan.left_s)
+    assert plan.check_s <= CHECK_SHARE * given
+    assert plan.search_s + plan.end_s + plan.check_s == pytest.approx(plan.left_s)
+
+
+def test_a_budget_with_no_room_to_search_is_refused_before_any_work() -> None:
+    """1m for a script that takes 15 s to start plans no search trial: check_budget, which
+    runs before the baseline, refuses it naming the least that works."""
+    assert plan_budget(60, 40, SLOW, guarded=True).search_trials == 0
+    with pytest.raises(UsageError, match=r"a budget of 60 s is too small: .* give at least 66 s"):
+        check_budget(60, 40, MeterSettings(), start_s=15.0)
+
+
+def test_what_does_not_fit_is_said_with_the_budget_that_would_fit_it() -> None:
+    plan = plan_budget(60, 55, FAST, guarded=True)
+    assert plan.missing() == [
+        "check runs of their own where the trials' curves cannot decide: give --budget 4m",
+        "3 confirmation pairs: give --budget 2m",
+    ]
+    line = plan.line()
+    assert line.startswith("1m: search ~6 trials (33 s); a pick whose steps differ from yours ")
+    assert line.endswith("2 confirmation pairs (not: " + "; ".join(plan.missing()) + ")")
+    # ... and each budget named there affords what it was named for.
+    assert plan_budget(240, 235, FAST, guarded=True).check_runs
+    assert plan_budget(120, 115, FAST, guarded=True).confirm_pairs == 3
+
+
+def test_the_plan_is_recorded_whole() -> None:
+    plan = plan_budget(180, 175, FAST, guarded=True)
+    data = plan.to_dict()
+    assert data["line"] == plan.line()
+    assert data["search_trials"] == plan.search_trials
+    assert data["costs"] == {"trial_s": 5.0, "start_s": 3.0}
+    assert data["check_runs"] is False and data["missing"] == plan.missing()
+
+
+def test_time_to_loss_plans_no_guard() -> None:
+    plan = plan_budget(180, 175, FAST, guarded=False)
+    assert not plan.check_runs and plan.missing() == []
+    assert "loss curves" not in plan.line()

@@ -1,0 +1,101 @@
+"""Convergence evidence from the search's own trials: their loss curves, compared."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import pytest
+import torch
+from models import learnable, mlp
+
+from autoaccel.config import TrainingConfig
+from autoaccel.measure import Measurement, MeterSettings, compact_curve
+from autoaccel.runtime.data import describe_data
+from autoaccel.time_to_loss.trial_curves import curve_verdict, trial_run, trained_s
+from autoaccel.trials.in_process import run_trial
+from autoaccel.trials.workload import make_workload
+
+USER = TrainingConfig(batch_size=32)
+
+
+def trial(rate: float, batch: int, steps: int, per_step: float = 0.05) -> Measurement:
+    """A trial whose loss falls with each step as 2 / (1 + per_step x step)."""
+    losses = tuple(2.0 / (1 + per_step * (i + 1)) for i in range(steps))
+    samples = tuple(batch * (i + 1) for i in range(steps))
+    return Measurement("ok", samples_per_s=rate, losses=losses, loss_samples=samples)
+
+
+def test_a_pick_with_your_steps_per_second_ahead_keeps_pace() -> None:
+    yours = trial(100.0, 32, 200)
+    bf16 = trial(170.0, 32, 300)  # the same steps, 1.7x the samples/s
+    verdict = curve_verdict(bf16, replace(USER, precision="bf16-mixed"), yours, USER)
+    assert verdict.kept and verdict.how == "guarded" and verdict.decided_by == "trials"
+    assert verdict.pace == pytest.approx(1 / 1.7, rel=0.15)
+    assert "kept pace with yours" in verdict.line
+
+
+def test_a_larger_batch_with_fewer_steps_per_second_falls_behind() -> None:
+    """8x the batch at 2.4x the samples/s: 0.3x the steps per second, each no better."""
+    yours = trial(100.0, 32, 200)
+    big = trial(240.0, 256, 40)
+    verdict = curve_verdict(big, TrainingConfig(batch_size=256), yours, USER)
+    assert not verdict.kept and verdict.decided_by == "trials"
+    assert verdict.worst is not None and verdict.worst > 1.1
+    assert verdict.line.startswith("on the trials' own curves its training loss fell behind")
+
+
+def test_curves_too_short_or_flat_decide_nothing() -> None:
+    short = curve_verdict(trial(240.0, 256, 6), USER, trial(100.0, 32, 200), USER)
+    assert short.how == "unchecked" and short.decided_by == ""
+    assert short.line.startswith("the trials' curves are too short to compare (6 steps")
+    flat = replace(trial(100.0, 32, 200), losses=(2.0,) * 200)
+    verdict = curve_verdict(trial(170.0, 32, 300), USER, flat, USER)
+    assert verdict.how == "unchecked"
+    assert verdict.line.startswith("your training loss fell 0% in the")
+
+
+def test_the_curve_is_averaged_over_equal_stretches_of_steady_time() -> None:
+    m = trial(100.0, 32, 100)
+    run = trial_run(m, USER, horizon_s=trained_s(m), points=10)
+    assert len(run.curve) == 10 and run.curve[-1].seconds == pytest.approx(32.0)
+    assert all(a.loss > b.loss for a, b in zip(run.curve, run.curve[1:], strict=False))
+
+
+def test_a_stored_compacted_curve_decides_as_the_whole_one() -> None:
+    yours, big = trial(100.0, 32, 1000, 0.01), trial(240.0, 256, 300, 0.01)
+    whole = curve_verdict(big, USER, yours, USER)
+    stored = [
+        replace(
+            m,
+            **dict(
+                zip(
+                    ("losses", "loss_samples"), compact_curve(m.losses, m.loss_samples), strict=True
+                )
+            ),
+        )
+        for m in (big, yours)
+    ]
+    assert len(stored[1].losses) <= 128
+    again = curve_verdict(stored[0], USER, stored[1], USER)
+    assert again.kept == whole.kept and again.pace == pytest.approx(whole.pace, rel=0.1)
+
+
+def test_real_trials_record_their_curves_and_decide() -> None:
+    """Two real in-process trials of one model from the same state and order: each carries
+    its loss curve; the comparison decides on them (which way is the machine's to say)."""
+    model = mlp()
+    spec = describe_data(learnable(4096), loader_kwargs={"batch_size": 32, "shuffle": True})
+    workload = make_workload(
+        model, spec, loss_fn=None, optimizer=torch.optim.SGD(model.parameters(), lr=0.1)
+    )
+    settings = MeterSettings(window_s=0.5, max_warmup_s=1.0)
+    yours = run_trial(workload, USER, settings)
+    again = run_trial(workload, USER, settings)
+    assert yours.ok and len(yours.loss_samples) == len(yours.losses) >= 10
+    assert list(yours.loss_samples) == sorted(yours.loss_samples)
+    assert yours.loss_samples[0] == 32  # the first step's batch
+    # The same state and data order: the first losses agree to rounding.
+    assert again.losses[:5] == pytest.approx(yours.losses[:5], rel=1e-4)
+    verdict = curve_verdict(again, USER, yours, USER)
+    assert verdict.decided_by == "trials" and math.isfinite(verdict.pace or math.inf)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 from dataclasses import replace
 
-import torch
 from rich.console import Console
 
 from autoaccel.config import TrainingConfig

@@ -12,7 +12,7 @@ from models import learnable, mlp
 from autoaccel.config import TrainingConfig
 from autoaccel.measure import Measurement, MeterSettings, compact_curve
 from autoaccel.runtime.data import describe_data
-from autoaccel.time_to_loss.trial_curves import curve_verdict, trial_run, trained_s
+from autoaccel.time_to_loss.trial_curves import curve_verdict, trained_s, trial_run
 from autoaccel.trials.in_process import run_trial
 from autoaccel.trials.workload import make_workload
 

@@ -390,7 +390,7 @@ def objective_line(options: PipelineOptions, verdict: GuardVerdict | None) -> st
             "kept as asked" if options.keep_global_batch else "free and no loss curve drawn"
         )
     label = {
-        "unchanged": "not affected",
+        "unchanged": "not affected (the written setup's steps are yours)",
         "measured": "measured on held-out data",
         "guarded": "guarded by the training loss",
         "unchecked": "not checked",

@@ -9,7 +9,7 @@ threads and loses.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from autoaccel.config import TrainingConfig
 from autoaccel.measure import Measurement
@@ -114,14 +114,18 @@ def guesses(
         guess["channels_last"] = True
     if "batch_fetch" in names:
         guess["batch_fetch"] = True
-    fast_low_precision = profile.device_type == "cuda" or {"avx512_bf16", "amx_bf16"} & set(
-        profile.cpu.flags
-    )
-    if fast_low_precision and Precision.BF16_MIXED in space.knob("precision").choices:
+    if fast_low_precision(profile) and Precision.BF16_MIXED in space.knob("precision").choices:
         guess["precision"] = Precision.BF16_MIXED.value
     if "pin_memory" in names:
         guess["pin_memory"] = True
     found = [space.config_for(guess)]
+    if fast_low_precision(profile) and Precision.BF16_MIXED in space.knob("precision").choices:
+        # Your batch in bf16: a change of precision alone, which the trials' curves check
+        # with as many steps as yours.
+        start = first if first is not None else user
+        yours_bf16 = replace(start, precision=Precision.BF16_MIXED.value)
+        split = _ddp_guess(space, space.params_of(yours_bf16))  # and split over processes
+        found[:0] = [yours_bf16, *([space.config_for(split)] if split else [])]
     if first is not None:
         found.insert(0, first)
     ddp = _ddp_guess(space, guess)
@@ -132,6 +136,13 @@ def guesses(
         if workers:
             found.append(space.config_for({**guess, "num_workers": min(workers[-1], 4)}))
     return found
+
+
+def fast_low_precision(profile: HardwareProfile) -> bool:
+    """Whether bf16 runs natively here: a GPU, or a CPU with avx512_bf16 or amx_bf16."""
+    return profile.device_type == "cuda" or bool(
+        {"avx512_bf16", "amx_bf16"} & set(profile.cpu.flags)
+    )
 
 
 SPEED_ONLY_GUESS = {

@@ -23,7 +23,6 @@ paid more of them.
 
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 from statistics import geometric_mean
 
@@ -55,40 +54,47 @@ def trained_s(measurement: Measurement) -> float:
 
 
 def trial_run(
-    measurement: Measurement, config: TrainingConfig, *, horizon_s: float, points: int
+    measurement: Measurement,
+    config: TrainingConfig,
+    *,
+    horizon_s: float,
+    window: float,
+    every: float | None = None,
 ) -> LossRun:
     """The trial's training loss over its first ``horizon_s`` seconds (samples over its
-    samples/s), averaged into ``points`` equal stretches, each at its end; a stretch with no
-    step is left out.
+    samples/s): at each step's end, the sample-weighted mean loss of the last ``window``
+    samples (from the first full window on). ``every``: only at the first step past each
+    multiple of it (samples), for the levels; None: at every step, for the crossings.
 
     Example:
         >>> m = Measurement("ok", samples_per_s=10.0, losses=(3.0, 1.0, 2.0, 0.5),
         ...                 loss_samples=(10, 20, 30, 40))
-        >>> [(p.seconds, p.loss) for p in trial_run(m, None, horizon_s=4.0, points=2).curve]
-        [(2.0, 2.0), (4.0, 1.25)]
+        >>> run = trial_run(m, None, horizon_s=4.0, window=20)
+        >>> [(p.seconds, p.loss) for p in run.curve]
+        [(2.0, 2.0), (3.0, 1.5), (4.0, 1.25)]
     """
     rate = measurement.samples_per_s
-    sums = [0.0] * points
-    weights = [0] * points
-    last_step = [0] * points
-    before = 0
-    for step, (loss, samples) in enumerate(
-        zip(measurement.losses, measurement.loss_samples, strict=False), start=1
-    ):
-        weight, before = samples - before, samples
-        seconds = samples / rate
-        if seconds > horizon_s * (1 + 1e-9):
-            break
-        k = min(points - 1, max(0, math.ceil(seconds / horizon_s * points) - 1))
-        sums[k] += loss * weight
-        weights[k] += weight
-        last_step[k] = step
-    curve = tuple(
-        CurvePoint(round(horizon_s * (k + 1) / points, 6), last_step[k], sums[k] / weights[k])
-        for k in range(points)
-        if weights[k] > 0
-    )
-    return LossRun(config, Outcome.OK, "", curve)
+    ends = [n for n in measurement.loss_samples if n <= horizon_s * rate * (1 + 1e-9)]
+    starts = [0, *ends[:-1]]
+    points: list[CurvePoint] = []
+    first, mark = 0, every or 0.0
+    for i, end in enumerate(ends):
+        while first < i and starts[first] < end - window:  # steps wholly in the window
+            first += 1
+        if end < window or end < mark:
+            continue
+        if every:
+            mark = (end // every + 1) * every
+        steps = range(first, i + 1)
+        weighted = sum(measurement.losses[k] * (ends[k] - starts[k]) for k in steps)
+        points.append(CurvePoint(round(end / rate, 6), i + 1, weighted / (end - starts[first])))
+    return LossRun(config, Outcome.OK, "", tuple(points))
+
+
+def _largest_step(measurement: Measurement) -> int:
+    """The most samples one step trained (over all processes)."""
+    n = measurement.loss_samples
+    return max((b - a for a, b in zip((0, *n), n, strict=False)), default=0)
 
 
 def _steps_within(measurement: Measurement, horizon_s: float) -> int:
@@ -126,8 +132,11 @@ def curve_verdict(
             f"the trials' curves are too short to compare ({steps} steps of the shorter in "
             f"{horizon:.1f} s; {MIN_POINTS * STEPS_PER_POINT} needed)",
         )
-    theirs = trial_run(pick, pick_config, horizon_s=horizon, points=points)
-    mine = trial_run(yours, user, horizon_s=horizon, points=points)
+    # One window of samples for both, so identical losses at other rates compare exactly;
+    # your levels up to the common time, the pick's whole curve to reach them in.
+    window = max(horizon * yours.samples_per_s / points, _largest_step(pick), _largest_step(yours))
+    theirs = trial_run(pick, pick_config, horizon_s=trained_s(pick), window=window)
+    mine = trial_run(yours, user, horizon_s=horizon, window=window, every=window)
     first = mine.curve[0].loss
     drop = (first - mine.best_loss) / first if first > 0 else 0.0
     levels = target_levels(mine, find_plateau(mine.curve))

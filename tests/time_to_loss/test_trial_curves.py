@@ -55,10 +55,11 @@ def test_curves_too_short_or_flat_decide_nothing() -> None:
     assert verdict.line.startswith("your training loss fell 0% in the")
 
 
-def test_the_curve_is_averaged_over_equal_stretches_of_steady_time() -> None:
+def test_the_curve_is_a_sliding_mean_over_a_window_of_samples() -> None:
     m = trial(100.0, 32, 100)
-    run = trial_run(m, USER, horizon_s=trained_s(m), points=10)
+    run = trial_run(m, USER, horizon_s=trained_s(m), window=320, every=320)
     assert len(run.curve) == 10 and run.curve[-1].seconds == pytest.approx(32.0)
+    assert run.curve[0].loss == pytest.approx(sum(m.losses[:10]) / 10)
     assert all(a.loss > b.loss for a, b in zip(run.curve, run.curve[1:], strict=False))
 
 

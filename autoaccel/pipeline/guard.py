@@ -42,7 +42,7 @@ from autoaccel.time_to_loss.guard import (
 from autoaccel.time_to_loss.study import batch_words
 from autoaccel.time_to_loss.trial_curves import curve_verdict
 
-__all__ = ["GUARD_PHASE", "faster_than_yours", "guard_pick", "steps_words"]
+__all__ = ["GUARD_PHASE", "can_stand", "faster_than_yours", "guard_pick", "steps_words"]
 
 GUARD_PHASE = "the convergence check"
 SHOWN = 3  # refusals named one by one in the verdict's line; the rest are counted
@@ -54,22 +54,30 @@ def steps_words(config: TrainingConfig) -> str:
 
 
 def faster_than_yours(result: SearchResult) -> list[TrialRecord]:
-    """The measured setups faster than your baseline, each once, fastest first: the final
-    round's winner (``result.best``, its median measurement) leads its own ranking."""
+    """The measured setups faster than your baseline, each once (its best measurement, or
+    the final round's median for ``result.best``), fastest first."""
     base = result.baseline
-    yours = knobs_key(base.config.knobs())
-    ok = [r for r in result.records if r.measurement.ok and r.value > base.value]
-    ranked = sorted(ok, key=lambda r: r.value, reverse=True)
-    if result.best.measurement.ok and result.best.value > base.value:
-        ranked.insert(0, result.best)
-    seen = {yours}
+    best_key = knobs_key(result.best.config.knobs())
+    others = [r for r in result.records if knobs_key(r.config.knobs()) != best_key]
+    ok = [r for r in [result.best, *others] if r.measurement.ok and r.value > base.value]
+    seen = {knobs_key(base.config.knobs())}
     found = []
-    for record in ranked:
+    for record in sorted(ok, key=lambda r: r.value, reverse=True):
         key = knobs_key(record.config.knobs())
         if key not in seen:
             seen.add(key)
             found.append(record)
     return found
+
+
+def can_stand(record: TrialRecord, result: SearchResult, user: TrainingConfig) -> bool:
+    """Whether ``record`` has the evidence to be written without check runs: its steps are
+    yours, or its trial's loss curve kept pace with your baseline trial's (the final round
+    re-measures only these)."""
+    if steps_as_yours(record.config, user):
+        return True
+    yours = result.baseline.measurement
+    return curve_verdict(record.measurement, record.config, yours, user).kept
 
 
 def guard_pick(
@@ -85,7 +93,12 @@ def guard_pick(
     user = job.user
     findings: list[str] = []
     check_yours: LossRun | None = None  # your setup's check-run curve, drawn once
+    # The final round re-measured only setups that can stand; its winner goes before them.
+    winner = knobs_key(result.best.config.knobs()) if can_stand(result.best, result, user) else None
     for n, candidate in enumerate(faster_than_yours(result)):
+        key = knobs_key(candidate.config.knobs())
+        if winner not in (None, key) and can_stand(candidate, result, user):
+            continue  # it could stand, but the final round put the winner ahead of it
         words = steps_words(candidate.config)
         if steps_as_yours(candidate.config, user):
             line = f"{words}: its steps are yours, so it learns as yours"

@@ -34,7 +34,7 @@ from autoaccel.budget import Budget
 from autoaccel.config import NOT_MEASURED, Provenance, TrainingConfig, now_iso
 from autoaccel.confirm import Speedup, confirm, final_round, knobs_key
 from autoaccel.measure import Measurement
-from autoaccel.pipeline.guard import GUARD_PHASE, guard_pick
+from autoaccel.pipeline.guard import GUARD_PHASE, can_stand, guard_pick
 from autoaccel.pipeline.options import Job, PipelineOptions, study_name_for
 from autoaccel.pipeline.plan import BudgetPlan, PhaseCosts, plan_budget
 from autoaccel.progress import Phases, say
@@ -108,9 +108,13 @@ def run_pipeline(
     say(console, f"search stopped ({result.stop_reason})")
     phases.enter("final round")
     end = _EndPhase(job.measure, result.records, "final round")
+    fastest = result.best
+    finalists = result.records
+    if _guarded(options):  # only setups with the evidence to stand are worth re-measuring
+        finalists = [r for r in result.records if can_stand(r, result, job.user)]
     winner, final_evidence = final_round(
         end,
-        result.records,
+        finalists or [result.baseline],
         rounds=plan.final_rounds,
         max_measurements=options.max_trials - result.trials_measured,
         budget=budget,
@@ -118,7 +122,6 @@ def run_pipeline(
         keep_s=2 * plan.confirm_pairs * plan.costs.trial_s,
     )
     result = replace(result, best=winner)
-    fastest = result.best
     verdict = None
     if _guarded(options):
         phases.enter("convergence check")

@@ -12,6 +12,7 @@ from autoaccel.budget import Budget
 from autoaccel.config import TrainingConfig
 from autoaccel.measure import Measurement
 from autoaccel.pipeline import Job, PhaseCosts, faster_than_yours, guard_pick, plan_budget
+from autoaccel.pipeline.guard import can_stand
 from autoaccel.probe import probe_system
 from autoaccel.search import SearchResult, TrialRecord, WorkloadFacts
 
@@ -91,3 +92,23 @@ def test_faster_setups_are_ranked_once_each_fastest_first() -> None:
     again = record(4, curve(90.0, 256, 40), batch_size=256, precision="bf16-mixed")
     result = SearchResult([BASELINE, BIG, BF16, again], BASELINE, BIG, "done", 1.0, "s", "", 4, 9)
     assert faster_than_yours(result) == [BIG, BF16]
+
+
+def test_only_setups_that_can_stand_go_to_the_final_round_and_its_winner_is_kept() -> None:
+    """The final round re-measures what can stand (the big batch cannot, on its curve);
+    when it puts the channels-last setup ahead of bf16, that is what the guard keeps."""
+    result = SearchResult(
+        [BASELINE, BIG, BF16, THREADS], BASELINE, THREADS, "done", 1.0, "s", "", 4, 9
+    )
+    assert [can_stand(r, result, USER) for r in (BIG, BF16, THREADS)] == [False, True, True]
+
+    def measure(config: TrainingConfig, prune: object = None) -> Measurement:
+        raise AssertionError("nothing is measured")
+
+    facts = WorkloadFacts("m", 1, 4096, False, True, torch.device("cpu"), 0.5)
+    job = Job(measure, USER, BASELINE.measurement, facts, probe_system(), 5.0)
+    plan = plan_budget(180, 175, PhaseCosts(5.0, 3.0), guarded=True)
+    written, verdict = guard_pick(job, result, plan, Budget(180), None)
+    assert written.best is THREADS
+    assert verdict.line.startswith("batch 256, bf16-mixed: on the trials' own curves")
+    assert "batch 32, bf16-mixed" not in verdict.line  # it lost the final round, not refused

@@ -67,6 +67,7 @@ class BudgetPlan:
     end_s: float  # kept for the final round and the confirmation
     final_rounds: int
     confirm_pairs: int
+    asked_pairs: int  # the confirmation pairs asked for (``PipelineOptions.confirm_pairs``)
     check_s: float  # kept for the guard's check runs (0: they do not fit)
     check_budget_s: float  # the budget at which they would fit
 
@@ -90,12 +91,11 @@ class BudgetPlan:
                 "check runs of their own where the trials' curves cannot decide: give "
                 f"{_spelled(self.check_budget_s)}"
             )
-        if self.confirm_pairs < CONFIRM_PAIRS:
+        asked = self.asked_pairs
+        if self.confirm_pairs < asked:
             used = self.given_s - self.left_s  # the baseline's part
-            more = _least_budget(
-                lambda b: _end_phases(b - used, self.costs, CONFIRM_PAIRS)[1] >= CONFIRM_PAIRS
-            )
-            found.append(f"{CONFIRM_PAIRS} confirmation pairs: give {_spelled(more)}")
+            more = _least_budget(lambda b: _end_phases(b - used, self.costs, asked)[1] >= asked)
+            found.append(f"{asked} confirmation pairs: give {_spelled(more)}")
         return found
 
     def line(self) -> str:
@@ -157,6 +157,7 @@ def plan_budget(
         end_s=end_s,
         final_rounds=rounds,
         confirm_pairs=pairs,
+        asked_pairs=confirm_pairs,
         check_s=check_s,
         check_budget_s=check_budget_s,
     )

@@ -125,16 +125,20 @@ def curve_verdict(
     horizon = min(trained_s(pick), trained_s(yours))
     steps = min(_steps_within(pick, horizon), _steps_within(yours, horizon))
     points = min(CURVE_POINTS, steps // STEPS_PER_POINT)
-    if points < MIN_POINTS:
+    # One window of samples for both, so identical losses at other rates compare exactly;
+    # your levels up to the common time, the pick's whole curve to reach them in. Each
+    # window holds a whole step of either.
+    yours_n = horizon * yours.samples_per_s
+    window = max(yours_n / max(points, 1), _largest_step(pick), _largest_step(yours))
+    if points < MIN_POINTS or yours_n < MIN_POINTS * window:
         return GuardVerdict(
             False,
             "unchecked",
             f"the trials' curves are too short to compare ({steps} steps of the shorter in "
-            f"{horizon:.1f} s; {MIN_POINTS * STEPS_PER_POINT} needed)",
+            f"{horizon:.1f} s, {yours_n:,.0f} samples of yours against steps of up to "
+            f"{window:,.0f}; {MIN_POINTS * STEPS_PER_POINT} steps and {MIN_POINTS} steps' "
+            "samples needed)",
         )
-    # One window of samples for both, so identical losses at other rates compare exactly;
-    # your levels up to the common time, the pick's whole curve to reach them in.
-    window = max(horizon * yours.samples_per_s / points, _largest_step(pick), _largest_step(yours))
     theirs = trial_run(pick, pick_config, horizon_s=trained_s(pick), window=window)
     mine = trial_run(yours, user, horizon_s=horizon, window=window, every=window)
     first = mine.curve[0].loss

@@ -63,6 +63,11 @@ def test_what_does_not_fit_is_said_with_the_budget_that_would_fit_it() -> None:
     assert plan_budget(120, 115, FAST, guarded=True).confirm_pairs == 3
 
 
+def test_fewer_pairs_asked_for_are_not_missing() -> None:
+    plan = plan_budget(120, 100, SLOW, guarded=True, confirm_pairs=1)
+    assert plan.confirm_pairs == 1 and not any("pairs" in m for m in plan.missing())
+
+
 def test_the_plan_is_recorded_whole() -> None:
     plan = plan_budget(180, 175, FAST, guarded=True)
     data = plan.to_dict()

@@ -49,6 +49,10 @@ def test_curves_too_short_or_flat_decide_nothing() -> None:
     short = curve_verdict(trial(240.0, 256, 6), USER, trial(100.0, 32, 200), USER)
     assert short.how == "unchecked" and short.decided_by == ""
     assert short.line.startswith("the trials' curves are too short to compare (6 steps")
+    # Enough steps each, but one of the pick's steps holds more samples than five of your
+    # trial's windows (seen in CI: 2 processes x 512 against a short baseline).
+    huge = curve_verdict(trial(4000.0, 1024, 40), USER, trial(100.0, 32, 30), USER)
+    assert huge.how == "unchecked" and "against steps of up to 1,024" in huge.line
     flat = replace(trial(100.0, 32, 200), losses=(2.0,) * 200)
     verdict = curve_verdict(trial(170.0, 32, 300), USER, flat, USER)
     assert verdict.how == "unchecked"

@@ -10,29 +10,25 @@ scored (the tuner prunes a slow run by stopping its process); the report holds t
 
 from __future__ import annotations
 
-import atexit
 import json
-import sys
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
 from autoaccel.errors import DataError
-from autoaccel.measure import Measurement, classify_failure
-from autoaccel.runtime.run import StepObserver
+from autoaccel.measure import Measurement
 from autoaccel.scoring import Scorer, Scoring
 from autoaccel.states import Outcome
 from autoaccel.trials.hook import EvaluateFn, call_hook
-from autoaccel.trials.protocol import TrialFinished, TrialReport, TrialSpec
+from autoaccel.trials.protocol import TrialFinished, TrialSpec
+from autoaccel.trials.session_base import SessionBase
 
 __all__ = ["CurveSession"]
 
 
-class CurveSession(StepObserver):
+class CurveSession(SessionBase):
     """Scores the script's training as the curve spec says, writes the report, ends the run.
 
     Args:
@@ -58,15 +54,11 @@ class CurveSession(StepObserver):
         curve = spec.curve_spec()
         if curve is None:
             raise ValueError("CurveSession needs a trial spec with a curve")
-        self.spec, self.curve, self.report = spec, curve, report
+        super().__init__(spec, report, rank=rank, world=world, device=device)
+        self.curve = curve
         self.model, self.evaluate, self.metric = model, evaluate, spec.metric
         self.accumulation = max(1, accumulation)
-        self.rank, self.world, self.device = rank, world, device
         self.micro_steps = 0
-        self._written = False
-        self._previous_hook = sys.excepthook
-        sys.excepthook = self._on_uncaught
-        atexit.register(self._on_exit)
         scoring = Scoring.from_dict(curve.scoring)
         if scoring.held_out and evaluate is None:
             scoring = Scoring(scoring.evals, scoring.max_steps, scoring.stop_at, None, False)
@@ -100,13 +92,9 @@ class CurveSession(StepObserver):
                 stop = self._point(steps)
             except DataError as error:  # the hook failed on this config: a finding
                 stop = (Outcome.ERROR, str(error))
-        if self.world > 1:  # rank 0 decides for everyone, so all leave at the same step
-            flag = torch.tensor([0 if stop is None else 1], device=self.device)
-            dist.broadcast(flag, src=0)
-            if int(flag.item()) and stop is None:
-                stop = (Outcome.OK, "")
-        if stop is None:
+        if not self._everyone_stops(stop is not None):
             return
+        stop = stop or (Outcome.OK, "")
         if self.rank == 0:
             self._write(*stop)
         raise TrialFinished()
@@ -129,28 +117,19 @@ class CurveSession(StepObserver):
 
     def _write(self, outcome: Outcome, message: str) -> None:
         start = self.scorer.start
-        report = TrialReport(
+        self._write_report(
             measurement=Measurement(outcome=outcome, message=message).to_dict(),
-            world_size=self.world,
             curve=[[p.seconds, p.step, p.loss, p.metric] for p in self.scorer.curve],
-            **{**self.report, "held_out_start": list(start) if start else None},
+            held_out_start=list(start) if start else None,
         )
-        report.write(Path(self.spec.report_path))
-        self._written = True
 
-    def _on_exit(self) -> None:
+    def _failed(self, outcome: Outcome, message: str) -> None:
+        self._write(outcome, message)
+
+    def _ended_early(self) -> None:
         """The script ended on its own before the run's time was up: its curve so far."""
-        if self.rank == 0 and not self._written:
-            self._write(
-                Outcome.OK if self.scorer.curve else Outcome.ERROR,
-                f"the script ended after {self.micro_steps} steps, before the run's "
-                f"{self.curve.seconds:.0f} s of training",
-            )
-
-    def _on_uncaught(
-        self, kind: type[BaseException], error: BaseException, tb: TracebackType | None
-    ) -> None:
-        """A crash in the script's own code still leaves a classified result."""
-        if self.rank == 0 and not self._written and isinstance(error, Exception):
-            self._write(*classify_failure(error))
-        self._previous_hook(kind, error, tb)
+        self._write(
+            Outcome.OK if self.scorer.curve else Outcome.ERROR,
+            f"the script ended after {self.micro_steps} steps, before the run's "
+            f"{self.curve.seconds:.0f} s of training",
+        )

@@ -9,30 +9,22 @@ at the same step; a script that crashes or ends early still leaves a classified 
 
 from __future__ import annotations
 
-import atexit
-import sys
 from dataclasses import replace
-from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import torch
-import torch.distributed as dist
 
-from autoaccel.measure import Measurement, PruneBelow, PruneTrial, TrialTimeout, classify_failure
-from autoaccel.runtime.run import StepObserver
+from autoaccel.measure import Measurement, PruneBelow, PruneTrial, TrialTimeout
 from autoaccel.schedule import RangeSweep, apply_lr
 from autoaccel.states import Outcome
 from autoaccel.trials.core import TrialMeter
-from autoaccel.trials.protocol import TrialFinished, TrialReport, TrialSpec
+from autoaccel.trials.protocol import TrialFinished, TrialSpec
+from autoaccel.trials.session_base import SessionBase
 
 __all__ = ["TrialSession"]
 
-# What rank 0 tells every rank after a step (broadcast as a tensor under torchrun).
-_GO_ON, _STOP = 0, 1
 
-
-class TrialSession(StepObserver):
+class TrialSession(SessionBase):
     """The meter inside a tuner's trial: measures steps, writes the report, ends the run."""
 
     def __init__(
@@ -45,22 +37,14 @@ class TrialSession(StepObserver):
         device: torch.device,
         optimizer: torch.optim.Optimizer,
     ) -> None:
-        self.spec = spec
+        super().__init__(spec, report, rank=rank, world=world, device=device)
         self.optimizer = optimizer
         self.sweep = RangeSweep(**spec.lr_sweep) if spec.lr_sweep is not None else None
         if self.sweep is not None:
             apply_lr(optimizer, self.sweep.lr)
-        self.report = report
-        self.rank = rank
-        self.world = world
-        self.device = device
-        self._written = False
         prune = PruneBelow(spec.prune_below_samples_per_s / world)
         self.trial = TrialMeter(spec.meter_settings(), device, prune=prune)
         self.meter = self.trial.meter
-        self._previous_hook = sys.excepthook
-        sys.excepthook = self._on_uncaught
-        atexit.register(self._on_exit)
 
     def fetch_start(self) -> None:
         self.trial.fetch_start()
@@ -69,25 +53,19 @@ class TrialSession(StepObserver):
         self.trial.fetch_end(samples)
 
     def step_end(self, loss: torch.Tensor | None, batch_size: int) -> None:
-        status, failure = _GO_ON, None
+        stop, failure = False, None
         if self.sweep is not None:
             # Every rank keeps the same step count, so the same next LR; rank 0 decides.
-            done = self.sweep.record(float(loss.detach())) if loss is not None else True
-            status = _STOP if done else _GO_ON
-            if not done:
+            stop = self.sweep.record(float(loss.detach())) if loss is not None else True
+            if not stop:
                 apply_lr(self.optimizer, self.sweep.lr)
         elif self.rank == 0:
             try:
                 self.trial.step_end(loss, batch_size)
-                status = _STOP if self.meter.done else _GO_ON
+                stop = self.meter.done
             except (PruneTrial, TrialTimeout, FloatingPointError) as error:
-                status, failure = _STOP, error
-        if self.world > 1:
-            # Rank 0 decides for everyone, so every process leaves at the same step.
-            flag = torch.tensor([status], device=self.device)
-            dist.broadcast(flag, src=0)
-            status = int(flag.item())
-        if status == _GO_ON:
+                stop, failure = True, error
+        if not self._everyone_stops(stop):
             return
         if self.rank == 0:
             if self.sweep is not None:
@@ -98,14 +76,10 @@ class TrialSession(StepObserver):
 
     def _finish_sweep(self, sweep: RangeSweep) -> None:
         curve = {"lrs": sweep.lrs, "raw": sweep.raw, "stop": sweep.stop}
-        report = TrialReport(
+        self._write_report(
             measurement=Measurement(outcome=Outcome.OK, message="LR range test").to_dict(),
-            world_size=self.world,
             lr_curve=curve,
-            **self.report,
         )
-        report.write(Path(self.spec.report_path))
-        self._written = True
 
     def _finish(self, failure: BaseException | None) -> None:
         measurement = self.trial.failed(failure) if failure else self.trial.finish()
@@ -121,48 +95,23 @@ class TrialSession(StepObserver):
         self._write(measurement)
 
     def _write(self, measurement: Measurement) -> None:
-        report = TrialReport(
-            measurement=measurement.to_dict(), world_size=self.world, **self.report
-        )
-        report.write(Path(self.spec.report_path))
-        self._written = True
+        self._write_report(measurement=measurement.to_dict())
 
-    def _on_exit(self) -> None:
-        """The script ended on its own before the window closed: say so, usefully.
+    def _failed(self, outcome: Outcome, message: str) -> None:
+        self._write(Measurement(outcome=outcome, message=message))
 
-        Not when another rank has written the report: a rank that failed (out of memory,
-        say) wrote why, and rank 0, which then saw only a broken connection and left its
-        loop, must not overwrite that with "the script ended".
-        """
-        if Path(self.spec.report_path).exists() and not self._written:
-            return
-        if self.rank == 0 and not self._written and self.sweep is not None and self.sweep.raw:
+    def _ended_early(self) -> None:
+        """The script ended on its own before the window closed: say so, usefully (a
+        short LR sweep is still a curve)."""
+        if self.sweep is not None and self.sweep.raw:
             self.sweep.stop = f"the script ended after {len(self.sweep.raw)} steps"
-            self._finish_sweep(self.sweep)  # a short sweep is still a curve
-        if self.rank == 0 and not self._written:
-            steps = self.meter.steps
-            self._write(
-                Measurement(
-                    outcome=Outcome.ERROR,
-                    message=f"the script ended after {steps} steps, before the measurement "
-                    "finished; let it train longer under `autoaccel tune` (more epochs or steps)",
-                )
+            self._finish_sweep(self.sweep)
+            return
+        self._write(
+            Measurement(
+                outcome=Outcome.ERROR,
+                message=f"the script ended after {self.meter.steps} steps, before the "
+                "measurement finished; let it train longer under `autoaccel tune` (more "
+                "epochs or steps)",
             )
-
-    def _on_uncaught(
-        self, kind: type[BaseException], error: BaseException, tb: TracebackType | None
-    ) -> None:
-        """A crash in the script's own code still leaves a classified result.
-
-        Under torchrun the rank that fails writes it, whichever rank that is, before its
-        exit closes the sockets the others wait on: torchrun then stops the other ranks, so
-        a rank that runs out of memory fails the trial as "oom" rather than leaving rank 0
-        to report the broken connection it sees next (it finds the report and stays quiet).
-        """
-        report = Path(self.spec.report_path)
-        if not self._written and not report.exists() and isinstance(error, Exception):
-            outcome, message = classify_failure(error)
-            if self.world > 1:
-                message = f"rank {self.rank} of {self.world}: {message}"
-            self._write(Measurement(outcome=outcome, message=message))
-        self._previous_hook(kind, error, tb)
+        )

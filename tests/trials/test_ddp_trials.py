@@ -10,7 +10,10 @@ import psutil
 from trials.test_script_trials import SHORT, script
 
 from autoaccel.config import TrainingConfig
+from autoaccel.scoring import Scoring
+from autoaccel.states import Outcome
 from autoaccel.trials.script import ScriptRunner
+from autoaccel.trials.script_curves import ScriptTrainer
 
 DDP = TrainingConfig(batch_size=32, strategy="ddp", processes=2, num_threads=1)
 
@@ -51,6 +54,24 @@ def test_a_rank_that_runs_out_of_memory_fails_the_trial_as_oom(tmp_path: Path) -
     assert trial.measurement.message.startswith("rank 1 of 2: "), trial.measurement.message
     assert "can't allocate memory" in trial.measurement.message
     assert took < 60 and not trial.timed_out
+    assert _left_running(path) == []
+
+
+def test_a_loss_curve_run_whose_rank_1_runs_out_of_memory_is_reported_as_oom(
+    tmp_path: Path,
+) -> None:
+    """The same failure in a loss-curve run (the guard's check runs, the schedule study):
+    rank 1's report stands, not rank 0's broken connection or its exit line."""
+    forward = _rank_1_at_step_5("torch.empty(2**42, dtype=torch.float32)")
+    path = script(tmp_path, forward=forward)
+    runner = _runner(path, tmp_path, timeout_s=90)
+    baseline = runner.run(None).report
+    assert baseline is not None
+    run = ScriptTrainer(runner, baseline, None).train_for(
+        DDP, seconds=5.0, scoring=Scoring(5, held_out=False)
+    )
+    assert run.outcome is Outcome.OOM, run.message
+    assert run.message.startswith("rank 1 of 2: ") and "can't allocate memory" in run.message
     assert _left_running(path) == []
 
 

@@ -190,9 +190,10 @@ def confirm(
 ) -> Speedup:
     """Re-measure baseline and best interleaved (A B A B ...); ratios of each pair.
 
-    With ``budget``, as many of ``pairs`` as fit in what it leaves (``2 x trial_s`` each),
-    and one when at least ``trial_s`` is left: the confirmation is what the speedup stands
-    on, but the run must end within its budget plus one trial.
+    With ``budget``, as many of ``pairs`` as fit in what it leaves (``2 x trial_s`` each,
+    and each after the first only while the last one's measured cost still fits), and one
+    when at least ``trial_s`` is left: the confirmation is what the speedup stands on, but
+    the run must end within its budget plus one trial.
     """
     if pairs > 0:
         fit = _fitting(pairs, 2 * trial_s, budget, 0.0)
@@ -202,9 +203,15 @@ def confirm(
             fit = 1
         pairs = fit
     ratios, base_rates, best_rates = [], [], []
-    for _ in range(pairs):
+    pair_s = 2 * trial_s
+    clock = budget.clock if budget is not None else None
+    for n in range(pairs):
+        started = clock() if clock is not None else 0.0
+        if n and budget is not None and clock is not None and not budget.allows(pair_s):
+            break  # the pairs measured so far show what one costs: no room for another
         a = measure(baseline)
         b = measure(best)
+        pair_s = clock() - started if clock is not None else 0.0
         if a.ok and b.ok and a.samples_per_s > 0:
             ratios.append(b.samples_per_s / a.samples_per_s)
             base_rates.append(a.samples_per_s)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from autoaccel.budget import Budget
 from autoaccel.config import TrainingConfig
 from autoaccel.confirm import Speedup, confirm, final_round
 from autoaccel.measure import Measurement
@@ -23,6 +24,20 @@ def test_confirm_interleaves_and_pairs() -> None:
     speedup = confirm(measure, "base", "best", pairs=3)  # type: ignore[arg-type]
     assert order == ["A", "B", "A", "B", "A", "B"]
     assert speedup.median == pytest.approx(2 * (1 + 0.1 * 3) / (1 + 0.1 * 4))
+
+
+def test_pairs_go_on_while_a_measured_pair_still_fits() -> None:
+    """The estimate (2 s a trial) would fit 6 pairs in 30 s, but each trial really takes
+    5 s: after the first pair shows that, pairs stop when the next would not fit."""
+    now = [0.0]
+    budget = Budget(30, clock=lambda: now[0])
+
+    def measure(config: object) -> Measurement:
+        now[0] += 5.0
+        return Measurement(outcome="ok", samples_per_s=100.0 if config == "base" else 150.0)
+
+    speedup = confirm(measure, "base", "best", pairs=6, budget=budget, trial_s=2.0)  # type: ignore[arg-type]
+    assert len(speedup.ratios) == 3 and now[0] == 30.0  # 3 pairs of 10 s: the budget, no more
 
 
 def test_the_final_round_keeps_the_best_median_not_the_lucky_trial() -> None:

@@ -108,7 +108,8 @@ class BudgetPlan:
             parts.append(how)
         if self.final_rounds:
             parts.append(f"final round of {FINALISTS} finalists x {self.final_rounds}")
-        parts.append(f"{self.confirm_pairs} confirmation pair{'s' * (self.confirm_pairs != 1)}")
+        pairs = f"{self.confirm_pairs} confirmation pair{'s' * (self.confirm_pairs != 1)}"
+        parts.append(f"{pairs} (more while time is left)")
         line = f"{_spelled(self.given_s).removeprefix('--budget ')}: " + "; ".join(parts)
         missing = self.missing()
         return line + (f" (not: {'; '.join(missing)})" if missing else "")

@@ -61,6 +61,7 @@ from autoaccel.time_to_loss.guard import GuardVerdict
 __all__ = ["END_PHASES", "objective_line", "run_pipeline"]
 
 END_PHASES = "the final round and confirmation"
+MORE_PAIRS = 2  # confirmation pairs: up to this many times those asked, while they fit
 
 
 def run_pipeline(
@@ -175,7 +176,7 @@ def _confirm_pick(
         end,
         result.baseline.config,
         result.best.config,
-        pairs=options.confirm_pairs,
+        pairs=MORE_PAIRS * options.confirm_pairs,  # what is left of the end phases' share
         budget=budget,
         trial_s=trial_s,
     )

@@ -65,7 +65,7 @@ def test_advise_finds_a_faster_setup_and_leaves_the_caller_untouched(tmp_path: P
         assert knobs_key(advice.config.knobs()) == knobs_key(advice.search.baseline.config.knobs())
         assert str(advice.speedup) == "1.00x (your setup kept)"
     else:
-        assert len(advice.speedup.ratios) == 3
+        assert 3 <= len(advice.speedup.ratios) <= 6  # more pairs while the budget lasts
         assert advice.speedup.min <= advice.speedup.median <= advice.speedup.max
     assert advice.diagnosis.bound in ("input", "compute", "memory")
     assert advice.config.provenance.measured["speedup"] == round(advice.speedup.median, 3)

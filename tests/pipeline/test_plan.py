@@ -57,7 +57,9 @@ def test_what_does_not_fit_is_said_with_the_budget_that_would_fit_it() -> None:
     ]
     line = plan.line()
     assert line.startswith("1m: search ~6 trials (33 s); a pick whose steps differ from yours ")
-    assert line.endswith("2 confirmation pairs (not: " + "; ".join(plan.missing()) + ")")
+    assert line.endswith(
+        "2 confirmation pairs (more while time is left) (not: " + "; ".join(plan.missing()) + ")"
+    )
     # ... and each budget named there affords what it was named for.
     assert plan_budget(240, 235, FAST, guarded=True).check_runs
     assert plan_budget(120, 115, FAST, guarded=True).confirm_pairs == 3

@@ -9,9 +9,9 @@ from rich.console import Console
 
 from autoaccel.config import TrainingConfig
 from autoaccel.measure import Measurement
+from autoaccel.pipeline.schedule import rates_by_batch, settings_by_batch
 from autoaccel.progress import say
 from autoaccel.search import TrialRecord
-from autoaccel.time_to_loss.stage import rates_by_batch, settings_by_batch
 from autoaccel.time_to_loss.study import _at_global
 
 

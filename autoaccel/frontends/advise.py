@@ -25,6 +25,7 @@ from autoaccel.confirm import CONFIRM_PAIRS
 from autoaccel.errors import UsageError
 from autoaccel.measure import Measurement, MeterSettings, PruneBelow
 from autoaccel.pipeline import Job, PipelineOptions, check_budget, run_pipeline
+from autoaccel.pipeline.schedule import keep_for_schedule, throughput_share, tune_schedule
 from autoaccel.probe import probe_system
 from autoaccel.process import preserved_process_state
 from autoaccel.progress import Phases
@@ -34,7 +35,6 @@ from autoaccel.runtime.run import has_conv, model_fingerprint
 from autoaccel.search import WorkloadFacts
 from autoaccel.states import Objective
 from autoaccel.time_to_loss import Goal, HeldOut, InProcessTrainer, check_goal, holdout_split
-from autoaccel.time_to_loss.stage import keep_for_schedule, throughput_share, tune_schedule
 from autoaccel.trials.in_process import run_trial
 from autoaccel.trials.workload import OptimizerLike, Workload, make_workload
 

@@ -40,6 +40,7 @@ from autoaccel.frontends.outputs import (
 )
 from autoaccel.measure import Measurement, MeterSettings, PruneBelow
 from autoaccel.pipeline import Job, PipelineOptions, check_budget, run_pipeline
+from autoaccel.pipeline.schedule import keep_for_schedule, throughput_share, tune_schedule
 from autoaccel.probe import probe_system
 from autoaccel.progress import Phases
 from autoaccel.record import run_record, write_record
@@ -49,7 +50,6 @@ from autoaccel.search import TrialRecord, WorkloadFacts, check_storage
 from autoaccel.search.shared import is_shared
 from autoaccel.states import Objective
 from autoaccel.time_to_loss import Goal
-from autoaccel.time_to_loss.stage import keep_for_schedule, throughput_share, tune_schedule
 from autoaccel.trials.protocol import TrialReport
 from autoaccel.trials.script import ScriptRunner, check_script, ended_early
 from autoaccel.trials.script_curves import ScriptTrainer, sweep_script

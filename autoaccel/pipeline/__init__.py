@@ -4,7 +4,8 @@
   (``Job``), the budget's first check;
 - ``plan``: what the budget affords, decided once from the baseline's costs (every share);
 - ``guard``: the fastest measured setup that has the evidence to stand;
-- ``run``: the stages in order, from the plan to the advice.
+- ``run``: the stages in order, from the plan to the advice;
+- ``schedule``: with ``objective="time-to-loss"``, the schedule study as the stage after it.
 """
 
 from autoaccel.pipeline.guard import faster_than_yours, guard_pick, steps_words

@@ -14,7 +14,7 @@ trial; from the baseline on, both run the same stages, drawing on the same ``Bud
 8. the advice: recommendations with their evidence, the LR rule, the provenance.
 
 With ``objective="time-to-loss"`` the front end then runs the schedule study
-(``autoaccel.time_to_loss.stage``).
+(``autoaccel.pipeline.schedule``).
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ fastest for it, through the front end's ``Trainer`` (in-process or script trials
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rich.console import Console
 
@@ -18,14 +18,12 @@ from autoaccel.advice import Advice, with_convergence
 from autoaccel.budget import Budget
 from autoaccel.config import TrainingConfig
 from autoaccel.curves import Goal
+from autoaccel.pipeline.options import PipelineOptions
 from autoaccel.progress import Phases
 from autoaccel.search import TrialRecord
 from autoaccel.states import Objective
 from autoaccel.time_to_loss.study import ScheduleInputs, search_schedule
 from autoaccel.time_to_loss.training import Trainer
-
-if TYPE_CHECKING:
-    from autoaccel.pipeline import PipelineOptions
 
 __all__ = [
     "SCHEDULE_PHASE",

@@ -27,16 +27,21 @@ PLOTS = (
 @pytest.fixture(scope="module")
 def record_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("record")
-    advice = advise(
-        mlp(),
-        tabular(2048),
-        budget_s=25,
-        max_trials=6,
-        settings=FAST,
-        progress=False,
-        storage=str(folder / "studies.db"),
-        seed=3,
-    )
+    for seed in (3, 4):  # the report needs confirmation pairs to draw
+        advice = advise(
+            mlp(),
+            tabular(2048),
+            budget_s=25,
+            max_trials=6,
+            settings=FAST,
+            progress=False,
+            storage=str(folder / f"studies-{seed}.db"),
+            seed=seed,
+        )
+        # On a loaded machine a tune can find nothing faster with your steps, keep your
+        # setup and confirm no pairs (seen once in a full run): then tune once more.
+        if not advice.speedup.yours_kept:
+            break
     assert advice.record_path is not None and advice.record_path.parent.parent == folder / "runs"
     return advice.record_path
 

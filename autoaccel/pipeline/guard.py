@@ -76,8 +76,18 @@ def can_stand(record: TrialRecord, result: SearchResult, user: TrainingConfig) -
     re-measures only these)."""
     if steps_as_yours(record.config, user):
         return True
-    yours = result.baseline.measurement
-    return curve_verdict(record.measurement, record.config, yours, user).kept
+    return _curve_verdict(record, result, user).kept
+
+
+def _curve_verdict(record: TrialRecord, result: SearchResult, user: TrainingConfig) -> GuardVerdict:
+    """The verdict on ``record``'s setup, from the first trial that measured it: one verdict
+    per setup (the final round re-measures its speed, not its curve)."""
+    key = knobs_key(record.config.knobs())
+    first = next(
+        (r for r in result.records if r.measurement.ok and knobs_key(r.config.knobs()) == key),
+        record,
+    )
+    return curve_verdict(first.measurement, first.config, result.baseline.measurement, user)
 
 
 def guard_pick(
@@ -103,9 +113,7 @@ def guard_pick(
         if steps_as_yours(candidate.config, user):
             line = f"{words}: its steps are yours, so it learns as yours"
             return _written(result, candidate, findings, line, n == 0, "unchanged")
-        verdict = curve_verdict(
-            candidate.measurement, candidate.config, result.baseline.measurement, user
-        )
+        verdict = _curve_verdict(candidate, result, user)
         if verdict.how == "unchecked" and plan.check_runs and job.trainer is not None:
             verdict = _check_run(
                 job, job.trainer, candidate.config, plan, budget, check_yours, console

@@ -23,6 +23,7 @@ paid more of them.
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 from statistics import geometric_mean
 
@@ -91,6 +92,32 @@ def trial_run(
     return LossRun(config, Outcome.OK, "", tuple(points))
 
 
+def noise_margin(measurement: Measurement, horizon_s: float, window: float) -> float:
+    """How far two means over ``window`` samples of this trial's losses may differ by
+    chance: twice the standard error of their difference, from the spread of its steps'
+    losses around their sliding mean (the trend taken out) over the first ``horizon_s``.
+
+    Example:
+        >>> flat = Measurement("ok", samples_per_s=10.0, losses=(1.0, 3.0) * 20,
+        ...                    loss_samples=tuple(range(10, 410, 10)))
+        >>> round(noise_margin(flat, 40.0, 40), 3)  # steps of 10 samples, +-1 around 2
+        1.434
+    """
+    run = trial_run(measurement, None, horizon_s=horizon_s, window=window)  # type: ignore[arg-type]
+    trend = {p.step: p.loss for p in run.curve}
+    ends = measurement.loss_samples
+    deviations, sizes = [], []
+    for step, loss in enumerate(measurement.losses, start=1):
+        if step in trend:
+            deviations.append(loss - trend[step])
+            sizes.append(ends[step - 1] - (ends[step - 2] if step > 1 else 0))
+    if len(deviations) < 2:
+        return 0.0
+    spread = math.sqrt(sum(d * d for d in deviations) / (len(deviations) - 1))
+    steps_per_window = max(1.0, window / (sum(sizes) / len(sizes)))
+    return 2 * math.sqrt(2) * spread / math.sqrt(steps_per_window)
+
+
 def _largest_step(measurement: Measurement) -> int:
     """The most samples one step trained (over all processes)."""
     n = measurement.loss_samples
@@ -153,21 +180,27 @@ def curve_verdict(
             yours=mine,
             pick=theirs,
         )
-    ratios = level_ratios(theirs, levels, horizon)
-    pace, worst = geometric_mean(ratios), max(ratios)
+    # A level counts as reached within the noise of two window means (``noise_margin``).
+    margin = noise_margin(yours, horizon, window)
+    ratios = level_ratios(theirs, [replace(v, value=v.value + margin) for v in levels], horizon)
+    worst = max(ratios)  # decides, within the noise
+    pace = geometric_mean(level_ratios(theirs, levels, horizon))  # reported, as measured
     theirs = replace(theirs, pace=pace)
     span = f"over the {horizon:.1f} s both trials trained"
-    if worst <= GUARD_TOLERANCE:
+    if worst <= GUARD_TOLERANCE and pace <= 1.0:  # each level in time, and not behind overall
         line = (
             f"on the trials' own curves its training loss kept pace with yours {span}: it "
             f"reached each of your {len(levels)} levels (down to {levels[-1].value:.4g}) no "
-            f"later than yours ({1 / pace:.2f}x your pace overall)"
+            f"later than yours, within their noise of {margin:.3g} ({1 / pace:.2f}x your pace "
+            "overall)"
         )
         return GuardVerdict(True, "guarded", line, pace, worst, mine, theirs, "trials")
     level = levels[ratios.index(worst)]
+    late = f"it reached {level.value:.4g} {worst:.2f}x as late (yours at {level.seconds:.1f} s, "
+    if worst <= GUARD_TOLERANCE:
+        late = "each level in time, within their noise, but overall slower ("
     line = (
-        f"on the trials' own curves its training loss fell behind yours {span}: it reached "
-        f"{level.value:.4g} {worst:.2f}x as late (yours at {level.seconds:.1f} s, "
+        f"on the trials' own curves its training loss fell behind yours {span}: {late}"
         f"{1 / pace:.2f}x your pace overall)"
     )
     return GuardVerdict(False, "guarded", line, pace, worst, mine, theirs, "trials")

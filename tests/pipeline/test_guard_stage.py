@@ -4,6 +4,7 @@ trials' own curves (no extra run: the job's measure and trainer would raise)."""
 from __future__ import annotations
 
 import io
+from dataclasses import replace
 
 import torch
 from rich.console import Console
@@ -112,3 +113,20 @@ def test_only_setups_that_can_stand_go_to_the_final_round_and_its_winner_is_kept
     assert written.best is THREADS
     assert verdict.line.startswith("batch 256, bf16-mixed: on the trials' own curves")
     assert "batch 32, bf16-mixed" not in verdict.line  # it lost the final round, not refused
+
+
+def test_a_setup_is_judged_on_its_first_trial_not_on_its_final_round_run() -> None:
+    """The final round re-measures bf16's speed; that run's curve (here a slow one) does
+    not overturn the verdict its search trial earned, which chose it for the round."""
+    stalled = replace(curve(175.0, 32, 300), losses=(2.0,) * 300)  # a run that learned nothing
+    again = TrialRecord(9, BF16.params, BF16.config, stalled, "final round")
+    result = SearchResult([BASELINE, BF16, THREADS], BASELINE, again, "done", 1.0, "s", "", 3, 9)
+
+    def measure(config: TrainingConfig, prune: object = None) -> Measurement:
+        raise AssertionError("nothing is measured")
+
+    facts = WorkloadFacts("m", 1, 4096, False, True, torch.device("cpu"), 0.5)
+    job = Job(measure, USER, BASELINE.measurement, facts, probe_system(), 5.0)
+    plan = plan_budget(180, 175, PhaseCosts(5.0, 3.0), guarded=True)
+    written, verdict = guard_pick(job, result, plan, Budget(180), None)
+    assert written.best is again and verdict.kept and verdict.decided_by == "trials"

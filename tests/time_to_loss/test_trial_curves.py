@@ -83,7 +83,7 @@ def test_a_stored_compacted_curve_decides_as_the_whole_one() -> None:
     ]
     assert len(stored[1].losses) <= 128
     again = curve_verdict(stored[0], USER, stored[1], USER)
-    assert again.kept == whole.kept and again.pace == pytest.approx(whole.pace, rel=0.1)
+    assert again.kept == whole.kept and again.pace == pytest.approx(whole.pace, rel=0.2)
 
 
 def test_real_trials_record_their_curves_and_decide() -> None:

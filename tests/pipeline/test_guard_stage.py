@@ -16,6 +16,7 @@ from autoaccel.pipeline import Job, PhaseCosts, faster_than_yours, guard_pick, p
 from autoaccel.pipeline.guard import can_stand
 from autoaccel.probe import probe_system
 from autoaccel.search import SearchResult, TrialRecord, WorkloadFacts
+from autoaccel.time_to_loss.guard import GuardVerdict
 
 USER = TrainingConfig(batch_size=32, num_threads=1)
 
@@ -37,13 +38,18 @@ BF16 = record(2, curve(170.0, 32, 300), batch_size=32, precision="bf16-mixed")
 THREADS = record(3, curve(120.0, 32, 220), batch_size=32, num_threads=2, channels_last=True)
 
 
-def guard(records: list[TrialRecord]) -> tuple[SearchResult, object, str]:
+def guard(
+    records: list[TrialRecord], best: TrialRecord | None = None
+) -> tuple[SearchResult, GuardVerdict, str]:
+    """The guard stage on ``records`` (``best``: the final round's winner; default the
+    fastest), with a job whose measure raises and no trainer: only curves decide."""
+
     def measure(config: TrainingConfig, prune: object = None) -> Measurement:
         raise AssertionError(f"the guard measured {config}: the trials' curves decide")
 
     facts = WorkloadFacts("m", 1, 4096, False, True, torch.device("cpu"), 0.5)
     job = Job(measure, USER, BASELINE.measurement, facts, probe_system(), 5.0)  # no trainer
-    best = max(records, key=lambda r: r.value)
+    best = best or max(records, key=lambda r: r.value)
     result = SearchResult(records, BASELINE, best, "done", 1.0, "s", "", len(records), 9)
     plan = plan_budget(180, 175, PhaseCosts(5.0, 3.0), guarded=True)
     console = Console(file=io.StringIO(), width=10_000)
@@ -102,14 +108,7 @@ def test_only_setups_that_can_stand_go_to_the_final_round_and_its_winner_is_kept
         [BASELINE, BIG, BF16, THREADS], BASELINE, THREADS, "done", 1.0, "s", "", 4, 9
     )
     assert [can_stand(r, result, USER) for r in (BIG, BF16, THREADS)] == [False, True, True]
-
-    def measure(config: TrainingConfig, prune: object = None) -> Measurement:
-        raise AssertionError("nothing is measured")
-
-    facts = WorkloadFacts("m", 1, 4096, False, True, torch.device("cpu"), 0.5)
-    job = Job(measure, USER, BASELINE.measurement, facts, probe_system(), 5.0)
-    plan = plan_budget(180, 175, PhaseCosts(5.0, 3.0), guarded=True)
-    written, verdict = guard_pick(job, result, plan, Budget(180), None)
+    written, verdict, _ = guard([BASELINE, BIG, BF16, THREADS], best=THREADS)
     assert written.best is THREADS
     assert verdict.line.startswith("batch 256, bf16-mixed: on the trials' own curves")
     assert "batch 32, bf16-mixed" not in verdict.line  # it lost the final round, not refused
@@ -120,13 +119,5 @@ def test_a_setup_is_judged_on_its_first_trial_not_on_its_final_round_run() -> No
     not overturn the verdict its search trial earned, which chose it for the round."""
     stalled = replace(curve(175.0, 32, 300), losses=(2.0,) * 300)  # a run that learned nothing
     again = TrialRecord(9, BF16.params, BF16.config, stalled, "final round")
-    result = SearchResult([BASELINE, BF16, THREADS], BASELINE, again, "done", 1.0, "s", "", 3, 9)
-
-    def measure(config: TrainingConfig, prune: object = None) -> Measurement:
-        raise AssertionError("nothing is measured")
-
-    facts = WorkloadFacts("m", 1, 4096, False, True, torch.device("cpu"), 0.5)
-    job = Job(measure, USER, BASELINE.measurement, facts, probe_system(), 5.0)
-    plan = plan_budget(180, 175, PhaseCosts(5.0, 3.0), guarded=True)
-    written, verdict = guard_pick(job, result, plan, Budget(180), None)
+    written, verdict, _ = guard([BASELINE, BF16, THREADS], best=again)
     assert written.best is again and verdict.kept and verdict.decided_by == "trials"

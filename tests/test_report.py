@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from models import FAST, mlp, tabular
+from models import FAST, learnable, mlp
 
 from autoaccel.cli import main
 from autoaccel.frontends.advise import advise
@@ -30,7 +30,7 @@ def record_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for seed in (3, 4):  # the report needs confirmation pairs to draw
         advice = advise(
             mlp(),
-            tabular(2048),
+            learnable(2048),  # a loss that falls: the trials' curves can judge bf16 and the like
             budget_s=25,
             max_trials=6,
             settings=FAST,

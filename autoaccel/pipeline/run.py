@@ -111,12 +111,15 @@ def run_pipeline(
     end = _EndPhase(job.measure, result.records, "final round")
     fastest = result.best
     finalists = result.records
-    if _guarded(options):  # only setups with the evidence to stand are worth re-measuring
+    if _guarded(options):  # only faster setups with the evidence to stand are re-measured
         yours = knobs_key(result.baseline.config.knobs())  # the confirmation measures yours
+        base = result.baseline.value
         finalists = [
             r
             for r in result.records
-            if knobs_key(r.config.knobs()) != yours and can_stand(r, result, job.user)
+            if r.value > base
+            and knobs_key(r.config.knobs()) != yours
+            and can_stand(r, result, job.user)
         ]
     winner, final_evidence = final_round(
         end,

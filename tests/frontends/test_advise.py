@@ -111,7 +111,9 @@ def test_each_recommendation_is_labelled(tmp_path: Path) -> None:
     trials = study.get_trials(deepcopy=False)
     assert all("outcome" in t.user_attrs and "samples_per_s" in t.user_attrs for t in trials)
     sources = {t.user_attrs["source"] for t in trials}
-    assert "confirmation" in sources, sources
+    # Pairs confirm a pick that is not your setup; on a loaded machine nothing faster may
+    # be measured, and your setup is not confirmed against itself.
+    assert ("confirmation" in sources) != advice.speedup.yours_kept, sources
     pick = study.user_attrs["autoaccel_pick"]
     assert pick["batch_size"] == advice.config.batch_size
     final = optuna.load_study(study_name=pick["final_study"], storage=study._storage)

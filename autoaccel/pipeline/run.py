@@ -110,20 +110,9 @@ def run_pipeline(
     phases.enter("final round")
     end = _EndPhase(job.measure, result.records, "final round")
     fastest = result.best
-    finalists = result.records
-    if _guarded(options):  # only faster setups with the evidence to stand are re-measured
-        yours = knobs_key(result.baseline.config.knobs())  # the confirmation measures yours
-        base = result.baseline.value
-        finalists = [
-            r
-            for r in result.records
-            if r.value > base
-            and knobs_key(r.config.knobs()) != yours
-            and can_stand(r, result, job.user)
-        ]
     winner, final_evidence = final_round(
         end,
-        finalists or [result.baseline],
+        _worth_remeasuring(job, options, result),
         rounds=plan.final_rounds,
         max_measurements=options.max_trials - result.trials_measured,
         budget=budget,
@@ -160,6 +149,26 @@ def run_pipeline(
         *_sharding_notes(space, advice.config),
     ]
     return advice
+
+
+def _worth_remeasuring(
+    job: Job, options: PipelineOptions, result: SearchResult
+) -> list[TrialRecord]:
+    """The records the final round may re-measure: with the guard, only setups faster than
+    yours with the evidence to stand (the confirmation measures yours); your setup alone
+    when there is none."""
+    if not _guarded(options):
+        return result.records
+    yours = knobs_key(result.baseline.config.knobs())
+    base = result.baseline.value
+    found = [
+        r
+        for r in result.records
+        if r.value > base
+        and knobs_key(r.config.knobs()) != yours
+        and can_stand(r, result, job.user)
+    ]
+    return found or [result.baseline]
 
 
 def _guarded(options: PipelineOptions) -> bool:

@@ -19,7 +19,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from types import ModuleType
 from typing import Any, TypeVar
@@ -139,17 +139,30 @@ class HardwareProfile:
     probe_s: float
 
     @property
+    def usable_gpus(self) -> int:
+        """GPUs torch can use here (0 without CUDA)."""
+        return self.software.cuda_device_count if self.software.cuda_available else 0
+
+    @property
     def device_type(self) -> str:
         """``"cuda"`` when torch can use a GPU here, else ``"cpu"``."""
         return "cuda" if self.software.cuda_available else "cpu"
 
-    def supported_precisions(self) -> tuple[str, ...]:
-        """The precisions this machine can run, in preference order."""
-        return tuple(p.precision for p in self.precisions if p.supported)
+    def precisions_on(self, device_type: str | None = None) -> tuple[PrecisionSupport, ...]:
+        """What each precision can do on ``device_type`` (``"cpu"`` or ``"cuda"``); by
+        default on this machine's accelerator, or its CPU when it has none."""
+        if device_type == "cpu" and self.software.cuda_available:
+            cpu_only = replace(self.software, cuda_available=False, cuda_device_count=0)
+            return precision_support(self.cpu, (), cpu_only)
+        return self.precisions
 
-    def precision_reason(self, precision: str) -> str:
-        """Why ``precision`` can or cannot run here."""
-        for p in self.precisions:
+    def supported_precisions(self, device_type: str | None = None) -> tuple[str, ...]:
+        """The precisions this machine can run (on ``device_type``), in preference order."""
+        return tuple(p.precision for p in self.precisions_on(device_type) if p.supported)
+
+    def precision_reason(self, precision: str, device_type: str | None = None) -> str:
+        """Why ``precision`` can or cannot run here (on ``device_type``)."""
+        for p in self.precisions_on(device_type):
             if p.precision == precision:
                 return p.reason
         return f"unknown precision {precision!r}"

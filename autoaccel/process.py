@@ -1,5 +1,6 @@
-"""Process-wide settings a config changes (intra-op threads, float32 matmul precision), and
-the state a tuner must give back (those settings and the RNGs), in one place.
+"""Process-wide settings a config changes (intra-op threads, cuDNN autotuning, float32
+matmul precision), and the state a tuner must give back (those settings and the RNGs), in
+one place.
 
 - ``apply_process_settings(config)``: set them for a training run (``prepare()`` does, for
   the rest of the script: that is its purpose).
@@ -29,6 +30,7 @@ __all__ = ["applied_settings", "apply_process_settings", "preserved_process_stat
 class _Snapshot:
     threads: int
     matmul: str
+    cudnn_benchmark: bool
     rng: tuple[Any, ...] | None  # torch, CUDA, Python, NumPy; None when not kept
 
     @classmethod
@@ -37,11 +39,17 @@ class _Snapshot:
         if rng:
             cuda = torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None
             states = (torch.get_rng_state(), cuda, random.getstate(), np.random.get_state())
-        return cls(torch.get_num_threads(), torch.get_float32_matmul_precision(), states)
+        return cls(
+            torch.get_num_threads(),
+            torch.get_float32_matmul_precision(),
+            torch.backends.cudnn.benchmark,
+            states,
+        )
 
     def restore(self) -> None:
         torch.set_num_threads(self.threads)
         torch.set_float32_matmul_precision(self.matmul)
+        torch.backends.cudnn.benchmark = self.cudnn_benchmark
         if self.rng is not None:
             torch_rng, cuda_rng, py_rng, np_rng = self.rng
             torch.set_rng_state(torch_rng)
@@ -52,9 +60,11 @@ class _Snapshot:
 
 
 def apply_process_settings(config: TrainingConfig) -> None:
-    """Set the config's intra-op threads and (for tf32) the float32 matmul precision."""
+    """Set the config's intra-op threads, cuDNN's autotuner and (for tf32) the float32
+    matmul precision (TF32 for cuDNN's convolutions is torch's default already)."""
     if config.num_threads is not None:
         torch.set_num_threads(config.num_threads)
+    torch.backends.cudnn.benchmark = config.cudnn_benchmark
     if config.precision == Precision.TF32:
         torch.set_float32_matmul_precision("high")
 

@@ -14,24 +14,30 @@ from autoaccel.config._lookup import CONFIG_ENV, CONFIG_NAME, find_config
 from autoaccel.config._reference import json_schema, reference_markdown
 from autoaccel.config._render import NOT_MEASURED, evidence_note, render_yaml, yaml_scalar
 from autoaccel.config._schema import (
+    DEVICE_SPELLINGS,
     LR_SCALING,
+    OPTIMIZER_IMPLS,
     SCHEDULES,
     SCHEMA_VERSION,
     STRATEGIES,
     Provenance,
     TrainingConfig,
+    check_device_spelling,
 )
 
 __all__ = [
     "CONFIG_ENV",
     "CONFIG_NAME",
+    "DEVICE_SPELLINGS",
     "LR_SCALING",
     "NOT_MEASURED",
+    "OPTIMIZER_IMPLS",
     "SCHEDULES",
     "SCHEMA_VERSION",
     "STRATEGIES",
     "Provenance",
     "TrainingConfig",
+    "check_device_spelling",
     "evidence_note",
     "find_config",
     "json_schema",

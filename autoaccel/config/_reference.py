@@ -84,6 +84,8 @@ def json_schema() -> dict[str, Any]:
             }
             if meta.get("choices"):
                 entry["enum"] = [*meta["choices"], *([None] if meta.get("optional") else [])]
+            if meta.get("pattern"):
+                entry["pattern"] = f"^({meta['pattern'][0]})$"
             if meta.get("minimum") is not None:
                 entry["minimum"] = meta["minimum"]
             if meta.get("maximum") is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -23,12 +24,15 @@ if TYPE_CHECKING:  # the probe imports torch: the config module must not
     from autoaccel.probe import HardwareProfile
 
 __all__ = [
+    "DEVICE_SPELLINGS",
     "LR_SCALING",
+    "OPTIMIZER_IMPLS",
     "SCHEDULES",
     "SCHEMA_VERSION",
     "STRATEGIES",
     "Provenance",
     "TrainingConfig",
+    "check_device_spelling",
 ]
 
 #: The newest config format this autoaccel reads and the one it writes.
@@ -39,6 +43,8 @@ WORKERS_PER_CORE = 4  # loader workers beyond this only wait for a core
 #: How much of a bad value a message quotes: enough to recognise it, never a whole file.
 QUOTE_CHARS = 60
 LR_SCALING = ("none", "linear", "sqrt")
+OPTIMIZER_IMPLS = ("default", "foreach", "fused")
+DEVICE_SPELLINGS = "auto, cpu, cuda or cuda:N"
 SCHEDULES = ("constant", "cosine", "linear", "one-cycle")
 
 
@@ -52,8 +58,10 @@ def knob(
     choices: tuple[str, ...] | None = None,
     optional: bool = False,
     factory: Any = None,
+    pattern: tuple[str, str] | None = None,
 ) -> Any:
-    """A config field with the facts validation and documentation need."""
+    """A config field with the facts validation and documentation need (``pattern``: a
+    regular expression the whole value matches, and its spellings in words)."""
     defaults = {"default_factory": factory} if factory else {"default": default}
     return field(
         **defaults,
@@ -64,6 +72,7 @@ def knob(
             "maximum": maximum,
             "choices": choices,
             "optional": optional,
+            "pattern": pattern,
         },
     )
 
@@ -152,8 +161,17 @@ class TrainingConfig:
         maximum=64,
         optional=True,
     )
+    device: str = knob(
+        "auto",
+        "where training runs: auto (a GPU when torch can use one and your code left the model "
+        "on the CPU, else where the model is), cpu, cuda or cuda:N",
+        kind=str,
+        pattern=(r"auto|cpu|cuda(:[0-9]{1,3})?", DEVICE_SPELLINGS),
+    )
     pin_memory: bool = knob(
-        False, "page-locked host memory for faster copies to the GPU", kind=bool
+        False,
+        "page-locked host memory, so batches go to the GPU with non-blocking copies",
+        kind=bool,
     )
     batch_fetch: bool = knob(
         False,
@@ -180,6 +198,19 @@ class TrainingConfig:
     )
     compile: bool = knob(
         False, "torch.compile the model (its compile time counts against it)", kind=bool
+    )
+    cudnn_benchmark: bool = knob(
+        False,
+        "cuDNN times its convolution algorithms for the shapes seen and keeps the fastest "
+        "(CUDA only; the first steps pay for it)",
+        kind=bool,
+    )
+    optimizer_impl: str = knob(
+        "default",
+        "the optimizer's implementation: default (torch's choice), foreach (one kernel per "
+        "operation over all parameters) or fused (one kernel per step), where torch has it",
+        kind=str,
+        choices=OPTIMIZER_IMPLS,
     )
     strategy: str = knob(
         "none",
@@ -293,11 +324,23 @@ class TrainingConfig:
                 f"processes: {self.processes} processes, but this machine has {devices} "
                 f"{what}; use at most {devices}"
             )
-        if self.precision not in profile.supported_precisions():
+        count = profile.usable_gpus
+        if self.device.startswith("cuda") and count == 0:
+            problems.append(
+                f"device: {self.device!r}, but torch can use no CUDA GPU here; "
+                "set device: auto or cpu"
+            )
+        elif self.device.startswith("cuda:") and int(self.device.split(":")[1]) >= count:
+            problems.append(
+                f"device: {self.device!r}, but torch sees {count} GPU(s) here; "
+                f"use cuda:0..cuda:{count - 1} or auto"
+            )
+        on = "cpu" if self.device == "cpu" else None
+        if self.precision not in profile.supported_precisions(on):
             problems.append(
                 f"precision: {self.precision!r} cannot run here "
-                f"({profile.precision_reason(self.precision)}); use one of "
-                f"{', '.join(profile.supported_precisions())}"
+                f"({profile.precision_reason(self.precision, on)}); use one of "
+                f"{', '.join(profile.supported_precisions(on))}"
             )
         return problems
 
@@ -384,6 +427,8 @@ def _check_value(name: str, value: Any, meta: Mapping[str, Any]) -> str | None:
         return f"{name}: must be a finite number, got {value!r}"
     if meta.get("choices") and value not in meta["choices"]:
         return f"{name}: expected one of {', '.join(meta['choices'])}, got {quote(value)}"
+    if meta.get("pattern") and not re.fullmatch(meta["pattern"][0], value):
+        return f"{name}: expected {meta['pattern'][1]}, got {quote(value)}"
     minimum, maximum = meta.get("minimum"), meta.get("maximum")
     if minimum is not None and value < minimum:
         return f"{name}: must be >= {minimum}, got {quote(value)}"
@@ -459,6 +504,17 @@ def _check_fields(obj: Any, prefix: str) -> list[str]:
         if problem:
             problems.append(problem)
     return problems
+
+
+def check_device_spelling(value: str) -> str | None:
+    """Why ``value`` is not a device a config can name, or None when it is.
+
+    Example:
+        >>> check_device_spelling("cuda:1") is None, check_device_spelling("gpu")
+        (True, "device: expected auto, cpu, cuda or cuda:N, got 'gpu'")
+    """
+    meta = next(f.metadata for f in dataclasses.fields(TrainingConfig) if f.name == "device")
+    return _check_value("device", value, meta)
 
 
 def _check_relations(config: TrainingConfig) -> list[str]:

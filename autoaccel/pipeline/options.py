@@ -14,6 +14,7 @@ from autoaccel.confirm import CONFIRM_PAIRS
 from autoaccel.errors import UsageError
 from autoaccel.measure import Measurement, MeterSettings
 from autoaccel.probe import HardwareProfile
+from autoaccel.runtime.device import DeviceChoice, choose_device
 from autoaccel.search import SearchSpace, TrialFn, WorkloadFacts
 from autoaccel.states import Objective
 from autoaccel.time_to_loss import Trainer
@@ -62,6 +63,13 @@ class Job:
         script's interpreter, torch and its own set-up), at least the front end's estimate."""
         measured = (self.trial_s or 0.0) - self.baseline.warmup_s - self.baseline.window_s
         return max(self.facts.start_s, measured)
+
+    @property
+    def device(self) -> DeviceChoice:
+        """Where the search's trials train (``autoaccel.runtime.device``, ``auto``): a GPU
+        when torch can use one and the script left the model on the CPU, else where the
+        model is. The baseline stays your own setup, on your model's device."""
+        return choose_device("auto", self.facts.device, cuda_count=self.profile.usable_gpus)
 
     @property
     def one_trial_s(self) -> float:

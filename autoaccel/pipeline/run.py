@@ -297,26 +297,32 @@ def _speedup_notes(
 
 
 def _space(job: Job, options: PipelineOptions) -> SearchSpace:
-    facts = job.facts
+    """The search space on the device the trials train on (``Job.device``); a baseline
+    measured on another device does not seed its memory model."""
+    facts, choice = job.facts, job.device
+    device = choice.device
+    grown = job.baseline.memory_growth_bytes if device == facts.device else None
     return build_space(
         job.profile,
         job.user,
         dataset_size=facts.dataset_size,
-        device=facts.device,
+        device=device,
         conv_model=facts.conv_model,
         tensor_data=facts.tensor_data,
-        baseline_memory_bytes=job.baseline.memory_growth_bytes,
+        baseline_memory_bytes=grown,
         model_state=estimate_state(
             facts.parameter_count,
             facts.optimizer,
-            job.baseline.memory_growth_bytes,
-            memory_budget(job.profile, facts.device),
-            shared=facts.device.type != "cuda",
+            grown,
+            memory_budget(job.profile, device),
+            shared=device.type != "cuda",
         ),
         keep_global_batch=options.keep_global_batch,
         include_compile=options.include_compile,
         include_parallel=options.include_parallel,
         has_loader=facts.has_loader,
+        optimizer=facts.optimizer,
+        device_reason=choice.reason,
     )
 
 

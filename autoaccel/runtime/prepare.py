@@ -31,6 +31,7 @@ from autoaccel.errors import DataError, UsageError
 from autoaccel.probe import probe_system
 from autoaccel.process import apply_process_settings
 from autoaccel.runtime.data import DataSpec, GlobalOrderSampler, build_loader, describe_data
+from autoaccel.runtime.device import apply_optimizer_impl, choose_device, cuda_count, place
 from autoaccel.runtime.run import Run, StepObserver, has_conv, model_device, model_fingerprint
 from autoaccel.schedule import apply_lr, apply_momentum, build_scheduler, momentum_of, scale_lr
 from autoaccel.trials.curve_session import CurveSession
@@ -144,7 +145,7 @@ def prepare(
     spec = describe_data(data, loader_kwargs=loader_kwargs) if data is not None else None
     if spec is None and loader_kwargs and batch_size is None:
         batch_size = loader_kwargs.get("batch_size")
-    user = _user_config(spec, batch_size, grad_accum_steps)
+    user = _user_config(spec, batch_size, grad_accum_steps, model_device(model))
     trial = read_trial_spec()
     if trial is not None:
         chosen = _trial_config(trial, user)
@@ -152,9 +153,9 @@ def prepare(
         chosen = _for_this_model(_normal_run_config(config, user), model)
     processes = _Processes.join()
     _check_processes(chosen, processes, in_trial=trial is not None)
-    device = _place(model, processes)
+    device, notes = _place(model, optimizer, chosen, processes)
     apply_process_settings(chosen)
-    notes = _apply_lr_settings(optimizer, chosen, user, scheduler)
+    notes += _apply_lr_settings(optimizer, chosen, user, scheduler)
     chosen, tuned_scheduler = _schedule(optimizer, chosen, scheduler, total_steps, trial, notes)
     loader = _loader(spec, chosen, processes) if spec is not None else None
     observer: StepObserver | None = None
@@ -219,11 +220,18 @@ def _check_arguments(model: Any, optimizer: Any, config: Any) -> None:
 
 
 def _user_config(
-    spec: DataSpec | None, batch_size: int | None, grad_accum_steps: int
+    spec: DataSpec | None, batch_size: int | None, grad_accum_steps: int, device: torch.device
 ) -> TrainingConfig:
-    """What the script asked for itself, as a config."""
+    """What the script asked for itself, as a config: on the device it left the model on
+    (with no config, a run trains where the script put the model)."""
     base = spec.user_config() if spec is not None else TrainingConfig(batch_size=batch_size or 32)
-    return replace(base, grad_accum_steps=grad_accum_steps, num_threads=torch.get_num_threads())
+    return replace(
+        base,
+        grad_accum_steps=grad_accum_steps,
+        num_threads=torch.get_num_threads(),
+        device=str(device),
+        cudnn_benchmark=torch.backends.cudnn.benchmark,
+    )
 
 
 def _trial_config(trial: TrialSpec, user: TrainingConfig) -> TrainingConfig:
@@ -299,14 +307,29 @@ def _check_processes(chosen: TrainingConfig, processes: _Processes, *, in_trial:
         )
 
 
-def _place(model: nn.Module, processes: _Processes) -> torch.device:
-    """The device this process trains on: the model's, or its own GPU under torchrun."""
-    device = model_device(model)
-    if device.type == "cuda" and processes.world > 1:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        torch.cuda.set_device(device)
-        model.to(device)
-    return device
+def _place(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    chosen: TrainingConfig,
+    processes: _Processes,
+) -> tuple[torch.device, list[str]]:
+    """Put the model and its optimizer's state on the device the config decides
+    (``autoaccel.runtime.device``), in the optimizer implementation it names; the notes
+    say what moved and what could not be applied."""
+    local_rank = int(os.environ.get("LOCAL_RANK", "0")) if processes.world > 1 else None
+    choice = choose_device(
+        chosen.device, model_device(model), cuda_count=cuda_count(), local_rank=local_rank
+    )
+    notes = []
+    if choice.device.type == "cuda":
+        torch.cuda.set_device(choice.device)
+    if choice.moved:
+        place(model, optimizer, choice.device)
+        notes.append(f"training on {choice.device} ({choice.reason})")
+    refused = apply_optimizer_impl(optimizer, chosen.optimizer_impl)
+    if refused:
+        notes.append(refused)
+    return choice.device, notes
 
 
 def _apply_lr_settings(

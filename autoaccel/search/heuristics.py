@@ -98,7 +98,12 @@ def guesses(
 ) -> list[TrainingConfig]:
     """Heuristic best guesses to seed the study with (``enqueue_trial``): first your steps
     with the knobs that change the speed only (``speed_only_guess``), so that a fast setup
-    that needs no convergence evidence is measured early; then the larger steps."""
+    that needs no convergence evidence is measured early; then the larger steps. When the
+    space searches the device (a GPU for a model left on the CPU), every guess is on the
+    GPU, and the first is your own setup moved there."""
+    moved = "device" in space.names and space.knob("device").choices[0] != user.device
+    if moved:
+        user = replace(user, device=space.knob("device").choices[0])
     params = space.params_of(user)
     names = space.names
     first = speed_only_guess(space, user)
@@ -128,6 +133,8 @@ def guesses(
         found[:0] = [yours_bf16, *([space.config_for(split)] if split else [])]
     if first is not None:
         found.insert(0, first)
+    if moved:
+        found.insert(0, space.config_for(params))
     ddp = _ddp_guess(space, guess)
     if ddp is not None:
         found.append(space.config_for(ddp))
@@ -150,13 +157,16 @@ SPEED_ONLY_GUESS = {
     "channels_last": True,
     "batch_fetch": True,
     "pin_memory": True,
+    "cudnn_benchmark": True,
+    "optimizer_impl": lambda choices: "fused" if "fused" in choices else choices[-1],
 }
 
 
 def speed_only_guess(space: SearchSpace, user: TrainingConfig) -> TrainingConfig | None:
     """Your batch, split, precision and accumulation, with every knob that changes the
     speed only set to its usual best (all the threads, channels-last, batches fetched by
-    index, pinned memory) where the space searches it; None when that is your setup."""
+    index, pinned memory, cuDNN's autotuner, the fused optimizer) where the space searches
+    it; None when that is your setup."""
     params = space.params_of(user)
     guess = dict(params)
     for name, best in SPEED_ONLY_GUESS.items():

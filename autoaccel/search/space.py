@@ -19,8 +19,8 @@ import torch
 
 from autoaccel.config import TrainingConfig
 from autoaccel.probe import HardwareProfile
+from autoaccel.runtime.device import optimizer_impls
 from autoaccel.search.sharding import ModelState
-from autoaccel.states import Precision
 
 __all__ = ["Knob", "MemoryModel", "SearchSpace", "WorkloadFacts", "build_space", "powers_of_two"]
 
@@ -151,6 +151,11 @@ class SearchSpace:
     keep_global_batch: bool = False
     cores: int = 1  # usable CPU cores, shared by the processes of a DDP candidate
     model_state: ModelState | None = None  # whether a whole copy fits: DDP, else FSDP
+    memory_device: str = "cpu"  # the device the memory model fits (``device`` searched)
+
+    def counts_memory(self, config: TrainingConfig) -> bool:
+        """Whether a trial of ``config`` ran on the device whose memory the model fits."""
+        return config.device.split(":")[0] == self.memory_device.split(":")[0]
 
     def knob(self, name: str) -> Knob:
         """The knob called ``name``."""
@@ -204,6 +209,8 @@ class SearchSpace:
         params = self.normal(params)
         processes = params.get("processes", self.base.processes)
         config = replace(self.base, **params, strategy=self.strategy_for(processes))
+        if processes > 1 and config.device.startswith("cuda"):
+            config = replace(config, device="cuda")  # one GPU per process
         workers = config.num_workers
         return replace(
             config,
@@ -267,7 +274,10 @@ def memory_budget(profile: HardwareProfile, device: torch.device) -> int:
     the budget is what is still free; on CUDA, peaks count everything the trial allocated.
     """
     if device.type == "cuda":
-        index = device.index if device.index is not None else torch.cuda.current_device()
+        index = device.index if device.index is not None else 0
+        probed = [g.memory_total_bytes for g in profile.gpus if g.torch_index == index]
+        if probed and probed[0]:
+            return int(probed[0])
         return int(torch.cuda.get_device_properties(index).total_memory)
     return int(psutil.virtual_memory().available)
 
@@ -287,6 +297,8 @@ def build_space(
     has_loader: bool = True,
     max_batch_size: int | None = None,
     model_state: ModelState | None = None,
+    optimizer: str = "",
+    device_reason: str = "",
 ) -> SearchSpace:
     """The knobs worth searching for this workload on this machine.
 
@@ -307,28 +319,45 @@ def build_space(
         model_state: The model's training state and the device it would fill
             (``autoaccel.search.sharding``): several processes run DDP when a whole copy
             fits each, FSDP when it does not.
+        optimizer: The optimizer's class name: its fused and foreach implementations are
+            searched on a GPU where torch has them.
+        device_reason: Why the trials train on ``device`` (``autoaccel.runtime.device``).
+            When that is not where ``user`` has the model (a GPU for a model left on the
+            CPU), ``device`` is searched: the GPU first, your model's device kept.
     """
     cuda = device.type == "cuda"
+    there = _device_knob(device)
+    found: dict[str, Knob | str] = {"device": f"{device}: {device_reason}".rstrip(": ")}
+    if there != user.device:
+        reason = f"{device_reason}; your model's device ({user.device}) is measured too"
+        found["device"] = Knob("device", (there, user.device), reason.lstrip("; "))
+    else:
+        user = replace(user, device=there)
     memory = MemoryModel(memory_budget(profile, device))
     memory.observe(user.batch_size, baseline_memory_bytes)
-    found: dict[str, Knob | str] = {  # a knob searched here, or why it is not
+    found |= {  # a knob searched here, or why it is not
         "batch_size": _batch_sizes(user, dataset_size, keep_global_batch, max_batch_size),
         "num_threads": _threads(profile, user) if not cuda else _GPU_THREADS,
         "num_workers": _workers(profile, user) if has_loader else _NO_LOADER,
         **_precisions(profile, user, cuda),
         "channels_last": _CHANNELS_LAST if conv_model else "the model has no conv layers",
         "batch_fetch": _BATCH_FETCH if tensor_data else "only for in-memory tensor data",
-        "pin_memory": _PIN_MEMORY if cuda and has_loader else "no GPU to copy to",
+        "pin_memory": _PIN_MEMORY if cuda and has_loader else _NO_GPU,
+        "cudnn_benchmark": _cudnn(cuda, conv_model),
+        "optimizer_impl": _optimizer_impl(optimizer) if cuda else _NO_GPU,
         "compile": _compile(profile, include_compile),
         "processes": _processes(profile, user, cuda, include_parallel),
     }
     knobs = tuple(k for k in found.values() if isinstance(k, Knob))
     excluded = {name: why for name, why in found.items() if isinstance(why, str)}
     cores = profile.cpu.usable_cores
-    return SearchSpace(knobs, excluded, user, memory, keep_global_batch, cores, model_state)
+    return SearchSpace(
+        knobs, excluded, user, memory, keep_global_batch, cores, model_state, memory_device=there
+    )
 
 
 _GPU_THREADS = "the GPU does the compute; CPU threads stay as they are"
+_NO_GPU = "no GPU here"
 _NO_LOADER = "the script batches by itself, without a DataLoader"
 _CHANNELS_LAST = Knob("channels_last", (False, True), "the model has conv layers")
 _BATCH_FETCH = Knob(
@@ -382,11 +411,12 @@ def _precisions(
     profile: HardwareProfile, user: TrainingConfig, cuda: bool
 ) -> dict[str, Knob | str]:
     """The precisions this machine runs (TF32 only on CUDA), and why the others are out."""
-    precisions = [p for p in profile.supported_precisions() if p != Precision.TF32 or cuda]
+    on = "cuda" if cuda else "cpu"
+    precisions = list(profile.supported_precisions(on))
     if user.precision not in precisions:
         precisions.insert(0, user.precision)
     found: dict[str, Knob | str] = {
-        f"precision {p.precision}": p.reason for p in profile.precisions if not p.supported
+        f"precision {p.precision}": p.reason for p in profile.precisions_on(on) if not p.supported
     }
     found["precision"] = Knob("precision", tuple(precisions), "the precisions this machine can run")
     return found
@@ -409,6 +439,36 @@ def _processes(
         return f"one process: this machine has {limit} {unit.split(',')[0]}"
     counts = sorted({*powers_of_two(1, limit), limit, user.processes})
     return Knob("processes", tuple(counts), f"DDP processes (torchrun), up to the {limit} {unit}")
+
+
+def _device_knob(device: torch.device) -> str:
+    """The config's ``device`` for trials on ``device``: plain ``cuda`` for the first GPU,
+    so that under torchrun each process takes its own (``autoaccel.runtime.device``).
+
+    Example:
+        >>> _device_knob(torch.device("cuda", 0)), _device_knob(torch.device("cuda", 1))
+        ('cuda', 'cuda:1')
+    """
+    if device.type == "cuda" and device.index in (None, 0):
+        return "cuda"
+    return str(device)
+
+
+def _cudnn(cuda: bool, conv_model: bool) -> Knob | str:
+    if not cuda:
+        return _NO_GPU
+    if not conv_model:
+        return "the model has no conv layers for cuDNN to time"
+    return Knob("cudnn_benchmark", (False, True), "cuDNN's fastest convolution for these shapes")
+
+
+def _optimizer_impl(optimizer: str) -> Knob | str:
+    """torch's foreach and fused implementations of the optimizer, where it has them."""
+    kind = getattr(torch.optim, optimizer, None) if optimizer else None
+    impls = optimizer_impls(kind) if isinstance(kind, type) else ("default",)
+    if len(impls) < 2:
+        return f"torch has no fused or foreach {optimizer or 'implementation of this optimizer'}"
+    return Knob("optimizer_impl", impls, f"{optimizer}'s multi-tensor and fused kernels")
 
 
 def _compile(profile: HardwareProfile, include_compile: bool) -> Knob | str:

@@ -411,7 +411,9 @@ class Search:
                 measurement = self.trial_fn(config, prune)
             self._measured += 1
         elapsed = self.clock() - started
-        if measurement.outcome is Outcome.OOM:
+        if not self.space.counts_memory(config):
+            pass  # another device's memory: the CPU candidate of a GPU search
+        elif measurement.outcome is Outcome.OOM:
             self.space.memory.observe_oom(config.batch_size)
         elif measurement.ok:
             self.space.memory.observe(config.batch_size, measurement.memory_growth_bytes)

@@ -143,7 +143,7 @@ def prepared_run(
     workload's)."""
     seed = workload.seed if seed is None else seed
     torch.manual_seed(seed)
-    model, optimizer = workload.fresh()
+    model, optimizer, device = workload.fresh(config)
     if config.lr is not None:
         apply_lr(optimizer, config.lr)
     if config.momentum is not None:
@@ -156,7 +156,7 @@ def prepared_run(
         config,
         loader=loader,
         scheduler=build_scheduler(optimizer, config),
-        device=workload.device,
+        device=device,
     )
 
 

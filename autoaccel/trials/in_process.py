@@ -35,12 +35,16 @@ def run_trial(
 
     Never raises for a failing configuration: OOM, a diverging loss, a crash, a prune or a
     timeout come back as the measurement's ``outcome``.
+
+    Raises:
+        ConfigError: the config names a GPU this machine does not have.
     """
-    trial = TrialMeter(settings, workload.device, prune=prune)
+    device = workload.device_for(config)
+    trial = TrialMeter(settings, device, prune=prune)
     failed: Measurement | None = None
     run = None
     try:
-        model, optimizer = workload.fresh()
+        model, optimizer, device = workload.fresh(config)
         with applied_settings(config):
             generator = torch.Generator().manual_seed(workload.seed)
             run = Run(
@@ -48,7 +52,7 @@ def run_trial(
                 optimizer,
                 config,
                 loader=build_loader(workload.data, config, generator=generator),
-                device=workload.device,
+                device=device,
                 observer=trial,
             )
             _drive(run, workload, trial.meter)
@@ -60,7 +64,7 @@ def run_trial(
         del run
     measurement = trial.finish() if failed is None else failed
     gc.collect()
-    if workload.device.type == "cuda":
+    if device.type == "cuda":
         torch.cuda.empty_cache()
     return measurement
 

@@ -23,6 +23,7 @@ from torch import nn
 from autoaccel.config import TrainingConfig
 from autoaccel.errors import DataError
 from autoaccel.runtime.data import DataSpec, batch_samples, build_loader, move_batch
+from autoaccel.runtime.device import apply_optimizer_impl, choose_device, cuda_count, place
 from autoaccel.runtime.run import model_device
 
 __all__ = ["LossPlan", "OptimizerLike", "Workload", "make_workload", "resolve_loss"]
@@ -186,20 +187,48 @@ class Workload:
     device: torch.device
     seed: int = 0
 
-    def fresh(self) -> tuple[nn.Module, torch.optim.Optimizer]:
-        """A copy of the model and an optimizer on the copy; the originals are untouched."""
+    def fresh(
+        self, config: TrainingConfig | None = None
+    ) -> tuple[nn.Module, torch.optim.Optimizer, torch.device]:
+        """A copy of the model and an optimizer on the copy, on the device ``config``
+        decides (``autoaccel.runtime.device``; the model's own without one), in its
+        optimizer implementation; the originals are untouched.
+
+        Raises:
+            ConfigError: the config names a GPU this machine does not have.
+        """
         if isinstance(self.optimizer, torch.optim.Optimizer):
             model, optimizer = copy.deepcopy((self.model, self.optimizer))
         else:
             model = copy.deepcopy(self.model)
             optimizer = (self.optimizer or _default_optimizer)(model.parameters())
         model.train()
-        return model, optimizer
+        if config is None:
+            return model, optimizer, self.device
+        device = self.device_for(config)
+        if device != self.device:
+            place(model, optimizer, device)
+        apply_optimizer_impl(optimizer, config.optimizer_impl)
+        return model, optimizer, device
+
+    def device_for(self, config: TrainingConfig) -> torch.device:
+        """Where a trial of ``config`` trains (``autoaccel.runtime.device``).
+
+        Raises:
+            ConfigError: the config names a GPU this machine does not have.
+        """
+        return choose_device(config.device, self.device, cuda_count=cuda_count()).device
 
     def user_config(self) -> TrainingConfig:
-        """The caller's current setup as a config (their batch size, workers, threads)."""
+        """The caller's current setup as a config (their batch size, workers, threads, and
+        the device the model is on)."""
         config = self.data.user_config()
-        return replace(config, num_threads=torch.get_num_threads())
+        return replace(
+            config,
+            num_threads=torch.get_num_threads(),
+            device=str(self.device),
+            cudnn_benchmark=torch.backends.cudnn.benchmark,
+        )
 
     @property
     def parameter_count(self) -> int:

@@ -12,7 +12,7 @@ from autoaccel.measure import Measurement
 from autoaccel.search import Diagnosis, SearchResult, TrialRecord, WorkloadFacts
 from autoaccel.states import Bound
 
-KNOBS = ("batch_size", "num_threads", "processes")
+KNOBS = ("batch_size", "num_threads", "processes", "device")
 
 
 def record(n: int, rate: float, source: str = "sampler", **knobs: object) -> TrialRecord:
@@ -65,4 +65,20 @@ def test_a_changed_global_batch_still_gets_the_lr_advice() -> None:
     assert [text for text in advice if text.startswith("the global batch changed 4x")]
     assert advice["set batch_size = 128 (was 32)"] == (
         "batch_size 32 -> 128: 1.50x samples/s (trial 0 vs 1, all else equal)"
+    )
+
+
+def test_the_device_is_decided_by_a_pair_that_differs_in_it_alone() -> None:
+    """A GPU search: your setup on the CPU (the baseline) and the same setup moved to the
+    GPU (the first guess) say which device won, and by how much."""
+    baseline = record(0, 1_200.0, "baseline", batch_size=32, device="cpu")
+    moved = record(1, 30_000.0, "guess", batch_size=32, device="cuda")
+    best = record(2, 90_000.0, batch_size=256, device="cuda")
+    advice = advice_for(best, [baseline, moved, best])
+    assert advice["set device = cuda (was cpu)"] == (
+        "chosen together with other changes: the best (trial 2) ran 75.00x the baseline"
+    )
+    alone = advice_for(moved, [baseline, moved])
+    assert alone["set device = cuda (was cpu)"] == (
+        "device cpu -> cuda: 25.00x samples/s (trial 0 vs 1, all else equal)"
     )

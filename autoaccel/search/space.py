@@ -275,9 +275,10 @@ def memory_budget(profile: HardwareProfile, device: torch.device) -> int:
     """
     if device.type == "cuda":
         index = device.index if device.index is not None else 0
-        probed = [g.memory_total_bytes for g in profile.gpus if g.torch_index == index]
-        if probed and probed[0]:
-            return int(probed[0])
+        # NVML's view of that GPU (matched to torch's index, or in NVML's order)
+        gpus = [g for g in profile.gpus if g.torch_index == index] or profile.gpus[index:]
+        if gpus and gpus[0].memory_total_bytes:
+            return int(gpus[0].memory_total_bytes)
         return int(torch.cuda.get_device_properties(index).total_memory)
     return int(psutil.virtual_memory().available)
 

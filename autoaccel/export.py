@@ -83,6 +83,13 @@ def _model_knobs(config: TrainingConfig) -> dict[str, str]:
         knobs["num_threads"] = f"torch.set_num_threads({config.num_threads}) in each process"
     if config.precision == "tf32":
         knobs["precision"] = 'torch.set_float32_matmul_precision("high") (TF32 matmuls)'
+    if config.cudnn_benchmark:
+        knobs["cudnn_benchmark"] = "torch.backends.cudnn.benchmark = True before training"
+    if config.optimizer_impl != "default":
+        knobs["optimizer_impl"] = (
+            f"construct your optimizer with {config.optimizer_impl}=True (torch's "
+            f"{config.optimizer_impl} implementation)"
+        )
     if config.lr is not None:
         knobs["lr"] = f"the optimizer's lr={config.lr:g} (peak, after warm-up)"
     if config.lr_scaling != "none":
@@ -102,11 +109,20 @@ def _model_knobs(config: TrainingConfig) -> dict[str, str]:
     return knobs
 
 
+def _gpu_index(config: TrainingConfig) -> int | None:
+    """N of a config's ``cuda:N`` (one process on that GPU), else None."""
+    return int(config.device.split(":")[1]) if config.device.startswith("cuda:") else None
+
+
 def _lightning(config: TrainingConfig) -> Export:
+    accelerator = {"cpu": "cpu", "auto": "auto"}.get(config.device, "gpu")
+    index = _gpu_index(config)
+    devices: Any = config.processes if config.strategy == "ddp" else 1
     trainer: dict[str, Any] = {
+        "accelerator": accelerator,
         "precision": "32-true" if config.precision == "tf32" else config.precision,
         "strategy": "ddp" if config.strategy == "ddp" else "auto",
-        "devices": config.processes if config.strategy == "ddp" else 1,
+        "devices": [index] if index is not None and devices == 1 else devices,
         "accumulate_grad_batches": config.grad_accum_steps,
     }
     python = (
@@ -121,7 +137,7 @@ def _lightning(config: TrainingConfig) -> Export:
     }
     if config.compile:
         knobs["compile"] = "model = torch.compile(model) before trainer.fit"
-    carried: tuple[str, ...] = ("strategy", "processes", "grad_accum_steps")
+    carried: tuple[str, ...] = ("device", "strategy", "processes", "grad_accum_steps")
     if config.precision != "tf32":
         carried += ("precision",)
     return Export("lightning", {"trainer.py": python, "lightning-cli.yaml": cli}, knobs, carried)
@@ -136,12 +152,12 @@ def _accelerate(config: TrainingConfig) -> Export:
         "num_processes": config.processes if many else 1,
         "num_machines": 1,
         "machine_rank": 0,
-        "gpu_ids": "all",
+        "gpu_ids": "all" if _gpu_index(config) is None else str(_gpu_index(config)),
         "main_training_function": "main",
         "downcast_bf16": "no",
         "rdzv_backend": "static",
         "same_network": True,
-        "use_cpu": False,
+        "use_cpu": config.device == "cpu",
     }
     if config.compile:
         settings["dynamo_config"] = {"dynamo_backend": "INDUCTOR"}
@@ -159,7 +175,7 @@ def _accelerate(config: TrainingConfig) -> Export:
             "on a CPU-only machine use distributed_type: MULTI_CPU and use_cpu: true "
             f"(num_processes: {config.processes})"
         )
-    carried: tuple[str, ...] = ("strategy", "processes", "compile")
+    carried: tuple[str, ...] = ("device", "strategy", "processes", "compile")
     if config.precision != "tf32":
         carried += ("precision",)
     files = {"accelerate-config.yaml": yaml.safe_dump(settings, sort_keys=False)}
@@ -190,7 +206,14 @@ def _deepspeed(config: TrainingConfig) -> Export:
         )
     if config.compile:
         knobs["compile"] = "engine.compile() after deepspeed.initialize"
+    if config.device == "cpu":
+        knobs["device"] = (
+            "DeepSpeed picks its accelerator itself: for the CPU, DS_ACCELERATOR=cpu (its CPU "
+            "build); each process otherwise trains on its LOCAL_RANK's GPU"
+        )
     carried: tuple[str, ...] = ("batch_size", "grad_accum_steps", "processes", "strategy")
+    if config.device != "cpu":
+        carried += ("device",)
     if config.precision != "tf32":
         carried += ("precision",)
     if "scheduler" in settings:

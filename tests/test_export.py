@@ -17,6 +17,7 @@ from autoaccel.config import TrainingConfig, save_config
 from autoaccel.export import TARGETS, export
 
 TUNED = TrainingConfig(
+    device="cpu",
     batch_size=256,
     grad_accum_steps=2,
     num_workers=2,
@@ -58,11 +59,28 @@ def test_lightning_trainer_accepts_the_arguments() -> None:
     arguments = lightning_arguments()
     assert arguments["precision"] == "bf16-mixed" and arguments["accumulate_grad_batches"] == 2
     cpu = {**arguments, "strategy": "ddp_spawn" if arguments["strategy"] == "ddp" else "auto"}
-    trainer = lightning.Trainer(accelerator="cpu", logger=False, enable_checkpointing=False, **cpu)
+    assert arguments["accelerator"] == "cpu"  # where it was tuned
+    trainer = lightning.Trainer(logger=False, enable_checkpointing=False, **cpu)
     assert trainer.accumulate_grad_batches == 2
     assert trainer.num_devices == 2
     fragment = yaml.safe_load(export(TUNED, "lightning").files["lightning-cli.yaml"])
     assert fragment["trainer"] == arguments
+
+
+def test_the_device_reaches_every_target() -> None:
+    gpu1 = TrainingConfig(device="cuda:1", cudnn_benchmark=True, optimizer_impl="fused")
+    trainer = yaml.safe_load(export(gpu1, "lightning").files["lightning-cli.yaml"])["trainer"]
+    assert (trainer["accelerator"], trainer["devices"]) == ("gpu", [1])
+    accelerate = yaml.safe_load(export(gpu1, "accelerate").files["accelerate-config.yaml"])
+    assert (accelerate["gpu_ids"], accelerate["use_cpu"]) == ("1", False)
+    cpu = yaml.safe_load(
+        export(TrainingConfig(device="cpu"), "accelerate").files["accelerate-config.yaml"]
+    )
+    assert cpu["use_cpu"] is True
+    assert "DS_ACCELERATOR=cpu" in export(TrainingConfig(device="cpu"), "deepspeed").text()
+    lightning = export(gpu1, "lightning").not_expressed
+    assert lightning["cudnn_benchmark"] == "torch.backends.cudnn.benchmark = True before training"
+    assert "fused=True" in lightning["optimizer_impl"]
 
 
 def test_accelerate_loads_its_yaml(tmp_path: Path) -> None:

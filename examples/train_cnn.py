@@ -80,10 +80,12 @@ def main() -> None:
     optimizer = torch.optim.SGD(model.parameters(), lr=args.lr, momentum=0.9)
 
     def evaluate() -> dict[str, float]:
-        """The validation loss and accuracy (autoaccel calls it in eval mode, no grad)."""
-        logits = model(val_x)
-        accuracy = (logits.argmax(1) == val_y).float().mean()
-        return {"loss": F.cross_entropy(logits, val_y).item(), "accuracy": accuracy.item()}
+        """The validation loss and accuracy (autoaccel calls it in eval mode, no grad), on
+        the device the run trains on."""
+        x, y = val_x.to(run.device), val_y.to(run.device)
+        logits = model(x)
+        accuracy = (logits.argmax(1) == y).float().mean()
+        return {"loss": F.cross_entropy(logits, y).item(), "accuracy": accuracy.item()}
 
     # The integration: prepare() applies autoaccel.yaml (or a tuner's trial) ...
     run = autoaccel.prepare(

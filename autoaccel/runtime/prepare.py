@@ -326,6 +326,8 @@ def _place(
     if choice.moved:
         place(model, optimizer, choice.device)
         notes.append(f"training on {choice.device} ({choice.reason})")
+    elif choice.device.type != "cpu":  # a model placed on a GPU by the script: kept, said
+        notes.append(f"training on {choice.device} ({choice.reason})")
     refused = apply_optimizer_impl(optimizer, chosen.optimizer_impl)
     if refused:
         notes.append(refused)

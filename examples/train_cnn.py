@@ -81,8 +81,9 @@ def main() -> None:
 
     def evaluate() -> dict[str, float]:
         """The validation loss and accuracy (autoaccel calls it in eval mode, no grad), on
-        the device the run trains on."""
-        x, y = val_x.to(run.device), val_y.to(run.device)
+        the device the model trains on (prepare() may have moved it)."""
+        device = next(model.parameters()).device
+        x, y = val_x.to(device), val_y.to(device)
         logits = model(x)
         accuracy = (logits.argmax(1) == y).float().mean()
         return {"loss": F.cross_entropy(logits, y).item(), "accuracy": accuracy.item()}

@@ -322,7 +322,7 @@ class _ScheduleStudy:
             )
         self.levels = [level_over_orders(aimed, list(self.yours_on.values()), cap_s)]
         times = " and ".join(
-            f"{t:.1f} s" if (t := aimed.time_in(run)) else f"not in {cap_s:.1f} s"
+            f"{t:.2f} s" if (t := aimed.time_in(run)) else f"not in {cap_s:.1f} s"
             for run in self.yours_on.values()
         )
         self.notes.append(

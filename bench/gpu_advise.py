@@ -90,7 +90,8 @@ def main() -> None:
             rates[i].append(measured.samples_per_s if measured.ok else 0.0)
     medians = [statistics.median(r) for r in rates]
     for config, median in zip(candidates[1:], medians[1:], strict=True):
-        print(f"grid: batch {config.batch_size:5d} {config.precision:10s} {median:12,.0f} samples/s")
+        rate = f"{median:12,.0f} samples/s"
+        print(f"grid: batch {config.batch_size:5d} {config.precision:10s} {rate}")
     best = max(medians[1:])
     print(f"pick: {medians[0]:,.0f} samples/s; best of the grid: {best:,.0f}")
     print(f"RATIO pick / best of grid = {medians[0] / best:.2f} (target >= 0.90)")

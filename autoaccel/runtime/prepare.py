@@ -325,8 +325,7 @@ def _place(
         torch.cuda.set_device(choice.device)
     if choice.moved:
         place(model, optimizer, choice.device)
-        notes.append(f"training on {choice.device} ({choice.reason})")
-    elif choice.device.type != "cpu":  # a model placed on a GPU by the script: kept, said
+    if choice.moved or choice.device.type != "cpu":  # moved, or kept on your GPU: said
         notes.append(f"training on {choice.device} ({choice.reason})")
     refused = apply_optimizer_impl(optimizer, chosen.optimizer_impl)
     if refused:

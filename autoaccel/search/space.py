@@ -328,10 +328,11 @@ def build_space(
     """
     cuda = device.type == "cuda"
     there = _device_knob(device)
-    found: dict[str, Knob | str] = {"device": f"{device}: {device_reason}".rstrip(": ")}
+    why = f"{device}: {device_reason}" if device_reason else str(device)
+    found: dict[str, Knob | str] = {"device": why}
     if there != user.device:
-        reason = f"{device_reason}; your model's device ({user.device}) is measured too"
-        found["device"] = Knob("device", (there, user.device), reason.lstrip("; "))
+        why = f"{why}; your model's device ({user.device}) is measured too"
+        found["device"] = Knob("device", (there, user.device), why)
     else:
         user = replace(user, device=there)
     memory = MemoryModel(memory_budget(profile, device))

@@ -20,7 +20,21 @@ from rich.text import Text
 
 from autoaccel.budget import Budget
 
-__all__ = ["Phases"]
+__all__ = ["Phases", "plain_console"]
+
+
+def plain_console(**options: Any) -> Console:
+    """A rich ``Console`` that prints every string as it is: text from a script, a library
+    or the user (a gloo error's ``[/path/pair.cc:553]``, a script named ``[b].py``) is
+    never read as markup, in lines and table cells alike. Styles come from ``Text`` and
+    ``style=`` instead.
+
+    Example:
+        >>> console = plain_console(record=True, file=__import__("io").StringIO())
+        >>> console.print("closing tag [/tcp/pair.cc:553] kept"); console.export_text()
+        'closing tag [/tcp/pair.cc:553] kept\n'
+    """
+    return Console(markup=False, **options)
 
 
 class _BudgetLeft(ProgressColumn):
@@ -70,7 +84,7 @@ class Phases:
         if self.console is not None and self.console.is_terminal:
             self._progress = Progress(
                 SpinnerColumn(),
-                TextColumn("[bold]{task.description}"),
+                TextColumn("{task.description}", style="bold", markup=False),
                 _BudgetBar(self.budget),
                 _BudgetLeft(self.budget),
                 console=self.console,

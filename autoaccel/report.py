@@ -416,7 +416,8 @@ def render_report(record: dict[str, Any]) -> str:
     )
     context = (
         f"{_esc(record.get('command') or '')} &middot; {_esc(record.get('created_at') or '')} "
-        f"&middot; {search['trials_measured']} trials of a {search['grid_size']}-configuration "
+        f"&middot; {_esc(search['trials_measured'])} trials of a "
+        f"{_esc(search['grid_size'])}-configuration "
         f"grid &middot; stopped: {_esc(search['stop_reason'])}"
     )
     sections = [

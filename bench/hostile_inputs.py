@@ -450,6 +450,47 @@ def cases() -> list[Case]:
             check=all_of(contains("lr 0.05", "out"), contains("NOT applied")),
         ),
     ]
+    # a real run record (the README main job's), so that the report is written if --out allows
+    record = (HERE / "bench" / "data" / "summary.json").read_text()
+    report = {"train.py": TRAIN, "summary.json": record}
+    gloo = "closing tag [/__w/pytorch/gloo/transport/tcp/pair.cc:553] [bold]x"
+    c += [  # issue 36
+        Case(
+            "report --out the training script",
+            "36.1",
+            ["report", "summary.json", "--out", "train.py"],
+            files=report,
+            check=unchanged("train.py", TRAIN),
+        ),
+        Case(
+            "report --out the record it reads",
+            "36.1",
+            ["report", "summary.json", "--out", "summary.json"],
+            files=report,
+            check=unchanged("summary.json", record),
+        ),
+        Case(
+            "report --out a directory",
+            "36.12",
+            ["report", "summary.json", "--out", "."],
+            files=report,
+        ),
+        Case(
+            "report --out below a file",
+            "36.12",
+            ["report", "summary.json", "--out", "train.py/r.html"],
+            files=report,
+        ),
+        Case(
+            "show: rich markup in a config's evidence",
+            "36.24",
+            show,
+            files={"autoaccel.yaml": f"provenance:\n  evidence:\n    batch_size: '{gloo}'\n"},
+            expect=0,
+            check=contains(gloo, "out"),
+            env={"COLUMNS": "400"},
+        ),
+    ]
     c += [
         Case("SIGTERM to tune mid-trial", "4", files=train, special="TERM", expect=143, slow=True),
         Case("SIGHUP to tune mid-trial", "4", files=train, special="HUP", expect=129, slow=True),
@@ -567,8 +608,10 @@ def main() -> None:
     parser.add_argument("--after", type=Path, default=HERE, help="the checkout under test")
     parser.add_argument("--fast", action="store_true", help="skip the slow cases")
     parser.add_argument("--out", type=Path, help="write the table here as Markdown")
+    parser.add_argument("--only", help="the cases of one issue's items, e.g. --only 36.")
     args = parser.parse_args()
     chosen = [c for c in cases() if not (args.fast and c.slow)]
+    chosen = [c for c in chosen if args.only is None or c.item.startswith(args.only)]
     sides = {"before": args.before, "after": args.after} if args.before else {"after": args.after}
     rows, clean = [], dict.fromkeys(sides, 0)
     for case in chosen:
@@ -584,7 +627,7 @@ def main() -> None:
         f"({platform.processor() or platform.machine()}, {os.cpu_count()} cores), "
         f"{time.strftime('%Y-%m-%d %H:%M')}.",
         "",
-        "| case | issue 16 item | " + " | ".join(sides) + " |",
+        "| case | issue item | " + " | ".join(sides) + " |",
         "| --- | --- | " + " | ".join("---" for _ in sides) + " |",
     ]
     counts = "; ".join(f"{side}: {n} of {len(chosen)} handled cleanly" for side, n in clean.items())

@@ -4,8 +4,10 @@ plot, opened by headless Chromium (where it is installed: `apt-get install chrom
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import stat
 import subprocess
 from pathlib import Path
 
@@ -13,6 +15,7 @@ import pytest
 from models import FAST, learnable, mlp
 
 from autoaccel.cli import main
+from autoaccel.cli.report import is_report
 from autoaccel.frontends.advise import advise
 from autoaccel.report import render_report
 
@@ -85,6 +88,48 @@ def test_the_report_command(record_path: Path, capsys: pytest.CaptureFixture[str
     bad.write_text('{"not": "a record"}')
     assert main(["report", str(bad)]) == 2
     assert "is not an autoaccel run record" in capsys.readouterr().err
+
+
+def test_report_out_never_replaces_what_it_did_not_write(
+    record_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 36, 1 and 12: the script, the record itself, a device or FIFO, a directory, a
+    path below a file: one line, exit 2, nothing touched."""
+    script = tmp_path / "train.py"
+    script.write_text("print('my training')\n")
+    copy = tmp_path / "summary.json"
+    copy.write_text(record_path.read_text())
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    cases = {
+        script: "is not an autoaccel report",
+        copy: "is not an autoaccel report",
+        fifo: "is a device or other special file",
+        tmp_path: "is a directory",
+        script / "report.html": "is below a file",
+    }
+    for out, words in cases.items():
+        assert main(["report", str(copy), "--out", str(out)]) == 2, out
+        err = capsys.readouterr().err
+        assert words in err and len(err.strip().splitlines()) == 1, err
+    assert script.read_text() == "print('my training')\n"
+    assert copy.read_text() == record_path.read_text()
+    assert stat.S_ISFIFO(fifo.stat().st_mode)
+    page = tmp_path / "report.html"
+    assert main(["report", str(copy), "--out", str(page)]) == 0  # new: written
+    assert main(["report", str(copy), "--out", str(page)]) == 0  # its own report: replaced
+    assert is_report(page)
+
+
+def test_record_fields_cannot_inject_html(record_path: Path) -> None:
+    """Issue 36, 2: every field of a crafted record is escaped in the page."""
+    record = json.loads(record_path.read_text())
+    attack = "<script>alert(1)</script>"
+    record["search"]["grid_size"] = attack
+    record["search"]["trials_measured"] = attack
+    page = render_report(record)
+    assert "<script>" not in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")

@@ -7,9 +7,9 @@ import io
 import math
 from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
 from rich.table import Table
 
+from autoaccel.progress import plain_console
 from autoaccel.time_to_loss import ConvergenceResult, LossRun
 
 if TYPE_CHECKING:  # the types module calls these functions from its methods
@@ -20,7 +20,7 @@ __all__ = ["advice_dict", "advice_tables", "summary_text"]
 
 def summary_text(advice: Advice, *, width: int = 110) -> str:
     """A readable report: the tables, then the notes."""
-    console = Console(record=True, width=width, file=io.StringIO())
+    console = plain_console(record=True, width=width, file=io.StringIO())
     for table in advice_tables(advice):
         console.print(table)
     for note in advice.notes:

@@ -18,7 +18,7 @@ from types import ModuleType
 from typing import Any, NoReturn
 
 from rich.console import Console
-from rich.markup import escape
+from rich.text import Text
 
 from autoaccel._version import __version__
 from autoaccel.cli._common import CommandResult, parse_duration
@@ -29,6 +29,7 @@ from autoaccel.errors import (
     interrupts_deferred,
     interrupts_from_signals,
 )
+from autoaccel.progress import plain_console
 from autoaccel.record import json_ready
 
 __all__ = [
@@ -101,9 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
 def render(result: CommandResult, *, as_json: bool, out: Console, err: Console) -> None:
     """Print a command's result for people or, with ``--json``, for machines."""
     for warning in result.warnings:
-        err.print(
-            f"[yellow]warning:[/yellow] {escape(str(warning))}", soft_wrap=True, highlight=False
-        )
+        err.print(Text.assemble(("warning:", "yellow"), f" {warning}"), soft_wrap=True)
     for note in result.notes:
         err.print(f"note: {note}", soft_wrap=True, highlight=False, markup=False)
     if as_json:
@@ -125,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     SIGTERM and SIGHUP stop it as Ctrl-C does (the running trial's process group killed,
     the best config so far kept) and exit with 128 + the signal's number.
     """
-    err = Console(stderr=True)
+    err = plain_console(stderr=True)
     with interrupts_from_signals():
         try:
             return _main(argv, err)
@@ -144,7 +143,7 @@ def _main(argv: Sequence[str] | None, err: Console) -> int:
         split = argv.index("--")
         argv, script_args = argv[:split], argv[split + 1 :]
     as_json = "--json" in argv
-    out = Console()
+    out = plain_console()
     try:
         args = build_parser().parse_args(argv)
         args.script_args = script_args

@@ -11,6 +11,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from autoaccel.progress import plain_console
+
 __all__ = [
     "CommandResult",
     "add_config_path",
@@ -78,7 +80,7 @@ def add_quiet(parser: argparse.ArgumentParser) -> None:
 def progress_console(args: argparse.Namespace) -> Console | None:
     """Where progress goes: stderr (so ``--json`` keeps stdout for data), or nowhere with
     ``--quiet``."""
-    return None if args.quiet else Console(stderr=True)
+    return None if args.quiet else plain_console(stderr=True)
 
 
 def gib(n: int | None) -> str:

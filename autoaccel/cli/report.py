@@ -9,6 +9,7 @@ from pathlib import Path
 from autoaccel.atomic import atomic_write_text
 from autoaccel.cli._common import CommandResult
 from autoaccel.errors import UsageError
+from autoaccel.frontends.outputs import check_replaceable
 from autoaccel.record import RECORD_NAME
 
 __all__ = ["EXAMPLE", "SUMMARY", "add_arguments", "run"]
@@ -40,6 +41,8 @@ def run(args: argparse.Namespace) -> CommandResult:
     path = args.record or _newest()
     if path.is_dir():
         path = path / RECORD_NAME
+    out = args.out or path.with_name("report.html")
+    check_replaceable(out, ours=is_report, kind="report", name="report.html")
     try:
         record = json.loads(path.read_text())
         page = render_report(record)
@@ -50,11 +53,26 @@ def run(args: argparse.Namespace) -> CommandResult:
             f"{path} is not an autoaccel run record ({type(error).__name__}: {error}); name a "
             f"{RECORD_NAME} that `autoaccel tune` or advise() wrote"
         ) from None
-    out = args.out or path.with_name("report.html")
     atomic_write_text(out, page)
     return CommandResult(
         {"record": str(path), "report": str(out)}, text=f"wrote {out} (open it in a browser)\n"
     )
+
+
+#: What every report starts with (``autoaccel.report.render_report``): what --out may replace.
+REPORT_START = "<!DOCTYPE html>"
+REPORT_TITLE = "<title>autoaccel report:"
+
+
+def is_report(path: Path) -> bool:
+    """Whether ``path`` is a report autoaccel wrote (its start and title), read no further
+    than its first lines."""
+    try:
+        with path.open("rb") as handle:
+            head = handle.read(512).decode(errors="replace")
+    except OSError:
+        return False
+    return head.startswith(REPORT_START) and REPORT_TITLE in head
 
 
 def _newest() -> Path:

@@ -15,11 +15,10 @@ import shlex
 import subprocess
 from pathlib import Path
 
-from rich.console import Console
-
 from autoaccel.cli._common import CommandResult, add_script
 from autoaccel.config import CONFIG_ENV, find_config, load_config
 from autoaccel.errors import UsageError
+from autoaccel.progress import plain_console
 from autoaccel.redact import mask_args, mask_command
 
 __all__ = ["EXAMPLE", "SUMMARY", "add_arguments", "run"]
@@ -117,7 +116,7 @@ def run(args: argparse.Namespace) -> CommandResult:
             text=f"{head}\n{line}\n",
         )
     env = {**os.environ, CONFIG_ENV: str(Path(path).resolve())}
-    Console(stderr=True).print(
+    plain_console(stderr=True).print(
         f"autoaccel: {mask_command(command)}  (config {path})",
         highlight=False,
         markup=False,

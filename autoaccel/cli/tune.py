@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from rich.console import Console
 from rich.table import Table
 
 from autoaccel.budget import DEFAULT_MAX_TRIALS, TUNE_BUDGET_S, TUNE_TTL_BUDGET_S
@@ -21,6 +20,7 @@ from autoaccel.cli._common import (
 )
 from autoaccel.config import CONFIG_NAME
 from autoaccel.confirm import CONFIRM_PAIRS
+from autoaccel.progress import plain_console
 from autoaccel.states import Objective
 
 __all__ = ["EXAMPLE", "SUMMARY", "add_arguments", "run"]
@@ -154,7 +154,7 @@ def run(args: argparse.Namespace) -> CommandResult:
             if Path(where).exists()
             else ("no config was written yet")
         )
-        Console(stderr=True).print(
+        plain_console(stderr=True).print(
             f"autoaccel: interrupted; {saved}. Run the same command again to resume the study.",
             highlight=False,
             markup=False,

@@ -28,7 +28,7 @@ from autoaccel.pipeline import Job, PipelineOptions, check_budget, run_pipeline
 from autoaccel.pipeline.schedule import keep_for_schedule, throughput_share, tune_schedule
 from autoaccel.probe import probe_system
 from autoaccel.process import preserved_process_state
-from autoaccel.progress import Phases
+from autoaccel.progress import Phases, plain_console
 from autoaccel.record import run_record, write_record
 from autoaccel.runtime.data import describe_data
 from autoaccel.runtime.run import has_conv, model_fingerprint
@@ -154,7 +154,7 @@ def advise(
         prefix="advise",
     )
     budget = Budget(budget_s)
-    console = Console(stderr=True) if progress else None
+    console = plain_console(stderr=True) if progress else None
     spec = describe_data(data, loader_kwargs=loader_kwargs)
     if objective_ is Objective.TIME_TO_LOSS:
         held = HeldOut(*holdout_split(spec, val_data, seed=seed or 0))

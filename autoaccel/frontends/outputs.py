@@ -14,7 +14,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from autoaccel.atomic import try_write
@@ -24,6 +24,7 @@ from autoaccel.errors import ConfigError, TrialError, UsageError
 __all__ = [
     "CONFIG_HEADER",
     "check_out",
+    "check_replaceable",
     "check_writable_folder",
     "one_tune_per_config",
     "save_or_keep",
@@ -37,21 +38,39 @@ def check_out(out: Path, script: Path) -> None:
     """Refuse an ``--out`` the config cannot or must not be written to.
 
     Raises:
-        UsageError: ``out`` is the script, a directory, an existing file that is not an
-            autoaccel config, or in a folder that cannot be written (read-only, full).
+        UsageError: ``out`` is the script, a directory, a device or other special file, an
+            existing file that is not an autoaccel config, or in a folder that cannot be
+            written (read-only, full, a file).
     """
     if out.resolve() == script.resolve():
         raise UsageError(
             f"--out {out} is the training script itself; name a config file, e.g. "
             f"--out {script.parent / 'autoaccel.yaml'}"
         )
+    check_replaceable(out, ours=_is_config, kind="config", name="autoaccel.yaml")
+
+
+def check_replaceable(out: Path, *, ours: Callable[[Path], bool], kind: str, name: str) -> None:
+    """Refuse an ``--out`` that names something autoaccel must not replace with its
+    ``kind`` of file: a directory, a device or other special file, a path below a file, or
+    an existing file that is not one autoaccel wrote (``ours``); and one whose folder cannot
+    be written.
+
+    Raises:
+        UsageError: one line naming ``out``, what it is, and a name that would do (``name``).
+    """
     if out.is_dir():
+        raise UsageError(f"--out {out} is a directory; name a file in it, e.g. {out / name}")
+    if out.exists() and not out.is_file():
         raise UsageError(
-            f"--out {out} is a directory; name a file in it, e.g. {out / 'autoaccel.yaml'}"
+            f"--out {out} is a device or other special file, not replaced; name a regular "
+            f"file, e.g. --out {name}"
         )
-    if out.exists() and not _is_config(out):
+    if any(p.exists() and not p.is_dir() for p in out.parents):
+        raise UsageError(f"--out {out} is below a file, not a folder; name a file in a folder")
+    if out.exists() and not ours(out):
         raise UsageError(
-            f"--out {out} exists and is not an autoaccel config, so it is not replaced; "
+            f"--out {out} exists and is not an autoaccel {kind}, so it is not replaced; "
             "name another file, or move that one away"
         )
     check_writable_folder(out.parent, what=f"--out {out}")

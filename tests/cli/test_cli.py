@@ -150,3 +150,25 @@ def test_shell_completion_completes_commands_and_options() -> None:
     )
     done = subprocess.run(["bash", "-c", probe], capture_output=True, text=True, check=True)
     assert done.stdout.split("\n")[:2] == ["--budget", "export"]
+
+
+GLOO = "closing tag '[/__w/pytorch/third_party/gloo/transport/tcp/pair.cc:553]' [bold]x"
+
+
+def test_text_from_scripts_and_libraries_is_never_markup(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 36, 24: a gloo error's '[/...]' in a table cell, a warning and a note prints
+    as it is (it once ended a tune with rich's MarkupError, exit 1)."""
+    from autoaccel.cli import render
+    from autoaccel.cli._common import CommandResult
+    from autoaccel.progress import plain_console
+
+    monkeypatch.setenv("COLUMNS", "400")  # one line per row
+    path = tmp_path / "autoaccel.yaml"
+    save_config(TrainingConfig(provenance=Provenance(evidence={"batch_size": GLOO})), path)
+    assert main(["show", str(path)]) == 0
+    assert GLOO in capsys.readouterr().out
+    out, err = plain_console(record=True, width=200), plain_console(record=True, width=200)
+    render(CommandResult({}, warnings=[GLOO], notes=[GLOO]), as_json=False, out=out, err=err)
+    assert err.export_text().count(GLOO) == 2

@@ -482,6 +482,19 @@ def cases() -> list[Case]:
             files=report,
         ),
         Case(
+            "export --dir over the user's own trainer.py",
+            "36.3",
+            ["export", "autoaccel.yaml", "--to", "lightning", "--dir", "."],
+            files={"autoaccel.yaml": GOOD, "trainer.py": "# mine\n"},
+            check=unchanged("trainer.py", "# mine\n"),
+        ),
+        Case(
+            "export --dir below a file",
+            "36.12",
+            ["export", "autoaccel.yaml", "--to", "env", "--dir", "autoaccel.yaml/out"],
+            files={"autoaccel.yaml": GOOD},
+        ),
+        Case(
             "show: rich markup in a config's evidence",
             "36.24",
             show,

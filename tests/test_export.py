@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import json
+import os
 import shlex
 from pathlib import Path
 
@@ -153,9 +154,44 @@ def test_the_export_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert "channels_last" in data["not_expressed"]
     written = tmp_path / "out"
     assert main(["export", str(path), "--to", "lightning", "--dir", str(written)]) == 0
-    assert sorted(p.name for p in written.iterdir()) == ["lightning-cli.yaml", "trainer.py"]
+    assert sorted(p.name for p in written.iterdir()) == [
+        ".autoaccel-export.json",  # what export wrote there, so that it may replace it
+        "lightning-cli.yaml",
+        "trainer.py",
+    ]
     assert "not expressible in lightning" in capsys.readouterr().out
     capsys.readouterr()
     assert main(["export", str(path), "--to", "keras", "--json"]) == 2
     error = json.loads(capsys.readouterr().out)
     assert error["exit_code"] == 2 and "invalid choice: 'keras'" in error["error"]
+
+
+def test_export_dir_replaces_only_what_export_wrote(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 36, 3 and 12: the user's own trainer.py (or one edited since), a FIFO, or a
+    --dir below a file: one line, exit 2, nothing written; export's own files: replaced."""
+    path = save_config(TUNED, tmp_path / "autoaccel.yaml")
+    folder = tmp_path / "runs"
+    folder.mkdir()
+    mine = folder / "trainer.py"
+    mine.write_text("# my own trainer\n")
+    argv = ["export", str(path), "--to", "lightning", "--dir", str(folder)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "trainer.py already there and not written by autoaccel export" in err
+    assert mine.read_text() == "# my own trainer\n"
+    assert not (folder / "lightning-cli.yaml").exists()  # nothing half-written
+    mine.unlink()
+    assert main(argv) == 0
+    assert main(argv) == 0  # its own files, unchanged since: replaced
+    mine.write_text(mine.read_text() + "# edited\n")
+    assert main(argv) == 2  # edited since: the user's now
+    assert mine.read_text().endswith("# edited\n")
+    capsys.readouterr()
+    fifo = tmp_path / "fifo-dir"
+    fifo.mkdir()
+    os.mkfifo(fifo / "ds_config.json")
+    assert main(["export", str(path), "--to", "deepspeed", "--dir", str(fifo)]) == 2
+    assert main(["export", str(path), "--to", "env", "--dir", str(path / "below")]) == 2
+    assert "is, or is below, a file" in capsys.readouterr().err

@@ -4,6 +4,8 @@ torchrun's or the shell's own words (``autoaccel.export``)."""
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 from pathlib import Path
 
 from autoaccel.atomic import atomic_write_text
@@ -42,12 +44,7 @@ def run(args: argparse.Namespace) -> CommandResult:
     result = export(config, args.to, script=args.script, config_path=str(Path(path).resolve()))
     data = {"config": str(path), **result.to_dict()}
     if args.dir is not None:
-        if args.dir.exists() and not args.dir.is_dir():
-            raise UsageError(f"--dir {args.dir} is a file; name a folder")
-        written = []
-        for name, text in result.files.items():
-            atomic_write_text(args.dir / name, text)
-            written.append(str(args.dir / name))
+        written = _write(args.dir, result.files)
         data["written"] = written
         lines = [f"wrote {name}" for name in written]
         lines += [
@@ -55,3 +52,56 @@ def run(args: argparse.Namespace) -> CommandResult:
         ]
         return CommandResult(data, text="\n".join(lines) + "\n")
     return CommandResult(data, text=result.text())
+
+
+#: What ``export --dir`` wrote in a folder, by file name, as SHA-256 of the text: a file
+#: there is replaced only while it is still what export wrote.
+MANIFEST = ".autoaccel-export.json"
+
+
+def _write(folder: Path, files: dict[str, str]) -> list[str]:
+    """Write ``files`` into ``folder``, replacing only files an earlier export wrote there
+    and nobody changed since; all checked before the first is written.
+
+    Raises:
+        UsageError: ``folder`` is a file or below one, or holds files of the same names that
+            export did not write (or that were edited since), named in one line.
+    """
+    if any(p.exists() and not p.is_dir() for p in (folder, *folder.parents)):
+        raise UsageError(f"--dir {folder} is, or is below, a file; name a folder")
+    wrote = _manifest(folder)
+    foreign = [
+        name for name in files if (folder / name).exists() and not _ours(folder / name, wrote)
+    ]
+    if foreign:
+        raise UsageError(
+            f"--dir {folder}: {', '.join(foreign)} already there and not written by autoaccel "
+            "export (or changed since), so not replaced; move them away or name another --dir"
+        )
+    for name, text in files.items():
+        atomic_write_text(folder / name, text)
+        wrote[name] = hashlib.sha256(text.encode()).hexdigest()
+    atomic_write_text(folder / MANIFEST, json.dumps(wrote, indent=2, sort_keys=True) + "\n")
+    return [str(folder / name) for name in files]
+
+
+def _manifest(folder: Path) -> dict[str, str]:
+    """The file digests an earlier export recorded in ``folder`` (none when unreadable)."""
+    try:
+        recorded = json.loads((folder / MANIFEST).read_text())
+    except (OSError, ValueError):
+        return {}
+    return (
+        {k: v for k, v in recorded.items() if isinstance(v, str)}
+        if isinstance(recorded, dict)
+        else {}
+    )
+
+
+def _ours(path: Path, wrote: dict[str, str]) -> bool:
+    """Whether ``path`` is a regular file still as export wrote it."""
+    try:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+    except OSError:
+        return False
+    return digest is not None and wrote.get(path.name) == digest

@@ -11,6 +11,7 @@ one plain line per phase instead.
 
 from __future__ import annotations
 
+import re
 from types import TracebackType
 from typing import Any
 
@@ -26,15 +27,25 @@ __all__ = ["Phases", "plain_console"]
 def plain_console(**options: Any) -> Console:
     """A rich ``Console`` that prints every string as it is: text from a script, a library
     or the user (a gloo error's ``[/path/pair.cc:553]``, a script named ``[b].py``) is
-    never read as markup, in lines and table cells alike. Styles come from ``Text`` and
-    ``style=`` instead.
+    never read as markup, in lines and table cells alike, and its control characters (a
+    config's terminal escape sequences) are shown as ``\\x1b``, never sent to the terminal.
+    Styles come from ``Text`` and ``style=`` instead.
 
     Example:
         >>> console = plain_console(record=True, file=__import__("io").StringIO())
-        >>> console.print("closing tag [/tcp/pair.cc:553] kept"); console.export_text()
-        'closing tag [/tcp/pair.cc:553] kept\n'
+        >>> console.print("closing tag [/tcp/pair.cc:553] \x1b[2J kept"); console.export_text()
+        'closing tag [/tcp/pair.cc:553] \\\\x1b[2J kept\\n'
     """
-    return Console(markup=False, **options)
+    return _PlainConsole(markup=False, **options)
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+class _PlainConsole(Console):
+    def render_str(self, text: str, **options: Any) -> Text:
+        shown = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+        return super().render_str(shown, **options)
 
 
 class _BudgetLeft(ProgressColumn):

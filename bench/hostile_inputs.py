@@ -495,6 +495,21 @@ def cases() -> list[Case]:
             files={"autoaccel.yaml": GOOD},
         ),
         Case(
+            "run: the tune hint for a script named x$(id).py",
+            "36.23",
+            ["run", "x$(id).py"],
+            files={"x$(id).py": TRAIN},
+            check=contains("`autoaccel tune 'x$(id).py'`"),
+        ),
+        Case(
+            "show: terminal escape sequences in a config",
+            "36.14",
+            show,
+            files={"autoaccel.yaml": 'provenance:\n  hardware: "x\\e]0;pwned\\a\\e[2J"\n'},
+            expect=0,
+            check=lambda o: "escape sequence reached the terminal" if "\x1b" in o.out else None,
+        ),
+        Case(
             "show: rich markup in a config's evidence",
             "36.24",
             show,

@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> CommandResult:
     if path is None:
         raise UsageError(
             f"no autoaccel.yaml beside {script} or here; tune first: "
-            f"`autoaccel tune {script}`, or pass --config PATH"
+            f"`autoaccel tune {shlex.quote(str(script))}`, or pass --config PATH"
         )
     config = load_config(path, profile=probe_system())
     command = launch_command(

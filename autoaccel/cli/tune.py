@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 from pathlib import Path
 
 from rich.table import Table
@@ -169,8 +170,10 @@ def run(args: argparse.Namespace) -> CommandResult:
     paths.add_row("config", written or str(result.config_path))
     paths.add_row("trial logs", str(result.trials_dir))
     paths.add_row("study", f"{advice.search.study_name} in {result.storage}")
-    paths.add_row("run record", f"{advice.record_path}  (autoaccel report {advice.record_path})")
-    paths.add_row("next", f"autoaccel run {args.script}")
+    # the commands are shell-quoted: a hint pasted as it is runs that, and nothing else
+    record = shlex.quote(str(advice.record_path))
+    paths.add_row("run record", f"{advice.record_path}  (autoaccel report {record})")
+    paths.add_row("next", f"autoaccel run {shlex.quote(str(args.script))}")
     data = {
         **advice.to_dict(),
         "config_path": None if advice.written_by else str(result.config_path),

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import shlex
 import sys
 import time
 import warnings
@@ -251,7 +252,7 @@ def _normal_run_config(
     path = find_config(config, script=running)
     if path is None:
         script = Path(running).name if running else "train.py"
-        print(_HINT.format(script=script), file=sys.stderr)
+        print(_HINT.format(script=shlex.quote(script)), file=sys.stderr)
         return user
     profile = probe_system()
     loaded = load_config(path, profile=profile)

@@ -172,3 +172,16 @@ def test_text_from_scripts_and_libraries_is_never_markup(
     out, err = plain_console(record=True, width=200), plain_console(record=True, width=200)
     render(CommandResult({}, warnings=[GLOO], notes=[GLOO]), as_json=False, out=out, err=err)
     assert err.export_text().count(GLOO) == 2
+
+
+def test_show_never_sends_a_config_s_escape_sequences_to_the_terminal(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 36, 14: a config's control characters are shown escaped, not obeyed."""
+    path = tmp_path / "autoaccel.yaml"
+    hostile = "x\x1b]0;pwned\x07\x1b[2J y"
+    save_config(TrainingConfig(provenance=Provenance(hardware=hostile)), path)
+    assert main(["show", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out
+    assert "\\x1b[2J" in out

@@ -104,6 +104,9 @@ class Measurement:
     data_wait_s: float = 0.0  # mean per step in the window, blocked in the loader
     compute_s: float = 0.0  # mean per step in the window, everything else
     warmup_s: float = 0.0
+    # The first step alone, from the meter's start: where one-time costs show (worker
+    # start, the CUDA context's first kernels, cuDNN's autotuning, compilation).
+    first_step_s: float = 0.0
     warmup_steps: int = 0
     warmup_settled: bool = False
     window_s: float = 0.0
@@ -439,6 +442,7 @@ class Meter:
             data_wait_s=statistics.fmean(waits),
             compute_s=statistics.fmean(computes),
             warmup_s=(warm[-1].end - self._started) if warm else 0.0,
+            first_step_s=(warm[0].end - self._started) if warm else 0.0,
             warmup_steps=len(warm),
             warmup_settled=self._settled,
             window_s=elapsed,

@@ -71,6 +71,7 @@ def test_warmup_ends_when_step_times_settle_not_after_a_count() -> None:
     m = meter.result()
     assert m.warmup_steps == 7 and m.warmup_settled
     assert m.warmup_s == pytest.approx(2.0 + 1.0 + 0.5 + 0.3 + 3 * 0.125)
+    assert m.first_step_s == pytest.approx(2.0)  # one-time costs, measured apart
     assert m.window_steps == 8  # 1.0 s of 1/8 s steps
     assert m.samples_per_s == pytest.approx(80.0)
     assert m.data_wait_s == pytest.approx(0.03125) and m.compute_s == pytest.approx(0.09375)

@@ -73,9 +73,18 @@ class Job:
 
     @property
     def one_trial_s(self) -> float:
-        """One trial's wall time: the baseline's, at least its warm-up, window and start-up."""
+        """One trial's wall time: the baseline's, at least its warm-up, window and start-up.
+
+        In-process (no measured wall time), the baseline's first step counts as an ordinary
+        one: what it took beyond that (the process's first kernels, a CUDA context, cuDNN's
+        autotuning) is paid once per process, not by each later trial, so it does not size
+        the later phases. A script's trial is a new process that pays it every time.
+        """
         b = self.baseline
-        return max(self.trial_s or 0.0, b.warmup_s + b.window_s + self.facts.start_s)
+        warmup_s = b.warmup_s
+        if self.trial_s is None:
+            warmup_s -= max(0.0, b.first_step_s - b.step_time_s)
+        return max(self.trial_s or 0.0, warmup_s + b.window_s + self.facts.start_s)
 
 
 def check_budget(

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
+from autoaccel.config import TrainingConfig
 from autoaccel.errors import UsageError
-from autoaccel.measure import MeterSettings
-from autoaccel.pipeline import PhaseCosts, check_budget, plan_budget
+from autoaccel.measure import Measurement, MeterSettings
+from autoaccel.pipeline import Job, PhaseCosts, check_budget, plan_budget
 from autoaccel.pipeline.plan import CHECK_SHARE, END_SHARE
+from autoaccel.search import WorkloadFacts
 
 FAST = PhaseCosts(trial_s=5.0, start_s=3.0)  # the CNN example here: ~5 s a trial
 SLOW = PhaseCosts(trial_s=20.0, start_s=15.0)  # a script that takes 15 s to start
@@ -83,3 +86,22 @@ def test_time_to_loss_plans_no_guard() -> None:
     plan = plan_budget(180, 175, FAST, guarded=False)
     assert not plan.check_runs and plan.missing() == []
     assert "loss curves" not in plan.line()
+
+
+def _job(baseline: Measurement, trial_s: float | None) -> Job:
+    """A job as a front end makes it: only the baseline and the costs matter here."""
+    facts = WorkloadFacts("Net", 1000, 4096, True, False, torch.device("cpu"), 0.5)
+    return Job(lambda c, p=None: baseline, TrainingConfig(), baseline, facts, None, trial_s)  # type: ignore[arg-type]
+
+
+def test_one_time_costs_do_not_size_the_later_phases() -> None:
+    """Issue 32, 5: in-process, the baseline's first step that paid the process's one-time
+    costs (a CUDA context, cuDNN's autotuning: 4 s here) counts as an ordinary step; a
+    script's trial, a new process each time, pays them every time, so its wall time stands."""
+    baseline = Measurement(
+        outcome="ok", warmup_s=4.3, first_step_s=4.02, step_time_s=0.02, window_s=1.5
+    )
+    assert _job(baseline, None).one_trial_s == pytest.approx(0.3 + 1.5 + 0.5)
+    assert _job(baseline, 9.0).one_trial_s == 9.0
+    steady = Measurement(outcome="ok", warmup_s=0.3, first_step_s=0.02, step_time_s=0.02)
+    assert _job(steady, None).one_trial_s == pytest.approx(0.3 + 0.5)

@@ -71,6 +71,14 @@ class Job:
         model is. The baseline stays your own setup, on your model's device."""
         return choose_device("auto", self.facts.device, cuda_count=self.profile.usable_gpus)
 
+    def device_notes(self) -> list[str]:
+        """Where the trials trained and why, when a GPU is in play (a model your code placed
+        on one is kept, and you are told; one left on the CPU is tried there)."""
+        choice = self.device
+        if choice.device.type == "cpu" and not choice.moved:
+            return []
+        return [f"trials on {choice.device}: {choice.reason}"]
+
     @property
     def one_trial_s(self) -> float:
         """One trial's wall time: the baseline's, at least its warm-up, window and start-up.

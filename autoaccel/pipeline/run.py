@@ -147,6 +147,7 @@ def run_pipeline(
         *_speedup_notes(speedup, budget if out_of_time else None, result, fastest),
         *_other_hardware_notes(result),
         *_sharding_notes(space, advice.config),
+        *job.device_notes(),
     ]
     return advice
 

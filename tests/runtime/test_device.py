@@ -277,3 +277,21 @@ def test_on_a_gpu_prepare_trains_a_cpu_model_there_in_fp16() -> None:
         run.backward(loss)
         run.step()
     assert optimizer.state[next(model.parameters())]["exp_avg"].device.type == "cuda"
+
+
+def test_tune_and_advise_say_where_the_trials_trained() -> None:
+    """A model your code placed on a GPU is kept, and the advice's notes say so."""
+    from autoaccel.measure import Measurement
+    from autoaccel.pipeline import Job
+    from autoaccel.search import WorkloadFacts
+
+    def job(model_at: torch.device, profile: Any) -> Job:
+        facts = WorkloadFacts("Net", 10, 64, False, True, model_at, 0.5)
+        m = Measurement(outcome="ok")
+        return Job(lambda c, p=None: m, TrainingConfig(), m, facts, profile)
+
+    placed = job(torch.device("cuda", 0), _h100()).device_notes()
+    assert placed == ["trials on cuda:0: your code placed the model on cuda:0: kept"]
+    (moved,) = job(CPU, _h100()).device_notes()
+    assert moved.endswith("a GPU is usable here and the model was left on the CPU: cuda:0")
+    assert job(CPU, probe_system(nvml=FakeNvml([]), light=True)).device_notes() == []

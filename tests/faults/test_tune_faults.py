@@ -147,6 +147,10 @@ def test_a_bad_out_is_refused_before_any_trial(
     [
         ("nosuchdb://host/x", "NoSuchModuleError"),
         ("postgresql://tuner:hunter2@127.0.0.1:1/studies", "postgresql://tuner:***@127.0.0.1"),
+        # issue 36, 4: a password with / or a space, or in the query, is masked too
+        ("postgresql://tuner:hun/ter2@127.0.0.1:1/studies", "postgresql://tuner:***@127.0.0.1"),
+        ("postgresql://tuner:hunter2 x@127.0.0.1:1/studies", "postgresql://tuner:***@127.0.0.1"),
+        ("postgresql://tuner@127.0.0.1:1/studies?password=hunter2", "?password=***"),
         (".", "cannot be used"),
         ("/proc/studies.db", "cannot be used"),
     ],

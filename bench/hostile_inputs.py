@@ -60,6 +60,27 @@ BOMB = "provenance:\n  versions:\n" + "".join(
 
 GOOD = "batch_size: 64\n"
 
+LEAKY_HOOK = """
+import sys
+import torch
+from torch import nn
+import autoaccel
+
+key = sys.argv[sys.argv.index("--api-key") + 1]
+model = nn.Sequential(nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 2))
+opt = torch.optim.SGD(model.parameters(), lr=0.1)
+data = (torch.randn(4096, 16), torch.randint(0, 2, (4096,)))
+
+def evaluate():
+    raise PermissionError(f"the validation server refused key {key}")
+
+run = autoaccel.prepare(model, opt, data, loader_kwargs={"batch_size": 32}, evaluate=evaluate)
+while True:
+    for xb, yb in run.loader:
+        run.backward(torch.nn.functional.cross_entropy(run.model(xb), yb))
+        run.step()
+"""
+
 
 @dataclass
 class Outcome:
@@ -493,6 +514,13 @@ def cases() -> list[Case]:
             "36.12",
             ["export", "autoaccel.yaml", "--to", "env", "--dir", "autoaccel.yaml/out"],
             files={"autoaccel.yaml": GOOD},
+        ),
+        Case(
+            "tune: the evaluate hook's error repeats --api-key",
+            "36.7",
+            ["tune", "leaky.py", "--budget", "60s", "--", "--api-key", "sk-HOOK-4242"],
+            files={"leaky.py": LEAKY_HOOK},
+            check=all_of(contains("evaluate hook fails"), lacks("sk-HOOK-4242")),
         ),
         Case(
             "run: the tune hint for a script named x$(id).py",

@@ -288,6 +288,7 @@ class ScriptRunner:
         report_path = Path(spec.report_path)
         report = TrialReport.read(report_path) if report_path.exists() else None
         if report is not None:
+            report = _scrubbed(report, self.secrets)
             measurement = report.to_measurement()
         elif timed_out:
             measurement = Measurement(
@@ -302,6 +303,16 @@ class ScriptRunner:
         return ScriptTrial(
             measurement, report, log_path, reached, returncode, timed_out, self.secrets, folder
         )
+
+
+def _scrubbed(report: TrialReport, secrets: list[str]) -> TrialReport:
+    """``report`` with the secrets masked in every text the script's code wrote into it
+    (the hook's error message, the notes), as in its measurement's message."""
+    if not secrets:
+        return report
+    hook_error = scrub(report.hook_error, secrets) if report.hook_error else report.hook_error
+    notes = [scrub(note, secrets) for note in report.notes]
+    return replace(report, hook_error=hook_error, notes=notes)
 
 
 POLL_S = 0.2  # how often a running trial's stop_when is asked

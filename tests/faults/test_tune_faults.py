@@ -345,3 +345,39 @@ def test_a_final_write_that_fails_keeps_the_result(
     fallback = Path(str(caught.value).split("saved to ")[1].split(" and printed")[0])
     assert load_config(fallback).batch_size == 256
     fallback.unlink()
+
+
+HOOK_LEAKS = """
+import sys
+import torch
+from torch import nn
+import autoaccel
+
+key = sys.argv[sys.argv.index("--api-key") + 1]
+model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 2))
+opt = torch.optim.SGD(model.parameters(), lr=0.1)
+x, y = torch.randn(8192, 16), torch.randint(0, 2, (8192,))
+
+def evaluate():
+    raise PermissionError(f"the validation server refused key {key}")
+
+run = autoaccel.prepare(model, opt, (x, y), loader_kwargs={"batch_size": 32}, evaluate=evaluate)
+while True:
+    for xb, yb in run.loader:
+        run.backward(torch.nn.functional.cross_entropy(run.model(xb), yb))
+        run.step()
+"""
+
+
+def test_a_secret_the_evaluate_hook_repeats_is_masked(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 36, 7: the hook's error message quotes the script's --api-key: masked."""
+    script = tmp_path / "train.py"
+    script.write_text(HOOK_LEAKS)
+    done = tune_done(tmp_path, str(script), "--budget", "60s", "--", "--api-key", SECRET)
+    err = done.stderr
+    assert done.returncode == 2, err  # after the baseline trial, which called the hook
+    assert "evaluate hook fails on the untrained model" in err
+    assert "refused key ***" in err
+    assert SECRET not in err

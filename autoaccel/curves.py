@@ -10,6 +10,7 @@ never reaches counts as ``UNREACHED`` horizons, scaled by how far off it stayed.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from statistics import geometric_mean
@@ -33,6 +34,14 @@ __all__ = [
     "target_levels",
 ]
 
+#: Metric names whose direction is known (words of the name, e.g. ``val_accuracy``).
+HIGHER_IS_BETTER = frozenset(
+    {"accuracy", "acc", "f1", "auc", "auroc", "precision", "recall", "bleu", "rouge", "iou",
+     "dice", "map", "top1", "top5", "r2", "score"}
+)  # fmt: skip
+LOWER_IS_BETTER = frozenset(
+    {"loss", "error", "err", "perplexity", "ppl", "mse", "mae", "rmse", "wer", "cer", "nll"}
+)
 PLATEAU_TOLERANCE = 0.01  # relative improvement below which the curve counts as flat
 PLATEAU_PATIENCE = 3  # evaluations without such an improvement
 UNREACHED = 2.0  # a level never reached counts as this many horizons (times how far off)
@@ -54,12 +63,33 @@ class Goal:
     """The held-out quality you aim for, when you name it: ``target`` of the held-out loss
     (reached at or below), or of ``metric(output, target)`` averaged over the held-out
     samples (a script's: the value its ``evaluate`` hook reports under that name). A metric
-    counts as higher-is-better when the untrained model scores below
-    the target (accuracy), else as lower-is-better (an error rate)."""
+    whose name says its direction (``known_higher``: accuracy up, error down) is read so,
+    and a target the untrained model already meets that way is refused; any other counts
+    as higher-is-better when the untrained model scores below the target, else as
+    lower-is-better."""
 
     target: float
     metric: Callable[[Any, Any], Any] | str | None = None  # a script's metric: its name
     name: str = "held-out loss"
+
+    @property
+    def known_higher(self) -> bool | None:
+        """Whether the metric's name says higher is better (accuracy, F1, AUC, ...: True),
+        lower (error, perplexity, MSE, ...: False), or neither (None: the untrained score
+        decides).
+
+        Example:
+            >>> Goal(0.9, "val_accuracy", "val_accuracy").known_higher, Goal(5, "ppl").known_higher
+            (True, False)
+        """
+        if self.metric is None:
+            return False  # the held-out loss
+        words = set(re.split(r"[^a-z0-9]+", self.name.lower()))
+        if words & HIGHER_IS_BETTER:
+            return True
+        if words & LOWER_IS_BETTER:
+            return False
+        return None
 
     def check_untrained(
         self, loss: float, value: float | None, source: str, *, spelled: str = "target="
@@ -71,7 +101,12 @@ class Goal:
             UsageError: naming the target, the untrained score and where it was scored.
         """
         untrained = loss if value is None else value
-        if (self.metric is None and untrained <= self.target) or untrained == self.target:
+        higher = self.known_higher
+        met = untrained == self.target or (
+            higher is not None
+            and (untrained >= self.target if higher else untrained <= self.target)
+        )
+        if met:
             raise UsageError(
                 f"{spelled}{self.target:g}: the untrained model already scores "
                 f"{untrained:.4g} ({self.name}, {source}); give a target it has to learn to "
@@ -208,7 +243,9 @@ def goal_level(baseline: LossRun, goal: Goal) -> Level | None:
     """
     metric = goal.metric is not None
     start = baseline.start_metric if metric else baseline.start_loss
-    higher = metric and start is not None and start < goal.target
+    higher = goal.known_higher
+    if higher is None:  # a name that says nothing: the untrained score says which way
+        higher = metric and start is not None and start < goal.target
     level = Level(goal.target, 0.0, metric, higher)
     took = level.time_in(baseline)
     return replace(level, seconds=took) if took else None

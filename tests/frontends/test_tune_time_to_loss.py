@@ -166,6 +166,20 @@ TTL = Objective.TIME_TO_LOSS
             "accuracy",
             r"--target 0.25: the untrained model already scores 0.25 \(accuracy",
         ),
+        (  # issue 36, 20: accuracy is higher-is-better, whatever the target
+            {"has_hook": True, "held_out_start": [1.4, 0.1]},
+            TTL,
+            0.0,
+            "accuracy",
+            r"--target 0: the untrained model already scores 0.1 \(accuracy",
+        ),
+        (  # and an error rate lower-is-better
+            {"has_hook": True, "held_out_start": [1.4, 0.3]},
+            TTL,
+            0.5,
+            "val_error",
+            r"--target 0.5: the untrained model already scores 0.3 \(val_error",
+        ),
     ],
 )
 def test_the_hook_and_the_target_are_checked_on_the_untrained_model(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shlex
 import subprocess
 from pathlib import Path
@@ -58,21 +59,39 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+#: A rendezvous host: a DNS name or IPv4 address, or an IPv6 address in brackets; a port
+#: of ASCII digits; a job name of plain characters (all reach torchrun's command line).
+_HOST = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252})|\[[0-9A-Fa-f:.]{2,45}\]")
+_PORT = re.compile(r"[0-9]{1,5}")
+_RDZV_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+MAX_NODES = 1024
+
+
 def _check_nodes(args: argparse.Namespace) -> None:
     """Refuse a multi-node request that cannot meet, before anything runs."""
-    if args.nnodes < 1:
-        raise UsageError(f"--nnodes must be 1 or more, got {args.nnodes}")
+    if not 1 <= args.nnodes <= MAX_NODES:
+        raise UsageError(f"--nnodes must be 1 to {MAX_NODES}, got {args.nnodes}")
+    if not _RDZV_ID.fullmatch(args.rdzv_id):
+        raise UsageError(
+            f"--rdzv-id must be 1 to 64 letters, digits, '_', '.' or '-', got {args.rdzv_id!r:.70}"
+        )
     endpoint = args.rdzv_endpoint
     if args.nnodes > 1 and not endpoint:
         raise UsageError(
             f"--nnodes {args.nnodes} needs --rdzv-endpoint HOST:PORT, where the nodes meet "
             "(one node's address and a free port, e.g. node1:29400)"
         )
+    if endpoint is not None and args.nnodes == 1:
+        raise UsageError(
+            "--rdzv-endpoint is where several nodes meet: give --nnodes above 1 with it, or "
+            "leave it out to train on this machine"
+        )
     if endpoint is not None:
         host, _, port = endpoint.rpartition(":")
-        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        if not (_HOST.fullmatch(host) and _PORT.fullmatch(port) and 0 < int(port) < 65536):
             raise UsageError(
-                f"--rdzv-endpoint must be HOST:PORT, e.g. node1:29400, got {endpoint!r}"
+                "--rdzv-endpoint must be HOST:PORT (a host name, an IPv4 address or [IPv6], "
+                f"and a port 1-65535), e.g. node1:29400, got {endpoint!r:.70}"
             )
 
 

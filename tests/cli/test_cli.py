@@ -185,3 +185,39 @@ def test_show_never_sends_a_config_s_escape_sequences_to_the_terminal(
     out = capsys.readouterr().out
     assert "\x1b" not in out and "\x07" not in out
     assert "\\x1b[2J" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "words"),
+    [
+        (["--nnodes", "2", "--rdzv-endpoint", "node1:２９４００"], "must be HOST:PORT"),
+        (["--nnodes", "2", "--rdzv-endpoint", "node 1:29400"], "must be HOST:PORT"),
+        (["--nnodes", "2", "--rdzv-endpoint", "n;rm -rf /:29400"], "must be HOST:PORT"),
+        (["--nnodes", "2", "--rdzv-endpoint", "node1\n:29400"], "must be HOST:PORT"),
+        (["--nnodes", "2", "--rdzv-endpoint", "node1:29400:1"], "must be HOST:PORT"),
+        (["--nnodes", "2", "--rdzv-endpoint", "node1:70000"], "must be HOST:PORT"),
+        (["--nnodes", "100000", "--rdzv-endpoint", "node1:29400"], "--nnodes must be 1 to"),
+        (["--nnodes", "2", "--rdzv-endpoint", "n:1", "--rdzv-id", ""], "--rdzv-id must be"),
+        (["--rdzv-endpoint", "node1:29400"], "give --nnodes above 1 with it"),
+    ],
+)
+def test_node_arguments_are_checked_before_anything_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], words: str
+) -> None:
+    """Issue 36, 13: what reaches torchrun's command line is a host, a port and a name."""
+    script = tmp_path / "train.py"
+    script.write_text("import autoaccel\nautoaccel.prepare(model, optimizer, data)\n")
+    assert main(["run", str(script), *args, "--print"]) == 2
+    err = capsys.readouterr().err
+    assert words in err and len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.parametrize("endpoint", ["node1:29400", "10.0.0.7:29400", "[fe80::1]:29400"])
+def test_good_endpoints_pass_the_check(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], endpoint: str
+) -> None:
+    script = tmp_path / "train.py"
+    script.write_text("import autoaccel\nautoaccel.prepare(model, optimizer, data)\n")
+    args = ["run", str(script), "--nnodes", "2", "--rdzv-endpoint", endpoint, "--print"]
+    assert main(args) == 2  # the nodes pass; what stops it is the missing config
+    assert "no autoaccel.yaml beside" in capsys.readouterr().err

@@ -49,6 +49,16 @@ def _ticks(low: float, high: float, count: int = 5) -> list[float]:
     ]
 
 
+def _ratio(value: float) -> str:
+    """A ratio as ``1.52x``; one that is not a finite number as "not measured".
+
+    Example:
+        >>> _ratio(1.519), _ratio(float("nan"))
+        ('1.52x', 'not measured')
+    """
+    return f"{value:.2f}x" if math.isfinite(value) else "not measured"
+
+
 def _fmt(value: float) -> str:
     if value == 0:
         return "0"
@@ -199,7 +209,7 @@ def _speedup_plot(record: dict[str, Any]) -> str:
     )
     body += _polyline(axes, points, COLOURS[2])
     del pairs
-    return plot + _svg(f"Paired speedup: median {record['speedup']['median']:.2f}x", body)
+    return plot + _svg(f"Paired speedup: median {_ratio(record['speedup']['median'])}", body)
 
 
 def _batch_plot(record: dict[str, Any]) -> str:
@@ -409,9 +419,9 @@ def render_report(record: dict[str, Any]) -> str:
     notes = "".join(f"<li>{_esc(n)}</li>" for n in record.get("notes", [])) or "<li>none</li>"
     diagnosis = record["diagnosis"]
     headline = (
-        f"Tuned vs. baseline: <b>{speedup['median']:.2f}x</b> samples/s (median of "
-        f"{len(speedup['ratios'])} interleaved pairs; min {speedup['min']:.2f}, max "
-        f"{speedup['max']:.2f}). {_fmt(record['baseline']['samples_per_s'])} &rarr; "
+        f"Tuned vs. baseline: <b>{_ratio(speedup['median'])}</b> samples/s (median of "
+        f"{len(speedup['ratios'])} interleaved pairs; min {_ratio(speedup['min'])}, max "
+        f"{_ratio(speedup['max'])}). {_fmt(record['baseline']['samples_per_s'])} &rarr; "
         f"{_fmt(record['best']['samples_per_s'])} samples/s."
     )
     context = (

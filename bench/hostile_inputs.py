@@ -503,6 +503,22 @@ def cases() -> list[Case]:
             files=report,
         ),
         Case(
+            "report: a record nested 100000 deep",
+            "36.11",
+            ["report", "deep.json", "--out", "r.html"],
+            files={"deep.json": "[" * 100_000 + "]" * 100_000},
+        ),
+        Case(
+            "report: a record with an infinite rate",
+            "36.11",
+            ["report", "summary.json", "--out", "r.html"],
+            files={
+                "summary.json": record.replace(
+                    '"samples_per_s": ', '"samples_per_s": Infinity, "x": ', 1
+                )
+            },
+        ),
+        Case(
             "export --dir over the user's own trainer.py",
             "36.3",
             ["export", "autoaccel.yaml", "--to", "lightning", "--dir", "."],

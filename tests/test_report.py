@@ -155,3 +155,41 @@ def test_chromium_draws_the_plots(record_path: Path, tmp_path: Path) -> None:
         check=True,
     )
     assert shot.stat().st_size > 50_000  # a drawn page, not a blank one
+
+
+def _edited(record_path: Path, folder: Path, edit: object) -> Path:
+    record = json.loads(record_path.read_text())
+    edit(record)  # type: ignore[operator]
+    path = folder / "summary.json"
+    path.write_text(json.dumps(record))
+    return path
+
+
+def test_odd_records_never_crash_the_report(
+    record_path: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 36, 11: Infinity, a huge LR, hardware of the wrong type, deep nesting and a
+    device file give a page or one line with exit 2, never an internal error; a ratio that
+    is not a number reads "not measured", not "nanx"."""
+    edits = {
+        "infinite rate": lambda r: r["baseline"].update(samples_per_s=float("inf")),
+        "huge lr": lambda r: r["config"].update(lr=1e308, warmup_steps=10**9),
+        "hardware a list": lambda r: r.update(hardware=[1, 2]),
+        "search a string": lambda r: r.update(search="x"),
+        "nan median": lambda r: r["speedup"].update(median=float("nan")),
+    }
+    for name, edit in edits.items():
+        folder = tmp_path / name.replace(" ", "-")
+        folder.mkdir()
+        path = _edited(record_path, folder, edit)
+        code = main(["report", str(path), "--out", str(folder / "r.html")])
+        err = capsys.readouterr().err
+        assert code in (0, 2) and "internal error" not in err, (name, err)
+        if name == "nan median":
+            assert code == 0 and "nanx" not in (folder / "r.html").read_text()
+            assert "not measured" in (folder / "r.html").read_text()
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    for path in (deep, Path("/dev/zero")):
+        assert main(["report", str(path), "--out", str(tmp_path / "x.html")]) == 2
+        assert "is not an autoaccel run record" in capsys.readouterr().err

@@ -44,11 +44,19 @@ def run(args: argparse.Namespace) -> CommandResult:
     out = args.out or path.with_name("report.html")
     check_replaceable(out, ours=is_report, kind="report", name="report.html")
     try:
-        record = json.loads(path.read_text())
+        record = json.loads(_read_record(path))
         page = render_report(record)
     except FileNotFoundError:
         raise UsageError(f"{path} does not exist; name a {RECORD_NAME} that tune wrote") from None
-    except (OSError, ValueError, KeyError, TypeError) as error:
+    except (
+        OSError,
+        ValueError,
+        KeyError,
+        TypeError,
+        AttributeError,
+        ArithmeticError,
+        RecursionError,
+    ) as error:  # a record autoaccel did not write, or one edited into another shape
         raise UsageError(
             f"{path} is not an autoaccel run record ({type(error).__name__}: {error}); name a "
             f"{RECORD_NAME} that `autoaccel tune` or advise() wrote"
@@ -57,6 +65,26 @@ def run(args: argparse.Namespace) -> CommandResult:
     return CommandResult(
         {"record": str(path), "report": str(out)}, text=f"wrote {out} (open it in a browser)\n"
     )
+
+
+#: A run record is tens of kilobytes; a file far larger is not one (nor is /dev/zero).
+MAX_RECORD_BYTES = 64 * 2**20
+
+
+def _read_record(path: Path) -> str:
+    """The record's text, read only from a regular file of a record's size.
+
+    Raises:
+        FileNotFoundError: there is no such file.
+        ValueError: it is not a regular file, or far too large for a run record.
+    """
+    if path.exists() and not path.is_file():
+        raise ValueError("not a regular file")
+    with path.open("rb") as handle:
+        data = handle.read(MAX_RECORD_BYTES + 1)
+    if len(data) > MAX_RECORD_BYTES:
+        raise ValueError(f"larger than {MAX_RECORD_BYTES // 2**20} MiB")
+    return data.decode()
 
 
 #: What every report starts with (``autoaccel.report.render_report``): what --out may replace.

@@ -11,11 +11,13 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import stat
 import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from autoaccel.atomic import try_write
 from autoaccel.config import TrainingConfig, load_config, render_yaml, save_config
@@ -142,8 +144,11 @@ def one_tune_per_config(out: Path, state_dir: Path) -> Iterator[None]:
     key = hashlib.sha256(str(out.resolve()).encode()).hexdigest()[:16]
     folder = state_dir / "locks"
     check_writable_folder(folder, what="the tune's lock")
+    with contextlib.suppress(OSError):  # private where it is ours (not someone else's)
+        if folder.stat().st_uid == os.getuid() and not folder.is_symlink():
+            folder.chmod(0o700)
     path = folder / f"{key}.lock"
-    handle = path.open("a+")
+    handle = _open_lock(path)
     try:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -161,3 +166,27 @@ def one_tune_per_config(out: Path, state_dir: Path) -> Iterator[None]:
         yield
     finally:
         handle.close()
+
+
+def _open_lock(path: Path) -> Any:
+    """The lock file, opened without following a symlink planted at its name, and only
+    when it is a regular file of this user (so writing our pid into it harms nothing).
+
+    Raises:
+        UsageError: something else stands at the lock's name, naming it and the fix.
+    """
+    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        descriptor = os.open(path, flags, 0o600)
+    except OSError as error:
+        raise UsageError(
+            f"the tune's lock {path} cannot be opened ({error.strerror or error}: a symlink or "
+            "another file stands there); remove it and tune again"
+        ) from None
+    info = os.fstat(descriptor)
+    if not stat.S_ISREG(info.st_mode) or info.st_uid != os.getuid():
+        os.close(descriptor)
+        raise UsageError(
+            f"the tune's lock {path} is not a regular file of yours; remove it and tune again"
+        )
+    return os.fdopen(descriptor, "r+")

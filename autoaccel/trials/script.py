@@ -197,7 +197,8 @@ class ScriptRunner:
     ) -> None:
         self.script = script
         self.args = args
-        self.trials_dir = trials_dir
+        # absolute: a script may change directory before prepare() writes its report
+        self.trials_dir = trials_dir.resolve()
         self.settings = settings
         self.timeout_s = timeout_s
         self.python = python

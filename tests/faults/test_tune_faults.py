@@ -381,3 +381,24 @@ def test_a_secret_the_evaluate_hook_repeats_is_masked(
     assert "evaluate hook fails on the untrained model" in err
     assert "refused key ***" in err
     assert SECRET not in err
+
+
+def test_a_script_that_changes_directory_before_prepare_is_measured(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 36, 6: the common os.chdir(os.path.dirname(__file__)) before prepare(); the
+    trial's paths are absolute, so its report still reaches the tuner."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    script = tmp_path / "train.py"
+    script.write_text(f"import os\nos.chdir({str(elsewhere)!r})\n" + TINY_SCRIPT)
+    monkeypatch.chdir(tmp_path)
+    runner = ScriptRunner(
+        Path("train.py"),
+        (),
+        trials_dir=Path(".autoaccel") / "trials",  # relative, as tune gives it
+        settings=MeterSettings(window_s=0.3, min_window_steps=3),
+        timeout_s=60,
+    )
+    trial = runner.run(None)
+    assert trial.measurement.ok, trial.measurement.message

@@ -36,8 +36,10 @@ __all__ = [
 CONFIG_HEADER = "# autoaccel training config"
 
 
-def check_out(out: Path, script: Path) -> None:
-    """Refuse an ``--out`` the config cannot or must not be written to.
+def check_out(out: Path, script: Path) -> Path:
+    """Refuse an ``--out`` the config cannot or must not be written to; the path to write:
+    a symlink's target (the config it points to is the one updated, atomically beside it;
+    the link stays a link).
 
     Raises:
         UsageError: ``out`` is the script, a directory, a device or other special file, an
@@ -50,6 +52,7 @@ def check_out(out: Path, script: Path) -> None:
             f"--out {script.parent / 'autoaccel.yaml'}"
         )
     check_replaceable(out, ours=_is_config, kind="config", name="autoaccel.yaml")
+    return out.resolve() if out.is_symlink() else out
 
 
 def check_replaceable(out: Path, *, ours: Callable[[Path], bool], kind: str, name: str) -> None:

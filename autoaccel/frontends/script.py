@@ -128,8 +128,7 @@ def tune_script(
     )
     script = script.resolve() if script.exists() else script
     check_script(script)
-    out = out or script.parent / CONFIG_NAME
-    check_out(out, script)
+    out = check_out(out or script.parent / CONFIG_NAME, script)
     options = PipelineOptions(
         max_trials=max_trials,
         objective=objective_,

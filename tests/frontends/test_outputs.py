@@ -48,3 +48,19 @@ def test_something_else_at_the_lock_is_refused(tmp_path: Path) -> None:
     refused = pytest.raises(UsageError, match="not a regular file of yours")
     with refused, one_tune_per_config(out, state):
         pass
+
+
+def test_out_through_a_symlink_updates_the_config_it_points_to(tmp_path: Path) -> None:
+    """Issue 36, 15: the link stays a link, and the real config is the one written."""
+    from autoaccel.config import TrainingConfig, load_config, save_config
+    from autoaccel.frontends.outputs import check_out
+
+    real = save_config(TrainingConfig(batch_size=8), tmp_path / "configs" / "autoaccel.yaml")
+    link = tmp_path / "autoaccel.yaml"
+    link.symlink_to(real)
+    script = tmp_path / "train.py"
+    script.write_text("")
+    written = check_out(link, script)
+    save_config(TrainingConfig(batch_size=64), written)
+    assert link.is_symlink() and load_config(link).batch_size == 64
+    assert load_config(real).batch_size == 64

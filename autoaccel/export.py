@@ -266,7 +266,7 @@ def _torchrun(config: TrainingConfig, script: str, config_path: str) -> Export:
         f"--rdzv-endpoint=HOST:29400 --rdzv-id=autoaccel {shlex.quote(script)}"
     )
     text = (
-        "# this machine (what `autoaccel run` starts):\n"
+        "# one machine (what `autoaccel run` starts on the machine it was tuned for):\n"
         f"{here}\n"
         "# several machines: the same line on each, HOST being the first one's address\n"
         f"# (the config was tuned on one machine: tune again with the machines you use)\n"

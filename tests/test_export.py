@@ -195,3 +195,19 @@ def test_export_dir_replaces_only_what_export_wrote(
     assert main(["export", str(path), "--to", "deepspeed", "--dir", str(fifo)]) == 2
     assert main(["export", str(path), "--to", "env", "--dir", str(path / "below")]) == 2
     assert "is, or is below, a file" in capsys.readouterr().err
+
+
+def test_export_warns_of_other_hardware_and_what_cannot_run_here(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 36, 19: as `show` does, and torchrun.sh no longer calls it "this machine"."""
+    from autoaccel.config import Provenance
+
+    elsewhere = Provenance(hardware_fingerprint="0123456789abcdef", hardware="8x H100")
+    config = TrainingConfig(strategy="ddp", processes=4096, provenance=elsewhere)
+    path = save_config(config, tmp_path / "autoaccel.yaml")
+    assert main(["export", str(path), "--to", "torchrun", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert any("measured on other hardware" in w for w in data["warnings"])
+    assert any("processes: 4096 processes" in w for w in data["warnings"])
+    assert "this machine" not in data["files"]["torchrun.sh"]

@@ -11,6 +11,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from autoaccel.config import TrainingConfig
 from autoaccel.progress import plain_console
 
 __all__ = [
@@ -156,3 +157,13 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {text!r}")
     return value
+
+
+def machine_warnings(config: TrainingConfig) -> list[str]:
+    """What a user of ``config`` on this machine should know first: that it was measured on
+    other hardware, and what of it cannot run here (``show`` and ``export`` both say it)."""
+    from autoaccel.probe import probe_system  # a light probe: no torch
+
+    profile = probe_system(light=True)
+    warnings = [w for w in (config.hardware_mismatch(profile),) if w]
+    return warnings + [f"{p} (on this machine)" for p in config.check_for(profile)]

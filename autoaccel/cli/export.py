@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 from autoaccel.atomic import atomic_write_text
-from autoaccel.cli._common import CommandResult, add_config_path, config_path
+from autoaccel.cli._common import CommandResult, add_config_path, config_path, machine_warnings
 from autoaccel.config import load_config
 from autoaccel.errors import UsageError
 from autoaccel.export import TARGETS, export
@@ -42,7 +42,8 @@ def run(args: argparse.Namespace) -> CommandResult:
     path = config_path(args)
     config = load_config(path)
     result = export(config, args.to, script=args.script, config_path=str(Path(path).resolve()))
-    data = {"config": str(path), **result.to_dict()}
+    warnings = machine_warnings(config)
+    data = {"config": str(path), **result.to_dict(), "warnings": warnings}
     if args.dir is not None:
         written = _write(args.dir, result.files)
         data["written"] = written
@@ -50,8 +51,8 @@ def run(args: argparse.Namespace) -> CommandResult:
         lines += [
             f"not expressible in {args.to}: {k}: {v}" for k, v in result.not_expressed.items()
         ]
-        return CommandResult(data, text="\n".join(lines) + "\n")
-    return CommandResult(data, text=result.text())
+        return CommandResult(data, text="\n".join(lines) + "\n", warnings=warnings)
+    return CommandResult(data, text=result.text(), warnings=warnings)
 
 
 #: What ``export --dir`` wrote in a folder, by file name, as SHA-256 of the text: a file

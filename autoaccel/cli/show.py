@@ -6,7 +6,13 @@ import argparse
 
 from rich.table import Table
 
-from autoaccel.cli._common import CommandResult, add_config_path, config_path, known
+from autoaccel.cli._common import (
+    CommandResult,
+    add_config_path,
+    config_path,
+    known,
+    machine_warnings,
+)
 from autoaccel.config import (
     TrainingConfig,
     evidence_note,
@@ -31,11 +37,7 @@ def run(args: argparse.Namespace) -> CommandResult:
     """A config file as a table, with a warning for other hardware."""
     path = config_path(args)
     config = load_config(path)
-    from autoaccel.probe import probe_system  # torch: loaded when the command runs
-
-    profile = probe_system(light=True)
-    warnings = [w for w in (config.hardware_mismatch(profile),) if w]
-    warnings += [f"{p} (on this machine)" for p in config.check_for(profile)]
+    warnings = machine_warnings(config)
     data = {"path": str(path), "config": config.to_dict(), "warnings": warnings}
     return CommandResult(data, [config_table(config, str(path))], warnings)
 

@@ -204,10 +204,10 @@ def test_export_warns_of_other_hardware_and_what_cannot_run_here(
     from autoaccel.config import Provenance
 
     elsewhere = Provenance(hardware_fingerprint="0123456789abcdef", hardware="8x H100")
-    config = TrainingConfig(strategy="ddp", processes=4096, provenance=elsewhere)
+    config = TrainingConfig(strategy="ddp", processes=512, provenance=elsewhere)
     path = save_config(config, tmp_path / "autoaccel.yaml")
     assert main(["export", str(path), "--to", "torchrun", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert any("measured on other hardware" in w for w in data["warnings"])
-    assert any("processes: 4096 processes" in w for w in data["warnings"])
+    assert any("processes: 512 processes" in w for w in data["warnings"])
     assert "this machine" not in data["files"]["torchrun.sh"]

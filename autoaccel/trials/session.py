@@ -45,6 +45,7 @@ class TrialSession(SessionBase):
         prune = PruneBelow(spec.prune_below_samples_per_s / world)
         self.trial = TrialMeter(spec.meter_settings(), device, prune=prune)
         self.meter = self.trial.meter
+        self._watch_for_a_step(spec.meter_settings().max_trial_s)
 
     def fetch_start(self) -> None:
         self.trial.fetch_start()
@@ -53,6 +54,7 @@ class TrialSession(SessionBase):
         self.trial.fetch_end(samples)
 
     def step_end(self, loss: torch.Tensor | None, batch_size: int) -> None:
+        self._stepped()
         stop, failure = False, None
         if self.sweep is not None:
             # Every rank keeps the same step count, so the same next LR; rank 0 decides.

@@ -15,7 +15,9 @@ test (``session.TrialSession``) and a loss-curve run (``curve_session.CurveSessi
 from __future__ import annotations
 
 import atexit
+import os
 import sys
+import threading
 from abc import ABC, abstractmethod
 from pathlib import Path
 from types import TracebackType
@@ -54,6 +56,7 @@ class SessionBase(StepObserver, ABC):
         self.spec, self.report = spec, report
         self.rank, self.world, self.device = rank, world, device
         self._written = False
+        self._watch: threading.Timer | None = None
         self._previous_hook = sys.excepthook
         sys.excepthook = self._on_uncaught
         atexit.register(self._on_exit)
@@ -69,6 +72,29 @@ class SessionBase(StepObserver, ABC):
         """Rank 0's report when the script ended on its own before the run was done."""
 
     # --- shared ---------------------------------------------------------------------------
+
+    def _watch_for_a_step(self, limit_s: float) -> None:
+        """End the script with a report that says why when no step ends within ``limit_s``
+        of prepare(): a loop that never calls ``run.step()`` would otherwise wait out the
+        tuner's whole timeout and be reported as one."""
+        self._watch = threading.Timer(limit_s, self._no_step, args=(limit_s,))
+        self._watch.daemon = True
+        self._watch.start()
+
+    def _stepped(self) -> None:
+        """A step ended: the watch is over."""
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
+
+    def _no_step(self, limit_s: float) -> None:
+        if self.rank == 0 and not self._written:
+            self._failed(
+                Outcome.ERROR,
+                f"no training step ended in {limit_s:g} s after prepare(): the loop must call "
+                "run.step() after each batch (or its first step takes longer than a trial may)",
+            )
+        os._exit(1)  # from the watch's thread: the script's own is stuck or not stepping
 
     def _write_report(self, **fields: Any) -> None:
         """Write this run's report (the spec's path) with ``fields`` and the common facts."""

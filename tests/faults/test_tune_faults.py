@@ -402,3 +402,35 @@ def test_a_script_that_changes_directory_before_prepare_is_measured(
     )
     trial = runner.run(None)
     assert trial.measurement.ok, trial.measurement.message
+
+
+NEVER_STEPS = """
+import torch
+from torch import nn
+import autoaccel
+
+model = nn.Linear(16, 2)
+opt = torch.optim.SGD(model.parameters(), lr=0.1)
+run = autoaccel.prepare(model, opt, (torch.randn(256, 16), torch.randint(0, 2, (256,))))
+while True:  # forgets run.step(): nothing the meter can count
+    for xb, yb in run.loader:
+        torch.nn.functional.cross_entropy(run.model(xb), yb).backward()
+"""
+
+
+def test_a_loop_that_never_steps_is_named_early_not_timed_out(tmp_path: Path) -> None:
+    """Issue 36, 21: reported as 'no training step' within the trial's own limit, not as
+    a timeout after the tuner's whole trial timeout."""
+    script = tmp_path / "train.py"
+    script.write_text(NEVER_STEPS)
+    runner = ScriptRunner(
+        script,
+        (),
+        trials_dir=tmp_path / "trials",
+        settings=MeterSettings(max_trial_s=3.0),
+        timeout_s=120,
+    )
+    trial = runner.run(None)
+    assert trial.measurement.outcome == "error", trial.measurement  # not "timeout"
+    assert "no training step ended in 3 s after prepare()" in trial.measurement.message
+    assert "run.step()" in trial.measurement.message

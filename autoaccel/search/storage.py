@@ -73,6 +73,10 @@ def check_storage(storage: str | None) -> str:
             path = Path(url.removeprefix("sqlite:///"))
             if path.is_dir():
                 raise IsADirectoryError(f"{path} is a directory")
+            if path.is_symlink() and not path.exists():
+                raise FileNotFoundError(
+                    f"{path} is a link to {os.readlink(path)}, which is missing"
+                )
             try_write(path.parent)
             if not path.exists():  # the study creates it; a failed baseline leaves none
                 return url

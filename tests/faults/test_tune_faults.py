@@ -434,3 +434,16 @@ def test_a_loop_that_never_steps_is_named_early_not_timed_out(tmp_path: Path) ->
     assert trial.measurement.outcome == "error", trial.measurement  # not "timeout"
     assert "no training step ended in 3 s after prepare()" in trial.measurement.message
     assert "run.step()" in trial.measurement.message
+
+
+def test_a_dangling_symlink_as_the_study_file_is_refused_before_any_trial(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 36, 17: found by the up-front check, not as an internal error after the
+    baseline."""
+    script = write_script(tmp_path)
+    study = tmp_path / ".autoaccel" / "studies.db"
+    study.parent.mkdir()
+    study.symlink_to(tmp_path / "gone" / "studies.db")
+    err = refused(tmp_path, capsys, str(script), "--storage", str(study))
+    assert "cannot be used" in err and "which is missing" in err

@@ -35,6 +35,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import optuna
+import psutil
 from optuna.exceptions import DuplicatedStudyError
 from optuna.storages import BaseStorage, RDBStorage
 from optuna.trial import TrialState
@@ -45,6 +46,7 @@ __all__ = [
     "Heartbeat",
     "beat",
     "claim_end_phase",
+    "fail_orphaned_trials",
     "is_shared",
     "open_storage",
     "taken_elsewhere",
@@ -72,6 +74,25 @@ def is_shared(url: str) -> bool:
 def worker_id() -> str:
     """This tuning process as the study's trials name it: host and pid."""
     return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def fail_orphaned_trials(study: optuna.Study) -> list[int]:
+    """Fail the trials a tuner on this machine left running when it was killed (SIGKILL,
+    a power cut): their worker's process is gone, so nothing will finish them, and in an
+    SQLite study (no heartbeats) they would stay "running" for ever. A trial of a tuner
+    that still runs, or of another machine, is left alone.
+
+    Returns:
+        The numbers of the trials failed.
+    """
+    host = socket.gethostname()
+    failed = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        where, _, pid = str(trial.user_attrs.get(WORKER_ATTR, "")).rpartition(":")
+        if where == host and pid.isdigit() and not psutil.pid_exists(int(pid)):
+            study.tell(trial.number, state=TrialState.FAIL)
+            failed.append(trial.number)
+    return failed
 
 
 def open_storage(url: str) -> str | BaseStorage:

@@ -41,6 +41,7 @@ from autoaccel.search.shared import (
     WORKER_ATTR,
     Heartbeat,
     beat,
+    fail_orphaned_trials,
     is_shared,
     open_storage,
     quiet_experimental,
@@ -205,6 +206,7 @@ class Search:
         self._seen: set[int] = set()  # trials of the study read or made here
         self._in_flight: set[str] = set()  # configs other workers are measuring now
         self._other_hardware = 0
+        fail_orphaned_trials(self.study)  # a killed tuner's trials, left "running"
         self._refresh(initial=True)
 
     # --- resuming, and other workers' trials ---------------------------------------------

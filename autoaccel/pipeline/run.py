@@ -353,6 +353,7 @@ def _search(
         console=console,
         on_best=on_best,
         fingerprint=job.profile.fingerprint(),
+        workload=f"{options.script or job.facts.model_name} (model {job.model or '?'})",
     )
     try:
         return search.run(

@@ -31,6 +31,7 @@ from rich.console import Console
 
 from autoaccel.budget import Budget
 from autoaccel.config import TrainingConfig
+from autoaccel.errors import UsageError
 from autoaccel.measure import Measurement, PruneBelow
 from autoaccel.redact import mask_url
 from autoaccel.search.shared import (
@@ -103,6 +104,27 @@ class TrialRecord:
         return self.measurement.samples_per_s if self.measurement.ok else 0.0
 
 
+WORKLOAD_ATTR = "workload"  # the study's: which script and model its trials measured
+
+
+def _one_workload(study: optuna.Study, workload: str) -> None:
+    """Keep a study to one workload: trials of another script or model are not comparable
+    (their samples/s rank and prune nothing here).
+
+    Raises:
+        UsageError: the study holds another workload's trials, naming both and the fix.
+    """
+    held = study.user_attrs.get(WORKLOAD_ATTR)
+    if held is None:
+        study.set_user_attr(WORKLOAD_ATTR, workload)
+    elif held != workload:
+        raise UsageError(
+            f"study {study.study_name!r} holds the trials of {held}, not of {workload}: their "
+            "figures do not compare; give this one another --study (or none: each script "
+            "gets its own)"
+        )
+
+
 @dataclass
 class SearchResult:
     """Every trial, the best one, and why the search stopped."""
@@ -168,6 +190,7 @@ class Search:
         console: Console | None = None,
         on_best: Callable[[TrialRecord], None] | None = None,
         fingerprint: str | None = None,
+        workload: str | None = None,
     ) -> None:
         self.space = space
         self.trial_fn = trial_fn
@@ -196,6 +219,8 @@ class Search:
             ),
             load_if_exists=True,
         )
+        if workload is not None:
+            _one_workload(self.study, workload)
         with warnings.catch_warnings():  # "experimental" since Optuna 3.2, and still there
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             self.study.set_metric_names([OBJECTIVE_NAME])  # the value's name in the dashboard

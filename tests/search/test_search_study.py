@@ -116,3 +116,14 @@ def test_stops_when_gain_is_unlikely(tmp_path: Path, patience: int) -> None:
     result = search.run(user)
     assert result.trials_measured < 40
     assert "further gain unlikely" in result.stop_reason or "tried" in result.stop_reason
+
+
+def test_a_study_holds_one_workload(tmp_path: Path) -> None:
+    """Issue 36, 9: a second script given the same --study is refused, not ranked and pruned
+    against the first one's trials."""
+    from autoaccel.errors import UsageError
+
+    setup(mlp(), tmp_path, workload="train_a.py (model 1d4044de00cc)")
+    setup(mlp(), tmp_path, workload="train_a.py (model 1d4044de00cc)")  # the same: resumes
+    with pytest.raises(UsageError, match=r"holds the trials of train_a\.py .*not of train_b\.py"):
+        setup(mlp(), tmp_path, workload="train_b.py (model 9f00aa11bb22)")

@@ -284,7 +284,8 @@ class ScriptRunner:
                 _kill_group(process)
                 raise
             finally:
-                _kill_group(process)  # workers or torchrun children left behind
+                ended = _kill_group(process)  # workers or torchrun children left behind
+                _sweep(env[TRIAL_ENV], ended)  # and what left the group and the tree
         trim_log(log_path)
         reached = Path(spec.started_path).exists()
         report_path = Path(spec.report_path)
@@ -394,8 +395,9 @@ def _die_with_parent() -> Callable[[], None] | None:
 _PR_SET_PDEATHSIG = 1  # from <sys/prctl.h>
 
 
-def _kill_group(process: subprocess.Popen[bytes]) -> None:
-    """Stop the trial's whole process group: TERM, a grace period, then KILL.
+def _kill_group(process: subprocess.Popen[bytes]) -> set[int]:
+    """Stop the trial's whole process group: TERM, a grace period, then KILL; the pids of
+    the script and the descendants it had.
 
     ``start_new_session=True`` made the script its group's leader, so the group id is its
     pid, even after the leader has exited and left workers or torchrun children behind.
@@ -415,6 +417,29 @@ def _kill_group(process: subprocess.Popen[bytes]) -> None:
             os.killpg(pgid, signal.SIGKILL)
     process.wait()
     _kill_all(descendants)
+    return {process.pid, *(p.pid for p in descendants)}
+
+
+def _sweep(marker: str, ended: set[int]) -> None:
+    """End what a trial started that left its group and its process tree (a child in a
+    session of its own, reparented once the script exited): every process of this user
+    still carrying the trial's environment marker. Then remove the shared memory that
+    torch's workers of those processes left in /dev/shm (``torch_<pid>_...``)."""
+    stragglers = []
+    for proc in psutil.process_iter():
+        with contextlib.suppress(psutil.Error):
+            if proc.pid != os.getpid() and proc.environ().get(TRIAL_ENV) == marker:
+                stragglers.append(proc)
+    _kill_all(stragglers)
+    pids = ended | {p.pid for p in stragglers}
+    shm = Path("/dev/shm")
+    if not pids or not shm.is_dir():
+        return
+    names = {str(pid) for pid in pids}
+    for entry in shm.glob("torch_*_*"):
+        if entry.name.split("_")[1] in names:
+            with contextlib.suppress(OSError):
+                entry.unlink()
 
 
 def _descendants(pid: int) -> list[psutil.Process]:

@@ -447,3 +447,30 @@ def test_a_dangling_symlink_as_the_study_file_is_refused_before_any_trial(
     study.symlink_to(tmp_path / "gone" / "studies.db")
     err = refused(tmp_path, capsys, str(script), "--storage", str(study))
     assert "cannot be used" in err and "which is missing" in err
+
+
+def test_what_a_trial_started_in_a_session_of_its_own_is_ended(tmp_path: Path) -> None:
+    """Issue 36, 10: a child in its own session outlives the script's process group (and,
+    once the script exits, its process tree); the trial's environment marker finds it."""
+    pid_file = tmp_path / "child.pid"
+    script = tmp_path / "train.py"
+    script.write_text(
+        "import subprocess, sys\n"
+        "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(600)'],"
+        " start_new_session=True)\n"
+        f"open({str(pid_file)!r}, 'w').write(str(child.pid))\n"
+        # what torch's shared memory leaves when a worker dies mid-batch
+        "import os\nopen(f'/dev/shm/torch_{os.getpid()}_4242_0', 'w').write('x')\n"
+        "open(f'/dev/shm/torch_{child.pid}_4242_1', 'w').write('x')\n" + TINY_SCRIPT
+    )
+    runner = ScriptRunner(
+        script,
+        (),
+        trials_dir=tmp_path / "trials",
+        settings=MeterSettings(window_s=0.3, min_window_steps=3),
+        timeout_s=60,
+    )
+    assert runner.run(None).measurement.ok
+    child = int(pid_file.read_text())
+    assert not psutil.pid_exists(child) or psutil.Process(child).status() == "zombie"
+    assert not list(Path("/dev/shm").glob("torch_*_4242_*"))  # the trial's segments, gone

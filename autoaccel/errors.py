@@ -30,6 +30,7 @@ __all__ = [
     "Interrupted",
     "TrialError",
     "UsageError",
+    "disk_full",
     "interrupts_from_signals",
 ]
 
@@ -71,6 +72,39 @@ class DataError(UsageError):
 
 class TrialError(AutoaccelError, RuntimeError):
     """A measurement or trial could not be completed."""
+
+
+#: How a full disk shows in an OS error, SQLite's or a script's output.
+DISK_FULL_WORDS = ("no space left on device", "database or disk is full", "disk quota exceeded")
+
+
+def disk_full(error: BaseException | str) -> str | None:
+    """One line saying the disk is full, when ``error`` (or what caused it, or a script's
+    output) says so; None otherwise.
+
+    Example:
+        >>> disk_full(OSError(28, "No space left on device"))[:46]
+        'the disk is full (No space left on device): fr'
+        >>> disk_full(ValueError("x")) is None
+        True
+    """
+    seen: list[str] = []
+    current: BaseException | str | None = error
+    while current is not None and len(seen) < 8:
+        text = str(current)
+        seen.append(text)
+        for words in DISK_FULL_WORDS:
+            at = text.lower().find(words)
+            if at >= 0:
+                quoted = text[at : at + len(words)]
+                return (
+                    f"the disk is full ({quoted}): free space where autoaccel writes (its "
+                    "study, trial logs, the config) and run it again; a tune resumes its study"
+                )
+        if isinstance(current, str):
+            break
+        current = current.__cause__ or current.__context__
+    return None
 
 
 class Interrupted(KeyboardInterrupt):

@@ -25,7 +25,9 @@ from autoaccel.cli._common import CommandResult, parse_duration
 from autoaccel.errors import (
     AutoaccelError,
     Interrupted,
+    TrialError,
     UsageError,
+    disk_full,
     interrupts_deferred,
     interrupts_from_signals,
 )
@@ -159,7 +161,9 @@ def _main(argv: Sequence[str] | None, err: Console) -> int:
     except Exception as error:
         if "--debug" in argv:
             traceback.print_exc()
-        _error(error, 1, as_json=as_json, out=out, err=err, internal=True)
+        full = disk_full(error)  # the machine's state, not a bug: said as such
+        shown: Exception = TrialError(full) if full else error
+        _error(shown, 1, as_json=as_json, out=out, err=err, internal=full is None)
         return 1
     render(result, as_json=as_json, out=out, err=err)
     return result.exit_code

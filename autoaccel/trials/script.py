@@ -25,7 +25,7 @@ from typing import Any
 import psutil
 
 from autoaccel.config import TrainingConfig
-from autoaccel.errors import UsageError
+from autoaccel.errors import UsageError, disk_full
 from autoaccel.measure import Measurement, MeterSettings, classify_failure
 from autoaccel.redact import mask_command, scrub, secret_values
 from autoaccel.states import Outcome
@@ -468,6 +468,9 @@ def _from_log(log_path: Path, returncode: int | None) -> Measurement:
     text = log_path.read_text(errors="replace") if log_path.exists() else ""
     lines = [line for line in text.rstrip().splitlines() if line.strip()]
     last = lines[-1] if lines else f"exited with code {returncode}"
+    full = disk_full("\n".join(lines[-40:]))
+    if full:
+        return Measurement(outcome=Outcome.ERROR, message=f"exited with code {returncode}: {full}")
     outcome, message = classify_failure(RuntimeError(last))
     if outcome is Outcome.ERROR:
         message = f"exited with code {returncode}: {last.strip()}"

@@ -474,3 +474,29 @@ def test_what_a_trial_started_in_a_session_of_its_own_is_ended(tmp_path: Path) -
     child = int(pid_file.read_text())
     assert not psutil.pid_exists(child) or psutil.Process(child).status() == "zombie"
     assert not list(Path("/dev/shm").glob("torch_*_4242_*"))  # the trial's segments, gone
+
+
+def test_a_full_disk_is_said_as_such(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 36, 16: in a trial's output and in the tuner itself, a full disk is named, not
+    quoted as 4 KB of a script's output nor reported as an internal error."""
+    script = tmp_path / "train.py"
+    script.write_text(
+        "import sys\nprint('x' * 4000)\n"
+        "raise OSError(28, 'No space left on device: /data/cache/shard-7')\n"
+    )
+    runner = ScriptRunner(
+        script, (), trials_dir=tmp_path / "trials", settings=MeterSettings(), timeout_s=60
+    )
+    message = runner.run(None).measurement.message
+    assert "the disk is full (No space left on device)" in message and "xxxx" not in message
+
+    def full(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("autoaccel.cli.show.load_config", full)
+    (tmp_path / "autoaccel.yaml").write_text("batch_size: 8\n")
+    assert main(["show", str(tmp_path / "autoaccel.yaml")]) == 1
+    err = capsys.readouterr().err
+    assert "the disk is full" in err and "internal error" not in err

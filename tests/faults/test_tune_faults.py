@@ -125,7 +125,7 @@ def test_out_naming_the_script_is_refused_and_the_script_survives(
     [
         ("notes.txt", "exists and is not an autoaccel config"),
         ("a-folder", "is a directory"),
-        ("afile/autoaccel.yaml", "cannot write in"),
+        ("afile/autoaccel.yaml", "is below a file, not a folder"),
         ("/proc/autoaccel.yaml", "cannot write in"),
     ],
 )

@@ -39,7 +39,7 @@ calls = [0]
 def evaluate():
     calls[0] += 1
     if calls[0] > {fail_after}:
-        raise RuntimeError("validation data went missing")
+        {failure}
     out = model(vx)
     return {{"loss": F.cross_entropy(out, vy).item(),
             "accuracy": (out.argmax(1) == vy).float().mean().item()}}
@@ -54,13 +54,28 @@ while True:
 """
 
 
+FAILURES = {
+    "raises": 'raise RuntimeError("validation data went missing")',
+    "nan": 'return {"loss": float("nan"), "accuracy": 0.5}',
+    "hangs": "import time; time.sleep(600)",
+}
+
+
 def trainer_for(
-    tmp_path: Path, *, hook: bool = True, fail_after: int = 10**6, metric: str | None = None
+    tmp_path: Path,
+    *,
+    hook: bool = True,
+    fail_after: int = 10**6,
+    failure: str = "raises",
+    metric: str | None = None,
+    timeout_s: float = 60,
 ) -> ScriptTrainer:
     path = tmp_path / "train.py"
-    path.write_text(SCRIPT.format(hook="evaluate=evaluate" if hook else "", fail_after=fail_after))
+    text = SCRIPT.format(hook="evaluate=evaluate" if hook else "", fail_after=fail_after,
+                         failure="{failure}")  # fmt: skip
+    path.write_text(text.replace("{failure}", FAILURES[failure]))
     runner = ScriptRunner(
-        path, (), trials_dir=tmp_path / "trials", settings=MeterSettings(), timeout_s=60
+        path, (), trials_dir=tmp_path / "trials", settings=MeterSettings(), timeout_s=timeout_s
     )
     baseline = runner.run(None, metric=metric).report
     assert baseline is not None
@@ -137,6 +152,25 @@ def test_a_hook_that_fails_mid_run_is_a_finding_not_a_crash(tmp_path: Path) -> N
     assert "evaluate() raised RuntimeError: validation data went missing" in run.message
     assert len(run.curve) == 1  # the point scored before it failed
     assert math.isfinite(run.curve[0].loss)
+
+
+def test_a_hook_that_turns_nan_later_ends_the_run_as_diverged(tmp_path: Path) -> None:
+    """Issue 36: NaN from the hook after good points, not only on its first call."""
+    trainer = trainer_for(tmp_path, fail_after=2, failure="nan")
+    run = trainer.train_for(TrainingConfig(batch_size=32), seconds=3.0, scoring=Scoring(evals=6))
+    assert run.outcome is Outcome.DIVERGED, run.message
+    assert "the loss became nan" in run.message
+    assert math.isfinite(run.curve[0].loss)
+
+
+def test_a_hook_that_hangs_later_is_stopped_with_its_run(tmp_path: Path) -> None:
+    """Issue 36: a hook that hangs after good points: the run is killed at its timeout, a
+    finding about that run, with nothing left running."""
+    trainer = trainer_for(tmp_path, fail_after=2, failure="hangs", timeout_s=10)
+    run = trainer.train_for(TrainingConfig(batch_size=32), seconds=2.0, scoring=Scoring(evals=4))
+    assert run.outcome is Outcome.TIMEOUT, run.message
+    script = str(tmp_path / "train.py")
+    assert not any(script in " ".join(p.cmdline()) for p in psutil.process_iter(["cmdline"]))
 
 
 def test_the_range_test_is_the_scripts_own(trainer: ScriptTrainer) -> None:

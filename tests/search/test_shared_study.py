@@ -103,6 +103,25 @@ def test_two_workers_share_a_study_and_one_writes_the_config(
         if path.is_file():
             everything.append(path.read_text(errors="replace"))
     assert not any(PASSWORD in text for text in everything), "the password showed"
+    # the study itself: no attribute of it or of a trial holds the password
+    attrs = [study.user_attrs, *(t.user_attrs for t in study.trials)]
+    assert not any(PASSWORD in json.dumps(a, default=str) for a in attrs)
+
+
+def test_a_tune_s_tables_and_logs_never_show_the_password(tmp_path: Path, postgres: Server) -> None:
+    """Issue 36: a successful run on PostgreSQL, as people read it (the tables, not
+    --json), and every file it left."""
+    (tmp_path / "train.py").write_text(TINY_SCRIPT)
+    done = subprocess.run(
+        [sys.executable, "-m", "autoaccel.cli", "tune", "train.py", "--storage", postgres.url(),
+         "--window", "0.3", "--max-trials", "3", "--budget", "60s", "--confirm-pairs", "1"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=240,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "Where things are" in done.stdout and "***@" in done.stdout
+    texts = [done.stdout, done.stderr]
+    texts += [p.read_text(errors="replace") for p in tmp_path.rglob("*") if p.is_file()]
+    assert not any(PASSWORD in text for text in texts), "the password showed"
 
 
 def test_a_worker_killed_mid_trial_leaves_a_failed_trial_and_the_other_goes_on(

@@ -538,6 +538,31 @@ def cases() -> list[Case]:
             files={"autoaccel.yaml": GOOD},
         ),
         Case(
+            "tune --storage: a password holding '/'",
+            "36.4",
+            ["tune", "train.py", "--storage", "postgresql://tuner:hun/ter2@127.0.0.1:1/studies"],
+            files={"train.py": TRAIN},
+            check=all_of(contains("tuner:***@127.0.0.1"), lacks("hun/ter2"), lacks("ter2")),
+        ),
+        Case(
+            "tune --storage: a password in the query",
+            "36.4",
+            ["tune", "train.py", "--storage", "postgresql://tuner@127.0.0.1:1/s?password=hunter2"],
+            files={"train.py": TRAIN},
+            check=all_of(contains("password=***"), lacks("hunter2")),
+        ),
+        Case(
+            "tune: a dangling symlink as the study file",
+            "36.17",
+            code=(
+                "import os, sys\nos.makedirs('.autoaccel')\n"
+                "os.symlink('gone/studies.db', '.autoaccel/studies.db')\n"
+                "from autoaccel.cli import main\nsys.exit(main(['tune', 'train.py']))\n"
+            ),
+            files={"train.py": TRAIN},
+            check=contains("which is missing"),
+        ),
+        Case(
             "tune: the evaluate hook's error repeats --api-key",
             "36.7",
             ["tune", "leaky.py", "--budget", "60s", "--", "--api-key", "sk-HOOK-4242"],

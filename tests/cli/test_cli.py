@@ -160,9 +160,14 @@ def test_text_from_scripts_and_libraries_is_never_markup(
 ) -> None:
     """Issue 36, 24: a gloo error's '[/...]' in a table cell, a warning and a note prints
     as it is (it once ended a tune with rich's MarkupError, exit 1)."""
+    import io
+
+    from rich.table import Table
+
     from autoaccel.cli import render
     from autoaccel.cli._common import CommandResult
     from autoaccel.progress import plain_console
+    from autoaccel.report import render_report
 
     monkeypatch.setenv("COLUMNS", "400")  # one line per row
     path = tmp_path / "autoaccel.yaml"
@@ -170,8 +175,20 @@ def test_text_from_scripts_and_libraries_is_never_markup(
     assert main(["show", str(path)]) == 0
     assert GLOO in capsys.readouterr().out
     out, err = plain_console(record=True, width=200), plain_console(record=True, width=200)
-    render(CommandResult({}, warnings=[GLOO], notes=[GLOO]), as_json=False, out=out, err=err)
-    assert err.export_text().count(GLOO) == 2
+    table = Table("trial", "failure")
+    table.add_row("7", GLOO)
+    result = CommandResult({"failure": GLOO}, [table], warnings=[GLOO], notes=[GLOO])
+    render(result, as_json=False, out=out, err=err)  # lines and a table cell
+    assert err.export_text().count(GLOO) == 2 and GLOO in out.export_text()
+    machine = io.StringIO()
+    render(result, as_json=True, out=plain_console(file=machine), err=plain_console(record=True))
+    assert json.loads(machine.getvalue())["failure"] == GLOO
+    # the run record's report: the same text, escaped into the page
+    record = json.loads((Path(__file__).parents[2] / "bench/data/summary.json").read_text())
+    record["notes"] = [GLOO]
+    assert "&#x27;[/__w/pytorch/third_party/gloo/transport/tcp/pair.cc:553]&#x27; [bold]x" in (
+        render_report(record)
+    )
 
 
 def test_show_never_sends_a_config_s_escape_sequences_to_the_terminal(

@@ -330,7 +330,7 @@ def build_space(
     there = _device_knob(device)
     why = f"{device}: {device_reason}" if device_reason else str(device)
     found: dict[str, Knob | str] = {"device": why}
-    if there != user.device:
+    if user.device not in ("auto", there):  # "auto": no device of its own to keep
         why = f"{why}; your model's device ({user.device}) is measured too"
         found["device"] = Knob("device", (there, user.device), why)
     else:

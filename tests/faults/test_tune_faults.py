@@ -461,7 +461,8 @@ def test_what_a_trial_started_in_a_session_of_its_own_is_ended(tmp_path: Path) -
         f"open({str(pid_file)!r}, 'w').write(str(child.pid))\n"
         # what torch's shared memory leaves when a worker dies mid-batch
         "import os\nopen(f'/dev/shm/torch_{os.getpid()}_4242_0', 'w').write('x')\n"
-        "open(f'/dev/shm/torch_{child.pid}_4242_1', 'w').write('x')\n" + TINY_SCRIPT
+        "open(f'/dev/shm/torch_{child.pid}_4242_1', 'w').write('x')\n"
+        f"open({str(tmp_path / 'script.pid')!r}, 'w').write(str(os.getpid()))\n" + TINY_SCRIPT
     )
     runner = ScriptRunner(
         script,
@@ -473,7 +474,9 @@ def test_what_a_trial_started_in_a_session_of_its_own_is_ended(tmp_path: Path) -
     assert runner.run(None).measurement.ok
     child = int(pid_file.read_text())
     assert not psutil.pid_exists(child) or psutil.Process(child).status() == "zombie"
-    assert not list(Path("/dev/shm").glob("torch_*_4242_*"))  # the trial's segments, gone
+    script_pid = (tmp_path / "script.pid").read_text()
+    left = [Path(f"/dev/shm/torch_{script_pid}_4242_0"), Path(f"/dev/shm/torch_{child}_4242_1")]
+    assert not [p for p in left if p.exists()]  # the trial's segments, gone
 
 
 def test_a_full_disk_is_said_as_such(

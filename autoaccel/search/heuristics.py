@@ -24,6 +24,7 @@ __all__ = [
     "diagnose",
     "guesses",
     "knob_priority",
+    "next_batch_guess",
     "speed_only_guess",
 ]
 
@@ -98,7 +99,9 @@ def guesses(
 ) -> list[TrainingConfig]:
     """Heuristic best guesses to seed the study with (``enqueue_trial``): first your steps
     with the knobs that change the speed only (``speed_only_guess``), so that a fast setup
-    that needs no convergence evidence is measured early; then the larger steps. When the
+    that needs no convergence evidence is measured early; then your batch in bf16 where bf16
+    is native here; then the next batch size up (``next_batch_guess``), a change the trials'
+    own loss curves can clear; then the larger steps. When the
     space searches the device (a GPU for a model left on the CPU), every guess is on the
     GPU, and the first is your own setup moved there."""
     moved = "device" in space.names and space.knob("device").choices[0] != user.device
@@ -119,20 +122,24 @@ def guesses(
         guess["channels_last"] = True
     if "batch_fetch" in names:
         guess["batch_fetch"] = True
-    if fast_low_precision(profile) and Precision.BF16_MIXED in space.knob("precision").choices:
+    bf16 = fast_low_precision(profile) and Precision.BF16_MIXED in space.knob("precision").choices
+    if bf16:
         guess["precision"] = Precision.BF16_MIXED.value
     if "pin_memory" in names:
         guess["pin_memory"] = True
-    found = [space.config_for(guess)]
-    if fast_low_precision(profile) and Precision.BF16_MIXED in space.knob("precision").choices:
-        # Your batch in bf16: a change of precision alone, which the trials' curves check
-        # with as many steps as yours.
-        start = first if first is not None else user
-        yours_bf16 = replace(start, precision=Precision.BF16_MIXED.value)
-        split = _ddp_guess(space, space.params_of(yours_bf16))  # and split over processes
-        found[:0] = [yours_bf16, *([space.config_for(split)] if split else [])]
+    nearer: list[TrainingConfig] = []  # your steps, or near them: what the curves can check
     if first is not None:
-        found.insert(0, first)
+        nearer.append(first)
+    start = first if first is not None else user
+    if bf16:
+        # Your batch in bf16: a change of precision alone, which the trials' curves check
+        # with as many steps as yours; and split over processes.
+        start = replace(start, precision=Precision.BF16_MIXED.value)
+        split = _ddp_guess(space, space.params_of(start))
+        nearer += [start, *([space.config_for(split)] if split else [])]
+    step = next_batch_guess(space, start)
+    large = space.config_for(guess)
+    found = [*nearer, *([step] if step not in (None, large) else []), large]
     if moved:
         found.insert(0, space.config_for(params))
     ddp = _ddp_guess(space, guess)
@@ -143,6 +150,16 @@ def guesses(
         if workers:
             found.append(space.config_for({**guess, "num_workers": min(workers[-1], 4)}))
     return found
+
+
+def next_batch_guess(space: SearchSpace, start: TrainingConfig) -> TrainingConfig | None:
+    """``start`` at the next batch size up (that fits in memory): a step small enough that
+    the trials' own loss curves can show it keeping pace with yours, which an 8x larger
+    batch seldom does in the second or two a trial trains. None when there is none."""
+    larger = [b for b in space.knob("batch_size").choices if b > start.batch_size]
+    if not larger or not space.memory.fits(larger[0]):
+        return None
+    return space.config_for({**space.params_of(start), "batch_size": larger[0]})
 
 
 def fast_low_precision(profile: HardwareProfile) -> bool:

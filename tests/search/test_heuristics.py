@@ -1,9 +1,18 @@
-"""The diagnosis and its thresholds."""
+"""The diagnosis and its thresholds, and the guesses the search starts from."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
+import torch
+
+from autoaccel.config import TrainingConfig
 from autoaccel.measure import Measurement
-from autoaccel.search import Diagnosis, diagnose
+from autoaccel.probe import HardwareProfile, probe_system
+from autoaccel.search import Diagnosis, SearchSpace, build_space, diagnose
+from autoaccel.search.heuristics import guesses, next_batch_guess
+from autoaccel.states import Bound
+from tests.fake_nvml import FakeNvml
 
 
 def test_diagnosis_thresholds() -> None:
@@ -19,3 +28,44 @@ def test_diagnosis_thresholds() -> None:
     assert diagnose(full, Space).bound == "memory"  # type: ignore[arg-type]
     assert "input-bound at >= 20%" in str(diagnose(busy, Space))  # type: ignore[arg-type]
     assert isinstance(diagnose(busy, Space), Diagnosis)  # type: ignore[arg-type]
+
+
+def _cpu_space(flags: tuple[str, ...]) -> tuple[SearchSpace, TrainingConfig, HardwareProfile]:
+    profile = probe_system(nvml=FakeNvml([]), light=True)
+    profile = replace(profile, cpu=replace(profile.cpu, flags=flags, usable_cores=2))
+    user = TrainingConfig(batch_size=32, lr=0.05)
+    space = build_space(
+        profile,
+        user,
+        dataset_size=4096,
+        device=torch.device("cpu"),
+        conv_model=True,
+        tensor_data=False,
+        baseline_memory_bytes=None,
+        include_parallel=True,
+        optimizer="SGD",
+    )
+    return space, user, profile
+
+
+def test_the_guesses_go_from_your_steps_to_larger_ones_one_size_at_a_time() -> None:
+    """Your steps with the speed-only knobs first, then your batch in bf16 (native here),
+    then the next batch size up, which the trials' curves can clear, before the 8x batch."""
+    space, user, profile = _cpu_space(("avx2", "avx512_bf16"))
+    found = guesses(space, user, Diagnosis(Bound.COMPUTE, 0.1, None, 0, ()), profile)
+    steps = [(g.batch_size * g.processes, g.precision) for g in found]
+    bf16 = "bf16-mixed"
+    assert steps[:4] == [(32, "32-true"), (32, bf16), (32, bf16), (64, bf16)]
+    assert found[0].channels_last and found[0].num_threads == 2  # speed only: your steps
+    assert found[2].processes == 2  # your bf16 batch split over two processes
+    assert found[3].channels_last and found[3].processes == 1
+    assert steps[4] == (256, "bf16-mixed")  # then the 8x batch
+    assert len({tuple(sorted(space.params_of(g).items())) for g in found}) == len(found)
+
+
+def test_without_native_bf16_the_next_batch_up_keeps_your_precision() -> None:
+    space, user, profile = _cpu_space(("avx2",))
+    found = guesses(space, user, Diagnosis(Bound.COMPUTE, 0.1, None, 0, ()), profile)
+    steps = [(g.batch_size * g.processes, g.precision) for g in found]
+    assert steps[:3] == [(32, "32-true"), (64, "32-true"), (256, "32-true")]
+    assert next_batch_guess(space, replace(user, batch_size=2048)) is None  # the grid's top

@@ -24,13 +24,53 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-__all__ = ["ADVISE_BUDGET_S", "DEFAULT_MAX_TRIALS", "TUNE_BUDGET_S", "TUNE_TTL_BUDGET_S", "Budget"]
+__all__ = [
+    "ADVISE_BUDGET_S",
+    "CANDIDATE_CAP",
+    "CANDIDATE_OVERHEAD",
+    "CHECK_SHARE",
+    "DEFAULT_MAX_TRIALS",
+    "END_SHARE",
+    "FINAL_SHARE",
+    "GUARD_SHARE",
+    "HORIZONS_PER_BUDGET",
+    "MORE_PAIRS",
+    "RUN_OVERHEAD",
+    "SWEEP_MAX_LR",
+    "SWEEP_MIN_LR",
+    "SWEEP_STEPS",
+    "THROUGHPUT_SHARE",
+    "TRIAL_TIMEOUT_S",
+    "TUNE_BUDGET_S",
+    "TUNE_TTL_BUDGET_S",
+    "Budget",
+]
 
 #: The defaults, in one place: ``advise()`` (x3 with time-to-loss) and ``autoaccel tune``.
 ADVISE_BUDGET_S = 120.0
 TUNE_BUDGET_S = 240.0
 TUNE_TTL_BUDGET_S = 480.0  # tune --objective time-to-loss: the schedule study runs scripts too
 DEFAULT_MAX_TRIALS = 40  # the budget in trials, for both
+TRIAL_TIMEOUT_S = 120.0  # tune: a script's trial is killed after this long
+# The LR range test's one default sweep (every path: tune --lr-find, lr-find, the schedule
+# study), here so that the CLI's help reads it without importing torch.
+SWEEP_MIN_LR = 1e-7
+SWEEP_MAX_LR = 10.0
+SWEEP_STEPS = 100
+
+# --- How a budget is shared: every share and overhead factor, in one table -----------------
+# The throughput pipeline (autoaccel.pipeline.plan decides from these once, after the baseline)
+END_SHARE = 0.4  # of what the baseline leaves, at most for the final round and confirmation
+MORE_PAIRS = 2  # confirmation pairs: up to this many times those asked, while they fit
+CHECK_SHARE = 0.15  # of the whole budget, at most for the guard's two check runs
+GUARD_SHARE = 0.05  # of the budget, for each of the guard's two check runs' horizon
+RUN_OVERHEAD = 1.25  # a loss-curve run's wall time over its training time (scoring, start-up)
+# Time-to-loss (autoaccel.pipeline.schedule, autoaccel.time_to_loss)
+THROUGHPUT_SHARE = 0.35  # of a time-to-loss budget, for the system-knob search
+HORIZONS_PER_BUDGET = 10  # a schedule candidate trains for about 1/10 of what is left
+CANDIDATE_CAP = 2.0  # a candidate trains at most this many times your time to your loss
+CANDIDATE_OVERHEAD = 1.3  # a candidate's wall time over its training time (evaluations), at most
+FINAL_SHARE = 0.3  # of the schedule study's budget, at most for its final round
 
 
 class Budget:
@@ -54,6 +94,10 @@ class Budget:
     def release(self, phase: str) -> None:
         """``phase`` begins: its share is the time left now."""
         self._kept.pop(phase, None)
+
+    def kept(self) -> dict[str, float]:
+        """The later phases' kept shares, by phase name (seconds)."""
+        return dict(self._kept)
 
     def spent_s(self) -> float:
         """Seconds since the budget was made."""

@@ -112,11 +112,7 @@ class Phases:
             self._progress.update(self._task, description=phase)
         elif self.console is not None:  # not a terminal: one plain line per phase
             left = max(0.0, self.budget.given_s - self.budget.spent_s())
-            self.console.print(
-                f"autoaccel: {phase} ({left:.0f} s of {self.budget.given_s:g} s left)",
-                highlight=False,
-                soft_wrap=True,
-            )
+            say(self.console, f"{phase} ({left:.0f} s of {self.budget.given_s:g} s left)")
 
     def __exit__(
         self,
@@ -128,8 +124,9 @@ class Phases:
             self._progress.stop()
 
 
-def say(console: Console | None, text: str) -> None:
-    """One progress line, ``autoaccel: text``, printed as written (no rich markup: a
-    failure's reason can quote ``[...]``); nothing when there is no console."""
+def say(console: Console | None, text: str, *, tag: str = "autoaccel: ") -> None:
+    """One progress line, ``autoaccel: text`` (a trial's line has no tag), printed as
+    written (no rich markup: a failure's reason can quote ``[...]``); nothing when there is
+    no console. Every progress line goes through here."""
     if console:
-        console.print(f"autoaccel: {text}", highlight=False, markup=False, soft_wrap=True)
+        console.print(f"{tag}{text}", highlight=False, markup=False, soft_wrap=True)

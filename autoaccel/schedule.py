@@ -5,8 +5,9 @@
 - ``scaling_rule``/``scale_lr``: when the global batch changes, the LR follows it, linearly
   for SGD-family optimizers and by the square root for adaptive (Adam-family) ones
   (Goyal et al. 2017; Malladi et al. 2022), in every param group.
-- ``RangeSweep``/``lr_range_test``: Smith's LR range test, with a suggestion below the
-  loss minimum rather than at the steepest point of the whole curve.
+- ``RangeSweep``: Smith's LR range test, step by step in any loop (in-process or a
+  script's), with a suggestion below the loss minimum rather than at the steepest point of
+  the whole curve; its one default sweep is ``autoaccel.budget``'s ``SWEEP_*``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
+from autoaccel.budget import SWEEP_MAX_LR, SWEEP_MIN_LR, SWEEP_STEPS
 from autoaccel.config import Provenance, TrainingConfig
 
 __all__ = [
@@ -29,7 +31,6 @@ __all__ = [
     "build_scheduler",
     "lr_factor",
     "lr_multiplier",
-    "lr_range_test",
     "momentum_of",
     "scale_lr",
     "scaling_rule",
@@ -283,9 +284,9 @@ def suggest_lr(lrs: Sequence[float], losses: Sequence[float]) -> tuple[float | N
 
 
 class RangeSweep:
-    """The range test step by step, for loops that are not ours (a script's, under
-    ``autoaccel lr-find``): ask ``lr`` for the next step's LR, ``record`` its loss until it
-    says stop, then ``finding()``.
+    """The range test step by step, in any training loop (an in-process run's, a script's):
+    ask ``lr`` for the next step's LR, ``record`` its loss until it says stop, then
+    ``finding()``.
 
     Args:
         min_lr: The first LR.
@@ -298,9 +299,9 @@ class RangeSweep:
     def __init__(
         self,
         *,
-        min_lr: float = 1e-7,
-        max_lr: float = 10.0,
-        steps: int = 100,
+        min_lr: float = SWEEP_MIN_LR,
+        max_lr: float = SWEEP_MAX_LR,
+        steps: int = SWEEP_STEPS,
         smoothing: float = 0.98,
         diverge_factor: float = 4.0,
     ) -> None:
@@ -362,38 +363,6 @@ class RangeSweep:
         return LrFinding(
             tuple(self.lrs), tuple(self.losses), suggestion, confidence, f"{reason}; {stop}"
         )
-
-
-def lr_range_test(
-    step: Callable[[float], float],
-    *,
-    min_lr: float = 1e-7,
-    max_lr: float = 10.0,
-    steps: int = 100,
-    smoothing: float = 0.98,
-    diverge_factor: float = 4.0,
-) -> LrFinding:
-    """Smith's LR range test: raise the LR exponentially, stop when the loss diverges.
-
-    Args:
-        step: Trains one step at the given LR and returns its loss (the caller sets the LR
-            on its optimizer and restores the model afterwards).
-        min_lr: The first LR.
-        max_lr: The last LR.
-        steps: Steps in the sweep.
-        smoothing: Exponential smoothing of the loss (bias-corrected).
-        diverge_factor: Stop when the smoothed loss exceeds this many times its minimum.
-    """
-    sweep = RangeSweep(
-        min_lr=min_lr,
-        max_lr=max_lr,
-        steps=steps,
-        smoothing=smoothing,
-        diverge_factor=diverge_factor,
-    )
-    while not sweep.record(step(sweep.lr)):
-        pass
-    return sweep.finding()
 
 
 @dataclass(frozen=True)

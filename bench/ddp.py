@@ -24,6 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from autoaccel.frontends.script import tune_script  # noqa: E402
 from autoaccel.measure import MeterSettings  # noqa: E402
+from autoaccel.pipeline import TUNE, PipelineOptions  # noqa: E402
 from autoaccel.probe import probe_system  # noqa: E402
 from autoaccel.search.study import TrialRecord  # noqa: E402
 from autoaccel.trials.script import ScriptRunner  # noqa: E402
@@ -43,14 +44,11 @@ def main() -> None:
     args = parser.parse_args()
     print(f"machine: {probe_system().describe()}", flush=True)
     work = Path(tempfile.mkdtemp(prefix="autoaccel-ddp-bench-"))
+    options = PipelineOptions.checked(
+        TUNE, budget_s=args.budget, storage=str(work / "study.db"), seed=0
+    )
     tuned = tune_script(
-        SCRIPT,
-        (),
-        budget_s=args.budget,
-        storage=str(work / "study.db"),
-        out=work / "autoaccel.yaml",
-        seed=0,
-        console=Console(stderr=True),
+        SCRIPT, (), options, out=work / "autoaccel.yaml", console=Console(stderr=True)
     )
     records = tuned.advice.search.records
     picked = tuned.advice.config.processes

@@ -46,6 +46,7 @@ from workloads import WORKLOADS
 from autoaccel.budget import TUNE_BUDGET_S, TUNE_TTL_BUDGET_S
 from autoaccel.config import Provenance, TrainingConfig, save_config
 from autoaccel.frontends.script import tune_script
+from autoaccel.pipeline import TUNE, PipelineOptions
 from autoaccel.probe import probe_system
 
 SCRIPT = Path(__file__).parent / "tta_script.py"
@@ -55,13 +56,12 @@ def tune(name: str, work: Path, *, hook: bool, **kwargs: Any) -> tuple[Any, floa
     """``autoaccel tune`` on the workload's script; (advice, wall seconds)."""
     args = ("--workload", name) + (() if hook else ("--no-hook",))
     started = time.monotonic()
+    options = PipelineOptions.checked(TUNE, storage=str(work / "s.db"), seed=0, **kwargs)
     result = tune_script(
         SCRIPT,
         args,
+        options,
         out=work / f"{name}-{'hook' if hook else 'nohook'}-{kwargs.get('objective', 'tp')}.yaml",
-        storage=str(work / "s.db"),
-        seed=0,
-        **kwargs,
     )
     return result.advice, time.monotonic() - started
 

@@ -28,6 +28,7 @@ from train_cnn import AugmentedImages, make_model  # noqa: E402
 from autoaccel.frontends.advise import advise  # noqa: E402
 from autoaccel.frontends.script import tune_script  # noqa: E402
 from autoaccel.measure import MeterSettings  # noqa: E402
+from autoaccel.pipeline import TUNE, PipelineOptions  # noqa: E402
 from autoaccel.runtime.data import describe_data  # noqa: E402
 from autoaccel.trials.in_process import run_trial  # noqa: E402
 from autoaccel.trials.script import ScriptRunner  # noqa: E402
@@ -57,13 +58,14 @@ def main() -> None:
     )
     advise_s = time.monotonic() - started
     started = time.monotonic()
+    options = PipelineOptions.checked(
+        TUNE, storage=str(work / "tune.db"), settings=settings, seed=0
+    )
     tuned = tune_script(
         ROOT / "examples" / "train_cnn.py",
         (),
-        storage=str(work / "tune.db"),
+        options,
         out=work / "autoaccel.yaml",
-        settings=settings,
-        seed=0,
         console=console,
     )
     tune_s = time.monotonic() - started

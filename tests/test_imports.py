@@ -87,3 +87,47 @@ def test_the_layers_name_every_part_of_the_package() -> None:
     parts = {p.removesuffix(".py") for p in parts if not p.startswith("__pycache__")}
     for name in parts:
         layer(name)
+
+
+def test_the_tests_import_no_private_names() -> None:
+    """Tests use what the package offers (``_name`` is free to change without them)."""
+    tests = Path(__file__).resolve().parent
+    private = []
+    for path in sorted(tests.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("autoaccel"):
+                names = [a.name for a in node.names if a.name.startswith("_")]
+                private += [f"{path.relative_to(tests)}: {node.module}.{n}" for n in names]
+    assert private == []
+
+
+def documented_modules() -> set[str]:
+    """The modules docs/architecture.md's tree names, as paths below autoaccel/."""
+    text = (PACKAGE.parent / "docs" / "architecture.md").read_text()
+    tree = text.split("```")[1]
+    folders: dict[int, str] = {}
+    found = set()
+    for line in tree.splitlines():
+        indent = len(line) - len(line.lstrip())
+        words = line.split()
+        if not words or indent == 0:
+            continue
+        depth = indent // 2
+        folder = "/".join(folders[d] for d in range(1, depth) if d in folders)
+        if words[0].endswith("/"):
+            folders = {d: f for d, f in folders.items() if d < depth}
+            folders[depth] = words[0].rstrip("/")
+            continue
+        # "name.py   what it does", or a line of names only ("probe.py  show.py  ...")
+        names = words if all(w.endswith(".py") for w in words) else words[:1]
+        found |= {f"{folder}/{name}".lstrip("/") for name in names if name.endswith(".py")}
+    return found
+
+
+def test_the_architecture_doc_lists_every_module() -> None:
+    modules = {
+        str(p.relative_to(PACKAGE))
+        for p in PACKAGE.rglob("*.py")
+        if p.name != "__init__.py" or p.parent == PACKAGE or p.parent.name == "cli"
+    }
+    assert sorted(modules - documented_modules()) == []

@@ -12,7 +12,7 @@ from autoaccel.measure import Measurement
 from autoaccel.pipeline.schedule import rates_by_batch, settings_by_batch
 from autoaccel.progress import say
 from autoaccel.search import TrialRecord
-from autoaccel.time_to_loss.study import _at_global
+from autoaccel.time_to_loss.study import at_global
 
 
 def record(n: int, rate: float, outcome: str = "ok", **knobs: object) -> TrialRecord:
@@ -77,9 +77,9 @@ def test_a_small_batch_trains_in_the_processes_measured_fastest_at_it() -> None:
     assert settings[1024] == system
     # A global batch that was not measured: the nearest one's split, the per-process batch
     # following it; one process where the split does not divide it.
-    assert (_at_global(settings, 512).processes, _at_global(settings, 512).batch_size) == (2, 256)
-    assert _at_global(settings, 16) == replace(settings[32], batch_size=16)
-    odd = _at_global(settings, 255)
+    assert (at_global(settings, 512).processes, at_global(settings, 512).batch_size) == (2, 256)
+    assert at_global(settings, 16) == replace(settings[32], batch_size=16)
+    odd = at_global(settings, 255)
     assert (odd.processes, odd.strategy, odd.batch_size, odd.global_batch) == (1, "none", 255, 255)
 
 
@@ -89,7 +89,7 @@ def test_the_final_study_ranks_finalists_as_the_final_round_does() -> None:
     import statistics
 
     from autoaccel.confirm import final_round
-    from autoaccel.pipeline.run import _EndPhase, _finalists
+    from autoaccel.pipeline.run import EndPhase, ranked_finalists
     from autoaccel.search import SearchResult
 
     def record(n: int, rate: float, batch: int) -> TrialRecord:
@@ -106,11 +106,11 @@ def test_the_final_study_ranks_finalists_as_the_final_round_does() -> None:
         return Measurement(outcome="ok", samples_per_s=rate)
 
     records = [lucky, steady, slow]
-    end = _EndPhase(measure, records, "final round")
+    end = EndPhase(measure, records, "final round")
     winner, _ = final_round(end, records, rounds=2)
     assert winner.params == {"batch_size": 128}
     result = SearchResult(records, slow, winner, "done", 1.0, "s", "sqlite://", 3, 3)
-    ranked = {p["batch_size"]: statistics.median(r) for p, r in _finalists(result, end)}
+    ranked = {p["batch_size"]: statistics.median(r) for p, r in ranked_finalists(result, end)}
     assert ranked == {64: 400.0, 128: 600.0, 32: 300.0}
     assert max(ranked, key=ranked.__getitem__) == winner.params["batch_size"]
 

@@ -9,11 +9,11 @@ from models import mlp, tabular
 
 from autoaccel.config import TrainingConfig
 from autoaccel.schedule import (
+    RangeSweep,
     apply_lr,
     apply_momentum,
     build_scheduler,
     lr_factor,
-    lr_range_test,
     momentum_of,
     scale_lr,
     scaling_rule,
@@ -67,7 +67,10 @@ def test_range_test_on_a_real_model_stops_on_divergence() -> None:
         optimizer.step()
         return float(loss.detach())
 
-    finding = lr_range_test(step, min_lr=1e-4, max_lr=1e3, steps=80)
+    sweep = RangeSweep(min_lr=1e-4, max_lr=1e3, steps=80)
+    while not sweep.record(step(sweep.lr)):
+        pass
+    finding = sweep.finding()
     assert "diverged" in finding.reason or "became" in finding.reason
     assert finding.suggestion is not None and 1e-4 < finding.suggestion < 10
     assert finding.confidence in ("high", "low")
@@ -94,7 +97,7 @@ def test_suggestion_is_below_the_minimum_not_at_the_cliff() -> None:
 def test_too_short_a_curve_gives_no_suggestion() -> None:
     assert suggest_lr([1e-3, 1e-2], [1.0, 0.9])[0] is None
     with pytest.raises(ValueError, match=r"`0 < min_lr < max_lr` must hold"):
-        lr_range_test(lambda lr: 1.0, min_lr=1.0, max_lr=0.1)
+        RangeSweep(min_lr=1.0, max_lr=0.1)
 
 
 def test_the_default_rule_follows_the_optimizer_family() -> None:
@@ -125,6 +128,8 @@ def test_momentum_is_refused_where_there_is_none() -> None:
 
 
 def test_a_loss_that_is_nan_from_the_first_step_is_named() -> None:
-    finding = lr_range_test(lambda lr: float("nan"), steps=20)
+    sweep = RangeSweep(steps=20)
+    assert sweep.record(float("nan"))  # the sweep stops at once
+    finding = sweep.finding()
     assert finding.suggestion is None
     assert "at the very first step" in finding.reason and "NaN" in finding.reason

@@ -7,6 +7,7 @@ import argparse
 
 from rich.table import Table
 
+from autoaccel.budget import SWEEP_MAX_LR, SWEEP_MIN_LR, SWEEP_STEPS
 from autoaccel.cli._common import (
     CommandResult,
     add_quiet,
@@ -34,11 +35,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--batch-size", type=positive_int, help="sweep at this batch size instead")
     parser.add_argument(
-        "--min-lr", type=positive_number, default=1e-7, help="first lr (default 1e-7)"
+        "--min-lr",
+        type=positive_number,
+        default=SWEEP_MIN_LR,
+        help=f"first lr (default {SWEEP_MIN_LR:g})",
     )
-    parser.add_argument("--max-lr", type=positive_number, default=10.0, help="last lr (default 10)")
     parser.add_argument(
-        "--steps", type=positive_int, default=100, help="steps in the sweep (default 100)"
+        "--max-lr",
+        type=positive_number,
+        default=SWEEP_MAX_LR,
+        help=f"last lr (default {SWEEP_MAX_LR:g})",
+    )
+    parser.add_argument(
+        "--steps",
+        type=positive_int,
+        default=SWEEP_STEPS,
+        help=f"steps in the sweep (default {SWEEP_STEPS})",
     )
     add_quiet(parser)
     parser.add_argument(

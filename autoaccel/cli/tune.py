@@ -8,7 +8,12 @@ from pathlib import Path
 
 from rich.table import Table
 
-from autoaccel.budget import DEFAULT_MAX_TRIALS, TUNE_BUDGET_S, TUNE_TTL_BUDGET_S
+from autoaccel.budget import (
+    DEFAULT_MAX_TRIALS,
+    TRIAL_TIMEOUT_S,
+    TUNE_BUDGET_S,
+    TUNE_TTL_BUDGET_S,
+)
 from autoaccel.cli._common import (
     CommandResult,
     add_quiet,
@@ -90,8 +95,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--trial-timeout",
         type=parse_duration,
-        default=parse_duration("2m"),
-        help="kill a trial after this long (default 2m)",
+        default=TRIAL_TIMEOUT_S,
+        help=f"kill a trial after this long (default {TRIAL_TIMEOUT_S / 60:g}m)",
     )
     parser.add_argument(
         "--out",
@@ -123,30 +128,31 @@ def run(args: argparse.Namespace) -> CommandResult:
     # `show` and `export` should not pay.
     from autoaccel.frontends.script import tune_script
     from autoaccel.measure import MeterSettings
+    from autoaccel.pipeline import TUNE, PipelineOptions
 
     settings = MeterSettings(window_s=args.window) if args.window else MeterSettings()
+    options = PipelineOptions.checked(
+        TUNE,
+        objective=args.objective,
+        budget_s=args.budget,
+        target=args.target,
+        metric=args.metric,
+        max_trials=args.max_trials,
+        keep_global_batch=args.keep_global_batch,
+        storage=args.storage,
+        study_name=args.study,
+        seed=args.seed,
+        settings=settings,
+        confirm_pairs=args.confirm_pairs,
+        horizon_s=args.horizon,
+        trial_timeout_s=args.trial_timeout,
+        lr_find=args.lr_find,
+    )
     console = progress_console(args)
     out = args.out
     try:
         result = tune_script(
-            args.script,
-            tuple(args.script_args),
-            budget_s=args.budget,
-            max_trials=args.max_trials,
-            storage=args.storage,
-            study_name=args.study,
-            trial_timeout_s=args.trial_timeout,
-            out=out,
-            settings=settings,
-            console=console,
-            seed=args.seed,
-            confirm_pairs=args.confirm_pairs,
-            lr_find=args.lr_find,
-            objective=args.objective,
-            target=args.target,
-            metric=args.metric,
-            horizon_s=args.horizon,
-            keep_global_batch=args.keep_global_batch,
+            args.script, tuple(args.script_args), options, out=out, console=console
         )
     except KeyboardInterrupt:
         where = out or args.script.parent / CONFIG_NAME

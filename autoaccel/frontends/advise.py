@@ -19,18 +19,18 @@ from rich.console import Console
 from torch import nn
 
 from autoaccel.advice import Advice
-from autoaccel.budget import ADVISE_BUDGET_S, DEFAULT_MAX_TRIALS, Budget
+from autoaccel.budget import DEFAULT_MAX_TRIALS, Budget
 from autoaccel.config import TrainingConfig
 from autoaccel.confirm import CONFIRM_PAIRS
 from autoaccel.errors import UsageError
 from autoaccel.measure import Measurement, MeterSettings, PruneBelow
-from autoaccel.pipeline import Job, PipelineOptions, check_budget, run_pipeline
-from autoaccel.pipeline.schedule import keep_for_schedule, throughput_share, tune_schedule
+from autoaccel.pipeline import ADVISE, Job, PipelineOptions
+from autoaccel.pipeline.front import tune_job
 from autoaccel.probe import probe_system
 from autoaccel.process import preserved_process_state
-from autoaccel.progress import Phases, plain_console
+from autoaccel.progress import plain_console, say
 from autoaccel.record import run_record, write_record
-from autoaccel.runtime.data import describe_data
+from autoaccel.runtime.data import DataSpec, describe_data
 from autoaccel.runtime.run import has_conv, model_fingerprint
 from autoaccel.search import WorkloadFacts
 from autoaccel.states import Objective
@@ -43,7 +43,6 @@ __all__ = ["advise"]
 #: Where advise() writes its run records (summary.json), for `autoaccel report`; with a
 #: SQLite ``storage=`` path, in a ``runs`` folder beside it.
 RUNS_DIR = Path(".autoaccel") / "runs"
-IN_PROCESS_START_S = 0.5  # fixed cost of one in-process trial (no interpreter to start)
 
 
 def advise(
@@ -128,64 +127,52 @@ def advise(
         >>> advice.speedup.median > 1                                     # doctest: +SKIP
         True
     """
-    objective_ = _objective(objective, val_data, target, metric)
-    settings = settings or MeterSettings()
-    if budget_s is None:
-        budget_s = ADVISE_BUDGET_S * (3 if objective_ is Objective.TIME_TO_LOSS else 1)
-    check_budget(
-        budget_s,
-        max_trials,
-        settings,
-        start_s=IN_PROCESS_START_S,
-        share=throughput_share(objective_),
-    )
-    options = PipelineOptions(
+    options = PipelineOptions.checked(
+        ADVISE,
+        objective=objective,
+        default_objective=Objective.TIME_TO_LOSS if val_data is not None else Objective.THROUGHPUT,
+        budget_s=budget_s,
         max_trials=max_trials,
-        objective=objective_,
         keep_global_batch=keep_global_batch,
         storage=storage,
         study_name=study_name,
         seed=seed,
         include_compile=include_compile,
-        settings=settings,
+        settings=settings or MeterSettings(),
         confirm_pairs=confirm_pairs,
         horizon_s=horizon_s,
+        target=target,
+        metric=metric,
         command=f"autoaccel.advise({type(model).__name__}, ...)",
-        prefix="advise",
     )
-    budget = Budget(budget_s)
+    budget = Budget(options.budget_s)
     console = plain_console(stderr=True) if progress else None
-    spec = describe_data(data, loader_kwargs=loader_kwargs)
-    if objective_ is Objective.TIME_TO_LOSS:
-        held = HeldOut(*holdout_split(spec, val_data, seed=seed or 0))
-        spec = held.train
-    else:  # the guard scores the validation set when there is one, else the training loss
-        val = holdout_split(spec, val_data)[1] if val_data is not None else None
-        held = HeldOut(spec, val)
+    held = _held_out(describe_data(data, loader_kwargs=loader_kwargs), val_data, options)
     with preserved_process_state(rng=True):
-        workload = make_workload(model, spec, loss_fn=loss_fn, optimizer=optimizer, seed=seed or 0)
+        workload = make_workload(
+            model, held.train, loss_fn=loss_fn, optimizer=optimizer, seed=seed or 0
+        )
         goal = None
-        if objective_ is Objective.TIME_TO_LOSS and target is not None:
+        if options.objective is Objective.TIME_TO_LOSS and target is not None:
             goal = check_goal(workload, held, Goal(target, metric, _metric_name(metric)))
         trainer = InProcessTrainer(workload, held, metric)
-        keep_for_schedule(budget, options)
-        with Phases(console, budget) as phases:
-            phases.enter("baseline")
-            job = _job(workload, options, trainer, console)
-            advice = run_pipeline(job, options, budget, console=console, phases=phases)
-            if objective_ is Objective.TIME_TO_LOSS:
-                advice = tune_schedule(
-                    advice,
-                    trainer,
-                    workload.user_config(),
-                    options,
-                    budget,
-                    goal=goal,
-                    console=console,
-                    phases=phases,
-                )
+        advice = tune_job(
+            lambda: (_job(workload, options, trainer, console), goal),
+            options,
+            budget,
+            console=console,
+        )
     advice.record_path = _write_record(advice, options)
     return advice
+
+
+def _held_out(spec: DataSpec, val_data: Any, options: PipelineOptions) -> HeldOut:
+    """What trains and what scores: with time-to-loss, the validation set or samples held
+    out of training; else all the data trains, and the guard scores the validation set
+    when there is one (else the training loss)."""
+    if options.objective is Objective.TIME_TO_LOSS:
+        return HeldOut(*holdout_split(spec, val_data, seed=options.seed or 0))
+    return HeldOut(spec, holdout_split(spec, val_data)[1] if val_data is not None else None)
 
 
 def _write_record(advice: Advice, options: PipelineOptions) -> Path:
@@ -195,34 +182,6 @@ def _write_record(advice: Advice, options: PipelineOptions) -> Path:
     runs = RUNS_DIR if storage is None or "://" in storage else Path(storage).parent / "runs"
     stamp = time.strftime("%Y%m%d-%H%M%S")
     return write_record(record, runs / f"{advice.search.study_name}-{stamp}")
-
-
-def _objective(
-    objective: str | None, val_data: Any, target: float | None, metric: Callable[..., Any] | None
-) -> Objective:
-    """The objective asked for (time-to-loss by default with val_data), checked with the
-    goal's arguments.
-
-    Raises:
-        UsageError: an unknown objective, a metric without a target, or a target with the
-            throughput objective.
-    """
-    if objective is None:
-        objective = "time-to-loss" if val_data is not None else "throughput"
-    if objective not in Objective.spellings():
-        raise UsageError(
-            f"objective must be one of {', '.join(Objective.spellings())}, got {objective!r}"
-        )
-    if metric is not None and target is None:
-        raise UsageError(
-            "metric= needs target=, the value to reach (e.g. target=0.95 for 95% accuracy)"
-        )
-    if target is not None and objective != Objective.TIME_TO_LOSS:
-        raise UsageError(
-            "target= is for objective='time-to-loss' (give val_data, or objective="
-            "'time-to-loss'); the throughput objective has no quality to reach"
-        )
-    return Objective(objective)
 
 
 def _job(
@@ -238,13 +197,11 @@ def _job(
         return run_trial(workload, config, options.settings, prune=prune)
 
     user = workload.user_config()
-    if console:
-        console.print(
-            f"autoaccel: measuring the baseline (batch {user.batch_size}, "
-            f"{user.num_workers} workers, {user.num_threads} threads, fp32)",
-            highlight=False,
-            soft_wrap=True,
-        )
+    say(
+        console,
+        f"measuring the baseline (batch {user.batch_size}, {user.num_workers} workers, "
+        f"{user.num_threads} threads, fp32)",
+    )
     baseline = measure(user)
     if not baseline.ok:
         raise UsageError(
@@ -259,7 +216,7 @@ def _job(
         conv_model=has_conv(workload.model),
         tensor_data=spec.tensors is not None,
         device=workload.device,
-        start_s=IN_PROCESS_START_S,
+        start_s=ADVISE.start_s,
         optimizer=type(workload.fresh()[1]).__name__,
     )
     return Job(

@@ -21,7 +21,7 @@ import torch
 from rich.console import Console
 
 from autoaccel.advice import Advice
-from autoaccel.budget import DEFAULT_MAX_TRIALS, TUNE_BUDGET_S, TUNE_TTL_BUDGET_S, Budget
+from autoaccel.budget import SWEEP_MAX_LR, SWEEP_MIN_LR, SWEEP_STEPS, Budget
 from autoaccel.config import (
     CONFIG_NAME,
     Provenance,
@@ -39,10 +39,10 @@ from autoaccel.frontends.outputs import (
     save_or_keep,
 )
 from autoaccel.measure import Measurement, MeterSettings, PruneBelow
-from autoaccel.pipeline import Job, PipelineOptions, check_budget, run_pipeline
-from autoaccel.pipeline.schedule import keep_for_schedule, throughput_share, tune_schedule
+from autoaccel.pipeline import TUNE, Job, PipelineOptions
+from autoaccel.pipeline.front import OnBest, tune_job
 from autoaccel.probe import probe_system
-from autoaccel.progress import Phases
+from autoaccel.progress import Phases, say
 from autoaccel.record import run_record, write_record
 from autoaccel.redact import mask_command
 from autoaccel.schedule import LrFinding, RangeSweep, sweep_config
@@ -54,10 +54,9 @@ from autoaccel.trials.protocol import TrialReport
 from autoaccel.trials.script import ScriptRunner, check_script, ended_early
 from autoaccel.trials.script_curves import ScriptTrainer, sweep_script
 
-__all__ = ["LrFindResult", "TuneResult", "find_lr_script", "tune_script"]
+__all__ = ["LrFindResult", "TuneResult", "check_hook", "find_lr_script", "tune_script"]
 
 STATE_DIR = Path(".autoaccel")
-PYTHON_START_S = 4.0  # a fresh interpreter importing torch, on top of the trial itself
 
 
 @dataclass
@@ -73,78 +72,35 @@ class TuneResult:
 def tune_script(
     script: Path,
     args: tuple[str, ...] = (),
+    options: PipelineOptions | None = None,
     *,
-    budget_s: float | None = None,
-    max_trials: int = DEFAULT_MAX_TRIALS,
-    storage: str | None = None,
-    study_name: str | None = None,
-    trial_timeout_s: float = 120.0,
     out: Path | None = None,
-    settings: MeterSettings | None = None,
-    seed: int | None = None,
     console: Console | None = None,
-    confirm_pairs: int = 3,
-    lr_find: bool = False,
-    objective: str = "throughput",
-    target: float | None = None,
-    metric: str | None = None,
-    horizon_s: float | None = None,
-    keep_global_batch: bool = False,
 ) -> TuneResult:
     """Tune a training script that calls ``autoaccel.prepare()``.
 
     Args:
-        budget_s: Wall-clock budget for everything (default ``TUNE_BUDGET_S``, or
-            ``TUNE_TTL_BUDGET_S`` for time-to-loss).
-        objective: ``"throughput"`` (samples/s; a pick that changes the global batch is
-            kept only when its loss keeps pace with yours) or ``"time-to-loss"`` (then the
-            schedule study: needs the script's ``evaluate`` hook).
-        target: Time-to-loss: the held-out loss (or ``metric``'s value) to reach sooner.
-        metric: The hook's dict entry that ``target`` is a value of (e.g. accuracy).
-        horizon_s: Time-to-loss: training time your setup gets to set the losses to beat.
-        keep_global_batch: Keep the script's global batch (batch x accumulation): the
-            search varies the micro-batch with accumulation, and no LR rule applies.
+        args: The script's own arguments.
+        options: What to tune for, made by ``PipelineOptions.checked(TUNE, ...)`` (which
+            checks the objective's rules and the budget); None: the defaults.
+        out: Where the config goes (default ``autoaccel.yaml`` beside the script).
 
     Raises:
         UsageError: the script cannot be tuned (missing, not Python, no ``prepare()``,
-            failing before its first step), the budget is too small, or the objective's
-            arguments or the script's hook are wrong (checked before any search).
+            failing before its first step), or its hook does not suit the objective
+            (checked before any search).
     """
-    objective_ = _objective(objective, target, metric)
-    if lr_find and objective_ is Objective.TIME_TO_LOSS:
-        raise UsageError(
-            "--lr-find is part of --objective time-to-loss (its range test centres the LR "
-            "search, and the study picks the LR); drop --lr-find"
-        )
-    settings = settings or MeterSettings()
-    if budget_s is None:
-        budget_s = TUNE_TTL_BUDGET_S if objective_ is Objective.TIME_TO_LOSS else TUNE_BUDGET_S
-    check_budget(
-        budget_s,
-        max_trials,
-        settings,
-        start_s=PYTHON_START_S,
-        share=throughput_share(objective_),
-    )
+    options = options or PipelineOptions.checked(TUNE)
     script = script.resolve() if script.exists() else script
     check_script(script)
     out = check_out(out or script.parent / CONFIG_NAME, script)
-    options = PipelineOptions(
-        max_trials=max_trials,
-        objective=objective_,
-        horizon_s=horizon_s,
-        keep_global_batch=keep_global_batch,
-        storage=check_storage(storage),
-        study_name=study_name,
-        seed=seed,
-        include_parallel=True,
-        settings=settings,
-        confirm_pairs=confirm_pairs,
+    options = replace(
+        options,
+        storage=check_storage(options.storage),
         command=mask_command(
-            ["autoaccel", "tune", str(script), *_objective_flags(objective_, target, metric)]
+            ["autoaccel", "tune", str(script), *_objective_flags(options)]
             + (["--", *args] if args else [])
         ),
-        prefix="tune",
         script=script.name,
     )
     stamp = f"{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
@@ -152,50 +108,75 @@ def tune_script(
     with contextlib.suppress(OSError):  # private: the logs hold what the script prints
         trials_dir.mkdir(parents=True, mode=0o700)
     check_writable_folder(trials_dir, what="the trial logs")
+    runner = ScriptRunner(
+        script,
+        args,
+        trials_dir=trials_dir,
+        settings=options.settings,
+        timeout_s=options.trial_timeout_s,
+    )
     with one_tune_per_config(out, STATE_DIR):
-        budget = Budget(budget_s)  # the baseline counts: the budget starts now
-        keep_for_schedule(budget, options)
-        runner = ScriptRunner(
-            script, args, trials_dir=trials_dir, settings=settings, timeout_s=trial_timeout_s
-        )
-        with Phases(console, budget) as phases:
-            phases.enter("baseline")
-            job, report = _job(runner, console, metric)
-            goal = _check_hook(report, objective_, target, metric, script)
-            # A shared study's config is written once, by the worker that ends the study.
-            shared = is_shared(options.storage or "")
-            saver = None if shared else _SaveBest(out, job, options, console)
-            advice = run_pipeline(
-                job, options, budget, console=console, on_best=saver, phases=phases
-            )
-            writes = advice.written_by is None
-            if objective_ is Objective.TIME_TO_LOSS and job.trainer is not None and writes:
-                advice = tune_schedule(
-                    advice,
-                    job.trainer,
-                    job.user,
-                    options,
-                    budget,
-                    goal=goal,
-                    console=console,
-                    phases=phases,
-                )
-            finding = None
-            if lr_find:
-                phases.enter("LR range test")
-                advice, finding = _with_lr_finding(advice, runner, console)
+        budget = Budget(options.budget_s)  # the baseline counts: the budget starts now
+        advice, finding = _tune(runner, options, budget, out, console)
+        writes = advice.written_by is None
         if writes:
             save_or_keep(advice.config, out, stem=script.stem)
         record = run_record(
             advice,
             kind="tune",
             command=options.command,
-            storage=storage,
+            storage=options.storage,
             config_path=str(out) if writes else None,
             lr_finding=finding,
         )
         advice.record_path = write_record(record, trials_dir)
     return TuneResult(advice, out, trials_dir, advice.search.storage)
+
+
+def _tune(
+    runner: ScriptRunner,
+    options: PipelineOptions,
+    budget: Budget,
+    out: Path,
+    console: Console | None,
+) -> tuple[Advice, LrFinding | None]:
+    """The shared skeleton on the script's job: its baseline and hook check, the best
+    config saved as the search finds it, and with ``lr_find`` the LR range test, whose
+    time is kept from the search once the baseline has said what a run costs."""
+    metric = options.metric if isinstance(options.metric, str) else None
+    finding: list[LrFinding | None] = [None]
+
+    def baseline() -> tuple[Job, Goal | None]:
+        job, report = _job(runner, console, metric)
+        if options.lr_find:
+            budget.keep(LR_PHASE, _sweep_cost_s(job))
+        return job, check_hook(report, options, runner.script)
+
+    def save_best(job: Job) -> OnBest | None:
+        # A shared study's config is written once, by the worker that ends the study.
+        return None if is_shared(options.storage or "") else _SaveBest(out, job, options, console)
+
+    def lr_range_test(advice: Advice, job: Job, phases: Phases) -> Advice:
+        if not options.lr_find:
+            return advice
+        budget.release(LR_PHASE)
+        phases.enter("LR range test")
+        advice, finding[0] = _with_lr_finding(advice, runner, console)
+        return advice
+
+    advice = tune_job(
+        baseline, options, budget, console=console, on_best=save_best, then=lr_range_test
+    )
+    return advice, finding[0]
+
+
+LR_PHASE = "the LR range test"
+
+
+def _sweep_cost_s(job: Job) -> float:
+    """What ``tune --lr-find``'s range test costs: one more run of the script, start-up
+    included, for the sweep's steps at the baseline's step time."""
+    return job.one_trial_s + SWEEP_STEPS * job.baseline.step_time_s
 
 
 def _job(
@@ -207,14 +188,10 @@ def _job(
         UsageError: the script never reaches ``prepare()``, or fails with its own settings.
     """
     script = runner.script
-    if console:
-        console.print(
-            f"autoaccel: running {script.name} with its own settings (the baseline); "
-            f"logs in {runner.trials_dir}",
-            highlight=False,
-            markup=False,
-            soft_wrap=True,
-        )
+    say(
+        console,
+        f"running {script.name} with its own settings (the baseline); logs in {runner.trials_dir}",
+    )
     started = time.monotonic()
     first = runner.run(None, metric=metric)
     trial_s = time.monotonic() - started  # the real cost of a trial here, start-up included
@@ -234,7 +211,7 @@ def _job(
         conv_model=report.conv_model,
         tensor_data=report.tensor_data,
         device=torch.device(report.device),
-        start_s=PYTHON_START_S,
+        start_s=TUNE.start_s,
         optimizer=report.optimizer,
         has_loader=report.dataset_size is not None,
     )
@@ -256,46 +233,15 @@ def _job(
     return job, report
 
 
-def _objective(objective: str, target: float | None, metric: str | None) -> Objective:
-    """The objective asked for, checked with the goal's arguments.
-
-    Raises:
-        UsageError: an unknown objective, a metric without a target, a target with the
-            throughput objective, or a target that is not a finite number.
-    """
-    if objective not in Objective.spellings():
-        raise UsageError(
-            f"--objective must be one of {', '.join(Objective.spellings())}, got {objective!r}"
-        )
-    if metric is not None and target is None:
-        raise UsageError(
-            f"--metric {metric} needs --target, the value to reach (e.g. --target 0.95 "
-            "--metric accuracy)"
-        )
-    if target is not None and objective != Objective.TIME_TO_LOSS:
-        raise UsageError(
-            "--target is for --objective time-to-loss (the throughput objective has no "
-            "quality to reach); add --objective time-to-loss"
-        )
-    if target is not None and not math.isfinite(target):
-        raise UsageError(f"--target must be a finite number, got {target!r}")
-    return Objective(objective)
-
-
-def _objective_flags(objective: Objective, target: float | None, metric: str | None) -> list[str]:
+def _objective_flags(options: PipelineOptions) -> list[str]:
     """The objective's flags as the user gave them, for the config's provenance."""
+    objective, target, metric = options.objective, options.target, options.metric
     flags = [] if objective is Objective.THROUGHPUT else ["--objective", str(objective)]
     flags += ["--target", f"{target:g}"] if target is not None else []
-    return flags + (["--metric", metric] if metric else [])
+    return flags + (["--metric", metric] if isinstance(metric, str) else [])
 
 
-def _check_hook(
-    report: TrialReport,
-    objective: Objective,
-    target: float | None,
-    metric: str | None,
-    script: Path,
-) -> Goal | None:
+def check_hook(report: TrialReport, options: PipelineOptions, script: Path) -> Goal | None:
     """The script's evaluate hook, checked on the untrained model (the baseline called it)
     before any search; the goal to aim at, when a target was given.
 
@@ -303,6 +249,8 @@ def _check_hook(
         UsageError: time-to-loss without a hook; a hook that raises, gives no number or
             NaN, lacks the metric; a target the untrained model already meets.
     """
+    objective, target = options.objective, options.target
+    metric = options.metric if isinstance(options.metric, str) else None
     hook = f"{script.name}'s evaluate hook"
     if report.hook_error:
         raise UsageError(f"{hook} fails on the untrained model: {report.hook_error}")
@@ -360,13 +308,11 @@ class _SaveBest:
         try:
             save_config(partial, self.out)
         except OSError as error:  # the search goes on; the final write says where it went
-            if self.console and not self.failed:
-                self.console.print(
-                    f"autoaccel: cannot save the best config so far to {self.out} "
+            if not self.failed:
+                say(
+                    self.console,
+                    f"cannot save the best config so far to {self.out} "
                     f"({error.strerror or error}); the search goes on",
-                    highlight=False,
-                    markup=False,
-                    soft_wrap=True,
                 )
             self.failed = True
 
@@ -376,13 +322,8 @@ def _with_lr_finding(
 ) -> tuple[Advice, LrFinding | None]:
     """The range test at the picked batch size; its suggestion becomes the config's lr."""
     config = advice.config
-    if console:
-        console.print(
-            f"autoaccel: LR range test at batch {config.batch_size}",
-            highlight=False,
-            soft_wrap=True,
-        )
-    finding, trial = sweep_script(runner, sweep_config(config), dict(SWEEP))
+    say(console, f"LR range test at batch {config.batch_size}")
+    finding, trial = sweep_script(runner, sweep_config(config), {})
     if finding is None or finding.suggestion is None:
         why = finding.reason if finding else f"{trial.measurement.message} ({trial.log_path})"
         advice.notes.append(f"the LR range test gave no suggestion: {why}")
@@ -394,10 +335,6 @@ def _with_lr_finding(
     advice.config = replace(config, lr=finding.suggestion, lr_scaling="none", provenance=provenance)
     advice.notes.append(f"lr {finding.suggestion:.3g} from the LR range test: {finding}")
     return advice, finding
-
-
-#: The range test's default sweep.
-SWEEP = {"min_lr": 1e-7, "max_lr": 10.0, "steps": 100}
 
 
 @dataclass
@@ -417,9 +354,9 @@ def find_lr_script(
     *,
     config_path: Path | None = None,
     batch_size: int | None = None,
-    min_lr: float = 1e-7,
-    max_lr: float = 10.0,
-    steps: int = 100,
+    min_lr: float = SWEEP_MIN_LR,
+    max_lr: float = SWEEP_MAX_LR,
+    steps: int = SWEEP_STEPS,
     timeout_s: float = 300.0,
     console: Console | None = None,
 ) -> LrFindResult:

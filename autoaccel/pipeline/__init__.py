@@ -5,12 +5,16 @@
 - ``plan``: what the budget affords, decided once from the baseline's costs (every share);
 - ``guard``: the fastest measured setup that has the evidence to stand;
 - ``run``: the stages in order, from the plan to the advice;
-- ``schedule``: with ``objective="time-to-loss"``, the schedule study as the stage after it.
+- ``schedule``: with ``objective="time-to-loss"``, the schedule study as the stage after it;
+- ``front``: the skeleton both front ends share (``tune_job``): baseline, pipeline, schedule.
 """
 
 from autoaccel.pipeline.guard import faster_than_yours, guard_pick, steps_words
 from autoaccel.pipeline.options import (
+    ADVISE,
     MIN_TRIALS,
+    TUNE,
+    FrontEnd,
     Job,
     PipelineOptions,
     check_budget,
@@ -20,8 +24,11 @@ from autoaccel.pipeline.plan import BudgetPlan, PhaseCosts, plan_budget
 from autoaccel.pipeline.run import objective_line, run_pipeline
 
 __all__ = [
+    "ADVISE",
     "MIN_TRIALS",
+    "TUNE",
     "BudgetPlan",
+    "FrontEnd",
     "Job",
     "PhaseCosts",
     "PipelineOptions",

@@ -1,14 +1,24 @@
-"""What the user asked of a tuning run (``PipelineOptions``), what the front end measured
-before the pipeline (``Job``), and the budget's first check (``check_budget``)."""
+"""What the user asked of a tuning run (``PipelineOptions``, made once by
+``PipelineOptions.checked`` with the objective's rules and the budget's first check), how
+each front end spells and defaults it (``FrontEnd``), and what the front end measured before
+the pipeline (``Job``)."""
 
 from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from autoaccel.budget import DEFAULT_MAX_TRIALS
+from autoaccel.budget import (
+    ADVISE_BUDGET_S,
+    DEFAULT_MAX_TRIALS,
+    THROUGHPUT_SHARE,
+    TRIAL_TIMEOUT_S,
+    TUNE_BUDGET_S,
+    TUNE_TTL_BUDGET_S,
+)
 from autoaccel.config import TrainingConfig
 from autoaccel.confirm import CONFIRM_PAIRS
 from autoaccel.errors import UsageError
@@ -19,17 +29,56 @@ from autoaccel.search import SearchSpace, TrialFn, WorkloadFacts
 from autoaccel.states import Objective
 from autoaccel.time_to_loss import Trainer
 
-__all__ = ["MIN_TRIALS", "Job", "PipelineOptions", "check_budget", "study_name_for"]
+__all__ = [
+    "ADVISE",
+    "MIN_TRIALS",
+    "TUNE",
+    "FrontEnd",
+    "Job",
+    "PipelineOptions",
+    "check_budget",
+    "study_name_for",
+    "throughput_share",
+]
 
 MIN_TRIALS = 4  # the least a run measures: baseline, one candidate, one confirmation pair
+Metric = str | Callable[[Any, Any], Any] | None  # a hook's dict entry (tune) or a function
+
+
+@dataclass(frozen=True)
+class FrontEnd:
+    """How a front end names its arguments in messages, and its defaults."""
+
+    name: str  # the prefix of derived study names
+    cli: bool  # arguments are flags (``--target``), else keywords (``target=``)
+    start_s: float  # one trial's fixed cost: a fresh interpreter importing torch (a
+    # script's), or an in-process trial's set-up
+    budget_s: float  # default budget for the throughput objective
+    ttl_budget_s: float  # ... and for time-to-loss
+    include_parallel: bool  # DDP over several processes (script trials only)
+
+    def spell(self, name: str, value: object = None) -> str:
+        """``--name value`` or ``name=value`` (without a value: ``--name`` or ``name=``)."""
+        if self.cli:
+            flag = "--" + name.replace("_", "-")
+            return flag if value is None else f"{flag} {value}"
+        return f"{name}=" if value is None else f"{name}={value!r}"
+
+
+TUNE = FrontEnd("tune", True, 4.0, TUNE_BUDGET_S, TUNE_TTL_BUDGET_S, include_parallel=True)
+ADVISE = FrontEnd("advise", False, 0.5, ADVISE_BUDGET_S, 3 * ADVISE_BUDGET_S, False)
 
 
 @dataclass(frozen=True)
 class PipelineOptions:
-    """What the user asked of a tuning run, gathered once by either front end."""
+    """What the user asked of a tuning run, gathered once by either front end (with
+    ``checked``); every default is here, or in ``autoaccel.budget`` for the CLI's help."""
 
+    budget_s: float = TUNE_BUDGET_S
     max_trials: int = DEFAULT_MAX_TRIALS
     objective: Objective = Objective.THROUGHPUT
+    target: float | None = None  # time-to-loss: the held-out loss, or metric's value, to reach
+    metric: Metric = None  # what target is a value of; None: the held-out loss
     keep_global_batch: bool = False
     storage: str | None = None  # Optuna storage URL or SQLite path
     study_name: str | None = None  # default: derived from the workload, so a rerun resumes
@@ -39,9 +88,95 @@ class PipelineOptions:
     settings: MeterSettings = field(default_factory=MeterSettings)
     confirm_pairs: int = CONFIRM_PAIRS
     horizon_s: float | None = None  # time-to-loss: your setup's training time
+    trial_timeout_s: float = TRIAL_TIMEOUT_S  # a script's trial is killed after this long
+    lr_find: bool = False  # after the search, an LR range test sets the lr (tune)
     command: str = ""  # how the user started this, for the config's provenance
     script: str | None = None  # the training script's file name, when tuning one
     prefix: str = "advise"  # of derived study names: advise | tune
+
+    @classmethod
+    def checked(
+        cls,
+        front: FrontEnd,
+        *,
+        objective: str | None = None,
+        default_objective: Objective = Objective.THROUGHPUT,
+        budget_s: Any = None,
+        **fields: Any,
+    ) -> PipelineOptions:
+        """The options, with the objective's rules and the budget checked before any work.
+
+        Args:
+            front: Which front end asks, for its spelling and defaults.
+            objective: As the user spelled it; None: ``default_objective``.
+            budget_s: None: the front end's default for the objective.
+            fields: The other fields, as the user gave them.
+
+        Raises:
+            UsageError: an unknown objective; a metric without a target, a target with
+                the throughput objective or not a finite number; ``lr_find`` with
+                time-to-loss; a budget that is not a number or too small for the least a
+                run measures (naming the smallest that works); ``max_trials`` < 1.
+        """
+        objective_ = _objective(front, objective or default_objective.value, fields)
+        if budget_s is None:
+            ttl = objective_ is Objective.TIME_TO_LOSS
+            budget_s = front.ttl_budget_s if ttl else front.budget_s
+        options = cls(
+            budget_s=budget_s,
+            objective=objective_,
+            prefix=front.name,
+            include_parallel=front.include_parallel,
+            **fields,
+        )
+        check_budget(
+            budget_s,
+            options.max_trials,
+            options.settings,
+            start_s=front.start_s,
+            share=throughput_share(objective_),
+        )
+        return options
+
+
+def _objective(front: FrontEnd, objective: str, fields: dict[str, Any]) -> Objective:
+    """The objective asked for, checked with the goal's arguments (``checked``)."""
+    target, metric = fields.get("target"), fields.get("metric")
+    spell = front.spell
+    if objective not in Objective.spellings():
+        named = spell("objective") if front.cli else "objective"
+        raise UsageError(
+            f"{named} must be one of {', '.join(Objective.spellings())}, got {objective!r}"
+        )
+    ttl = spell("objective", Objective.TIME_TO_LOSS.value)
+    if metric is not None and target is None:
+        example = "--target 0.95 --metric accuracy" if front.cli else "target=0.95 for 95% accuracy"
+        given = spell("metric", metric) if front.cli else spell("metric")
+        raise UsageError(f"{given} needs {spell('target')}, the value to reach (e.g. {example})")
+    if target is not None and objective != Objective.TIME_TO_LOSS:
+        how = f"add {ttl}" if front.cli else f"give val_data, or {ttl}"
+        raise UsageError(
+            f"{spell('target')} is for {ttl} (the throughput objective has no quality to "
+            f"reach); {how}"
+        )
+    if target is not None and (
+        isinstance(target, bool)
+        or not isinstance(target, (int, float))
+        or not math.isfinite(target)
+    ):
+        raise UsageError(f"{spell('target')} must be a finite number, got {target!r}")
+    if fields.get("lr_find") and objective == Objective.TIME_TO_LOSS:
+        raise UsageError(
+            f"{spell('lr_find')} is part of {ttl} (its range test centres the LR search, "
+            f"and the study picks the LR); drop {spell('lr_find')}"
+        )
+    return Objective(objective)
+
+
+def throughput_share(objective: Objective) -> float:
+    """The part of a budget the throughput search may use (time-to-loss keeps the rest for
+    the schedule study)."""
+    return THROUGHPUT_SHARE if objective is Objective.TIME_TO_LOSS else 1.0
 
 
 @dataclass(frozen=True)

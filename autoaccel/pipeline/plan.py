@@ -11,24 +11,21 @@ afford, and the run keeps to it:
 - the final round (finalists measured again in turn) and the confirmation pairs, in at most
   ``END_SHARE`` of what the baseline leaves.
 
-What does not fit is said with the budget that would fit it. Every share is in the table
-below, and nowhere else.
+What does not fit is said with the budget that would fit it. Every share and overhead
+factor is in ``autoaccel.budget``'s table, and nowhere else.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
+from autoaccel.budget import CHECK_SHARE, END_SHARE, RUN_OVERHEAD
 from autoaccel.confirm import CONFIRM_PAIRS, FINAL_ROUNDS, FINALISTS
-from autoaccel.time_to_loss.guard import RUN_OVERHEAD, guard_horizon_s
+from autoaccel.time_to_loss.guard import guard_horizon_s
 
-__all__ = ["CHECK_SHARE", "END_SHARE", "BudgetPlan", "PhaseCosts", "plan_budget"]
-
-# The shares, in one place.
-END_SHARE = 0.4  # of what the baseline leaves, at most for the final round and confirmation
-CHECK_SHARE = 0.15  # of the whole budget, at most for the guard's two check runs
+__all__ = ["BudgetPlan", "PhaseCosts", "plan_budget"]
 
 
 @dataclass(frozen=True)
@@ -70,6 +67,7 @@ class BudgetPlan:
     asked_pairs: int  # the confirmation pairs asked for (``PipelineOptions.confirm_pairs``)
     check_s: float  # kept for the guard's check runs (0: they do not fit)
     check_budget_s: float  # the budget at which they would fit
+    kept: dict[str, float] = field(default_factory=dict)  # later phases' shares, already kept
 
     @property
     def search_s(self) -> float:
@@ -110,6 +108,7 @@ class BudgetPlan:
             parts.append(f"final round of {FINALISTS} finalists x {self.final_rounds}")
         pairs = f"{self.confirm_pairs} confirmation pair{'s' * (self.confirm_pairs != 1)}"
         parts.append(f"{pairs} (more while time is left)")
+        parts += [f"{seconds:.0f} s kept for {phase}" for phase, seconds in self.kept.items()]
         line = f"{_spelled(self.given_s).removeprefix('--budget ')}: " + "; ".join(parts)
         missing = self.missing()
         return line + (f" (not: {'; '.join(missing)})" if missing else "")
@@ -134,8 +133,10 @@ def plan_budget(
     *,
     guarded: bool,
     confirm_pairs: int = CONFIRM_PAIRS,
+    kept: dict[str, float] | None = None,
 ) -> BudgetPlan:
-    """The plan for a budget of ``given_s`` of which ``left_s`` is left after the baseline.
+    """The plan for a budget of ``given_s`` of which ``left_s`` is left after the baseline
+    and after what later phases keep (``kept``: the schedule study, the LR range test).
 
     The final round and the confirmation get their full plan when it fits in ``END_SHARE``
     of what is left, else one confirmation pair at least and the final round only with what
@@ -161,6 +162,7 @@ def plan_budget(
         asked_pairs=confirm_pairs,
         check_s=check_s,
         check_budget_s=check_budget_s,
+        kept=dict(kept or {}),
     )
 
 

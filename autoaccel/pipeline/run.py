@@ -30,7 +30,7 @@ from rich.console import Console
 
 from autoaccel._version import __version__
 from autoaccel.advice import Advice, lr_follows_batch, recommendations
-from autoaccel.budget import Budget
+from autoaccel.budget import MORE_PAIRS, Budget
 from autoaccel.config import NOT_MEASURED, Provenance, TrainingConfig, now_iso
 from autoaccel.confirm import Speedup, confirm, final_round, knobs_key
 from autoaccel.measure import Measurement
@@ -58,10 +58,9 @@ from autoaccel.search.space import memory_budget
 from autoaccel.states import Objective
 from autoaccel.time_to_loss.guard import GuardVerdict
 
-__all__ = ["END_PHASES", "objective_line", "run_pipeline"]
+__all__ = ["END_PHASES", "EndPhase", "objective_line", "ranked_finalists", "run_pipeline"]
 
 END_PHASES = "the final round and confirmation"
-MORE_PAIRS = 2  # confirmation pairs: up to this many times those asked, while they fit
 
 
 def run_pipeline(
@@ -93,6 +92,7 @@ def run_pipeline(
         PhaseCosts(trial_s=job.one_trial_s, start_s=job.start_s),
         guarded=_guarded(options),
         confirm_pairs=options.confirm_pairs,
+        kept=budget.kept(),
     )
     say(console, f"plan: {plan.line()}")
     phases.enter("search")
@@ -108,7 +108,7 @@ def run_pipeline(
         return advice
     say(console, f"search stopped ({result.stop_reason})")
     phases.enter("final round")
-    end = _EndPhase(job.measure, result.records, "final round")
+    end = EndPhase(job.measure, result.records, "final round")
     fastest = result.best
     winner, final_evidence = final_round(
         end,
@@ -135,7 +135,7 @@ def run_pipeline(
         space,
         end.entries,
         pick,
-        _finalists(result, end),
+        ranked_finalists(result, end),
         result.marks,
     )
     advice = _advice(job, options, space, diagnosis, result, speedup, budget, verdict)
@@ -179,7 +179,7 @@ def _guarded(options: PipelineOptions) -> bool:
 
 
 def _confirm_pick(
-    end: _EndPhase, result: SearchResult, options: PipelineOptions, budget: Budget, trial_s: float
+    end: EndPhase, result: SearchResult, options: PipelineOptions, budget: Budget, trial_s: float
 ) -> Speedup:
     """The pick against your setup in interleaved pairs; none when the pick is your setup
     (pairs of one setup confirm nothing)."""
@@ -231,7 +231,7 @@ def _sharding_notes(space: SearchSpace, pick: TrainingConfig) -> list[str]:
     return [f"strategy: {state.advice('processes' in space.names)}"]
 
 
-class _EndPhase:
+class EndPhase:
     """``measure`` for the final round and the confirmation, keeping each measurement with
     the searched params it measured and its phase (``source``), for the study's record."""
 
@@ -249,7 +249,9 @@ class _EndPhase:
         return measurement
 
 
-def _finalists(result: SearchResult, end: _EndPhase) -> list[tuple[dict[str, Any], list[float]]]:
+def ranked_finalists(
+    result: SearchResult, end: EndPhase
+) -> list[tuple[dict[str, Any], list[float]]]:
     """Each config the final round measured, with all its samples/s (its best search trial
     first, as ``confirm.final_round`` counts them); the winner alone when there was none."""
     again: dict[str, list[float]] = {}

@@ -15,7 +15,7 @@ from typing import Any
 from rich.console import Console
 
 from autoaccel.advice import Advice, with_convergence
-from autoaccel.budget import Budget
+from autoaccel.budget import HORIZONS_PER_BUDGET, THROUGHPUT_SHARE, Budget
 from autoaccel.config import TrainingConfig
 from autoaccel.curves import Goal
 from autoaccel.pipeline.options import PipelineOptions
@@ -27,16 +27,12 @@ from autoaccel.time_to_loss.training import Trainer
 
 __all__ = [
     "SCHEDULE_PHASE",
-    "THROUGHPUT_SHARE",
     "keep_for_schedule",
     "rates_by_batch",
     "settings_by_batch",
-    "throughput_share",
     "tune_schedule",
 ]
 
-THROUGHPUT_SHARE = 0.35  # of a time-to-loss budget, for the system-knob search
-HORIZONS_PER_BUDGET = 10  # a schedule candidate trains for about 1/10 of what is left
 SCHEDULE_PHASE = "the schedule study"
 
 
@@ -150,8 +146,3 @@ def keep_for_schedule(budget: Budget, options: PipelineOptions) -> None:
     """With time-to-loss, hold the schedule study's share back from the throughput search."""
     if options.objective is Objective.TIME_TO_LOSS:
         budget.keep(SCHEDULE_PHASE, (1 - THROUGHPUT_SHARE) * budget.given_s)
-
-
-def throughput_share(objective: Objective) -> float:
-    """The part of a budget the throughput search may use (for the minimum-budget check)."""
-    return THROUGHPUT_SHARE if objective is Objective.TIME_TO_LOSS else 1.0

@@ -163,26 +163,7 @@ def prepare(
     if trial is not None:
         facts = _trial_facts(model, optimizer, spec, user, device, notes)
         facts.update(_hook_facts(trial, model, evaluate))
-        if trial.curve is not None:
-            observer = CurveSession(
-                trial,
-                facts,
-                model=model,
-                evaluate=evaluate,
-                accumulation=chosen.grad_accum_steps,
-                rank=processes.rank,
-                world=processes.world,
-                device=device,
-            )
-        else:
-            observer = TrialSession(
-                trial,
-                facts,
-                rank=processes.rank,
-                world=processes.world,
-                device=device,
-                optimizer=optimizer,
-            )
+        observer = _session(trial, facts, model, optimizer, evaluate, chosen, processes, device)
         if trial.lr_sweep is not None:  # the sweep sets the LR of every step itself
             scheduler = tuned_scheduler = None
     elif processes.rank == 0:
@@ -197,6 +178,34 @@ def prepare(
         device=device,
         observer=observer,
         distributed=processes.world > 1,
+    )
+
+
+def _session(
+    trial: TrialSpec,
+    facts: dict[str, Any],
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    evaluate: Callable[[], Any] | None,
+    chosen: TrainingConfig,
+    processes: _Processes,
+    device: torch.device,
+) -> StepObserver:
+    """The script side of a tuner's trial: a loss-curve run, or a measuring one (an LR
+    range test too)."""
+    if trial.curve is not None:
+        return CurveSession(
+            trial,
+            facts,
+            model=model,
+            evaluate=evaluate,
+            accumulation=chosen.grad_accum_steps,
+            rank=processes.rank,
+            world=processes.world,
+            device=device,
+        )
+    return TrialSession(
+        trial, facts, rank=processes.rank, world=processes.world, device=device, optimizer=optimizer
     )
 
 

@@ -33,6 +33,7 @@ from autoaccel.budget import Budget
 from autoaccel.config import TrainingConfig
 from autoaccel.errors import UsageError
 from autoaccel.measure import Measurement, PruneBelow
+from autoaccel.progress import say
 from autoaccel.redact import mask_url
 from autoaccel.search.shared import (
     DUPLICATE_ATTR,
@@ -480,13 +481,11 @@ class Search:
         if best is not None and base is not None and base.value > 0:
             ratio = f" ({best.value / base.value:.2f}x baseline)"
         best_text = f"{best.value:,.0f}{ratio}" if best else "none yet"
-        self.console.print(
+        say(
+            self.console,
             f"trial #{record.number} ({self._measured}/{self.max_trials})  {shown}  -> "
-            f"{result}  | best "
-            f"{best_text}  | {max(0.0, self._time_left()):.0f} s left",
-            highlight=False,
-            soft_wrap=True,
-            markup=False,
+            f"{result}  | best {best_text}  | {max(0.0, self._time_left()):.0f} s left",
+            tag="",
         )
 
     # --- the whole search ------------------------------------------------------------------
@@ -560,10 +559,11 @@ class Search:
         after ``GRACE_S``. At most ``GRACE_S`` and two typical trials."""
         deadline = time.monotonic() + GRACE_S + HEARTBEAT_S + 2 * self._typical_trial_s()
         self._refresh()
-        if self._in_flight and self.console is not None:
-            self.console.print(
+        if self._in_flight:
+            say(
+                self.console,
                 f"waiting for the {len(self._in_flight)} trial(s) other workers are measuring",
-                highlight=False,
+                tag="",
             )
         while self._in_flight and time.monotonic() < deadline:
             time.sleep(HEARTBEAT_S / 2)

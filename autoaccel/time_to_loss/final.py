@@ -14,16 +14,16 @@ from collections.abc import Callable
 from dataclasses import replace
 from statistics import geometric_mean
 
+from autoaccel.budget import FINAL_SHARE
 from autoaccel.config import TrainingConfig
 from autoaccel.confirm import measure_in_turn
 from autoaccel.curves import Level, LossRun, pace_of
 
-__all__ = ["FINAL_SHARE", "final_plan", "final_round", "measured_plan", "outcome_line"]
+__all__ = ["final_plan", "final_round", "measured_plan", "outcome_line"]
 
 # The final round, (finalists, other data orders) by preference: the best candidates and
 # your setup trained again on other data orders, in at most a share of the study's budget.
 FINAL_PLANS = ((4, 2), (3, 2), (2, 2), (2, 1), (1, 1))
-FINAL_SHARE = 0.3
 
 #: Trains a config (None: your setup) again on data order ``order``, stopping at a level.
 TrainAgain = Callable[[TrainingConfig | None, Level, int], LossRun]

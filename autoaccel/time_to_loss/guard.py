@@ -26,6 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from statistics import geometric_mean
 
+from autoaccel.budget import GUARD_SHARE
 from autoaccel.config import TrainingConfig
 from autoaccel.curves import LossRun, find_plateau, level_ratios, target_levels
 from autoaccel.scoring import Scoring
@@ -42,9 +43,7 @@ __all__ = [
 ]
 
 GUARD_EVALS = 20  # points on each curve
-GUARD_SHARE = 0.05  # of the budget, for each of the two runs' horizon
 GUARD_MIN_S, GUARD_MAX_S = 6.0, 20.0
-RUN_OVERHEAD = 1.25  # a run's wall time over its training time (scoring, start-up), at least
 GUARD_TOLERANCE = 1.1  # the pick may reach a level this many times later than yours (noise)
 # What decides how one optimizer step learns (``steps_as_yours``); the other knobs set speed.
 STEP_FIELDS = (

@@ -29,7 +29,7 @@ from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
 from rich.console import Console
 
-from autoaccel.budget import Budget
+from autoaccel.budget import CANDIDATE_CAP, CANDIDATE_OVERHEAD, SWEEP_STEPS, Budget
 from autoaccel.config import SCHEDULES, TrainingConfig
 from autoaccel.curves import (
     CurvePoint,
@@ -51,7 +51,7 @@ from autoaccel.states import Outcome
 from autoaccel.time_to_loss.final import final_plan, final_round, measured_plan, outcome_line
 from autoaccel.time_to_loss.training import Trainer
 
-__all__ = ["ConvergenceResult", "ScheduleInputs", "search_schedule"]
+__all__ = ["ConvergenceResult", "ScheduleInputs", "at_global", "search_schedule"]
 
 # With a goal, evaluated this often instead: a noisy metric (accuracy) first touches the
 # goal between sparse evaluations, and evaluating as often as you would finds it there.
@@ -64,9 +64,6 @@ WARMUP_FRACTIONS = (0.0, 0.05, 0.1, 0.2)  # of the steps the decay spans
 DECAY_SPANS = (0.5, 1.0, 2.0)  # the decay's length, in multiples of your time to the last level
 MOMENTA = (0.8, 0.9, 0.95, 0.99)
 LR_SPREAD = 4.0  # peak LR searched from 1/4x to 4x the middle, at least
-SWEEP_STEPS = 100  # steps of the LR range test
-CANDIDATE_CAP = 2.0  # a candidate trains at most this many times your time to your loss
-OVERHEAD = 1.3  # a candidate's wall time over its training time (evaluations), at most
 END_PHASES = "the final round and the pick's whole-horizon run"
 
 
@@ -161,7 +158,7 @@ def _nearest_log(value: int, measured: Any) -> int:
     return min(measured, key=lambda b: abs(math.log(b / value)))
 
 
-def _at_global(settings: dict[int, TrainingConfig], global_batch: int) -> TrainingConfig:
+def at_global(settings: dict[int, TrainingConfig], global_batch: int) -> TrainingConfig:
     """The settings measured at the nearest global batch, at ``global_batch``: the same
     processes and accumulation when they divide it (the per-process batch follows), else
     one process."""
@@ -341,7 +338,7 @@ class _ScheduleStudy:
         sweep_s = max(10.0, self.inputs.horizon_s)
         tested = system
         if SWEEP_STEPS / _steps_per_s(system, rates) > sweep_s:
-            tested = _at_global(self.settings, user.global_batch)
+            tested = at_global(self.settings, user.global_batch)
         finding = self.trainer.find_lr(tested, steps=SWEEP_STEPS, max_s=sweep_s)
         self.say(f"LR range test at {batch_words(tested)}: {finding}")
         return finding, tested
@@ -384,7 +381,7 @@ class _ScheduleStudy:
         """A candidate's config: the settings measured fastest at its global batch, the LR
         moved there by the rule, and its schedule sized to the steps it will take."""
         inputs = self.inputs
-        shaped = _at_global(self.settings, int(params["global_batch"]))
+        shaped = at_global(self.settings, int(params["global_batch"]))
         # The decay ends after a multiple of your time to the last level (a schedule that
         # anneals by then gets there sooner than one spread over the horizon), or with the
         # horizon when there are no levels.
@@ -467,11 +464,11 @@ class _ScheduleStudy:
         self, study: optuna.Study, distributions: dict[str, Any], at_user: list[float]
     ) -> tuple[list[LossRun], str]:
         """Candidates until the budget, less the end phases' share, is spent."""
-        per_candidate = self._candidate_s() * OVERHEAD
+        per_candidate = self._candidate_s() * CANDIDATE_OVERHEAD
         self.plan = final_plan(self.share_s, per_candidate)
         finalists, orders = self.plan
         final_s = orders * (finalists + 1) * per_candidate
-        kept = (self.inputs.horizon_s * OVERHEAD + final_s) if self.levels else 0.0
+        kept = (self.inputs.horizon_s * CANDIDATE_OVERHEAD + final_s) if self.levels else 0.0
         self.budget.keep(END_PHASES, kept)
         runs: list[LossRun] = []
         try:
@@ -563,7 +560,7 @@ class _ScheduleStudy:
         if "yours" not in self.wall_s or "horizon" not in self.wall_s:
             return self.plan
         # The pick's run: your horizon run's cost, its more frequent evaluations allowed for.
-        room = self.budget.left_s(keep_s=self.wall_s["horizon"] * OVERHEAD)
+        room = self.budget.left_s(keep_s=self.wall_s["horizon"] * CANDIDATE_OVERHEAD)
         costs = [
             math.inf if r.number is None else self.wall_s.get(r.number, math.inf) for r in ranked
         ]

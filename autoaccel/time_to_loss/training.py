@@ -242,14 +242,12 @@ def find_lr(
     config: TrainingConfig,
     train: DataSpec,
     *,
-    min_lr: float = 1e-6,
-    max_lr: float = 10.0,
-    steps: int = 100,
-    max_s: float = 60.0,
+    steps: int,
+    max_s: float,
 ) -> LrFinding:
     """Smith's LR range test at ``config``'s batch size, on a fresh copy of the model (the
     caller's model and optimizer are never touched)."""
-    sweep = RangeSweep(min_lr=min_lr, max_lr=max_lr, steps=steps)
+    sweep = RangeSweep(steps=steps)
     with applied_settings(config):
         run = prepared_run(workload, sweep_config(config), train)
         try:

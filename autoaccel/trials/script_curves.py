@@ -23,7 +23,7 @@ from autoaccel.states import Outcome
 from autoaccel.trials.protocol import CurveSpec, TrialReport
 from autoaccel.trials.script import ScriptRunner, ScriptTrial
 
-__all__ = ["POINTS_FILE", "ScriptTrainer", "sweep_script"]
+__all__ = ["POINTS_FILE", "PointsReader", "ScriptTrainer", "sweep_script"]
 
 POINTS_FILE = "points.jsonl"
 SLACK = 3.0  # a curve run's timeout: the runner's, plus this many times its training time
@@ -66,7 +66,7 @@ class ScriptTrainer:
     ) -> LossRun:
         """One script run of ``config`` for ``seconds`` of training time; never raises for a
         failing config (its outcome says). ``seed`` other than ``self.seed`` reseeds."""
-        watch = _Points(on_eval, scoring.evals)
+        watch = PointsReader(on_eval, scoring.evals)
 
         def spec(folder: Path) -> CurveSpec:
             points = folder / POINTS_FILE
@@ -85,15 +85,14 @@ class ScriptTrainer:
 
     def find_lr(self, config: TrainingConfig, *, steps: int, max_s: float) -> LrFinding:
         """The script's own LR range test at ``config``'s batch size."""
-        sweep = {"min_lr": 1e-6, "max_lr": 10.0, "steps": steps}
-        finding, trial = sweep_script(self.runner, config, sweep)
+        finding, trial = sweep_script(self.runner, config, {"steps": steps})
         if finding is not None:
             return finding
         why = f"the script gave no curve: {trial.measurement.message} ({trial.log_path})"
         return LrFinding((), (), None, "none", why)
 
 
-class _Points:
+class PointsReader:
     """The points a running script has written so far, each told to ``on_eval`` once."""
 
     def __init__(self, on_eval: Callable[[int, CurvePoint], bool] | None, evals: int) -> None:
@@ -136,7 +135,7 @@ def _point(row: list[Any]) -> CurvePoint:
 
 
 def _loss_run(
-    config: TrainingConfig, trial: ScriptTrial, watch: _Points, scoring: Scoring
+    config: TrainingConfig, trial: ScriptTrial, watch: PointsReader, scoring: Scoring
 ) -> LossRun:
     """The script run as a ``LossRun``: the report's curve, or the points written before it
     was stopped or killed."""

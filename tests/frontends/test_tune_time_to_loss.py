@@ -15,8 +15,9 @@ import pytest
 from autoaccel.cli import main
 from autoaccel.config import load_config
 from autoaccel.errors import UsageError
-from autoaccel.frontends.script import _check_hook, tune_script
+from autoaccel.frontends.script import check_hook, tune_script
 from autoaccel.measure import MeterSettings
+from autoaccel.pipeline import TUNE, PipelineOptions
 from autoaccel.states import Objective
 from autoaccel.trials.protocol import TrialReport
 
@@ -134,6 +135,12 @@ SCRIPT_PATH = Path("train.py")
 TTL = Objective.TIME_TO_LOSS
 
 
+def _options(
+    objective: Objective, target: float | None = None, metric: str | None = None
+) -> PipelineOptions:
+    return PipelineOptions(objective=objective, target=target, metric=metric)
+
+
 @pytest.mark.parametrize(
     ("hook", "objective", "target", "metric", "match"),
     [
@@ -190,12 +197,14 @@ def test_the_hook_and_the_target_are_checked_on_the_untrained_model(
     match: str,
 ) -> None:
     with pytest.raises(UsageError, match=match):
-        _check_hook(report(**hook), objective, target, metric, SCRIPT_PATH)
+        check_hook(report(**hook), _options(objective, target, metric), SCRIPT_PATH)
 
 
 def test_a_target_to_learn_becomes_the_goal() -> None:
-    goal = _check_hook(
-        report(has_hook=True, held_out_start=[1.4, 0.25]), TTL, 0.9, "accuracy", SCRIPT_PATH
+    goal = check_hook(
+        report(has_hook=True, held_out_start=[1.4, 0.25]),
+        _options(TTL, 0.9, "accuracy"),
+        SCRIPT_PATH,
     )
     assert goal is not None and (goal.target, goal.metric, goal.name) == (
         0.9,
@@ -203,7 +212,7 @@ def test_a_target_to_learn_becomes_the_goal() -> None:
         "accuracy",
     )
     assert (
-        _check_hook(report(has_hook=True, held_out_start=[1.4, None]), TTL, None, None, SCRIPT_PATH)
+        check_hook(report(has_hook=True, held_out_start=[1.4, None]), _options(TTL), SCRIPT_PATH)
         is None
     )
 
@@ -234,8 +243,8 @@ def test_time_to_loss_tunes_the_schedule_and_run_trains_like_the_pick(tmp_path: 
     cwd = Path.cwd()
     os.chdir(tmp_path)
     try:
-        result = tune_script(
-            script,
+        options = PipelineOptions.checked(
+            TUNE,
             budget_s=60,
             settings=MeterSettings(window_s=0.3),
             objective="time-to-loss",
@@ -243,6 +252,7 @@ def test_time_to_loss_tunes_the_schedule_and_run_trains_like_the_pick(tmp_path: 
             metric="accuracy",
             seed=0,
         )
+        result = tune_script(script, (), options)
     finally:
         os.chdir(cwd)
     advice = result.advice

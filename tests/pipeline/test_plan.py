@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from autoaccel.budget import CHECK_SHARE, END_SHARE
 from autoaccel.config import TrainingConfig
 from autoaccel.errors import UsageError
 from autoaccel.measure import Measurement, MeterSettings
 from autoaccel.pipeline import Job, PhaseCosts, check_budget, plan_budget
-from autoaccel.pipeline.plan import CHECK_SHARE, END_SHARE
 from autoaccel.search import WorkloadFacts
 
 FAST = PhaseCosts(trial_s=5.0, start_s=3.0)  # the CNN example here: ~5 s a trial
@@ -105,3 +105,11 @@ def test_one_time_costs_do_not_size_the_later_phases() -> None:
     assert _job(baseline, 9.0).one_trial_s == 9.0
     steady = Measurement(outcome="ok", warmup_s=0.3, first_step_s=0.02, step_time_s=0.02)
     assert _job(steady, None).one_trial_s == pytest.approx(0.3 + 0.5)
+
+
+def test_what_later_phases_keep_is_in_the_plan_line() -> None:
+    """tune --lr-find keeps the range test's run from the search once the baseline has
+    measured a run's cost; the plan says so, and the search gets what is left."""
+    plan = plan_budget(180, 150, FAST, guarded=True, kept={"the LR range test": 9.4})
+    assert "(more while time is left); 9 s kept for the LR range test (not: " in plan.line()
+    assert plan.to_dict()["kept"] == {"the LR range test": 9.4}

@@ -15,7 +15,7 @@ from autoaccel.measure import MeterSettings
 from autoaccel.scoring import Scoring
 from autoaccel.states import Outcome
 from autoaccel.trials.script import ScriptRunner
-from autoaccel.trials.script_curves import POINTS_FILE, ScriptTrainer, _Points
+from autoaccel.trials.script_curves import POINTS_FILE, PointsReader, ScriptTrainer
 
 pytestmark = pytest.mark.slow
 
@@ -186,7 +186,7 @@ def test_points_written_between_two_polls_are_each_told_once_in_order(tmp_path: 
         told.append((k, point.loss))
         return False
 
-    watch = _Points(never_prune, evals=10)
+    watch = PointsReader(never_prune, evals=10)
     watch.path = tmp_path / POINTS_FILE
     watch.path.write_text("[0.5, 3, 1.5, null, false]\n[1.0, 6, 1.2, null, false]\n[1.5, 9,")
     assert not watch.stop_when(tmp_path)

@@ -560,7 +560,7 @@ def cases() -> list[Case]:
                 "from autoaccel.cli import main\nsys.exit(main(['tune', 'train.py']))\n"
             ),
             files={"train.py": TRAIN},
-            check=contains("which is missing"),
+            check=contains("a link to a missing file"),
         ),
         Case(
             "tune: the evaluate hook's error repeats --api-key",

@@ -51,8 +51,7 @@ def test_short_budgets_read_in_tenths() -> None:
 
 
 def test_advise_stops_at_the_budget_it_was_given_and_says_so(tmp_path: Path) -> None:
-    """The search's stop message quotes the budget as given and the time really spent, and
-    the whole run ends within the budget plus about one trial."""
+    """The search's stop message quotes the budget as given and the time really spent."""
     budget_s = 8.0
     advice = advise(
         mlp(),
@@ -68,8 +67,8 @@ def test_advise_stops_at_the_budget_it_was_given_and_says_so(tmp_path: Path) -> 
     found = re.fullmatch(r"budget \(8 s\): (\d+\.\d) s spent, .* kept for .*", reason)
     assert found, reason
     assert float(found.group(1)) <= advice.wall_s
-    one_trial = max(r.elapsed_s for r in advice.search.records)
-    assert advice.wall_s <= budget_s + one_trial + 1.0, (advice.wall_s, one_trial)
+    # Within the budget plus one trial, and most of it used: tests/pipeline/test_run_budget.py
+    # shows it on an injected clock (here the machine's speed would decide).
     # The confirmation was kept time for; a pick that is your own setup needs none (the
     # guard keeps it where no other setup at your global batch was faster).
     if advice.speedup.yours_kept:

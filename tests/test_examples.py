@@ -27,7 +27,9 @@ def cli(*args: str, cwd: Path, timeout: float = 400) -> subprocess.CompletedProc
 @pytest.mark.parametrize(
     ("example", "run_args", "tune_args"),
     [
-        ("train_cnn.py", ["--epochs", "1", "--samples", "256"], []),
+        pytest.param(  # the README's main job, end to end: a minute
+            "train_cnn.py", ["--epochs", "1", "--samples", "256"], [], marks=pytest.mark.slow
+        ),
         pytest.param(
             "train_lm.py",
             ["--steps", "3"],
@@ -120,6 +122,7 @@ print(f"rank {os.environ['RANK']} of {os.environ['WORLD_SIZE']}: {seen} samples"
 """
 
 
+@pytest.mark.slow  # two torchrun agents and their ranks: 15-25 s
 def test_run_on_two_nodes_meets_at_the_rendezvous_and_prints_the_command(tmp_path: Path) -> None:
     """Two `autoaccel run --nnodes 2` on this machine stand for two nodes: they meet at a
     c10d rendezvous on loopback and train as one job of 2 processes (1 per node)."""

@@ -74,9 +74,8 @@ def check_storage(storage: str | None) -> str:
             if path.is_dir():
                 raise IsADirectoryError(f"{path} is a directory")
             if path.is_symlink() and not path.exists():
-                raise FileNotFoundError(
-                    f"{path} is a link to {os.readlink(path)}, which is missing"
-                )
+                # the words first: a long path is cut at the message's end
+                raise FileNotFoundError(f"a link to a missing file: {path} -> {os.readlink(path)}")
             try_write(path.parent)
             if not path.exists():  # the study creates it; a failed baseline leaves none
                 return url

@@ -77,27 +77,27 @@ def test_a_loss_that_is_nan_from_the_first_step_names_the_likely_cause() -> None
 
 @pytest.mark.slow
 def test_advise_with_a_goal_ranks_by_the_time_to_it(tmp_path: Path) -> None:
-    advice = advise_with_validation(tmp_path, metric=accuracy, target=0.5, budget_s=18)
+    advice = advise_with_validation(tmp_path, metric=accuracy, target=0.4, budget_s=18)
     c = advice.convergence
-    assert c is not None and c.aim == "accuracy 0.5 (your goal)"
+    assert c is not None and c.aim == "accuracy 0.4 (your goal)"
     (level,) = c.levels
     assert level.metric and level.higher and 0 < level.seconds <= 1.5
     # Your time to the goal: the geometric mean over two data orders, both named.
-    (note,) = [n for n in c.notes if n.startswith("your time to accuracy 0.5")]
+    (note,) = [n for n in c.notes if n.startswith("your time to accuracy 0.4")]
     times = [float(t) for t in re.findall(r"([\d.]+) s", note)]
     assert "over 2 data orders" in note and len(times) == 2
     assert level.seconds == pytest.approx(math.sqrt(times[0] * times[1]), abs=0.06)
-    assert c.baseline.start_metric is not None and c.baseline.start_metric < 0.5
+    assert c.baseline.start_metric is not None and c.baseline.start_metric < 0.4
     assert all(p.metric is not None for p in c.baseline.curve)
     for run in c.runs:  # a candidate stopped at the goal, or when it ran out of time
-        if run.ok and run.curve[-1].metric is not None and run.curve[-1].metric >= 0.5:
-            assert "reached 0.5" in run.message
+        if run.ok and run.curve[-1].metric is not None and run.curve[-1].metric >= 0.4:
+            assert "reached 0.4" in run.message
     finalists = [r for r in c.runs if r.paces]
     assert finalists and all(len(r.paces) >= 2 for r in finalists)  # its first run + others
     assert c.best is c.baseline or c.best in finalists
     if c.best is not c.baseline:
-        assert advice.config.provenance.measured["target_metric"] == 0.5
-    assert "accuracy 0.5 (your goal)" in advice.summary(width=200)
+        assert advice.config.provenance.measured["target_metric"] == 0.4
+    assert "accuracy 0.4 (your goal)" in advice.summary(width=200)
 
 
 def test_bad_goals_are_refused_before_any_work() -> None:

@@ -110,9 +110,9 @@ def _guard(
 ) -> tuple[SearchResult, GuardVerdict]:
     """The guard stage with a plan that has room for check runs (the records carry no
     trial curves, so the check runs decide)."""
-    plan = plan_budget(600, 590, PhaseCosts(trial_s=1.0, start_s=0.5), guarded=True)
+    plan = plan_budget(120, 110, PhaseCosts(trial_s=1.0, start_s=0.5), guarded=True)
     assert plan.check_runs
-    return guard_pick(job, result, plan, Budget(600), console)
+    return guard_pick(job, result, plan, Budget(120), console)
 
 
 def test_each_faster_setup_whose_steps_differ_is_checked_until_one_stands() -> None:

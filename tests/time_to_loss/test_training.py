@@ -119,7 +119,9 @@ def test_a_candidate_stops_once_it_reaches_the_loss_to_beat() -> None:
     config = TrainingConfig(batch_size=32)
     full = train_for(workload, config, HeldOut(train, holdout), seconds=1.2, scoring=Scoring(6))
     assert full.ok and full.start_loss is not None and full.start_loss > full.curve[0].loss
-    goal = full.curve[2].loss * 1.2  # reached by the third evaluation, sooner if it learns faster
+    # Halfway down from the start: reached early on (most of the drop comes first), by the
+    # second run too even on a busier machine, which fits fewer steps in each 0.2 s.
+    goal = full.start_loss - 0.5 * (full.start_loss - full.final)
     early = train_for(
         workload,
         config,

@@ -94,7 +94,8 @@ def test_real_trials_record_their_curves_and_decide() -> None:
     workload = make_workload(
         model, spec, loss_fn=None, optimizer=torch.optim.SGD(model.parameters(), lr=0.1)
     )
-    settings = MeterSettings(window_s=0.5, max_warmup_s=1.0)
+    # Enough steps to decide on however busy the machine is: the window counts steps too.
+    settings = MeterSettings(window_s=0.5, min_window_steps=60, max_warmup_s=1.0)
     yours = run_trial(workload, USER, settings)
     again = run_trial(workload, USER, settings)
     assert yours.ok and len(yours.loss_samples) == len(yours.losses) >= 10

@@ -143,7 +143,7 @@ def _tune(
     """The shared skeleton on the script's job: its baseline and hook check, the best
     config saved as the search finds it, and with ``lr_find`` the LR range test, whose
     time is kept from the search once the baseline has said what a run costs."""
-    metric = options.metric if isinstance(options.metric, str) else None
+    metric = options.hook_metric
     finding: list[LrFinding | None] = [None]
 
     def baseline() -> tuple[Job, Goal | None]:
@@ -235,10 +235,10 @@ def _job(
 
 def _objective_flags(options: PipelineOptions) -> list[str]:
     """The objective's flags as the user gave them, for the config's provenance."""
-    objective, target, metric = options.objective, options.target, options.metric
+    objective, target, metric = options.objective, options.target, options.hook_metric
     flags = [] if objective is Objective.THROUGHPUT else ["--objective", str(objective)]
     flags += ["--target", f"{target:g}"] if target is not None else []
-    return flags + (["--metric", metric] if isinstance(metric, str) else [])
+    return flags + (["--metric", metric] if metric else [])
 
 
 def check_hook(report: TrialReport, options: PipelineOptions, script: Path) -> Goal | None:
@@ -250,7 +250,7 @@ def check_hook(report: TrialReport, options: PipelineOptions, script: Path) -> G
             NaN, lacks the metric; a target the untrained model already meets.
     """
     objective, target = options.objective, options.target
-    metric = options.metric if isinstance(options.metric, str) else None
+    metric = options.hook_metric
     hook = f"{script.name}'s evaluate hook"
     if report.hook_error:
         raise UsageError(f"{hook} fails on the untrained model: {report.hook_error}")

@@ -94,6 +94,12 @@ class PipelineOptions:
     script: str | None = None  # the training script's file name, when tuning one
     prefix: str = "advise"  # of derived study names: advise | tune
 
+    @property
+    def hook_metric(self) -> str | None:
+        """The metric as the name of an entry of a script's evaluate hook; None for the
+        held-out loss, or for advise()'s metric function."""
+        return self.metric if isinstance(self.metric, str) else None
+
     @classmethod
     def checked(
         cls,

@@ -101,7 +101,7 @@ FOLDER = Path(tempfile.mkdtemp(prefix="autoaccel-property-"))
 def loads_or_refuses(text: str) -> None:
     path = FOLDER / "autoaccel.yaml"
     path.write_text(text, encoding="utf-8", errors="surrogatepass")
-    started = time.monotonic()
+    started = time.process_time()  # CPU time: a busy machine does not inflate it
     try:
         config = load_config(path)
     except ConfigError as error:
@@ -116,7 +116,7 @@ def loads_or_refuses(text: str) -> None:
                 assert value <= meta["maximum"], (name, value)
             assert not isinstance(value, int) or value <= 10**9, (name, value)  # any knob
         assert TrainingConfig.from_dict(config.to_dict()) == config
-    assert time.monotonic() - started < 2.0
+    assert time.process_time() - started < 2.0
     assert sorted(p.name for p in FOLDER.iterdir()) == ["autoaccel.yaml"]
 
 

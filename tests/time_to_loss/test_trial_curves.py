@@ -104,4 +104,5 @@ def test_real_trials_record_their_curves_and_decide() -> None:
     # The same state and data order: the first losses agree to rounding.
     assert again.losses[:5] == pytest.approx(yours.losses[:5], rel=1e-4)
     verdict = curve_verdict(again, USER, yours, USER)
-    assert verdict.decided_by == "trials" and math.isfinite(verdict.pace or math.inf)
+    assert verdict.decided_by == "trials", verdict.line
+    assert math.isfinite(verdict.pace or math.inf)

@@ -82,8 +82,8 @@ def test_a_rank_that_hangs_is_killed_with_the_others_at_the_timeout(tmp_path: Pa
     forward = _rank_1_at_step_5("time.sleep(3600)")
     path = script(tmp_path, forward=forward)
     started = time.monotonic()
-    trial = _runner(path, tmp_path, timeout_s=20).run(DDP)
+    trial = _runner(path, tmp_path, timeout_s=15).run(DDP)
     took = time.monotonic() - started
     assert trial.timed_out and trial.measurement.outcome == "timeout"
-    assert took < 20 + 12  # the timeout, then TERM and KILL with their grace periods
+    assert took < 15 + 12  # the timeout, then TERM and KILL with their grace periods
     assert _left_running(path) == []

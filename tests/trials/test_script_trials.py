@@ -258,7 +258,7 @@ def test_a_stop_keeps_the_best_so_far_and_the_study_resumes(tmp_path: Path) -> N
     for proc in psutil.process_iter(["cmdline"]):
         assert str(path) not in " ".join(proc.info["cmdline"] or []), "a trial was left running"
     again = subprocess.run(
-        [*command, "--max-trials", "2", "--confirm-pairs", "1", "--budget", "40s"],
+        [*command, "--max-trials", "1", "--confirm-pairs", "1", "--budget", "30s"],
         cwd=tmp_path,
         capture_output=True,
         text=True,

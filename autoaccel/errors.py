@@ -48,12 +48,19 @@ class UsageError(AutoaccelError, ValueError):
 
 
 class ConfigError(UsageError):
-    """A configuration that is not valid; ``problems`` lists every one found.
+    """A configuration that is not valid; ``problems`` lists every one found, the message
+    the first ``SHOWN`` of them (a file wrong in 24 places reads as a line, not a page).
 
     Args:
         problems: One entry per problem, each naming its key path.
         source: Where the config came from (a file path), if from a file.
+
+    Example:
+        >>> str(ConfigError([f"k{i}: unknown key" for i in range(9)], source="a.yaml"))
+        'a.yaml: 9 problems: k0: unknown key; k1: unknown key; k2: unknown key; k3: unknown key; k4: unknown key; k5: unknown key; and 3 more'
     """
+
+    SHOWN = 6
 
     def __init__(self, problems: list[str] | str, *, source: str | None = None) -> None:
         self.problems = [problems] if isinstance(problems, str) else list(problems)
@@ -62,7 +69,11 @@ class ConfigError(UsageError):
         if len(self.problems) == 1:
             message = f"{where}{self.problems[0]}"
         else:
-            message = f"{where}{len(self.problems)} problems: " + "; ".join(self.problems)
+            shown = self.problems[: self.SHOWN]
+            more = len(self.problems) - len(shown)
+            message = f"{where}{len(self.problems)} problems: " + "; ".join(
+                shown + ([f"and {more} more"] if more else [])
+            )
         super().__init__(message)
 
 

@@ -56,8 +56,8 @@ class ConfigError(UsageError):
         source: Where the config came from (a file path), if from a file.
 
     Example:
-        >>> str(ConfigError([f"k{i}: unknown key" for i in range(9)], source="a.yaml"))
-        'a.yaml: 9 problems: k0: unknown key; k1: unknown key; k2: unknown key; k3: unknown key; k4: unknown key; k5: unknown key; and 3 more'
+        >>> str(ConfigError([f"k{i}: bad" for i in range(9)], source="a.yaml"))
+        'a.yaml: 9 problems: k0: bad; k1: bad; k2: bad; k3: bad; k4: bad; k5: bad; and 3 more'
     """
 
     SHOWN = 6

@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from autoaccel.config import TrainingConfig
+from autoaccel.errors import UsageError
 
 __all__ = ["TARGETS", "Export", "export"]
 
@@ -99,14 +100,71 @@ def _model_knobs(config: TrainingConfig) -> dict[str, str]:
         )
     if config.momentum is not None:
         knobs["momentum"] = f"SGD momentum (or Adam beta1) = {config.momentum:g}"
-    if config.warmup_steps or config.schedule != "constant":
-        plan = f"{config.warmup_steps} steps of linear warm-up, then {config.schedule}" + (
-            f" over {config.schedule_steps} steps" if config.schedule_steps else ""
-        )
-        knobs["schedule"] = f"an LR scheduler: {plan}"
+    if _scheduled(config):
+        knobs["schedule"] = f"an LR scheduler stepped once per optimizer step: {_plan(config)}"
         for name in ("warmup_steps", "schedule_steps"):
             knobs[name] = "in the LR scheduler above"
     return knobs
+
+
+def _scheduled(config: TrainingConfig) -> bool:
+    return bool(config.warmup_steps) or config.schedule != "constant"
+
+
+def _plan(config: TrainingConfig) -> str:
+    """The LR plan in words, with the spans ``autoaccel.schedule.lr_factor`` uses."""
+    warm = f"{config.warmup_steps} steps of linear warm-up" if config.warmup_steps else "no warm-up"
+    total = config.schedule_steps or 0
+    if config.schedule == "constant" or total <= config.warmup_steps:
+        return f"{warm}, then constant"
+    end = {
+        "cosine": "cosine to 0",
+        "linear": "linear to 0",
+        "one-cycle": "cosine to 4% of the peak",
+    }
+    return f"{warm}, then {end[config.schedule]} by step {total} (steps counted from 0)"
+
+
+def _schedule_code(config: TrainingConfig) -> str:
+    """Python that builds the tuned LR schedule for an optimizer, exactly as
+    ``autoaccel.prepare()`` does (``lr_scheduler(optimizer)``: a ``LambdaLR`` to step once
+    per optimizer step), or "" when the LR stays constant."""
+    if not _scheduled(config):
+        return ""
+    plan = TrainingConfig(
+        warmup_steps=config.warmup_steps,
+        schedule=config.schedule,
+        schedule_steps=config.schedule_steps,
+    )
+    fields = ", ".join(
+        f"{k}={getattr(plan, k)!r}" for k in ("warmup_steps", "schedule", "schedule_steps")
+    )
+    peak = (
+        f"    for group in optimizer.param_groups:  # the tuned peak LR\n"
+        f'        group["lr"] = group["initial_lr"] = {config.lr!r}\n'
+        if config.lr is not None
+        else ""
+    )
+    return (
+        "\n\n# The tuned LR plan: " + _plan(config) + ".\n"
+        "# It is autoaccel's own schedule (pip install autoaccel), so each step's LR is the one\n"
+        "# autoaccel.prepare() gives.\n"
+        "from autoaccel.config import TrainingConfig  # noqa: E402\n"
+        "from autoaccel.schedule import lr_factor  # noqa: E402\n\n\n"
+        "def lr_scheduler(optimizer):\n"
+        '    """The tuned schedule on ``optimizer``; step it once per optimizer step."""\n'
+        + peak
+        + f"    plan = TrainingConfig({fields})\n"
+        "    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(plan))\n"
+    )
+
+
+def _comment_block(lines: dict[str, str], target: str) -> str:
+    """What the files cannot hold, as comments at the top of one of them."""
+    if not lines:
+        return ""
+    head = f"# Not expressible in {target}: set these yourself (autoaccel export said so too)\n"
+    return head + "".join(f"#   {knob}: {what}\n" for knob, what in lines.items()) + "\n"
 
 
 def _gpu_index(config: TrainingConfig) -> int | None:
@@ -114,23 +172,41 @@ def _gpu_index(config: TrainingConfig) -> int | None:
     return int(config.device.split(":")[1]) if config.device.startswith("cuda:") else None
 
 
+def _many(config: TrainingConfig) -> bool:
+    """Whether the config trains in several processes (DDP or FSDP)."""
+    return config.strategy != "none" and config.processes > 1
+
+
+def _no_cpu_fsdp(config: TrainingConfig, target: str, why: str) -> None:
+    """Refuse an FSDP config on the CPU for a target whose FSDP needs GPUs."""
+    if config.strategy == "fsdp" and config.device == "cpu":
+        raise UsageError(
+            f"this config trains FSDP on the CPU, which {target} cannot ({why}); export "
+            "--to torchrun (or env) runs it as tuned, or tune again with --strategy ddp"
+        )
+
+
+def _threads_line(config: TrainingConfig) -> str:
+    if config.num_threads is None:
+        return ""
+    return (
+        f"torch.set_num_threads({config.num_threads})  # the threads each process was measured "
+        "with\n"
+    )
+
+
 def _lightning(config: TrainingConfig) -> Export:
+    _no_cpu_fsdp(config, "Lightning", "its FSDP strategy requires a GPU accelerator")
     accelerator = {"cpu": "cpu", "auto": "auto"}.get(config.device, "gpu")
     index = _gpu_index(config)
-    devices: Any = config.processes if config.strategy == "ddp" else 1
+    devices: Any = config.processes if config.strategy != "none" else 1
     trainer: dict[str, Any] = {
         "accelerator": accelerator,
         "precision": "32-true" if config.precision == "tf32" else config.precision,
-        "strategy": "ddp" if config.strategy == "ddp" else "auto",
+        "strategy": config.strategy if config.strategy != "none" else "auto",
         "devices": [index] if index is not None and devices == 1 else devices,
         "accumulate_grad_batches": config.grad_accum_steps,
     }
-    python = (
-        "trainer = lightning.Trainer(\n"
-        + "".join(f"    {k}={v!r},\n" for k, v in trainer.items())
-        + ")\n"
-    )
-    cli = yaml.safe_dump({"trainer": trainer}, sort_keys=False)
     knobs = {
         **_loader_knobs(config, "in your LightningDataModule's *_dataloader methods"),
         **_model_knobs(config),
@@ -140,45 +216,108 @@ def _lightning(config: TrainingConfig) -> Export:
     carried: tuple[str, ...] = ("device", "strategy", "processes", "grad_accum_steps")
     if config.precision != "tf32":
         carried += ("precision",)
+    schedule = _schedule_code(config)
+    carried += _take(knobs, "num_threads") if config.num_threads is not None else ()
+    if schedule:
+        carried += _take(knobs, "schedule", "warmup_steps", "schedule_steps", "lr")
+        schedule += (
+            "\n\n# In your LightningModule, step it once per optimizer step:\n"
+            "#     def configure_optimizers(self):\n"
+            "#         optimizer = ...  # yours\n"
+            '#         step = {"scheduler": lr_scheduler(optimizer), "interval": "step"}\n'
+            '#         return {"optimizer": optimizer, "lr_scheduler": step}\n'
+        )
+    python = (
+        '"""Lightning Trainer arguments autoaccel tuned (autoaccel export --to lightning):\n'
+        '``from trainer import trainer`` and ``trainer.fit(...)``."""\n\n'
+        + _comment_block(knobs, "Lightning")
+        + "import lightning\nimport torch\n\n"
+        + _threads_line(config)
+        + "\ntrainer = lightning.Trainer(\n"
+        + "".join(f"    {k}={v!r},\n" for k, v in trainer.items())
+        + ")\n"
+        + schedule
+    )
+    cli = yaml.safe_dump({"trainer": trainer}, sort_keys=False)
     return Export("lightning", {"trainer.py": python, "lightning-cli.yaml": cli}, knobs, carried)
 
 
-def _accelerate(config: TrainingConfig) -> Export:
-    many = config.strategy == "ddp" and config.processes > 1
+def _take(knobs: dict[str, str], *names: str) -> tuple[str, ...]:
+    """Remove ``names`` from the knobs left to the user: the files carry them."""
+    return tuple(name for name in names if knobs.pop(name, None) is not None)
+
+
+def _accelerate(config: TrainingConfig, script: str) -> Export:
+    _no_cpu_fsdp(config, "Accelerate", "its FSDP plugin trains on GPUs")
+    many = _many(config)
+    cpu = config.device == "cpu"
+    # Accelerate's MULTI_CPU starts one process unless MPI starts the others; its
+    # torchrun launcher is the one it calls MULTI_GPU, and ACCELERATE_USE_CPU=true (set by
+    # accelerate-launch.sh) makes those processes one gloo group on the CPU.
+    kind = "NO"
+    if many:
+        kind = "FSDP" if config.strategy == "fsdp" else "MULTI_GPU"
     settings: dict[str, Any] = {
         "compute_environment": "LOCAL_MACHINE",
-        "distributed_type": "MULTI_GPU" if many else "NO",
+        "distributed_type": kind,
         "mixed_precision": {"bf16-mixed": "bf16", "16-mixed": "fp16"}.get(config.precision, "no"),
         "num_processes": config.processes if many else 1,
         "num_machines": 1,
         "machine_rank": 0,
-        "gpu_ids": "all" if _gpu_index(config) is None else str(_gpu_index(config)),
         "main_training_function": "main",
         "downcast_bf16": "no",
         "rdzv_backend": "static",
         "same_network": True,
-        "use_cpu": config.device == "cpu",
+        "use_cpu": cpu,
     }
+    if not cpu:
+        settings["gpu_ids"] = "all" if _gpu_index(config) is None else str(_gpu_index(config))
+    if kind == "FSDP":
+        settings["fsdp_config"] = {"fsdp_version": 2, "fsdp_reshard_after_forward": True}
     if config.compile:
         settings["dynamo_config"] = {"dynamo_backend": "INDUCTOR"}
     knobs = {
         **_loader_knobs(config, "passed to accelerator.prepare()"),
         **_model_knobs(config),
     }
-    if config.grad_accum_steps > 1:
-        knobs["grad_accum_steps"] = (
-            f"Accelerator(gradient_accumulation_steps={config.grad_accum_steps}) and "
-            "`with accelerator.accumulate(model):` around each step"
-        )
-    if many:
-        knobs["processes on a CPU-only machine"] = (
-            "on a CPU-only machine use distributed_type: MULTI_CPU and use_cpu: true "
-            f"(num_processes: {config.processes})"
-        )
-    carried: tuple[str, ...] = ("device", "strategy", "processes", "compile")
+    carried: tuple[str, ...] = ("device", "strategy", "processes", "compile", "grad_accum_steps")
     if config.precision != "tf32":
         carried += ("precision",)
-    files = {"accelerate-config.yaml": yaml.safe_dump(settings, sort_keys=False)}
+    launch = ["accelerate", "launch", "--config_file", '"$here/accelerate-config.yaml"']
+    if config.num_threads is not None:  # accelerate launch pins 1 thread unless told
+        launch += ["--num_cpu_threads_per_process", str(config.num_threads)]
+        carried += _take(knobs, "num_threads")
+    env = ""
+    if config.grad_accum_steps > 1:  # Accelerator() reads it when not given the argument
+        env = f"ACCELERATE_GRADIENT_ACCUMULATION_STEPS={config.grad_accum_steps} "
+    if many and cpu:
+        env += "ACCELERATE_USE_CPU=true "
+    header = (
+        "# Accelerate settings autoaccel tuned (autoaccel export --to accelerate); start the\n"
+        "# training with accelerate-launch.sh beside this file, which adds what no config\n"
+        "# file holds (threads per process, gradient accumulation"
+        + (", the CPU for every process" if many and cpu else "")
+        + ").\n"
+        + (
+            "# distributed_type MULTI_GPU is Accelerate's torchrun launcher; its MULTI_CPU\n"
+            "# would start one process here (the others need MPI).\n"
+            if many and cpu
+            else ""
+        )
+    )
+    body = yaml.safe_dump(settings, sort_keys=False)
+    script_line = " ".join([*launch, shlex.quote(script), '"$@"'])
+    sh = (
+        "#!/usr/bin/env bash\n"
+        "# The tuned launch (autoaccel export --to accelerate). Your script makes one\n"
+        "# Accelerator() (it reads the accumulation from this environment) and steps inside\n"
+        "# `with accelerator.accumulate(model):`.\n"
+        + _comment_block(knobs, "Accelerate")
+        + "set -euo pipefail\n"
+        'here=$(cd "$(dirname "$0")" && pwd)\n'
+        f"{env}exec {script_line}\n"
+    )
+    files = {"accelerate-config.yaml": header + body, "accelerate-launch.sh": sh}
     return Export("accelerate", files, knobs, carried)
 
 
@@ -186,24 +325,14 @@ def _deepspeed(config: TrainingConfig) -> Export:
     settings: dict[str, Any] = {
         "train_micro_batch_size_per_gpu": config.batch_size,
         "gradient_accumulation_steps": config.grad_accum_steps,
-        "train_batch_size": config.global_batch,
         "bf16": {"enabled": config.precision == "bf16-mixed"},
         "fp16": {"enabled": config.precision == "16-mixed"},
-        "zero_optimization": {"stage": 0},
+        # FSDP shards parameters, gradients and optimizer state: ZeRO stage 3 does the same
+        "zero_optimization": {"stage": 3 if config.strategy == "fsdp" else 0},
     }
     loader = _loader_knobs(config, "(DeepSpeed batches only with its own training_data loader)")
     knobs = {"DataLoader": loader.pop("batch_size"), **loader, **_model_knobs(config)}
-    knobs["train_batch_size"] = (
-        f"train_micro_batch_size_per_gpu above; train_batch_size {config.global_batch} assumes "
-        f"{config.processes} process(es): DeepSpeed checks it against the world size"
-    )
-    if config.lr is not None and (config.warmup_steps or config.schedule != "constant"):
-        settings["scheduler"] = _deepspeed_scheduler(config)
-        for name in ("schedule", "warmup_steps", "schedule_steps"):
-            knobs.pop(name, None)
-        knobs["lr"] = (
-            f"the scheduler above ends warm-up at lr {config.lr:g}; give the optimizer the same lr"
-        )
+    carried: tuple[str, ...] = ("batch_size", "grad_accum_steps", "processes", "strategy")
     if config.compile:
         knobs["compile"] = "engine.compile() after deepspeed.initialize"
     if config.device == "cpu":
@@ -211,44 +340,42 @@ def _deepspeed(config: TrainingConfig) -> Export:
             "DeepSpeed picks its accelerator itself: for the CPU, DS_ACCELERATOR=cpu (its CPU "
             "build); each process otherwise trains on its LOCAL_RANK's GPU"
         )
-    carried: tuple[str, ...] = ("batch_size", "grad_accum_steps", "processes", "strategy")
-    if config.device != "cpu":
+    else:
         carried += ("device",)
     if config.precision != "tf32":
         carried += ("precision",)
-    if "scheduler" in settings:
-        carried += ("warmup_steps", "schedule", "schedule_steps")
-    files = {"ds_config.json": json.dumps(settings, indent=2) + "\n"}
-    return Export("deepspeed", files, knobs, carried)
-
-
-def _deepspeed_scheduler(config: TrainingConfig) -> dict[str, Any]:
-    """DeepSpeed's own warm-up schedulers for the tuned LR plan."""
-    assert config.lr is not None
-    total = (config.schedule_steps or 0) + config.warmup_steps
-    if config.schedule == "cosine":
-        return {
-            "type": "WarmupCosineLR",
-            "params": {"total_num_steps": total, "warmup_num_steps": config.warmup_steps},
-        }
-    if config.schedule in ("linear", "one-cycle"):
-        return {
-            "type": "WarmupDecayLR",
-            "params": {
-                "total_num_steps": total,
-                "warmup_min_lr": 0.0,
-                "warmup_max_lr": config.lr,
-                "warmup_num_steps": config.warmup_steps,
-            },
-        }
-    return {
-        "type": "WarmupLR",
-        "params": {
-            "warmup_min_lr": 0.0,
-            "warmup_max_lr": config.lr,
-            "warmup_num_steps": config.warmup_steps,
-        },
+    knobs["processes"] = (
+        f"launch {config.processes if _many(config) else 1} process(es): deepspeed "
+        f"--num_gpus {config.processes if _many(config) else 1} (or torchrun); DeepSpeed "
+        "derives the global batch from the world size"
+    )
+    carried = tuple(k for k in carried if k != "processes")
+    schedule = _schedule_code(config)
+    carried += _take(knobs, "num_threads") if config.num_threads is not None else ()
+    if schedule:
+        carried += _take(knobs, "schedule", "warmup_steps", "schedule_steps", "lr")
+    python = (
+        '"""deepspeed.initialize with the config autoaccel tuned (autoaccel export --to\n'
+        "deepspeed): ``from deepspeed_init import initialize`` and ``engine, optimizer, _,\n"
+        'scheduler = initialize(model, optimizer)``; DeepSpeed steps the schedule."""\n\n'
+        + _comment_block(knobs, "DeepSpeed")
+        + "from pathlib import Path\n\nimport deepspeed\nimport torch\n\n"
+        + _threads_line(config)
+        + schedule
+        + "\n\ndef initialize(model, optimizer, **kwargs):\n"
+        '    """deepspeed.initialize with ds_config.json beside this file'
+        + (' and the LR plan above."""\n' if schedule else '."""\n')
+        + '    config = str(Path(__file__).with_name("ds_config.json"))\n'
+        + "    return deepspeed.initialize(\n"
+        "        model=model, optimizer=optimizer, config=config, "
+        + ("lr_scheduler=lr_scheduler, " if schedule else "")
+        + "**kwargs\n    )\n"
+    )
+    files = {
+        "ds_config.json": json.dumps(settings, indent=2) + "\n",
+        "deepspeed_init.py": python,
     }
+    return Export("deepspeed", files, knobs, carried)
 
 
 def _launch_env(config: TrainingConfig) -> dict[str, str]:
@@ -260,17 +387,24 @@ def _torchrun(config: TrainingConfig, script: str, config_path: str) -> Export:
     processes = config.processes if config.strategy != "none" else 1
     env = {"AUTOACCEL_CONFIG": config_path, **_launch_env(config)}
     prefix = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
-    here = f"{prefix} torchrun --standalone --nproc-per-node={processes} {shlex.quote(script)}"
+    here = (
+        f"{prefix} exec torchrun --standalone --nproc-per-node={processes} "
+        f'{shlex.quote(script)} "$@"'
+    )
     nodes = (
         f"{prefix} torchrun --nnodes=2 --nproc-per-node={processes} --rdzv-backend=c10d "
-        f"--rdzv-endpoint=HOST:29400 --rdzv-id=autoaccel {shlex.quote(script)}"
+        f'--rdzv-endpoint=HOST:29400 --rdzv-id=autoaccel {shlex.quote(script)} "$@"'
     )
     text = (
-        "# one machine (what `autoaccel run` starts on the machine it was tuned for):\n"
+        "#!/usr/bin/env bash\n"
+        "# The tuned launch (autoaccel export --to torchrun): one machine, as `autoaccel run`\n"
+        "# starts it.\n"
+        "set -euo pipefail\n"
         f"{here}\n"
-        "# several machines: the same line on each, HOST being the first one's address\n"
-        f"# (the config was tuned on one machine: tune again with the machines you use)\n"
-        f"{nodes}\n"
+        "\n"
+        "# Several machines instead: run this line on each (HOST: the first one's address).\n"
+        "# The config was tuned on one machine: tune again with the machines you use.\n"
+        f"# {nodes}\n"
     )
     knobs = {"the other knobs": "read from $AUTOACCEL_CONFIG by autoaccel.prepare() in the script"}
     return Export(
@@ -289,10 +423,10 @@ def _env(config: TrainingConfig, config_path: str) -> Export:
 
 #: The export targets, each with what it writes.
 TARGETS: dict[str, str] = {
-    "lightning": "Trainer arguments and a LightningCLI YAML fragment",
-    "accelerate": "an `accelerate launch --config_file` YAML",
-    "deepspeed": "a DeepSpeed JSON config (batch, accumulation, bf16/fp16, ZeRO, scheduler)",
-    "torchrun": "the torchrun command lines, here and over several machines",
+    "lightning": "a Trainer (trainer.py, with the LR schedule) and a LightningCLI YAML fragment",
+    "accelerate": "an Accelerate config YAML and the `accelerate launch` script that uses it",
+    "deepspeed": "a DeepSpeed JSON config and deepspeed_init.py (initialize, LR schedule)",
+    "torchrun": "torchrun.sh: the launch on this machine (several machines: commented)",
     "env": "environment variables for a job script",
 }
 
@@ -301,26 +435,30 @@ def export(
     config: TrainingConfig,
     target: str,
     *,
-    script: str = "train.py",
+    script: str | None = None,
     config_path: str = "autoaccel.yaml",
 ) -> Export:
     """``config`` in ``target``'s words (one of ``TARGETS``).
 
     Args:
-        script: The training script, for the command lines.
+        script: The training script, for the command lines (default: the one the config
+            was tuned for, else ``train.py``).
         config_path: Where the config lives, for ``$AUTOACCEL_CONFIG``.
 
     Raises:
         ValueError: an unknown target.
+        UsageError: a setup the target cannot run as tuned (FSDP on the CPU for Lightning
+            or Accelerate), named with the export that can.
 
     Example:
         >>> out = export(TrainingConfig(batch_size=256, precision="bf16-mixed"), "deepspeed")
         >>> json.loads(out.files["ds_config.json"])["bf16"]
         {'enabled': True}
     """
+    script = script or config.provenance.script or "train.py"
     makers: dict[str, Callable[[], Export]] = {
         "lightning": lambda: _lightning(config),
-        "accelerate": lambda: _accelerate(config),
+        "accelerate": lambda: _accelerate(config, script),
         "deepspeed": lambda: _deepspeed(config),
         "torchrun": lambda: _torchrun(config, script, config_path),
         "env": lambda: _env(config, config_path),

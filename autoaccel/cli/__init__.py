@@ -117,7 +117,7 @@ def render(result: CommandResult, *, as_json: bool, out: Console, err: Console) 
 
 
 #: Commands that do not load torch (quick: ~0.2 s); the others load it first.
-TORCHLESS = ("show",)
+TORCHLESS = ("show", "export")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

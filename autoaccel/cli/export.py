@@ -33,7 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--dir", type=Path, help="write the files here instead of printing them")
     parser.add_argument(
-        "--script", default="train.py", help="the training script, for command lines"
+        "--script",
+        help="the training script, for command lines (default: the one the config was tuned "
+        "for, else train.py)",
     )
 
 
@@ -43,6 +45,12 @@ def run(args: argparse.Namespace) -> CommandResult:
     config = load_config(path)
     result = export(config, args.to, script=args.script, config_path=str(Path(path).resolve()))
     warnings = machine_warnings(config)
+    if result.not_expressed and "the other knobs" not in result.not_expressed:
+        warnings.append(
+            f"{args.to} cannot hold {', '.join(result.not_expressed)}: set "
+            f"{'it' if len(result.not_expressed) == 1 else 'them'} yourself, as the exported "
+            "files say at their top"
+        )
     data = {"config": str(path), **result.to_dict(), "warnings": warnings}
     if args.dir is not None:
         written = _write(args.dir, result.files)

@@ -113,10 +113,11 @@ def test_every_command_has_help_with_an_example() -> None:
         assert "--json" in text and "--debug" in text, name
 
 
-@pytest.mark.parametrize(
-    "argv", [["--help"], ["show", str(Path(__file__).parent.parent / "data/configs/v1.yaml")]]
-)
-def test_help_and_show_do_not_load_torch(argv: list[str]) -> None:
+V1 = str(Path(__file__).parent.parent / "data/configs/v1.yaml")
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["show", V1], ["export", V1, "--to", "deepspeed"]])
+def test_help_show_and_export_do_not_load_torch(argv: list[str]) -> None:
     """torch costs ~1 s to import (more on a busy machine): the quick commands skip it."""
     code = (
         "import sys\nfrom autoaccel.cli import main\n"

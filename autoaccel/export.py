@@ -125,10 +125,11 @@ def _plan(config: TrainingConfig) -> str:
     return f"{warm}, then {end[config.schedule]} by step {total} (steps counted from 0)"
 
 
-def _schedule_code(config: TrainingConfig) -> str:
+def _schedule_code(config: TrainingConfig, calls_per_step: int = 1) -> str:
     """Python that builds the tuned LR schedule for an optimizer, exactly as
-    ``autoaccel.prepare()`` does (``lr_scheduler(optimizer)``: a ``LambdaLR`` to step once
-    per optimizer step), or "" when the LR stays constant."""
+    ``autoaccel.prepare()`` does (``lr_scheduler(optimizer)``: a ``LambdaLR``), or "" when
+    the LR stays constant. ``calls_per_step``: how often the target steps a scheduler per
+    optimizer step (Accelerate's prepared scheduler: once per process)."""
     if not _scheduled(config):
         return ""
     plan = TrainingConfig(
@@ -145,6 +146,11 @@ def _schedule_code(config: TrainingConfig) -> str:
         if config.lr is not None
         else ""
     )
+    factor = "lr_factor(plan)"
+    doc = "step it once per optimizer step"
+    if calls_per_step > 1:
+        factor = f"lambda call: lr_factor(plan)(call // {calls_per_step})"
+        doc = f"Accelerate steps it {calls_per_step} times per optimizer step, once per process"
     return (
         "\n\n# The tuned LR plan: " + _plan(config) + ".\n"
         "# It is autoaccel's own schedule (pip install autoaccel), so each step's LR is the one\n"
@@ -152,10 +158,10 @@ def _schedule_code(config: TrainingConfig) -> str:
         "from autoaccel.config import TrainingConfig  # noqa: E402\n"
         "from autoaccel.schedule import lr_factor  # noqa: E402\n\n\n"
         "def lr_scheduler(optimizer):\n"
-        '    """The tuned schedule on ``optimizer``; step it once per optimizer step."""\n'
+        f'    """The tuned schedule on ``optimizer``; {doc}."""\n'
         + peak
         + f"    plan = TrainingConfig({fields})\n"
-        "    return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(plan))\n"
+        f"    return torch.optim.lr_scheduler.LambdaLR(optimizer, {factor})\n"
     )
 
 
@@ -287,6 +293,10 @@ def _accelerate(config: TrainingConfig, script: str) -> Export:
     if config.num_threads is not None:  # accelerate launch pins 1 thread unless told
         launch += ["--num_cpu_threads_per_process", str(config.num_threads)]
         carried += _take(knobs, "num_threads")
+    # Accelerate's prepared scheduler steps once per process per optimizer step.
+    schedule = _schedule_code(config, calls_per_step=config.processes if many else 1)
+    if schedule:
+        carried += _take(knobs, "schedule", "warmup_steps", "schedule_steps", "lr")
     env = ""
     if config.grad_accum_steps > 1:  # Accelerator() reads it when not given the argument
         env = f"ACCELERATE_GRADIENT_ACCUMULATION_STEPS={config.grad_accum_steps} "
@@ -318,6 +328,12 @@ def _accelerate(config: TrainingConfig, script: str) -> Export:
         f"{env}exec {script_line}\n"
     )
     files = {"accelerate-config.yaml": header + body, "accelerate-launch.sh": sh}
+    if schedule:
+        files["lr_schedule.py"] = (
+            '"""The LR plan autoaccel tuned, for Accelerate (autoaccel export --to accelerate):\n'
+            "``scheduler = accelerator.prepare(lr_scheduler(optimizer))`` and\n"
+            '``scheduler.step()`` after each ``optimizer.step()``."""\n\nimport torch\n' + schedule
+        )
     return Export("accelerate", files, knobs, carried)
 
 

@@ -125,32 +125,51 @@ def test_lightning_fit_trains_as_tuned(tmp_path: Path) -> None:
     assert done["lrs"] == pytest.approx(prepare_lrs(TUNED), rel=0.01)
 
 
-ACCELERATE_SCRIPT = """
+ACCELERATE_SCRIPT = f"""
 import json
 import torch
 from accelerate import Accelerator
+from lr_schedule import lr_scheduler
 
 accelerator = Accelerator()
 ones = accelerator.reduce(torch.ones(1), reduction="sum").item()  # every rank in one group
-print("RESULT " + json.dumps({"rank": accelerator.process_index,
+model = torch.nn.Linear(4, 2)
+optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+scheduler = lr_scheduler(optimizer)
+n = {32 * STEPS}
+data = torch.utils.data.TensorDataset(torch.randn(n, 4), torch.randint(0, 2, (n,)))
+loader = torch.utils.data.DataLoader(data, batch_size=8)
+model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+lrs = []
+for x, y in loader:
+    with accelerator.accumulate(model):
+        accelerator.backward(torch.nn.functional.cross_entropy(model(x).float(), y))
+        if accelerator.sync_gradients:
+            lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad()
+print("RESULT " + json.dumps({{"rank": accelerator.process_index,
       "world": accelerator.num_processes, "together": ones,
       "precision": str(accelerator.mixed_precision),
       "accumulate": accelerator.gradient_accumulation_steps,
-      "threads": torch.get_num_threads()}), flush=True)
+      "threads": torch.get_num_threads(), "lrs": lrs[:{STEPS}]}}), flush=True)
 """
 
 
 def test_accelerate_launch_trains_as_tuned(tmp_path: Path) -> None:
     """Issue 34: a CPU DDP pick was exported as MULTI_GPU, which ran 2 separate trainings;
-    and `accelerate launch` pinned 1 thread over the tuned ones."""
+    `accelerate launch` pinned 1 thread over the tuned ones; the LR plan was prose."""
     pytest.importorskip("accelerate", reason="Accelerate is not installed here")
     config = replace(DDP, num_threads=2)
     folder = write(config, "accelerate", tmp_path / "out", ACCELERATE_SCRIPT)
     ranks = run(["bash", "accelerate-launch.sh"], folder)
     assert [r["rank"] for r in ranks] == [0, 1]
+    expected = prepare_lrs(config)
     for rank in ranks:
         assert (rank["world"], rank["together"]) == (2, 2.0)  # one group of two, not two of one
         assert (rank["precision"], rank["accumulate"], rank["threads"]) == ("bf16", 2, 2)
+        assert rank["lrs"] == pytest.approx(expected, rel=0.01)
 
 
 DEEPSPEED_SCRIPT = f"""

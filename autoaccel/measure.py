@@ -39,11 +39,26 @@ CURVE_STORED_POINTS = 128  # a trial's loss curve as the study stores it
 
 
 class PruneTrial(Exception):
-    """Raised by the meter when a trial is clearly slower than the best so far."""
+    """Raised by the meter when a trial is clearly slower than the best so far.
 
-    def __init__(self, message: str, samples_per_s: float) -> None:
-        super().__init__(message)
+    Args:
+        template: The message, with ``{rate}`` where the samples/s goes.
+        samples_per_s: The rate it ran at, in the process that measured it.
+
+    Example:
+        >>> stop = PruneTrial("stopped early: {rate} samples/s is too slow", 1321.4)
+        >>> str(stop), str(stop.for_processes(2))  # a rank's rate, then the trial's
+        ('stopped early: 1,321 samples/s is too slow', 'stopped early: 2,643 samples/s is too slow')
+    """
+
+    def __init__(self, template: str, samples_per_s: float) -> None:
+        super().__init__(template.format(rate=f"{samples_per_s:,.0f}"))
+        self.template = template
         self.samples_per_s = samples_per_s
+
+    def for_processes(self, world: int) -> PruneTrial:
+        """The same stop, quoting the rate of ``world`` processes that each ran this fast."""
+        return PruneTrial(self.template, self.samples_per_s * world)
 
 
 class PruneBelow:
@@ -326,8 +341,7 @@ class Meter:
             running = sum(st.samples for st in later) / max(took, 1e-12)
             if self.prune(0.0, running):
                 raise PruneTrial(
-                    f"stopped in warm-up: {running:,.0f} samples/s is far below the best so far",
-                    running,
+                    "stopped in warm-up: {rate} samples/s is far below the best so far", running
                 )
         recent = [st.end - st.start for st in self._warmup[-s.settle_steps :]]
         enough = len(self._warmup) >= max(s.min_warmup_steps, s.settle_steps)
@@ -347,8 +361,7 @@ class Meter:
             running = samples / max(now - self._window_start, 1e-12)
             if self.prune(min(1.0, (now - self._window_start) / s.window_s), running):
                 raise PruneTrial(
-                    f"stopped early: {running:,.0f} samples/s is clearly below the best so far",
-                    running,
+                    "stopped early: {rate} samples/s is clearly below the best so far", running
                 )
         long_enough = now - self._window_start >= s.window_s and steps >= s.min_window_steps
         if long_enough or steps >= s.max_window_steps:

@@ -2,11 +2,16 @@
 
 The page needs no network and no JavaScript. Its plots are inline SVG, drawn here:
 - baseline vs. tuned, with each confirmation pair;
-- throughput against batch size, one line per precision;
+- throughput against the batch per step, one line per precision and process count;
+- a parallel-coordinate view: each measured setup's knobs and its samples/s;
 - the step time split into data wait and compute, before and after;
 - the trial history, with the best so far;
 - Optuna's parameter importances;
 - the LR range test's curve and the tuned LR schedule, when there are any.
+
+Above them, the headline says what was written and its paired ratio, and the fastest setup
+measured when that is not the one written, with why. Below them, every trial in a table,
+once per sort key (sorted here: folds, not scripts), and "what changed", never empty.
 """
 
 from __future__ import annotations
@@ -213,26 +218,90 @@ def _speedup_plot(record: dict[str, Any]) -> str:
 
 
 def _batch_plot(record: dict[str, Any]) -> str:
+    """Throughput against the batch all processes train per step, one line per precision
+    and process count (a 2-process trial at batch 64 per process is a batch of 128)."""
     series: dict[str, dict[float, float]] = {}
     for trial in record["trials"]:
         params = trial["params"]
         if trial["outcome"] != "ok" or "batch_size" not in params:
             continue
-        line = series.setdefault(str(params.get("precision", "as the script")), {})
-        batch = float(params["batch_size"])
+        processes = int(params.get("processes") or 1)
+        name = f"{params.get('precision', 'as the script')}, {processes} proc."
+        line = series.setdefault(name, {})
+        batch = float(params["batch_size"]) * processes
         line[batch] = max(line.get(batch, 0.0), trial["samples_per_s"])
     if not series:
         return ""
     xs = [b for line in series.values() for b in line]
     ys = [v for line in series.values() for v in line.values()]
     axes = _Axes(xs, ys, xlog=True)
-    body = axes.frame("batch size (log scale)", "samples/s (best trial)", sorted(set(xs)))
+    body = axes.frame(
+        "batch per step, all processes (log scale)", "samples/s (best trial)", sorted(set(xs))
+    )
     legend = []
     for i, (name, line) in enumerate(sorted(series.items())):
         colour = COLOURS[i % len(COLOURS)]
         body += _polyline(axes, sorted(line.items()), colour)
         legend.append((name, colour))
-    return _svg("Throughput vs. batch size, per precision", body, legend)
+    return _svg("Throughput vs. batch, per precision and process count", body, legend)
+
+
+def _order(values: Sequence[Any]) -> list[Any]:
+    """A knob's values in axis order: numbers by size, the rest as text."""
+    unique = list(dict.fromkeys(values))
+    numeric = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in unique)
+    return sorted(unique) if numeric else sorted(unique, key=str)
+
+
+def _parallel_plot(record: dict[str, Any]) -> str:
+    """Each measured setup as a line across one axis per knob, ending at its samples/s
+    against yours: the faster ones blue, the slower grey, the one written red."""
+    trials = [t for t in record["trials"] if t["outcome"] == "ok" and t["params"]]
+    knobs = [
+        k
+        for k in dict.fromkeys(k for t in trials for k in t["params"])
+        if len({str(t["params"].get(k)) for t in trials}) > 1
+    ]
+    base = record["baseline"]["samples_per_s"]
+    if len(trials) < 2 or not knobs or base <= 0:
+        return ""
+    ratios = [t["samples_per_s"] / base for t in trials]
+    axes = _Axes([0, len(knobs)], [0.0, *ratios], y0=True)
+    step = (axes.w - 30) / len(knobs)  # room on the right for the ratio's ticks
+    xs = [MARGIN["left"] + step * i for i in range(len(knobs) + 1)]
+    body = []
+    levels = {k: _order([t["params"].get(k) for t in trials]) for k in knobs}
+    for n, (x, knob) in enumerate(zip(xs, knobs, strict=False)):
+        body.append(f'<line x1="{x:.1f}" y1="{MARGIN["top"]}" x2="{x:.1f}" '
+                    f'y2="{MARGIN["top"] + axes.h}" class="axis"/>'
+                    f'<text x="{x:.1f}" y="{HEIGHT - 26 + 14 * (n % 2)}" class="label" '
+                    f'text-anchor="middle">{_esc(knob)}</text>')  # fmt: skip
+        for i, value in enumerate(levels[knob]):
+            y = MARGIN["top"] + axes.h * (1 - (i + 0.5) / len(levels[knob]))
+            body.append(f'<text x="{x + 3:.1f}" y="{y - 3:.1f}" class="tick">{_esc(value)}</text>')
+    written = record.get("config", {})
+    for trial, ratio in sorted(zip(trials, ratios, strict=True), key=lambda tr: tr[1]):
+        points = []
+        for x, knob in zip(xs, knobs, strict=False):
+            level = levels[knob].index(trial["params"].get(knob))
+            points.append((x, MARGIN["top"] + axes.h * (1 - (level + 0.5) / len(levels[knob]))))
+        points.append((xs[-1], axes.y(ratio)))
+        mine = all(written.get(k) == v for k, v in trial["params"].items() if k in written)
+        colour = "#d62728" if mine else COLOURS[0] if ratio > 1 else "#bbbbbb"
+        path = " ".join(f"{x:.1f},{y:.1f}" for x, y in points)
+        body.append(f'<polyline points="{path}" fill="none" stroke="{colour}" '
+                    f'stroke-width="{3 if mine else 1.5}" opacity="0.8"><title>trial '
+                    f'{trial["number"]}: {ratio:.2f}x yours</title></polyline>')  # fmt: skip
+    last = xs[-1]
+    body.append(f'<line x1="{last:.1f}" y1="{MARGIN["top"]}" x2="{last:.1f}" '
+                f'y2="{MARGIN["top"] + axes.h}" class="axis"/>'
+                f'<text x="{last:.1f}" y="{HEIGHT - 12}" class="label" '
+                f'text-anchor="middle">x yours</text>')  # fmt: skip
+    for tick in _ticks(0.0, max(ratios)):
+        body.append(f'<text x="{last + 3:.1f}" y="{axes.y(tick) + 4:.1f}" class="tick">'
+                    f"{tick:.2g}x</text>")  # fmt: skip
+    legend = [("faster than yours", COLOURS[0]), ("slower", "#bbbbbb"), ("written", "#d62728")]
+    return _svg("Knobs of each measured setup, and its samples/s", "".join(body), legend)
 
 
 def _split_plot(record: dict[str, Any]) -> str:
@@ -374,31 +443,122 @@ figcaption { font-weight: 600; margin-bottom: 4px; }
 svg.plot { background: #fff; border: 1px solid #e5e5e5; }
 .axis { stroke: #333; } .grid { stroke: #eee; } .one { stroke: #999; stroke-dasharray: 4,3; }
 .tick { font-size: 11px; fill: #444; } .label { font-size: 12px; fill: #222; }
-.headline { font-size: 1.3em; } .note { color: #555; }
+.headline { font-size: 1.3em; } .note { color: #555; } .fastest { font-size: .8em; }
+summary { cursor: pointer; margin: .3em 0; }
 """
 
 
-def _table(rows: Sequence[tuple[Any, Any]], header: tuple[str, str] | None = None) -> str:
-    head = f"<tr><th>{_esc(header[0])}</th><th>{_esc(header[1])}</th></tr>" if header else ""
-    body = "".join(f"<tr><td>{_esc(a)}</td><td>{_esc(b)}</td></tr>" for a, b in rows)
+def _table(rows: Sequence[Sequence[Any]], header: Sequence[str] | None = None) -> str:
+    head = "<tr>" + "".join(f"<th>{_esc(h)}</th>" for h in header) + "</tr>" if header else ""
+    body = "".join("<tr>" + "".join(f"<td>{_esc(c)}</td>" for c in row) + "</tr>" for row in rows)
     return f"<table>{head}{body}</table>"
+
+
+def _faster_measured(record: dict[str, Any]) -> bool:
+    """Whether any trial measured a setup faster than the baseline."""
+    base = record["baseline"]["samples_per_s"]
+    fastest = record.get("fastest")
+    if fastest is not None:
+        return bool(fastest["ratio"] > 1.0)
+    return any(t["outcome"] == "ok" and t["samples_per_s"] > base for t in record["trials"])
+
+
+def _headline(record: dict[str, Any]) -> str:
+    """What was written and its paired ratio; the fastest setup measured, when it is not
+    the one written, and why; "no setup measured here was faster" only when true."""
+    speedup, fastest = record["speedup"], record.get("fastest")
+    pairs = len(speedup["ratios"])
+    before, after = record["baseline"]["samples_per_s"], record["best"]["samples_per_s"]
+    if speedup.get("yours_kept") or not pairs:
+        line = "Your setup was kept: <b>1.00x</b>; nothing else was written to confirm."
+    else:
+        line = (
+            f"Tuned vs. baseline: <b>{_ratio(speedup['median'])}</b> samples/s (median of "
+            f"{pairs} interleaved pairs; min {_ratio(speedup['min'])}, max "
+            f"{_ratio(speedup['max'])}). {_fmt(before)} &rarr; {_fmt(after)} samples/s."
+        )
+    if fastest is not None and not fastest["written"] and fastest["ratio"] > 1.0:
+        knobs = ", ".join(f"{k} {v}" for k, v in fastest["params"].items())
+        line += (
+            f'<br><span class="fastest">The fastest setup measured (trial {fastest["trial"]}: '
+            f"{_esc(knobs)}) ran <b>{_ratio(fastest['ratio'])}</b> your samples/s in one "
+            f"trial; it was not written: {_esc(fastest['why'])}</span>"
+        )
+    elif not _faster_measured(record):
+        line += " No setup measured here was faster than yours."
+    return line
+
+
+def _changed(record: dict[str, Any]) -> list[tuple[str, str]]:
+    """What changed and the evidence; never empty: "nothing" says why."""
+    rows = [
+        (r["text"], ("measured: " if r["measured"] else "advice, not measured: ") + r["evidence"])
+        for r in record["recommendations"]
+    ]
+    if rows:
+        return rows
+    fastest = record.get("fastest")
+    if fastest is not None and not fastest["written"] and fastest["ratio"] > 1.0:
+        why = f"the faster setups measured were not written: {fastest['why']}"
+    elif not _faster_measured(record):
+        why = "no setup measured here was faster than yours"
+    else:
+        why = "the setup written differs from yours in no knob the search tried"
+    return [("nothing", why)]
+
+
+SORT_KEYS = ("samples/s", "trial")
+
+
+def _trial_tables(record: dict[str, Any]) -> str:
+    """Every trial in one table, once per sort key (samples/s first, then trial number and
+    each knob), each in a fold of its own: sorted here, so no script is needed."""
+    trials = record["trials"]
+    if not trials:
+        return "<p>No trial was measured.</p>"
+    base = record["baseline"]["samples_per_s"] or 0.0
+    knobs = list(dict.fromkeys(k for t in trials for k in t["params"]))
+    header = ["trial", "source", "outcome", "samples/s", "x yours", *knobs, "message"]
+
+    def row(t: dict[str, Any]) -> list[Any]:
+        rate = t["samples_per_s"] or 0.0
+        ratio = f"{rate / base:.2f}x" if base and t["outcome"] == "ok" else ""
+        values = [t["params"].get(k, "") for k in knobs]
+        return [t["number"], t.get("source") or "", t["outcome"], _fmt(rate), ratio, *values,
+                (t.get("message") or "")[:120]]  # fmt: skip
+
+    def key(name: str) -> Any:
+        if name == "samples/s":
+            return lambda t: -(t["samples_per_s"] or 0.0)
+        if name == "trial":
+            return lambda t: t["number"]
+        return lambda t: (str(type(t["params"].get(name))), t["params"].get(name) or 0)
+
+    folds = []
+    for i, name in enumerate([*SORT_KEYS, *knobs]):
+        try:
+            ordered = sorted(trials, key=key(name))
+        except TypeError:  # values of mixed kinds: as text
+            ordered = sorted(trials, key=lambda t: str(t["params"].get(name)))
+        folds.append(
+            f"<details{' open' if i == 0 else ''}><summary>sorted by {_esc(name)}</summary>"
+            f"{_table([row(t) for t in ordered], header)}</details>"
+        )
+    return "".join(folds)
 
 
 def render_report(record: dict[str, Any]) -> str:
     """The HTML page for one run record (``autoaccel.record.run_record``)."""
-    speedup = record["speedup"]
     hardware = record.get("hardware", {})
     software = hardware.get("software", {})
     config = record["config"]
-    changed = [
-        (r["text"], ("measured: " if r["measured"] else "advice, not measured: ") + r["evidence"])
-        for r in record["recommendations"]
-    ]
+    changed = _changed(record)
     plots = "".join(
         p
         for p in (
             _speedup_plot(record),
             _batch_plot(record),
+            _parallel_plot(record),
             _split_plot(record),
             _history_plot(record),
             _importance_plot(record),
@@ -418,12 +578,7 @@ def render_report(record: dict[str, Any]) -> str:
     ]
     notes = "".join(f"<li>{_esc(n)}</li>" for n in record.get("notes", [])) or "<li>none</li>"
     diagnosis = record["diagnosis"]
-    headline = (
-        f"Tuned vs. baseline: <b>{_ratio(speedup['median'])}</b> samples/s (median of "
-        f"{len(speedup['ratios'])} interleaved pairs; min {_ratio(speedup['min'])}, max "
-        f"{_ratio(speedup['max'])}). {_fmt(record['baseline']['samples_per_s'])} &rarr; "
-        f"{_fmt(record['best']['samples_per_s'])} samples/s."
-    )
+    headline = _headline(record)
     context = (
         f"{_esc(record.get('command') or '')} &middot; {_esc(record.get('created_at') or '')} "
         f"&middot; {_esc(search['trials_measured'])} trials of a "
@@ -435,6 +590,7 @@ def render_report(record: dict[str, Any]) -> str:
         f'<p class="note">{context}</p>',
         f'<h2>Plots</h2><div class="plots">{plots}</div>',
         f"<h2>What changed, and why</h2>{_table(changed, ('recommendation', 'evidence'))}",
+        f"<h2>Every trial</h2>{_trial_tables(record)}",
         f"<h2>The tuned config</h2>{_table(knobs, ('knob', 'value'))}",
         f"<h2>Hardware</h2>{_table(machine)}",
         f"<h2>Diagnosis</h2><p>{_esc(diagnosis['bound'])}-bound: "

@@ -21,7 +21,8 @@ from autoaccel.report import render_report
 
 PLOTS = (
     "Baseline vs. tuned",
-    "Throughput vs. batch size",
+    "Throughput vs. batch, per precision and process count",
+    "Knobs of each measured setup",
     "Step time: data wait vs. compute",
     "Trial history",
 )
@@ -86,9 +87,70 @@ def test_the_report_draws_every_plot_and_needs_no_network(record_path: Path) -> 
     page = render_report(record)
     for title in (*PLOTS, "Parameter importances", "LR range test", "Tuned LR schedule"):
         assert title in page, title
-    assert page.count("<svg") == 8  # baseline/tuned, pairs, batch, split, history, 3 more
+    assert page.count("<svg") == 9  # baseline/tuned, pairs, batch, knobs, split, history, 3 more
     assert not re.search(r"(src|href)=\"https?://", page)  # self-contained
     assert "<script" not in page
+
+
+def _table_rows(page: str, after: str) -> list[list[str]]:
+    """The cells of the first table after ``after`` in ``page``."""
+    table = page[page.index(after) :].split("</table>")[0]
+    rows = re.findall(r"<tr>(.*?)</tr>", table, flags=re.S)
+    return [re.findall(r"<t[dh]>(.*?)</t[dh]>", row, flags=re.S) for row in rows]
+
+
+def test_a_run_that_kept_your_setup_says_what_was_faster_and_why(record_path: Path) -> None:
+    """Issue 34: after a run that kept the user's setup, the headline said "1.00x (median
+    of 0 pairs)" and "no setup measured here was faster" beside a measured 2.4x, and "What
+    changed" was an empty table."""
+    record = json.loads(record_path.read_text())
+    record["speedup"].update(median=1.0, min=1.0, max=1.0, ratios=[], yours_kept=True)
+    record["recommendations"] = []
+    record["fastest"].update(written=False, why="its curves fell behind yours")
+    page = render_report(record)
+    headline = page.split('class="headline">')[1].split("</p>")[0]
+    assert "Your setup was kept" in headline and "median of 0" not in headline
+    assert "2.55x</b> your samples/s" in headline and "its curves fell behind yours" in headline
+    assert "No setup measured here was faster" not in page
+    changed = _table_rows(page, "What changed")
+    assert changed[1][0] == "nothing" and "not written: its curves fell behind" in changed[1][1]
+    # ... and where nothing measured was faster, it says so
+    slow = {**record, "fastest": None}
+    slow["trials"] = [
+        {**t, "samples_per_s": min(t["samples_per_s"], record["baseline"]["samples_per_s"])}
+        for t in record["trials"]
+    ]
+    page = render_report(slow)
+    assert "No setup measured here was faster than yours" in page
+    assert _table_rows(page, "What changed")[1] == [
+        "nothing",
+        "no setup measured here was faster than yours",
+    ]
+
+
+def test_every_trial_is_in_a_table_sorted_by_each_key(record_path: Path) -> None:
+    record = json.loads(record_path.read_text())
+    page = render_report(record)
+    knobs = list(dict.fromkeys(k for t in record["trials"] for k in t["params"]))
+    folds = re.findall(r"<summary>sorted by (.*?)</summary>", page)
+    assert folds == ["samples/s", "trial", *knobs]
+    rows = _table_rows(page, "sorted by samples/s")
+    assert rows[0][:5] == ["trial", "source", "outcome", "samples/s", "x yours"]
+    assert len(rows) == len(record["trials"]) + 1
+    rates = [float(r[3].replace(",", "")) for r in rows[1:]]
+    assert rates == sorted(rates, reverse=True)
+    numbers = [int(r[0]) for r in _table_rows(page, "sorted by trial")[1:]]
+    assert numbers == sorted(numbers)
+
+
+def test_the_throughput_plot_keeps_process_counts_apart(record_path: Path) -> None:
+    """Issue 34: 1- and 2-process runs at one per-process batch were one point."""
+    record = json.loads(record_path.read_text())
+    page = render_report(record)
+    plot = page.split("<figcaption>Throughput vs. batch")[1].split("</figure>")[0]
+    counts = {int(t["params"].get("processes") or 1) for t in record["trials"] if t["params"]}
+    assert counts == {1, 2}  # the recorded run tried both
+    assert "1 proc." in plot and "2 proc." in plot
 
 
 def test_the_report_command(record_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

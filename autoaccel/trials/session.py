@@ -94,6 +94,8 @@ class TrialSession(SessionBase):
                 samples=measurement.samples * self.world,
                 loss_samples=tuple(n * self.world for n in measurement.loss_samples),
             )
+            if isinstance(failure, PruneTrial):  # its words quote rank 0's rate: the trial's
+                measurement = replace(measurement, message=str(failure.for_processes(self.world)))
         self._write(measurement)
 
     def _write(self, measurement: Measurement) -> None:

@@ -276,6 +276,14 @@ def test_a_two_process_ddp_trial_under_torchrun(tmp_path: Path) -> None:
     # samples count across both processes: each step trains 2 x 64 samples
     assert trial.measurement.samples == 2 * 64 * trial.measurement.window_steps
     assert "torch.distributed.run" in trial.log_path.read_text().splitlines()[0]
+    # Pruned, its words quote the trial's rate (both processes), as its samples/s does;
+    # they quoted rank 0's alone (issue 34).
+    pruned = runner(script(tmp_path), tmp_path, timeout_s=120).run(config, prune_below=1e12)
+    assert pruned.measurement.outcome == "pruned", pruned.log_tail()
+    quoted = float(
+        pruned.measurement.message.split(": ")[1].split(" samples/s")[0].replace(",", "")
+    )
+    assert quoted == pytest.approx(pruned.measurement.samples_per_s, abs=1.0)
 
 
 def test_runners_sharing_a_folder_never_share_a_trial_folder(tmp_path: Path) -> None:

@@ -66,6 +66,7 @@ def test_tune_then_run(
     assert config.provenance.command and config.provenance.command.startswith("autoaccel tune")
     assert config.provenance.measured["trials"] >= 1
     assert data["search"]["trials_measured"] <= 2
+    assert data["dashboard"].startswith("optuna-dashboard sqlite:///")  # to open the study
     if "--lr-find" in tune_args:  # inside the budget: its run kept from the search
         plan = next(line for line in tuned.stderr.splitlines() if "autoaccel: plan:" in line)
         assert "s kept for the LR range test" in plan, plan

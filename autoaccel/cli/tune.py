@@ -176,6 +176,8 @@ def run(args: argparse.Namespace) -> CommandResult:
     paths.add_row("config", written or str(result.config_path))
     paths.add_row("trial logs", str(result.trials_dir))
     paths.add_row("study", f"{advice.search.study_name} in {result.storage}")
+    dashboard = dashboard_command(result.storage)
+    paths.add_row("dashboard", dashboard)
     # the commands are shell-quoted: a hint pasted as it is runs that, and nothing else
     record = shlex.quote(str(advice.record_path))
     paths.add_row("run record", f"{advice.record_path}  (autoaccel report {record})")
@@ -185,5 +187,23 @@ def run(args: argparse.Namespace) -> CommandResult:
         "config_path": None if advice.written_by else str(result.config_path),
         "trials_dir": str(result.trials_dir),
         "record_path": str(advice.record_path),
+        "dashboard": dashboard,
     }
     return CommandResult(data, [*advice.tables(), paths], notes=list(advice.notes))
+
+
+def dashboard_command(storage: str) -> str:
+    """The command that opens the study in optuna-dashboard (``pip install
+    optuna-dashboard``), its password masked.
+
+    Example:
+        >>> dashboard_command("sqlite:///.autoaccel/studies.db")
+        'optuna-dashboard sqlite:///.autoaccel/studies.db'
+        >>> dashboard_command("postgresql://me:secret@db/s")
+        "optuna-dashboard 'postgresql://me:***@db/s'  (your password for ***)"
+    """
+    from autoaccel.redact import mask_url
+
+    shown = mask_url(storage)
+    line = f"optuna-dashboard {shlex.quote(shown)}"
+    return line + ("  (your password for ***)" if shown != storage else "")

@@ -32,6 +32,7 @@ __all__ = [
     "DEFAULT_STORAGE",
     "OBJECTIVE_NAME",
     "check_storage",
+    "feasibility",
     "flat_attrs",
     "measurement_attrs",
     "record_end_phase",
@@ -106,6 +107,13 @@ def flat_attrs(m: Measurement) -> dict[str, Any]:
     }
 
 
+def feasibility(m: Measurement) -> dict[str, float]:
+    """The trial's constraint (Optuna's ``Trial.set_constraint``): violated (1.0) when the
+    measurement failed, so TPE steers away; every measured trial has it, so Optuna's plots
+    and the dashboard call none "infeasible" for lack of one."""
+    return {"feasible": 0.0 if m.ok else 1.0}
+
+
 def measurement_attrs(m: Measurement) -> dict[str, Any]:
     """The measurement as the study keeps it to resume: its loss curve compacted (the
     guard compares a resumed trial's curve as it would the whole one)."""
@@ -157,6 +165,7 @@ def record_end_phase(
                 distributions=distributions,
                 value=measurement.samples_per_s if measurement.ok else 0.0,
                 user_attrs=attrs,
+                constraints=feasibility(measurement),
             )
         )
     final_name = f"{study_name}-final-{time.strftime('%Y%m%d-%H%M%S')}"

@@ -55,6 +55,7 @@ from autoaccel.search.storage import (
     DEFAULT_STORAGE,
     OBJECTIVE_NAME,
     check_storage,
+    feasibility,
     flat_attrs,
     measurement_attrs,
     record_end_phase,
@@ -458,7 +459,8 @@ class Search:
             self.study.tell(trial, state=TrialState.PRUNED)
         else:
             # Failures complete with 0 and a violated constraint: TPE learns to avoid them.
-            trial.set_constraint("feasible", 0.0 if measurement.ok else 1.0)
+            for key, value in feasibility(measurement).items():
+                trial.set_constraint(key, value)
             self.study.tell(trial, measurement.samples_per_s if measurement.ok else 0.0)
         record = TrialRecord(
             trial.number, params, config, measurement, source, parent, changed, elapsed
@@ -607,7 +609,8 @@ class Search:
             if cached is not None:
                 # Already measured: tell the sampler what it was, spend no time.
                 repeats += 1
-                trial.set_constraint("feasible", 0.0 if cached.measurement.ok else 1.0)
+                for key, value in feasibility(cached.measurement).items():
+                    trial.set_constraint(key, value)
                 self.study.tell(trial, cached.value)
                 if repeats >= 20:
                     return "the sampler keeps proposing measured configurations"

@@ -110,6 +110,9 @@ def test_advise_searches_proves_and_leaves_the_caller_untouched(tmp_path: Path) 
     for t in trials:
         if t.state == optuna.trial.TrialState.PRUNED:
             assert t.intermediate_values  # the rate it reached before it was stopped
+        elif t.state == optuna.trial.TrialState.COMPLETE:  # none "infeasible" for lack of one
+            ok = t.user_attrs["outcome"] == "ok"
+            assert t.constraints == {"feasible": 0.0 if ok else 1.0}, t.user_attrs["source"]
     # the LR advice once, and the config says "measured" only of what was measured
     about_lr = [r for r in advice.recommendations if r.knob in ("lr", "lr_scaling")]
     assert len(about_lr) <= 1, about_lr

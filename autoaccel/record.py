@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from autoaccel.advice import Advice
     from autoaccel.schedule import LrFinding
 
-__all__ = ["RECORD_NAME", "json_ready", "run_record", "write_record"]
+__all__ = ["RECORD_NAME", "json_ready", "lr_find_record", "run_record", "write_record"]
 
 RECORD_NAME = "summary.json"
 RECORD_VERSION = 1
@@ -95,6 +95,41 @@ def run_record(
         "lr_range_test": _lr_curve(lr_finding),
     }
     return json_ready(record)
+
+
+def lr_find_record(
+    finding: LrFinding,
+    *,
+    command: str,
+    script: str,
+    batch_size: int,
+    config_path: str | None,
+    raw_losses: list[float],
+) -> dict[str, Any]:
+    """The record of one ``autoaccel lr-find`` run, which ``autoaccel report`` draws: the
+    curve, the suggestion and why, the batch size it ran at.
+
+    Example:
+        >>> from autoaccel.schedule import LrFinding
+        >>> found = LrFinding([1e-3, 1e-2], [2.0, 1.5], 1e-2, "low", "steepest fall")
+        >>> r = lr_find_record(found, command="autoaccel lr-find t.py", script="t.py",
+        ...                    batch_size=32, config_path=None, raw_losses=[2.1, 1.4])
+        >>> r["kind"], r["lr_range_test"]["suggestion"], r["batch_size"]
+        ('lr-find', 0.01, 32)
+    """
+    return json_ready(
+        {
+            "record_version": RECORD_VERSION,
+            "kind": "lr-find",
+            "created_at": now_iso(),
+            "command": command,
+            "script": script,
+            "batch_size": batch_size,
+            "config_path": config_path,
+            "raw_losses": raw_losses,
+            "lr_range_test": _lr_curve(finding),
+        }
+    )
 
 
 def write_record(record: dict[str, Any], folder: Path) -> Path:

@@ -547,8 +547,48 @@ def _trial_tables(record: dict[str, Any]) -> str:
     return "".join(folds)
 
 
+def _page(title: str, sections: Sequence[str]) -> str:
+    return (
+        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>autoaccel report: {_esc(title)}</title><style>{_STYLE}</style></head><body>\n"
+        + "\n".join(sections)
+        + "\n</body></html>\n"
+    )
+
+
+def _lr_find_page(record: dict[str, Any]) -> str:
+    """The page for an ``autoaccel lr-find`` record (``autoaccel.record.lr_find_record``)."""
+    curve = record.get("lr_range_test") or {}
+    suggestion = curve.get("suggestion")
+    said = (
+        f"suggested lr <b>{suggestion:.3g}</b> ({_esc(curve.get('confidence'))} confidence)"
+        if suggestion
+        else "no suggestion"
+    )
+    facts = [
+        ("why", curve.get("reason") or ""),
+        ("batch size", record.get("batch_size")),
+        ("config", record.get("config_path") or "the script's own settings"),
+        ("steps", len(record.get("raw_losses") or [])),
+    ]
+    context = f"{_esc(record.get('command') or '')} &middot; {_esc(record.get('created_at') or '')}"
+    plot = _lr_plots({**record, "config": {}})
+    return _page(
+        f"LR range test of {record.get('script') or 'a script'}",
+        [
+            f'<h1>autoaccel report: LR range test</h1><p class="headline">{said}</p>',
+            f'<p class="note">{context}</p>',
+            f'<h2>Plots</h2><div class="plots">{plot}</div>',
+            f"<h2>The test</h2>{_table(facts)}",
+        ],
+    )
+
+
 def render_report(record: dict[str, Any]) -> str:
-    """The HTML page for one run record (``autoaccel.record.run_record``)."""
+    """The HTML page for one run record (``autoaccel.record.run_record``, or
+    ``lr_find_record``'s for an ``autoaccel lr-find`` run)."""
+    if record.get("kind") == "lr-find":
+        return _lr_find_page(record)
     hardware = record.get("hardware", {})
     software = hardware.get("software", {})
     config = record["config"]
@@ -597,10 +637,4 @@ def render_report(record: dict[str, Any]) -> str:
         f"{_esc('; '.join(diagnosis['reasons']))}</p>",
         f"<h2>Notes</h2><ul>{notes}</ul>",
     ]
-    title = _esc(search["study_name"])
-    return (
-        f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f"<title>autoaccel report: {title}</title><style>{_STYLE}</style></head><body>\n"
-        + "\n".join(sections)
-        + "\n</body></html>\n"
-    )
+    return _page(search["study_name"], sections)

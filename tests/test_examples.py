@@ -188,6 +188,9 @@ def test_lr_find_on_an_example_at_the_configs_batch_size(tmp_path: Path) -> None
     if data["suggestion"] is not None:
         assert data["lrs"][0] < data["suggestion"] < data["lrs"][-1]
     assert data["reason"]
+    drawn = cli("report", data["record_path"], "--out", str(tmp_path / "lr.html"), cwd=tmp_path)
+    assert drawn.returncode == 0, drawn.stderr  # lr-find leaves a record report draws
+    assert "LR range test" in (tmp_path / "lr.html").read_text()
     table = cli("lr-find", str(script), "--steps", "10", "--batch-size", "8", cwd=tmp_path)
     assert table.returncode == 0, table.stderr
     for part in ("LR range test", "suggested lr", "batch size", "Smoothed loss by lr"):

@@ -153,6 +153,24 @@ def test_the_throughput_plot_keeps_process_counts_apart(record_path: Path) -> No
     assert "1 proc." in plot and "2 proc." in plot
 
 
+def test_an_lr_find_record_is_drawn(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Issue 34: `lr-find` wrote nothing `report` could draw."""
+    from autoaccel.record import lr_find_record, write_record
+    from autoaccel.schedule import LrFinding
+
+    lrs = [10 ** (-5 + i / 4) for i in range(20)]
+    losses = [2.0 - 0.05 * i if i < 15 else 3.0 for i in range(20)]
+    finding = LrFinding(tuple(lrs), tuple(losses), lrs[12], "high", "steepest fall")
+    record = lr_find_record(finding, command="autoaccel lr-find t.py", script="t.py",
+                            batch_size=48, config_path=None, raw_losses=losses)  # fmt: skip
+    path = write_record(record, tmp_path / "lr-find" / "t-1")
+    out = tmp_path / "lr.html"
+    assert main(["report", str(path), "--out", str(out)]) == 0
+    page = out.read_text()
+    assert "LR range test (suggested lr 0.01)" in page and page.count("<svg") == 1
+    assert "suggested lr <b>0.01</b> (high confidence)" in page and "<td>48</td>" in page
+
+
 def test_the_report_command(record_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = record_path.parent / "page.html"
     assert main(["report", str(record_path), "--out", str(out), "--json"]) == 0

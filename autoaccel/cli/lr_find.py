@@ -4,6 +4,7 @@ size."""
 from __future__ import annotations
 
 import argparse
+import shlex
 
 from rich.table import Table
 
@@ -89,6 +90,8 @@ def run(args: argparse.Namespace) -> CommandResult:
     origin = result.config_path or "the script's own settings"
     summary.add_row("batch size", f"{result.batch_size} ({origin})")
     summary.add_row("steps", f"{len(result.raw_losses)} (log {result.log_path})")
+    record = shlex.quote(str(result.record_path))
+    summary.add_row("run record", f"{result.record_path}  (autoaccel report {record})")
     curve = Table(title="Smoothed loss by lr", title_justify="left")
     curve.add_column("lr", justify="right")
     curve.add_column("loss", justify="right")
@@ -106,6 +109,7 @@ def run(args: argparse.Namespace) -> CommandResult:
         "smoothed_losses": list(finding.losses),
         "raw_losses": list(result.raw_losses),
         "log": str(result.log_path),
+        "record_path": str(result.record_path),
     }
     if finding.suggestion is not None:
         summary.add_row(

@@ -21,7 +21,11 @@ EXAMPLE = (
 )
 
 #: Where tune and advise() leave their run records, under the working folder.
-RECORDS = (".autoaccel/trials/*/summary.json", ".autoaccel/runs/*/summary.json")
+RECORDS = (
+    ".autoaccel/trials/*/summary.json",
+    ".autoaccel/runs/*/summary.json",
+    ".autoaccel/lr-find/*/summary.json",
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

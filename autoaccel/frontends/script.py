@@ -43,7 +43,7 @@ from autoaccel.pipeline import TUNE, Job, PipelineOptions
 from autoaccel.pipeline.front import OnBest, tune_job
 from autoaccel.probe import probe_system
 from autoaccel.progress import Phases, say
-from autoaccel.record import run_record, write_record
+from autoaccel.record import lr_find_record, run_record, write_record
 from autoaccel.redact import mask_command
 from autoaccel.schedule import LrFinding, RangeSweep, sweep_config
 from autoaccel.search import TrialRecord, WorkloadFacts, check_storage
@@ -346,6 +346,7 @@ class LrFindResult:
     config_path: Path | None
     log_path: Path
     raw_losses: tuple[float, ...]
+    record_path: Path | None = None  # its run record, for ``autoaccel report``
 
 
 def find_lr_script(
@@ -364,7 +365,8 @@ def find_lr_script(
 
     The script runs once (one process) with its tuned config when there is one (or its own
     settings), the LR raised exponentially step by step until the loss diverges; the
-    process ends there, so nothing it trained is kept.
+    process ends there, so nothing it trained is kept. Its record (``summary.json`` in
+    its folder under ``.autoaccel/lr-find``) is what ``autoaccel report`` draws.
 
     Raises:
         UsageError: the script cannot be run this way, or the sweep's arguments are wrong.
@@ -399,4 +401,15 @@ def find_lr_script(
         )
     used = config.batch_size if config else int(trial.report.user_config["batch_size"])
     raw = tuple(trial.report.lr_curve["raw"])
-    return LrFindResult(finding, used, path, trial.log_path, raw)
+    record = lr_find_record(
+        finding,
+        command=mask_command(
+            ["autoaccel", "lr-find", str(script), "--steps", str(steps)]
+            + (["--", *args] if args else [])
+        ),
+        script=str(script),
+        batch_size=used,
+        config_path=str(path) if path else None,
+        raw_losses=list(raw),
+    )
+    return LrFindResult(finding, used, path, trial.log_path, raw, write_record(record, folder))

@@ -47,7 +47,7 @@ def test_tune_then_run(
         str(EXAMPLES / example),
         *tune_args,
         "--budget",
-        "40s",
+        "30s",
         "--max-trials",
         "2",
         "--window",

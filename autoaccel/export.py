@@ -253,16 +253,15 @@ def _take(knobs: dict[str, str], *names: str) -> tuple[str, ...]:
     return tuple(name for name in names if knobs.pop(name, None) is not None)
 
 
-def _accelerate(config: TrainingConfig, script: str) -> Export:
-    _no_cpu_fsdp(config, "Accelerate", "its FSDP plugin trains on GPUs")
-    many = _many(config)
-    cpu = config.device == "cpu"
-    # Accelerate's MULTI_CPU starts one process unless MPI starts the others; its
-    # torchrun launcher is the one it calls MULTI_GPU, and ACCELERATE_USE_CPU=true (set by
-    # accelerate-launch.sh) makes those processes one gloo group on the CPU.
-    kind = "NO"
-    if many:
-        kind = "FSDP" if config.strategy == "fsdp" else "MULTI_GPU"
+def _accelerate_settings(config: TrainingConfig) -> dict[str, Any]:
+    """The ``accelerate launch --config_file`` YAML's settings.
+
+    Accelerate's MULTI_CPU starts one process unless MPI starts the others; its torchrun
+    launcher is the one it calls MULTI_GPU, and ACCELERATE_USE_CPU=true (set by
+    accelerate-launch.sh) makes those processes one gloo group on the CPU.
+    """
+    many, cpu = _many(config), config.device == "cpu"
+    kind = ("FSDP" if config.strategy == "fsdp" else "MULTI_GPU") if many else "NO"
     settings: dict[str, Any] = {
         "compute_environment": "LOCAL_MACHINE",
         "distributed_type": kind,
@@ -282,6 +281,12 @@ def _accelerate(config: TrainingConfig, script: str) -> Export:
         settings["fsdp_config"] = {"fsdp_version": 2, "fsdp_reshard_after_forward": True}
     if config.compile:
         settings["dynamo_config"] = {"dynamo_backend": "INDUCTOR"}
+    return settings
+
+
+def _accelerate(config: TrainingConfig, script: str) -> Export:
+    _no_cpu_fsdp(config, "Accelerate", "its FSDP plugin trains on GPUs")
+    on_cpus = _many(config) and config.device == "cpu"  # several processes on the CPU
     knobs = {
         **_loader_knobs(config, "passed to accelerator.prepare()"),
         **_model_knobs(config),
@@ -294,29 +299,22 @@ def _accelerate(config: TrainingConfig, script: str) -> Export:
         launch += ["--num_cpu_threads_per_process", str(config.num_threads)]
         carried += _take(knobs, "num_threads")
     # Accelerate's prepared scheduler steps once per process per optimizer step.
-    schedule = _schedule_code(config, calls_per_step=config.processes if many else 1)
+    schedule = _schedule_code(config, calls_per_step=config.processes if _many(config) else 1)
     if schedule:
         carried += _take(knobs, "schedule", "warmup_steps", "schedule_steps", "lr")
     env = ""
     if config.grad_accum_steps > 1:  # Accelerator() reads it when not given the argument
         env = f"ACCELERATE_GRADIENT_ACCUMULATION_STEPS={config.grad_accum_steps} "
-    if many and cpu:
-        env += "ACCELERATE_USE_CPU=true "
+    env += "ACCELERATE_USE_CPU=true " if on_cpus else ""
     header = (
         "# Accelerate settings autoaccel tuned (autoaccel export --to accelerate); start the\n"
         "# training with accelerate-launch.sh beside this file, which adds what no config\n"
         "# file holds (threads per process, gradient accumulation"
-        + (", the CPU for every process" if many and cpu else "")
-        + ").\n"
-        + (
-            "# distributed_type MULTI_GPU is Accelerate's torchrun launcher; its MULTI_CPU\n"
-            "# would start one process here (the others need MPI).\n"
-            if many and cpu
-            else ""
-        )
-    )
-    body = yaml.safe_dump(settings, sort_keys=False)
-    script_line = " ".join([*launch, shlex.quote(script), '"$@"'])
+        + (", the CPU for every process).\n# distributed_type MULTI_GPU is Accelerate's "
+           "torchrun launcher; its MULTI_CPU\n# would start one process here (the others "
+           "need MPI).\n" if on_cpus else ").\n")
+    )  # fmt: skip
+    command = " ".join([*launch, shlex.quote(script), '"$@"'])
     sh = (
         "#!/usr/bin/env bash\n"
         "# The tuned launch (autoaccel export --to accelerate). Your script makes one\n"
@@ -325,9 +323,13 @@ def _accelerate(config: TrainingConfig, script: str) -> Export:
         + _comment_block(knobs, "Accelerate")
         + "set -euo pipefail\n"
         'here=$(cd "$(dirname "$0")" && pwd)\n'
-        f"{env}exec {script_line}\n"
+        f"{env}exec {command}\n"
     )
-    files = {"accelerate-config.yaml": header + body, "accelerate-launch.sh": sh}
+    files = {
+        "accelerate-config.yaml": header
+        + yaml.safe_dump(_accelerate_settings(config), sort_keys=False),
+        "accelerate-launch.sh": sh,
+    }
     if schedule:
         files["lr_schedule.py"] = (
             '"""The LR plan autoaccel tuned, for Accelerate (autoaccel export --to accelerate):\n'

@@ -27,13 +27,12 @@ def cli(*args: str, cwd: Path, timeout: float = 400) -> subprocess.CompletedProc
 @pytest.mark.parametrize(
     ("example", "run_args", "tune_args"),
     [
-        pytest.param(  # the README's main job, end to end: a minute
-            "train_cnn.py", ["--epochs", "1", "--samples", "256"], [], marks=pytest.mark.slow
-        ),
+        # The README's main job, end to end, with the LR range test inside its budget (the
+        # language-model example runs in test_lr_find_on_an_example_at_the_configs_batch_size).
         pytest.param(
-            "train_lm.py",
-            ["--steps", "3"],
-            ["--lr-find", "--keep-global-batch"],
+            "train_cnn.py",
+            ["--epochs", "1", "--samples", "256"],
+            ["--lr-find"],
             marks=pytest.mark.slow,
         ),
     ],

@@ -154,6 +154,7 @@ print("RESULT " + json.dumps({{"rank": accelerator.process_index,
       "precision": str(accelerator.mixed_precision),
       "accumulate": accelerator.gradient_accumulation_steps,
       "threads": torch.get_num_threads(), "lrs": lrs[:{STEPS}]}}), flush=True)
+accelerator.end_training()  # the process group ends before the interpreter does
 """
 
 
@@ -197,6 +198,7 @@ for micro in range({2 * STEPS}):
 print("RESULT " + json.dumps({{"rank": 0, "lrs": lrs, "batch": engine.train_batch_size(),
       "micro": engine.train_micro_batch_size_per_gpu(), "bf16": engine.bfloat16_enabled(),
       "accumulate": engine.gradient_accumulation_steps(), "threads": torch.get_num_threads()}}))
+torch.distributed.destroy_process_group()  # before the interpreter ends
 """
 
 

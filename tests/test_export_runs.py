@@ -127,6 +127,7 @@ def test_lightning_fit_trains_as_tuned(tmp_path: Path) -> None:
 
 ACCELERATE_SCRIPT = f"""
 import json
+import time
 import torch
 from accelerate import Accelerator
 from lr_schedule import lr_scheduler
@@ -154,7 +155,11 @@ print("RESULT " + json.dumps({{"rank": accelerator.process_index,
       "precision": str(accelerator.mixed_precision),
       "accumulate": accelerator.gradient_accumulation_steps,
       "threads": torch.get_num_threads(), "lrs": lrs[:{STEPS}]}}), flush=True)
-accelerator.end_training()  # the process group ends before the interpreter does
+# End the process group while Python still runs, then give gloo's threads the GIL: a
+# collective's last drop landing in finalization aborts the process ("terminate called
+# without an active exception", pytorch/pytorch#190489; autoaccel.prepare() does the same).
+accelerator.end_training()
+time.sleep(0.2)
 """
 
 
@@ -176,6 +181,7 @@ def test_accelerate_launch_trains_as_tuned(tmp_path: Path) -> None:
 DEEPSPEED_SCRIPT = f"""
 import json
 import os
+import time
 import deepspeed
 import deepspeed.ops
 import torch
@@ -198,7 +204,8 @@ for micro in range({2 * STEPS}):
 print("RESULT " + json.dumps({{"rank": 0, "lrs": lrs, "batch": engine.train_batch_size(),
       "micro": engine.train_micro_batch_size_per_gpu(), "bf16": engine.bfloat16_enabled(),
       "accumulate": engine.gradient_accumulation_steps(), "threads": torch.get_num_threads()}}))
-torch.distributed.destroy_process_group()  # before the interpreter ends
+torch.distributed.destroy_process_group()  # as in the Accelerate script above
+time.sleep(0.2)
 """
 
 

@@ -13,7 +13,30 @@ sys.path.insert(0, str(Path(__file__).parent))
 from pg_server import Server, missing_reason, running_server
 
 
+#: The longest tests (a minute or so each in CI), started first: with two workers, one
+#: of them started last would keep a worker busy alone at the end while the other idles.
+LONGEST = (
+    "tests/frontends/test_tune_time_to_loss.py::test_time_to_loss_tunes_the_schedule",
+    "tests/search/test_shared_study.py::",
+    "tests/test_examples.py::test_tune_then_run",
+    "tests/trials/test_script_trials.py::test_a_stop_keeps_the_best_so_far",
+    "tests/frontends/test_advise_time_to_loss.py::",
+    "tests/faults/test_tune_faults.py::test_a_short_budget",
+    # ... and in the default run, those that wait out a trial's timeout or start torchrun
+    "tests/trials/test_ddp_trials.py::",
+    "tests/trials/test_script_trials.py::test_a_hanging_trial",
+    "tests/trials/test_script_trials.py::test_a_two_process",
+    "tests/frontends/test_advise.py::test_advise_searches_proves",
+)
+
+
+def _rank(item: pytest.Item) -> int:
+    """Where a test starts: the longest first, in ``LONGEST``'s order, then the rest."""
+    return next((i for i, part in enumerate(LONGEST) if part in item.nodeid), len(LONGEST))
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    items.sort(key=_rank)  # stable: the rest keep their order
     if torch.cuda.is_available():
         return
     skip = pytest.mark.skip(reason="needs an NVIDIA GPU")

@@ -12,7 +12,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from pg_server import Server, missing_reason, running_server
 
-
 #: The longest tests (a minute or so each in CI), started first: with two workers, one
 #: of them started last would keep a worker busy alone at the end while the other idles.
 LONGEST = (

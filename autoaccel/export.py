@@ -13,6 +13,7 @@ import json
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -460,7 +461,8 @@ def export(
 
     Args:
         script: The training script, for the command lines (default: the one the config
-            was tuned for, else ``train.py``).
+            was tuned for, by its path beside ``config_path`` when it is there, else
+            ``train.py``).
         config_path: Where the config lives, for ``$AUTOACCEL_CONFIG``.
 
     Raises:
@@ -473,7 +475,10 @@ def export(
         >>> json.loads(out.files["ds_config.json"])["bf16"]
         {'enabled': True}
     """
-    script = script or config.provenance.script or "train.py"
+    if script is None and config.provenance.script:  # tune writes the config beside it
+        beside = Path(config_path).parent / config.provenance.script
+        script = str(beside) if beside.is_file() else config.provenance.script
+    script = script or "train.py"
     makers: dict[str, Callable[[], Export]] = {
         "lightning": lambda: _lightning(config),
         "accelerate": lambda: _accelerate(config, script),

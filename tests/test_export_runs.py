@@ -265,6 +265,19 @@ def test_the_script_named_is_the_one_tuned() -> None:
     assert "mine.py" in export(tuned, "torchrun", script="mine.py").files["torchrun.sh"]
 
 
+def test_the_script_tuned_is_found_beside_its_config(tmp_path: Path) -> None:
+    """Tried as a new user: `bash out/torchrun.sh` from the repository named train_cnn.py
+    alone, which is in examples/: torchrun could not open it."""
+    from autoaccel.config import Provenance
+
+    (tmp_path / "examples").mkdir()
+    (tmp_path / "examples" / "train_cnn.py").write_text("")
+    tuned = replace(DDP, provenance=Provenance(script="train_cnn.py"))
+    path = str(tmp_path / "examples" / "autoaccel.yaml")
+    text = export(tuned, "torchrun", config_path=path).files["torchrun.sh"]
+    assert f"{tmp_path}/examples/train_cnn.py" in text
+
+
 @pytest.mark.parametrize("target", ["lightning", "accelerate"])
 def test_fsdp_on_the_cpu_is_refused_where_the_target_needs_gpus(target: str) -> None:
     """Issue 34: FSDP was dropped silently (strategy auto, one process)."""

@@ -179,9 +179,14 @@ def _gpu_index(config: TrainingConfig) -> int | None:
     return int(config.device.split(":")[1]) if config.device.startswith("cuda:") else None
 
 
+def _processes(config: TrainingConfig) -> int:
+    """The processes the config trains in (one without a DDP or FSDP strategy)."""
+    return config.processes if config.strategy != "none" else 1
+
+
 def _many(config: TrainingConfig) -> bool:
     """Whether the config trains in several processes (DDP or FSDP)."""
-    return config.strategy != "none" and config.processes > 1
+    return _processes(config) > 1
 
 
 def _no_cpu_fsdp(config: TrainingConfig, target: str, why: str) -> None:
@@ -206,7 +211,7 @@ def _lightning(config: TrainingConfig) -> Export:
     _no_cpu_fsdp(config, "Lightning", "its FSDP strategy requires a GPU accelerator")
     accelerator = {"cpu": "cpu", "auto": "auto"}.get(config.device, "gpu")
     index = _gpu_index(config)
-    devices: Any = config.processes if config.strategy != "none" else 1
+    devices: Any = _processes(config)
     trainer: dict[str, Any] = {
         "accelerator": accelerator,
         "precision": "32-true" if config.precision == "tf32" else config.precision,
@@ -267,7 +272,7 @@ def _accelerate_settings(config: TrainingConfig) -> dict[str, Any]:
         "compute_environment": "LOCAL_MACHINE",
         "distributed_type": kind,
         "mixed_precision": {"bf16-mixed": "bf16", "16-mixed": "fp16"}.get(config.precision, "no"),
-        "num_processes": config.processes if many else 1,
+        "num_processes": _processes(config),
         "num_machines": 1,
         "machine_rank": 0,
         "main_training_function": "main",
@@ -300,7 +305,7 @@ def _accelerate(config: TrainingConfig, script: str) -> Export:
         launch += ["--num_cpu_threads_per_process", str(config.num_threads)]
         carried += _take(knobs, "num_threads")
     # Accelerate's prepared scheduler steps once per process per optimizer step.
-    schedule = _schedule_code(config, calls_per_step=config.processes if _many(config) else 1)
+    schedule = _schedule_code(config, calls_per_step=_processes(config))
     if schedule:
         carried += _take(knobs, "schedule", "warmup_steps", "schedule_steps", "lr")
     env = ""
@@ -351,7 +356,7 @@ def _deepspeed(config: TrainingConfig) -> Export:
     }
     loader = _loader_knobs(config, "(DeepSpeed batches only with its own training_data loader)")
     knobs = {"DataLoader": loader.pop("batch_size"), **loader, **_model_knobs(config)}
-    carried: tuple[str, ...] = ("batch_size", "grad_accum_steps", "processes", "strategy")
+    carried: tuple[str, ...] = ("batch_size", "grad_accum_steps", "strategy")
     if config.compile:
         knobs["compile"] = "engine.compile() after deepspeed.initialize"
     if config.device == "cpu":
@@ -364,11 +369,10 @@ def _deepspeed(config: TrainingConfig) -> Export:
     if config.precision != "tf32":
         carried += ("precision",)
     knobs["processes"] = (
-        f"launch {config.processes if _many(config) else 1} process(es): deepspeed "
-        f"--num_gpus {config.processes if _many(config) else 1} (or torchrun); DeepSpeed "
+        f"launch {_processes(config)} process(es): deepspeed "
+        f"--num_gpus {_processes(config)} (or torchrun); DeepSpeed "
         "derives the global batch from the world size"
     )
-    carried = tuple(k for k in carried if k != "processes")
     schedule = _schedule_code(config)
     carried += _take(knobs, "num_threads") if config.num_threads is not None else ()
     if schedule:
@@ -403,7 +407,7 @@ def _launch_env(config: TrainingConfig) -> dict[str, str]:
 
 
 def _torchrun(config: TrainingConfig, script: str, config_path: str) -> Export:
-    processes = config.processes if config.strategy != "none" else 1
+    processes = _processes(config)
     env = {"AUTOACCEL_CONFIG": config_path, **_launch_env(config)}
     prefix = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
     here = (

@@ -463,10 +463,18 @@ def _faster_measured(record: dict[str, Any]) -> bool:
     return any(t["outcome"] == "ok" and t["samples_per_s"] > base for t in record["trials"])
 
 
+def _unwritten_faster(record: dict[str, Any]) -> dict[str, Any] | None:
+    """The fastest setup measured, when it beat yours and was not the one written."""
+    fastest: dict[str, Any] | None = record.get("fastest")
+    if fastest is not None and not fastest["written"] and fastest["ratio"] > 1.0:
+        return fastest
+    return None
+
+
 def _headline(record: dict[str, Any]) -> str:
     """What was written and its paired ratio; the fastest setup measured, when it is not
     the one written, and why; "no setup measured here was faster" only when true."""
-    speedup, fastest = record["speedup"], record.get("fastest")
+    speedup, fastest = record["speedup"], _unwritten_faster(record)
     pairs = len(speedup["ratios"])
     before, after = record["baseline"]["samples_per_s"], record["best"]["samples_per_s"]
     if speedup.get("yours_kept") or not pairs:
@@ -477,7 +485,7 @@ def _headline(record: dict[str, Any]) -> str:
             f"{pairs} interleaved pairs; min {_ratio(speedup['min'])}, max "
             f"{_ratio(speedup['max'])}). {_fmt(before)} &rarr; {_fmt(after)} samples/s."
         )
-    if fastest is not None and not fastest["written"] and fastest["ratio"] > 1.0:
+    if fastest is not None:
         knobs = ", ".join(f"{k} {v}" for k, v in fastest["params"].items())
         line += (
             f'<br><span class="fastest">The fastest setup measured (trial {fastest["trial"]}: '
@@ -497,8 +505,8 @@ def _changed(record: dict[str, Any]) -> list[tuple[str, str]]:
     ]
     if rows:
         return rows
-    fastest = record.get("fastest")
-    if fastest is not None and not fastest["written"] and fastest["ratio"] > 1.0:
+    fastest = _unwritten_faster(record)
+    if fastest is not None:
         why = f"the faster setups measured were not written: {fastest['why']}"
     elif not _faster_measured(record):
         why = "no setup measured here was faster than yours"

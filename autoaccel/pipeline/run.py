@@ -252,8 +252,9 @@ class EndPhase:
 def ranked_finalists(
     result: SearchResult, end: EndPhase
 ) -> list[tuple[dict[str, Any], list[float]]]:
-    """Each config the final round measured, with all its samples/s (its best search trial
-    first, as ``confirm.final_round`` counts them); the winner alone when there was none."""
+    """Each config the final round measured, with the samples/s it was judged on, as
+    ``confirm.final_round`` judges: its re-measurements, or its best search trial when none
+    of them succeeded; the winner alone when there was no final round."""
     again: dict[str, list[float]] = {}
     for params, measurement, source in end.entries:
         if source == "final round":  # a failed re-measurement counts as none, as there
@@ -262,11 +263,13 @@ def ranked_finalists(
                 rates.append(measurement.samples_per_s)
     found = []
     for key, rates in again.items():
-        first = max(
-            (r for r in result.records if knobs_key(r.params) == key),
-            key=lambda r: r.value,
-        )
-        found.append((first.params, [first.measurement.samples_per_s, *rates]))
+        if not rates:
+            first = max(
+                (r for r in result.records if knobs_key(r.params) == key),
+                key=lambda r: r.value,
+            )
+            rates = [first.measurement.samples_per_s]
+        found.append((next(p for p, _, _ in end.entries if knobs_key(p) == key), rates))
     return found or [(result.best.params, [result.best.measurement.samples_per_s])]
 
 

@@ -143,7 +143,7 @@ def record_end_phase(
         storage: The storage as the user gave it (``storage_url`` makes it a URL).
         entries: (searched params, measurement, source) for each end-phase measurement.
         pick: The params of the config written, with the confirmed speedup.
-        finalists: Each finalist's params and its measured samples/s (search and final round).
+        finalists: Each finalist's params and the samples/s the final round judged it on.
         marks: What each trial records of the worker and hardware (``Search.marks``).
 
     Returns:

@@ -21,7 +21,7 @@ import yaml
 from autoaccel.config import TrainingConfig
 from autoaccel.errors import UsageError
 
-__all__ = ["TARGETS", "Export", "export"]
+__all__ = ["TARGETS", "Export", "export", "lightning_trainer_args"]
 
 
 @dataclass(frozen=True)
@@ -207,18 +207,33 @@ def _threads_line(config: TrainingConfig) -> str:
     )
 
 
-def _lightning(config: TrainingConfig) -> Export:
+def lightning_trainer_args(config: TrainingConfig) -> dict[str, Any]:
+    """The ``lightning.Trainer`` arguments that carry ``config``: accelerator, precision
+    (TF32 is a process setting there: "32-true"), strategy, devices, accumulation.
+
+    Raises:
+        UsageError: FSDP on the CPU, which Lightning's FSDP strategy cannot run.
+
+    Example:
+        >>> args = lightning_trainer_args(TrainingConfig(precision="bf16-mixed", processes=2,
+        ...                                              strategy="ddp", device="cpu"))
+        >>> args["precision"], args["strategy"], args["devices"]
+        ('bf16-mixed', 'ddp', 2)
+    """
     _no_cpu_fsdp(config, "Lightning", "its FSDP strategy requires a GPU accelerator")
-    accelerator = {"cpu": "cpu", "auto": "auto"}.get(config.device, "gpu")
     index = _gpu_index(config)
     devices: Any = _processes(config)
-    trainer: dict[str, Any] = {
-        "accelerator": accelerator,
+    return {
+        "accelerator": {"cpu": "cpu", "auto": "auto"}.get(config.device, "gpu"),
         "precision": "32-true" if config.precision == "tf32" else config.precision,
         "strategy": config.strategy if config.strategy != "none" else "auto",
         "devices": [index] if index is not None and devices == 1 else devices,
         "accumulate_grad_batches": config.grad_accum_steps,
     }
+
+
+def _lightning(config: TrainingConfig) -> Export:
+    trainer = lightning_trainer_args(config)
     knobs = {
         **_loader_knobs(config, "in your LightningDataModule's *_dataloader methods"),
         **_model_knobs(config),

@@ -25,7 +25,7 @@ def cli(*args: str, cwd: Path, timeout: float = 400) -> subprocess.CompletedProc
 
 
 @pytest.mark.parametrize(
-    ("example", "run_args", "tune_args"),
+    ("example", "run_args", "tune_args", "budget"),
     [
         # The README's main job, end to end, with the LR range test inside its budget (the
         # language-model example runs in test_lr_find_on_an_example_at_the_configs_batch_size).
@@ -33,12 +33,22 @@ def cli(*args: str, cwd: Path, timeout: float = 400) -> subprocess.CompletedProc
             "train_cnn.py",
             ["--epochs", "1", "--samples", "256"],
             ["--lr-find"],
+            "30s",
+            marks=pytest.mark.slow,
+        ),
+        # A Lightning script, one line changed (autoaccel.lightning.Trainer); its trials
+        # start Lightning, a few seconds each.
+        pytest.param(
+            "train_lightning.py",
+            ["--epochs", "1", "--samples", "256"],
+            [],
+            "45s",
             marks=pytest.mark.slow,
         ),
     ],
 )
 def test_tune_then_run(
-    tmp_path: Path, example: str, run_args: list[str], tune_args: list[str]
+    tmp_path: Path, example: str, run_args: list[str], tune_args: list[str], budget: str
 ) -> None:
     out = tmp_path / "autoaccel.yaml"
     tuned = cli(
@@ -46,7 +56,7 @@ def test_tune_then_run(
         str(EXAMPLES / example),
         *tune_args,
         "--budget",
-        "30s",
+        budget,
         "--max-trials",
         "2",
         "--window",

@@ -6,6 +6,8 @@ Each module's imports of autoaccel (at any depth in the module, except under
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent.parent / "autoaccel"
@@ -19,6 +21,7 @@ LAYERS: list[set[str]] = [
     {"runtime"},  # runtime.data, runtime.run
     {"trials"},
     {"runtime.prepare"},  # hands a tuner's trial to trials.session
+    {"lightning"},  # the Lightning Trainer: prepare()'s pieces, applied through Lightning
     {"search"},
     {"confirm", "record"},  # record reads the study's storage (search) when it is asked
     {"time_to_loss"},
@@ -131,3 +134,25 @@ def test_the_architecture_doc_lists_every_module() -> None:
         if p.name != "__init__.py" or p.parent == PACKAGE or p.parent.name == "cli"
     }
     assert sorted(modules - documented_modules()) == []
+
+
+def test_the_core_never_imports_lightning() -> None:
+    """Lightning is an optional extra: importing autoaccel, its CLI and every module but
+    ``autoaccel.lightning`` leaves it unloaded."""
+    modules = [
+        ".".join(("autoaccel", *p.relative_to(PACKAGE).with_suffix("").parts)).removesuffix(
+            ".__init__"
+        )
+        for p in sorted(PACKAGE.rglob("*.py"))
+        if p.name != "__main__.py"
+    ]
+    core = [m for m in modules if m != "autoaccel.lightning"]
+    code = (
+        "import importlib, sys\n"
+        f"for m in {core!r}: importlib.import_module(m)\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('lightning', 'pytorch_lightning')))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]"

@@ -214,6 +214,7 @@ def _job(
         start_s=TUNE.start_s,
         optimizer=report.optimizer,
         has_loader=report.dataset_size is not None,
+        fixed=report.fixed or {},
     )
 
     def measure(config: TrainingConfig, prune: PruneBelow | None = None) -> Measurement:

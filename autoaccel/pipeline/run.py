@@ -329,6 +329,7 @@ def _space(job: Job, options: PipelineOptions) -> SearchSpace:
         has_loader=facts.has_loader,
         optimizer=facts.optimizer,
         device_reason=choice.reason,
+        fixed=facts.fixed,
     )
 
 

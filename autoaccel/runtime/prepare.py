@@ -40,7 +40,15 @@ from autoaccel.trials.hook import call_hook, check_hook
 from autoaccel.trials.protocol import TrialSpec, read_trial_spec
 from autoaccel.trials.session import TrialSession
 
-__all__ = ["prepare"]
+__all__ = [
+    "apply_lr_settings",
+    "for_this_model",
+    "prepare",
+    "trial_facts",
+    "trial_session",
+    "tuned_config",
+    "tuned_schedule",
+]
 
 _HINT = (
     "autoaccel: no autoaccel.yaml found, so your own settings run unchanged. "
@@ -151,19 +159,31 @@ def prepare(
     if trial is not None:
         chosen = _trial_config(trial, user)
     else:
-        chosen = _for_this_model(_normal_run_config(config, user), model)
+        found = tuned_config(config)
+        chosen = for_this_model(found, model) if found is not None else user
     processes = _Processes.join()
     _check_processes(chosen, processes, in_trial=trial is not None)
     device, notes = _place(model, optimizer, chosen, processes)
     apply_process_settings(chosen)
-    notes += _apply_lr_settings(optimizer, chosen, user, scheduler)
-    chosen, tuned_scheduler = _schedule(optimizer, chosen, scheduler, total_steps, trial, notes)
+    notes += apply_lr_settings(optimizer, chosen, user, scheduler)
+    chosen, tuned_scheduler = tuned_schedule(
+        optimizer, chosen, scheduler, total_steps, trial, notes
+    )
     loader = _loader(spec, chosen, processes) if spec is not None else None
     observer: StepObserver | None = None
     if trial is not None:
-        facts = _trial_facts(model, optimizer, spec, user, device, notes)
+        facts = trial_facts(model, optimizer, spec, user, device, notes)
         facts.update(_hook_facts(trial, model, evaluate))
-        observer = _session(trial, facts, model, optimizer, evaluate, chosen, processes, device)
+        observer = trial_session(
+            trial,
+            facts,
+            model,
+            optimizer,
+            evaluate,
+            chosen,
+            (processes.rank, processes.world),
+            device,
+        )
         if trial.lr_sweep is not None:  # the sweep sets the LR of every step itself
             scheduler = tuned_scheduler = None
     elif processes.rank == 0:
@@ -181,18 +201,19 @@ def prepare(
     )
 
 
-def _session(
+def trial_session(
     trial: TrialSpec,
     facts: dict[str, Any],
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     evaluate: Callable[[], Any] | None,
     chosen: TrainingConfig,
-    processes: _Processes,
+    processes: tuple[int, int],
     device: torch.device,
 ) -> StepObserver:
     """The script side of a tuner's trial: a loss-curve run, or a measuring one (an LR
-    range test too)."""
+    range test too). ``processes``: this process's (rank, world size)."""
+    rank, world = processes
     if trial.curve is not None:
         return CurveSession(
             trial,
@@ -200,13 +221,11 @@ def _session(
             model=model,
             evaluate=evaluate,
             accumulation=chosen.grad_accum_steps,
-            rank=processes.rank,
-            world=processes.world,
+            rank=rank,
+            world=world,
             device=device,
         )
-    return TrialSession(
-        trial, facts, rank=processes.rank, world=processes.world, device=device, optimizer=optimizer
-    )
+    return TrialSession(trial, facts, rank=rank, world=world, device=device, optimizer=optimizer)
 
 
 def _check_arguments(model: Any, optimizer: Any, config: Any) -> None:
@@ -251,10 +270,11 @@ def _trial_config(trial: TrialSpec, user: TrainingConfig) -> TrainingConfig:
     return user if trial.baseline else trial.trial_config()
 
 
-def _normal_run_config(
-    config: TrainingConfig | str | os.PathLike[str] | None, user: TrainingConfig
-) -> TrainingConfig:
-    """The config a normal run applies: given, found, or (with none) the script's own."""
+def tuned_config(
+    config: TrainingConfig | str | os.PathLike[str] | None,
+) -> TrainingConfig | None:
+    """The config a normal run applies: given, or found; None (said once, with how to
+    tune) when there is none, and the script's own settings run."""
     if isinstance(config, TrainingConfig):
         return config
     running = sys.argv[0] if sys.argv else ""
@@ -262,7 +282,7 @@ def _normal_run_config(
     if path is None:
         script = Path(running).name if running else "train.py"
         print(_HINT.format(script=shlex.quote(script)), file=sys.stderr)
-        return user
+        return None
     profile = probe_system()
     loaded = load_config(path, profile=profile)
     mismatch = loaded.hardware_mismatch(profile)
@@ -283,7 +303,7 @@ _MODEL_KNOBS: dict[str, Any] = {
 }
 
 
-def _for_this_model(chosen: TrainingConfig, model: nn.Module) -> TrainingConfig:
+def for_this_model(chosen: TrainingConfig, model: nn.Module) -> TrainingConfig:
     """``chosen``, less its learning-rate knobs when it was tuned for another script or
     model (its provenance says which), with a loud warning; the system knobs still apply.
     Deleting ``provenance.script`` and ``provenance.model`` from the file applies it all."""
@@ -343,7 +363,7 @@ def _place(
     return choice.device, notes
 
 
-def _apply_lr_settings(
+def apply_lr_settings(
     optimizer: torch.optim.Optimizer, chosen: TrainingConfig, user: TrainingConfig, scheduler: Any
 ) -> list[str]:
     """The config's LR (tuned for its batch) or its scaling rule, and its momentum."""
@@ -363,7 +383,7 @@ def _apply_lr_settings(
     return notes
 
 
-def _schedule(
+def tuned_schedule(
     optimizer: torch.optim.Optimizer,
     chosen: TrainingConfig,
     scheduler: Any,
@@ -408,7 +428,7 @@ def _loader(spec: DataSpec, chosen: TrainingConfig, processes: _Processes) -> Da
     return build_loader(spec, chosen, sampler=sampler)
 
 
-def _trial_facts(
+def trial_facts(
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
     spec: DataSpec | None,

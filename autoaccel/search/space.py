@@ -10,6 +10,7 @@ batch under the memory budget before it is tried.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -41,6 +42,8 @@ class WorkloadFacts:
     start_s: float  # fixed cost of starting one trial (a subprocess costs seconds)
     optimizer: str = ""  # the optimizer's class name: it picks the LR scaling rule
     has_loader: bool = True  # False when the script batches by itself (no loader knobs)
+    # Knobs the script pins (a Lightning Trainer's explicit arguments), with why: not searched.
+    fixed: Mapping[str, str] = field(default_factory=dict)
 
 
 def _line_fit(points: list[tuple[int, int]]) -> tuple[float, float]:
@@ -300,6 +303,7 @@ def build_space(
     model_state: ModelState | None = None,
     optimizer: str = "",
     device_reason: str = "",
+    fixed: Mapping[str, str] | None = None,
 ) -> SearchSpace:
     """The knobs worth searching for this workload on this machine.
 
@@ -325,6 +329,7 @@ def build_space(
         device_reason: Why the trials train on ``device`` (``autoaccel.runtime.device``).
             When that is not where ``user`` has the model (a GPU for a model left on the
             CPU), ``device`` is searched: the GPU first, your model's device kept.
+        fixed: Knobs the script pins, with why: left out of the search at ``user``'s value.
     """
     cuda = device.type == "cuda"
     there = _device_knob(device)
@@ -350,6 +355,7 @@ def build_space(
         "compile": _compile(profile, include_compile),
         "processes": _processes(profile, user, cuda, include_parallel),
     }
+    found |= {name: why for name, why in (fixed or {}).items() if name in found}
     knobs = tuple(k for k in found.values() if isinstance(k, Knob))
     excluded = {name: why for name, why in found.items() if isinstance(why, str)}
     cores = profile.cpu.usable_cores

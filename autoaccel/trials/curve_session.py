@@ -33,7 +33,7 @@ class CurveSession(SessionBase):
 
     Args:
         spec: The trial's spec (its ``curve`` set).
-        report: The facts every report carries (``prepare``'s ``_trial_facts``).
+        report: The facts every report carries (``prepare``'s ``trial_facts``).
         model: The script's model (put in eval mode around the hook).
         evaluate: The script's hook, or None (then only the training loss can be scored).
         accumulation: Micro-batches per optimizer step.

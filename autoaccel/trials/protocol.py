@@ -109,6 +109,7 @@ class TrialReport:
     held_out_start: list[float | None] | None = None  # the hook on the untrained model
     hook_error: str | None = None  # what went wrong calling the hook on the untrained model
     curve: list[list[float | None]] | None = None  # [seconds, step, loss, metric] per point
+    fixed: dict[str, str] | None = None  # knobs the script pins, with why (not searched)
 
     def write(self, path: Path) -> None:
         atomic_write_text(path, json.dumps(dataclasses.asdict(self), indent=2, default=str))

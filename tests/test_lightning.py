@@ -1,0 +1,217 @@
+"""``autoaccel.lightning.Trainer``: a Lightning script tuned with one changed line.
+
+In-process: a normal run applies a config (Trainer arguments, loader, batch size attribute,
+threads, memory format, LR schedule), your explicit arguments win, bad input is one line.
+As subprocess trials: the baseline reports your settings and what your arguments pin; a
+trial applies its config, in one process or two under torchrun.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+L = pytest.importorskip("lightning")
+
+from trials.test_script_trials import SHORT  # noqa: E402
+
+from autoaccel.config import TrainingConfig  # noqa: E402
+from autoaccel.errors import UsageError  # noqa: E402
+from autoaccel.lightning import Trainer  # noqa: E402
+from autoaccel.schedule import lr_factor  # noqa: E402
+from autoaccel.trials.script import ScriptRunner  # noqa: E402
+
+QUIET = {"enable_progress_bar": False, "enable_model_summary": False, "logger": False}
+QUIET |= {"enable_checkpointing": False}
+
+
+class Net(L.LightningModule):
+    """A tiny conv net that records what each training step saw."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.head = nn.Linear(4, 2)
+        self.seen: list[dict[str, Any]] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.conv(x).mean((2, 3)))
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        self.seen.append(
+            {
+                "batch": len(x),
+                "channels_last": x.is_contiguous(memory_format=torch.channels_last),
+                "lr": self.trainer.optimizers[0].param_groups[0]["lr"],
+                "autocast": torch.is_autocast_enabled("cpu"),
+                "threads": torch.get_num_threads(),
+            }
+        )
+        return nn.functional.cross_entropy(self(x), y)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.1, momentum=0.9)
+
+
+class Data(L.LightningDataModule):
+    def __init__(self, batch_size: int = 16, loader_batch: int | None = -1) -> None:
+        super().__init__()
+        self.batch_size = batch_size
+        self.loader_batch = loader_batch
+
+    def train_dataloader(self) -> DataLoader[Any]:
+        g = torch.Generator().manual_seed(0)
+        data = TensorDataset(torch.randn(512, 3, 8, 8, generator=g), torch.randint(0, 2, (512,)))
+        batch = self.batch_size if self.loader_batch == -1 else self.loader_batch
+        return DataLoader(data, batch_size=batch, shuffle=True)
+
+
+@pytest.fixture(autouse=True)
+def _threads_kept() -> Any:
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_a_normal_run_applies_the_config(capsys: pytest.CaptureFixture[str]) -> None:
+    """Precision, accumulation, batch size (loader and the datamodule's attribute), threads,
+    channels_last, and the tuned schedule stepped once per optimizer step."""
+    config = TrainingConfig(
+        batch_size=32,
+        grad_accum_steps=2,
+        precision="bf16-mixed",
+        num_threads=1,
+        channels_last=True,
+        device="cpu",
+        lr=0.2,
+        warmup_steps=2,
+        schedule="cosine",
+        schedule_steps=4,
+    )
+    net, data = Net(), Data(batch_size=16)
+    trainer = Trainer(autoaccel_config=config, max_steps=4, **QUIET)
+    trainer.fit(net, datamodule=data)
+    assert trainer.precision == "bf16-mixed" and trainer.accumulate_grad_batches == 2
+    assert data.batch_size == 32 and trainer.train_dataloader.batch_size == 32
+    assert {s["batch"] for s in net.seen} == {32} and len(net.seen) == 8  # 4 steps x 2
+    assert all(s["channels_last"] and s["autocast"] and s["threads"] == 1 for s in net.seen)
+    assert net.conv.weight.is_contiguous(memory_format=torch.channels_last)
+    # The LR each micro-batch trained at: the config's, warmed up then cosine, at the
+    # optimizer step the micro-batch is in.
+    factor = lr_factor(config)
+    expected = [0.2 * factor(step) for step in range(4) for _ in range(2)]
+    assert [s["lr"] for s in net.seen] == pytest.approx(expected, rel=1e-6)
+    assert "wins over" not in capsys.readouterr().err
+
+
+def test_a_loader_passed_to_fit_is_rebuilt_too() -> None:
+    net = Net()
+    loader = Data(batch_size=8).train_dataloader()
+    trainer = Trainer(
+        autoaccel_config=TrainingConfig(batch_size=64, device="cpu"), max_steps=2, **QUIET
+    )
+    trainer.fit(net, train_dataloaders=loader)
+    assert {s["batch"] for s in net.seen} == {64}
+
+
+def test_your_explicit_arguments_win_and_are_said(capsys: pytest.CaptureFixture[str]) -> None:
+    config = TrainingConfig(precision="bf16-mixed", grad_accum_steps=2, device="cpu")
+    trainer = Trainer(autoaccel_config=config, precision="32", max_steps=2, **QUIET)
+    trainer.fit(Net(), datamodule=Data())
+    assert trainer.precision == "32-true" and trainer.accumulate_grad_batches == 2
+    err = capsys.readouterr().err
+    assert "Trainer(precision='32') wins over the config's 'bf16-mixed'" in err
+    assert "accumulate" not in err  # not given: the config's applies, nothing to say
+
+
+def test_no_config_leaves_the_run_as_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.argv", [str(tmp_path / "train.py")])
+    net = Net()
+    trainer = Trainer(max_steps=2, **QUIET)
+    trainer.fit(net, datamodule=Data(batch_size=16))
+    assert trainer.precision == "32-true" and {s["batch"] for s in net.seen} == {16}
+    assert [s["lr"] for s in net.seen] == [0.1, 0.1]
+    assert "no autoaccel.yaml found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("make", "words"),
+    [
+        (lambda: Trainer(precision="64-true"), "Trainer(precision='64-true') is not a precision"),
+        (lambda: Trainer("cpu"), "takes its arguments by name"),
+        (
+            lambda: Trainer(
+                autoaccel_config=TrainingConfig(strategy="fsdp", processes=2, device="cpu")
+            ),
+            "trains FSDP on the CPU, which Lightning cannot",
+        ),
+    ],
+)
+def test_bad_arguments_are_one_line(make: Any, words: str) -> None:
+    with pytest.raises(UsageError) as raised:
+        make()
+    assert words in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_a_loader_without_a_batch_size_is_one_line() -> None:
+    trainer = Trainer(autoaccel_config=TrainingConfig(device="cpu"), max_steps=1, **QUIET)
+    with pytest.raises(UsageError, match="batch_size=None") as raised:
+        trainer.fit(Net(), datamodule=Data(loader_batch=None))
+    assert "\n" not in str(raised.value)
+
+
+# --- trials: the script as `autoaccel tune` runs it -------------------------------------
+
+
+SCRIPT = """
+import os, sys
+os.chdir(os.path.dirname(os.path.abspath(__file__)))  # where Lightning would log
+sys.path.insert(0, {tests!r})
+from test_lightning import Net, Data
+import autoaccel.lightning
+
+# max_epochs=1 is 32 steps: a trial trains until it is measured all the same; it logs
+# and checkpoints nothing
+trainer = autoaccel.lightning.Trainer(max_epochs=1, {extra}enable_progress_bar=False)
+trainer.fit(Net(), datamodule=Data())
+"""
+
+
+def _runner(tmp_path: Path, extra: str = "") -> ScriptRunner:
+    path = tmp_path / "train.py"
+    path.write_text(SCRIPT.format(tests=str(Path(__file__).parent), extra=extra))
+    return ScriptRunner(path, (), trials_dir=tmp_path / "trials", settings=SHORT, timeout_s=120)
+
+
+def test_a_baseline_trial_reports_your_settings_and_what_you_pinned(tmp_path: Path) -> None:
+    trial = _runner(tmp_path, extra="precision='32', ").run(None)
+    assert trial.measurement.ok, trial.log_tail()
+    report = trial.report
+    assert report is not None and report.user_config["batch_size"] == 16
+    assert report.user_config["precision"] == "32-true" and report.dataset_size == 512
+    assert report.conv_model and not report.tensor_data  # no batch_fetch through Lightning
+    assert report.fixed is not None and "Trainer(precision='32')" in report.fixed["precision"]
+    assert "compile" in report.fixed
+    assert trial.measurement.window_steps >= 3 and trial.measurement.loss_samples
+
+
+def test_a_trial_applies_its_config_in_one_process_and_in_two(tmp_path: Path) -> None:
+    one = TrainingConfig(batch_size=64, precision="bf16-mixed", num_threads=1, device="cpu")
+    trial = _runner(tmp_path).run(one)
+    assert trial.measurement.ok, trial.log_tail()
+    assert trial.measurement.samples == 64 * trial.measurement.window_steps
+    two = TrainingConfig(batch_size=8, processes=2, strategy="ddp", num_threads=1, device="cpu")
+    trial = _runner(tmp_path).run(two)
+    assert trial.measurement.ok, trial.log_tail()
+    assert trial.report is not None and trial.report.world_size == 2
+    assert trial.measurement.samples == 2 * 8 * trial.measurement.window_steps
+    assert not (tmp_path / "lightning_logs").exists() and not list(tmp_path.glob("*.ckpt"))

@@ -56,13 +56,13 @@ from autoaccel.runtime.device import apply_optimizer_impl
 from autoaccel.runtime.prepare import (
     apply_lr_settings,
     for_this_model,
+    run_config,
     trial_facts,
     trial_session,
-    tuned_config,
     tuned_schedule,
 )
 from autoaccel.runtime.run import StepObserver, has_conv
-from autoaccel.trials.protocol import TrialSpec, read_trial_spec
+from autoaccel.trials.protocol import TrialSpec
 
 __all__ = ["PINNED_BY", "Trainer"]
 
@@ -176,13 +176,7 @@ class _Tuning:
         """Read the trial or the config, and set the process settings it holds."""
         _check_precision(kwargs.get("precision"))
         threads = torch.get_num_threads()
-        trial = read_trial_spec()
-        chosen: TrainingConfig | None
-        if trial is not None:
-            open(trial.started_path, "a").close()  # the tuner: the script reached autoaccel
-            chosen = None if trial.baseline else trial.trial_config()
-        else:
-            chosen = tuned_config(config)
+        trial, chosen = run_config(config)
         given = {k: v for k, v in kwargs.items() if k in PINNED_BY and v != PINNED_BY[k][1]}
         tuning = cls(chosen, given, trial, threads)
         if chosen is not None:

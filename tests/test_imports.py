@@ -21,7 +21,7 @@ LAYERS: list[set[str]] = [
     {"runtime"},  # runtime.data, runtime.run
     {"trials"},
     {"runtime.prepare"},  # hands a tuner's trial to trials.session
-    {"lightning"},  # the Lightning Trainer: prepare()'s pieces, applied through Lightning
+    {"lightning", "hf"},  # the Lightning and HF Trainers: prepare()'s pieces through them
     {"search"},
     {"confirm", "record"},  # record reads the study's storage (search) when it is asked
     {"time_to_loss"},
@@ -136,9 +136,9 @@ def test_the_architecture_doc_lists_every_module() -> None:
     assert sorted(modules - documented_modules()) == []
 
 
-def test_the_core_never_imports_lightning() -> None:
-    """Lightning is an optional extra: importing autoaccel, its CLI and every module but
-    ``autoaccel.lightning`` leaves it unloaded."""
+def test_the_core_never_imports_lightning_or_transformers() -> None:
+    """Lightning and transformers are optional extras: importing autoaccel, its CLI and
+    every module but ``autoaccel.lightning`` and ``autoaccel.hf`` leaves them unloaded."""
     modules = [
         ".".join(("autoaccel", *p.relative_to(PACKAGE).with_suffix("").parts)).removesuffix(
             ".__init__"
@@ -146,12 +146,12 @@ def test_the_core_never_imports_lightning() -> None:
         for p in sorted(PACKAGE.rglob("*.py"))
         if p.name != "__main__.py"
     ]
-    core = [m for m in modules if m != "autoaccel.lightning"]
+    core = [m for m in modules if m not in ("autoaccel.lightning", "autoaccel.hf")]
     code = (
         "import importlib, sys\n"
         f"for m in {core!r}: importlib.import_module(m)\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in "
-        "('lightning', 'pytorch_lightning')))"
+        "('lightning', 'pytorch_lightning', 'transformers')))"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]

@@ -128,10 +128,28 @@ def guard_pick(
     line = "your setup is kept"
     how = "unchecked" if not findings else "guarded"
     if not findings:
-        line = "no setup measured here was faster than yours: your setup is kept"
+        line = _nothing_faster(result)
     written, verdict = _written(result, result.baseline, findings, line, False, how)
     say(console, verdict.line.rsplit("; ", 1)[-1])
     return written, verdict
+
+
+def _nothing_faster(result: SearchResult) -> str:
+    """Why your setup is kept when no faster setup was left to check: none was measured
+    faster, or those that were, in single trials, ran no faster in the final round."""
+    base = result.baseline
+    yours = knobs_key(base.config.knobs())
+    once = [
+        r.value / base.value
+        for r in result.records
+        if r.measurement.ok and r.value > base.value and knobs_key(r.config.knobs()) != yours
+    ]
+    if not once:
+        return "no setup measured here was faster than yours: your setup is kept"
+    return (
+        f"the setups measured faster than yours in single trials (up to {max(once):.2f}x) ran "
+        "no faster than yours when the final round measured them again: your setup is kept"
+    )
 
 
 def _written(

@@ -34,7 +34,7 @@ from autoaccel.budget import MORE_PAIRS, Budget
 from autoaccel.config import NOT_MEASURED, Provenance, TrainingConfig, now_iso
 from autoaccel.confirm import Speedup, confirm, final_round, knobs_key
 from autoaccel.measure import Measurement
-from autoaccel.pipeline.guard import GUARD_PHASE, can_stand, guard_pick
+from autoaccel.pipeline.guard import GUARD_PHASE, can_stand, guard_pick, steps_words
 from autoaccel.pipeline.options import Job, PipelineOptions, study_name_for
 from autoaccel.pipeline.plan import BudgetPlan, PhaseCosts, plan_budget
 from autoaccel.progress import Phases, say
@@ -128,6 +128,11 @@ def run_pipeline(
     end.source = "confirmation"
     phases.enter("confirmation")
     speedup = _confirm_pick(end, result, options, budget, plan.costs.trial_s)
+    slower = _slower_than_yours(result, speedup)
+    if slower is not None:  # the pairs overrule the single trial that made it the pick
+        say(console, slower)
+        result, speedup = replace(result, best=result.baseline), Speedup((), (), (), True)
+        verdict = _with_refusal(verdict, slower)
     pick = {**result.best.params, "trial": result.best.number, "speedup": round(speedup.median, 3)}
     record_end_phase(
         options.storage,
@@ -144,6 +149,7 @@ def run_pipeline(
     advice.notes = [
         *result.best.measurement.notes,
         *([final_evidence] if final_evidence else []),
+        *([slower] if slower is not None else []),
         *_speedup_notes(speedup, budget if out_of_time else None, result, fastest),
         *_other_hardware_notes(result),
         *_sharding_notes(space, advice.config),
@@ -170,6 +176,27 @@ def _worth_remeasuring(
         and can_stand(r, result, job.user)
     ]
     return found or [result.baseline]
+
+
+def _slower_than_yours(result: SearchResult, speedup: Speedup) -> str | None:
+    """Why the pick is not written, when its interleaved pairs ran slower than your setup
+    (median below 1) though its trial measured it faster; None when it stands."""
+    if not speedup.ratios or speedup.median >= 1.0:
+        return None
+    trial = result.best.value / result.baseline.value if result.baseline.value else 0.0
+    return (
+        f"{steps_words(result.best.config)} (trial {result.best.number}) ran at "
+        f"{speedup.median:.2f}x yours in {len(speedup.ratios)} interleaved pairs (min "
+        f"{speedup.min:.2f}, max {speedup.max:.2f}), though its trial measured {trial:.2f}x: "
+        "your setup is kept"
+    )
+
+
+def _with_refusal(verdict: GuardVerdict | None, line: str) -> GuardVerdict:
+    """The guard's verdict once the confirmation refused its pick: your setup written."""
+    if verdict is None:
+        return GuardVerdict(False, "unchecked", line)
+    return replace(verdict, kept=False, line=f"{verdict.line}; then {line}", pace=None, worst=None)
 
 
 def _guarded(options: PipelineOptions) -> bool:
@@ -283,8 +310,8 @@ def _speedup_notes(
             ratio = fastest.value / result.baseline.value
             return [
                 f"the pick is your own setup, though setups up to {ratio:.2f}x as fast were "
-                "measured: none of them had the evidence to stand (the objective line says "
-                "why)"
+                "measured in single trials: none of them both had the evidence to stand and "
+                "ran faster than yours in interleaved pairs (the objective line says why)"
             ]
         return ["the pick is your own setup: no setup measured here was faster"]
     if out_of is not None:
@@ -294,11 +321,6 @@ def _speedup_notes(
         ]
     if not speedup.ratios:
         return ["the confirmation runs failed; the speedup is not confirmed"]
-    if speedup.max < 1.0:
-        return [
-            "the confirmed speedup is below 1: the baseline is already the fastest "
-            "setup measured here"
-        ]
     return []
 
 

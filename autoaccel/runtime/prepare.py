@@ -44,6 +44,7 @@ __all__ = [
     "apply_lr_settings",
     "for_this_model",
     "prepare",
+    "run_config",
     "trial_facts",
     "trial_session",
     "tuned_config",
@@ -155,12 +156,10 @@ def prepare(
     if spec is None and loader_kwargs and batch_size is None:
         batch_size = loader_kwargs.get("batch_size")
     user = _user_config(spec, batch_size, grad_accum_steps, model_device(model))
-    trial = read_trial_spec()
-    if trial is not None:
-        chosen = _trial_config(trial, user)
-    else:
-        found = tuned_config(config)
-        chosen = for_this_model(found, model) if found is not None else user
+    trial, found = run_config(config)
+    if trial is None and found is not None:
+        found = for_this_model(found, model)
+    chosen = found if found is not None else user
     processes = _Processes.join()
     _check_processes(chosen, processes, in_trial=trial is not None)
     device, notes = _place(model, optimizer, chosen, processes)
@@ -263,11 +262,17 @@ def _user_config(
     )
 
 
-def _trial_config(trial: TrialSpec, user: TrainingConfig) -> TrainingConfig:
-    """The trial's config (the script's own for the baseline); the tuner is told the
-    script reached prepare()."""
+def run_config(
+    config: TrainingConfig | str | os.PathLike[str] | None,
+) -> tuple[TrialSpec | None, TrainingConfig | None]:
+    """What this run trains with: under a tuner, its trial and the trial's config (None
+    for the baseline: the script's own settings), and the tuner is told the script reached
+    autoaccel; in a normal run, no trial and the config given or found (None: none)."""
+    trial = read_trial_spec()
+    if trial is None:
+        return None, tuned_config(config)
     Path(trial.started_path).touch()
-    return user if trial.baseline else trial.trial_config()
+    return trial, None if trial.baseline else trial.trial_config()
 
 
 def tuned_config(

@@ -76,12 +76,12 @@ def check_script(script: Path) -> str:
             f"{script} is not valid Python (line {error.lineno}: {error.msg}); "
             "fix it so `python script.py` runs"
         ) from None
-    if "prepare(" not in source and "autoaccel.lightning" not in source:
+    if not any(use in source for use in ("prepare(", "autoaccel.lightning", "autoaccel.hf")):
         raise UsageError(
             f"{script} never calls autoaccel.prepare(), so its trials cannot be measured; "
             f"add these lines (see docs/integration.md):\n{INTEGRATION_LINES}\n"
-            "or, with Lightning, train with autoaccel.lightning.Trainer(...) in place of "
-            "lightning.Trainer(...)"
+            "or, with Lightning or Hugging Face, train with autoaccel.lightning.Trainer(...) "
+            "or autoaccel.hf.Trainer(...) in place of their Trainer(...)"
         )
     return source
 

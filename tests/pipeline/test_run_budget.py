@@ -5,6 +5,7 @@ search's stop line quotes the budget as given."""
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -76,3 +77,40 @@ def test_a_run_ends_within_its_budget_plus_one_trial_and_uses_most_of_it(
     assert stop.startswith((f"budget ({budget_s:g} s): ", "further gain unlikely"))
     assert advice.config.global_batch > 32  # a faster setup that learns alike is written
     assert advice.speedup.ratios  # the confirmation had its time kept
+
+
+@pytest.mark.parametrize("lucky_runs", [2, 1])
+def test_a_pick_that_runs_slower_than_yours_in_the_pairs_is_not_written(
+    tmp_path: Path, lucky_runs: int
+) -> None:
+    """Every other setup measures 2x in its search trial and its final-round run, and
+    0.8x yours in the confirmation's pairs: the pairs overrule the single runs, and your
+    setup is written, with the reason. When the final round already shows them no faster,
+    your setup is kept without pairs, and no line says nothing faster was measured."""
+    clock = Clock()
+    job = _job(clock)
+    fair = job.measure
+    runs: dict[str, int] = {}
+
+    def lucky_twice(config: TrainingConfig, prune: PruneBelow | None = None) -> Measurement:
+        measured = fair(replace(config, batch_size=32, precision="32-true"), prune)
+        key = repr(config.knobs())
+        runs[key] = runs.get(key, 0) + 1
+        if replace(config, device="auto").knobs() == job.user.knobs():
+            return measured
+        lucky = runs[key] <= lucky_runs
+        return replace(measured, samples_per_s=measured.samples_per_s * (2.0 if lucky else 0.8))
+
+    job = replace(job, measure=lucky_twice)
+    budget = Budget(120.0, clock=clock)
+    options = PipelineOptions.checked(ADVISE, budget_s=120.0, storage=str(tmp_path / "s.db"))
+    advice = run_pipeline(job, options, budget)
+    assert replace(advice.config, device="auto").knobs() == job.user.knobs()
+    assert advice.speedup.yours_kept and not advice.speedup.ratios
+    assert "no setup measured here was faster" not in " ".join([*advice.notes, advice.objective])
+    if lucky_runs == 2:  # the pairs decided
+        refused = next(n for n in advice.notes if "ran at 0.80x yours in" in n)
+        assert refused.endswith("your setup is kept") and "though its trial measured" in refused
+        assert "then " in advice.objective and "ran at 0.80x yours" in advice.objective
+    else:  # the final round decided
+        assert "ran no faster than yours when the final round measured them" in advice.objective

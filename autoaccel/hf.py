@@ -1,0 +1,312 @@
+"""Hugging Face ``Trainer`` scripts tuned with one changed line.
+
+    trainer = transformers.Trainer(model=model, args=args, train_dataset=data)      # before
+    trainer = autoaccel.hf.Trainer(model=model, args=args, train_dataset=data)      # after
+
+``autoaccel tune train.py`` then measures its trials and a normal run applies
+``autoaccel.yaml``. A subclass of ``transformers.Trainer`` with the same arguments: the
+config is applied to a copy of your ``TrainingArguments`` before the Trainer builds its
+accelerator from them, and a trial is measured around the Trainer's own steps (the batches
+it fetches, each micro-batch's loss, each optimizer step).
+
+What it applies, as ``TrainingArguments`` fields (your values are the baseline; a normal
+run names each one it changes, in one line):
+
+- batch size per device, accumulation: ``per_device_train_batch_size``,
+  ``gradient_accumulation_steps``;
+- precision: ``bf16`` / ``fp16`` (TF32: ``tf32``); the device: ``use_cpu``;
+- loader workers, pinning, persistence, prefetch: ``dataloader_*``;
+- compilation: ``torch_compile``;
+- the LR (the config's, or yours scaled with the global batch by its rule), warm-up and
+  schedule (constant, cosine, linear): ``learning_rate``, ``warmup_steps``,
+  ``lr_scheduler_type``; HF decays over the whole run, as ``prepare(total_steps=)`` does.
+
+Threads and cuDNN autotuning are process settings; channels_last converts the model.
+Several processes run as HF runs them, under torchrun (``autoaccel run`` and the trials
+start it). Not applied: momentum, a fused optimizer (HF's ``optim`` picks it), a one-cycle
+schedule (HF has none); each is said when a config holds it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from typing import Any
+
+import torch
+import transformers
+
+from autoaccel.config import TrainingConfig
+from autoaccel.errors import UsageError
+from autoaccel.process import apply_process_settings
+from autoaccel.runtime.prepare import for_this_model, run_config, trial_facts, trial_session
+from autoaccel.runtime.run import StepObserver, has_conv
+from autoaccel.schedule import lr_multiplier
+from autoaccel.trials.protocol import TrialSpec
+
+__all__ = ["FIXED", "Trainer"]
+
+#: Knobs a Hugging Face Trainer does not take from autoaccel, and why: not searched.
+FIXED = {
+    "batch_fetch": "the Trainer builds its own DataLoader",
+    "optimizer_impl": "the Trainer's optim argument picks the optimizer's implementation",
+    "strategy": "DDP under torchrun; FSDP is the Trainer's own fsdp argument",
+}
+
+_SCHEDULES = {"constant": "constant_with_warmup", "cosine": "cosine", "linear": "linear"}
+
+
+class Trainer(transformers.Trainer):
+    """``transformers.Trainer`` that trains with ``autoaccel.yaml`` (or a tuner's trial).
+
+    Args:
+        autoaccel_config: A ``TrainingConfig`` or the path of a config; the default looks
+            for autoaccel.yaml as ``prepare()`` does.
+        **kwargs: ``transformers.Trainer``'s arguments, unchanged (``args`` included).
+
+    Raises:
+        UsageError: positional arguments, no ``args`` or ``train_dataset`` without a
+            length, or a config whose strategy is FSDP.
+
+    Example:
+        >>> trainer = autoaccel.hf.Trainer(model=model, args=args,      # doctest: +SKIP
+        ...                                train_dataset=train, eval_dataset=val)
+        >>> trainer.train()                                             # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        *args: Any,
+        autoaccel_config: TrainingConfig | str | os.PathLike[str] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if args:
+            raise UsageError(
+                "autoaccel.hf.Trainer takes its arguments by name (e.g. Trainer(model=model, "
+                "args=training_args, train_dataset=data))"
+            )
+        given = kwargs.get("args")
+        if not isinstance(given, transformers.TrainingArguments):
+            raise UsageError(
+                "autoaccel.hf.Trainer needs args=TrainingArguments(...): they are the "
+                "settings autoaccel measures as yours"
+            )
+        model = kwargs.get("model")
+        self._autoaccel = _Tuning.start(given, kwargs.get("train_dataset"), autoaccel_config)
+        chosen = self._autoaccel.chosen
+        if chosen is not None and isinstance(model, torch.nn.Module):
+            # tuned for another script or model: its LR settings are not applied (warned)
+            chosen = self._autoaccel.chosen = for_this_model(chosen, model)
+        kwargs["args"] = self._autoaccel.arguments(given)
+        callbacks = [*(kwargs.pop("callbacks", None) or []), _Callback(self._autoaccel)]
+        if chosen is not None and chosen.channels_last and model is not None and has_conv(model):
+            model.to(memory_format=torch.channels_last)
+        super().__init__(**kwargs, callbacks=callbacks)
+
+    def get_batch_samples(self, *args: Any, **kwargs: Any) -> Any:
+        """The Trainer's fetch of one optimizer step's batches, timed in a trial."""
+        observer = self._autoaccel.observer
+        if observer is None:
+            return super().get_batch_samples(*args, **kwargs)
+        observer.fetch_start()
+        batches, items = super().get_batch_samples(*args, **kwargs)
+        self._autoaccel.fetched = sum(_samples(b) for b in batches)
+        observer.fetch_end(self._autoaccel.fetched)
+        self._autoaccel.losses = []
+        return batches, items
+
+    def training_step(self, *args: Any, **kwargs: Any) -> torch.Tensor:
+        """One micro-batch; a trial keeps its loss."""
+        loss: torch.Tensor = super().training_step(*args, **kwargs)
+        if self._autoaccel.observer is not None:
+            self._autoaccel.losses.append(loss.detach())
+        return loss
+
+
+class _Tuning:
+    """What one Trainer applies: the config (None: your own settings) and the trial."""
+
+    def __init__(
+        self, chosen: TrainingConfig | None, trial: TrialSpec | None, dataset_size: int
+    ) -> None:
+        self.chosen, self.trial, self.dataset_size = chosen, trial, dataset_size
+        self.threads = torch.get_num_threads()
+        self.user: TrainingConfig | None = None
+        self.user_lr = 0.0
+        self.notes: list[str] = []
+        self.observer: StepObserver | None = None
+        self.losses: list[torch.Tensor] = []  # this optimizer step's micro-batch losses
+        self.fetched = 0  # the samples of this optimizer step
+
+    @classmethod
+    def start(
+        cls,
+        given: transformers.TrainingArguments,
+        dataset: Any,
+        config: TrainingConfig | str | os.PathLike[str] | None,
+    ) -> _Tuning:
+        try:
+            size = len(dataset)
+        except TypeError:
+            raise UsageError(
+                "autoaccel.hf.Trainer needs a train_dataset with a len() (a map-style "
+                "dataset): the batch size and loader settings are tuned over it"
+            ) from None
+        trial, chosen = run_config(config)
+        if chosen is not None and chosen.strategy == "fsdp":
+            raise UsageError(
+                "this config trains FSDP, which autoaccel.hf.Trainer does not set up (the "
+                "Trainer's fsdp argument does): tune again with --strategy ddp"
+            )
+        tuning = cls(chosen, trial, size)
+        if chosen is not None:
+            apply_process_settings(chosen)
+        return tuning
+
+    def arguments(self, given: transformers.TrainingArguments) -> transformers.TrainingArguments:
+        """A copy of your arguments with the config's fields; in a trial, training that
+        goes on until it is measured and saves and reports nothing."""
+        self.user = _user_config(given, self.threads)
+        self.user_lr = given.learning_rate
+        changes: dict[str, Any] = {}
+        if self.chosen is not None:
+            chosen = self.chosen
+            changes = _fields(chosen, self.user, given.learning_rate)
+            self.notes += _not_applied(chosen)
+            said = ", ".join(
+                f"{k} {getattr(given, k)!r} -> {v!r}"
+                for k, v in changes.items()
+                if getattr(given, k) != v
+            )
+            if said:
+                self.notes.insert(0, f"applied from the config: {said}")
+        if self.trial is not None:
+            changes |= {"max_steps": 10**9, "save_strategy": "no", "report_to": "none"}
+            changes |= {"disable_tqdm": True}
+        return dataclasses.replace(given, **changes) if changes else given
+
+    def training_starts(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
+        """The optimizer exists now: in a trial, start its session; else say the notes."""
+        if self.trial is None:
+            if _rank() == 0:
+                for note in dict.fromkeys(self.notes):
+                    print(f"autoaccel: {note}", file=sys.stderr)
+            return
+        assert self.user is not None, "arguments() runs first, in __init__"
+        device = next(model.parameters()).device
+        facts = trial_facts(model, optimizer, None, self.user, device, self.notes)
+        facts |= {"dataset_size": self.dataset_size, "fixed": FIXED, "has_hook": False}
+        facts["optimizer_lr"] = self.user_lr
+        chosen = self.chosen or self.user
+        rank, world = _rank(), _world()
+        self.observer = trial_session(
+            self.trial, facts, model, optimizer, None, replace_accum(chosen), (rank, world), device
+        )
+
+    def step_ended(self) -> None:
+        """An optimizer step ended: the meter gets its mean micro-batch loss."""
+        if self.observer is None:
+            return
+        losses, self.losses = self.losses, []
+        loss = torch.stack(losses).mean() if losses else None
+        self.observer.step_end(loss, self.fetched)
+
+
+class _Callback(transformers.TrainerCallback):
+    def __init__(self, tuning: _Tuning) -> None:
+        self.tuning = tuning
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        optimizer = kwargs["optimizer"]  # Accelerate's wrapper holds yours
+        self.tuning.training_starts(kwargs["model"], getattr(optimizer, "optimizer", optimizer))
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.tuning.step_ended()
+
+
+def replace_accum(config: TrainingConfig) -> TrainingConfig:
+    """A trial's meter sees optimizer steps (the Trainer fetches a step's micro-batches at
+    once): one step of accumulation to a loss-curve session."""
+    return dataclasses.replace(config, grad_accum_steps=1)
+
+
+def _user_config(given: transformers.TrainingArguments, threads: int) -> TrainingConfig:
+    """Your own arguments as a config."""
+    precision = "bf16-mixed" if given.bf16 else "16-mixed" if given.fp16 else "32-true"
+    workers = given.dataloader_num_workers
+    world = max(1, _world())
+    return TrainingConfig(
+        batch_size=given.per_device_train_batch_size,
+        grad_accum_steps=given.gradient_accumulation_steps,
+        num_workers=workers,
+        pin_memory=bool(given.dataloader_pin_memory) and torch.cuda.is_available(),
+        persistent_workers=bool(given.dataloader_persistent_workers) and workers > 0,
+        prefetch_factor=given.dataloader_prefetch_factor if workers > 0 else None,
+        precision=precision,
+        compile=bool(given.torch_compile),
+        processes=world,
+        strategy="ddp" if world > 1 else "none",
+        num_threads=threads,
+        device="cpu" if given.use_cpu or not torch.cuda.is_available() else "cuda",
+    )
+
+
+def _fields(chosen: TrainingConfig, user: TrainingConfig, user_lr: float) -> dict[str, Any]:
+    """The ``TrainingArguments`` fields that carry ``chosen``."""
+    fields: dict[str, Any] = {
+        "per_device_train_batch_size": chosen.batch_size,
+        "gradient_accumulation_steps": chosen.grad_accum_steps,
+        "bf16": chosen.precision == "bf16-mixed",
+        "fp16": chosen.precision == "16-mixed",
+        "dataloader_num_workers": chosen.num_workers,
+        "dataloader_pin_memory": chosen.pin_memory,
+        "dataloader_persistent_workers": chosen.persistent_workers and chosen.num_workers > 0,
+        "dataloader_prefetch_factor": chosen.prefetch_factor if chosen.num_workers else None,
+        "torch_compile": chosen.compile,
+        "use_cpu": chosen.device == "cpu",
+    }
+    if chosen.precision == "tf32":
+        fields["tf32"] = True
+    if chosen.lr is not None:
+        fields["learning_rate"] = chosen.lr
+    elif chosen.lr_scaling != "none" and chosen.global_batch != user.global_batch:
+        factor = lr_multiplier(chosen.lr_scaling, user.global_batch, chosen.global_batch)
+        fields["learning_rate"] = user_lr * factor
+    if chosen.schedule in _SCHEDULES and (chosen.schedule != "constant" or chosen.warmup_steps):
+        fields["lr_scheduler_type"] = _SCHEDULES[chosen.schedule]
+        fields["warmup_steps"] = chosen.warmup_steps
+    return fields
+
+
+def _not_applied(chosen: TrainingConfig) -> list[str]:
+    notes = []
+    if chosen.momentum is not None:
+        notes.append(f"momentum {chosen.momentum:g} is not applied (set it in your optimizer)")
+    if chosen.schedule == "one-cycle":
+        notes.append("the one-cycle schedule is not applied: the Trainer has none")
+    if chosen.optimizer_impl not in ("default", ""):
+        notes.append(f"optimizer_impl {chosen.optimizer_impl} is not applied: use optim=")
+    return notes
+
+
+def _samples(batch: Any) -> int:
+    """Samples in one batch of the Trainer's loader (a dict of tensors, usually)."""
+    if isinstance(batch, dict):
+        first = next((v for v in batch.values() if isinstance(v, torch.Tensor)), None)
+        return len(first) if first is not None else 0
+    if isinstance(batch, (list, tuple)) and batch and isinstance(batch[0], torch.Tensor):
+        return len(batch[0])
+    return len(batch) if isinstance(batch, torch.Tensor) else 0
+
+
+def _rank() -> int:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank()
+    return 0
+
+
+def _world() -> int:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_world_size()
+    return int(os.environ.get("WORLD_SIZE", "1"))

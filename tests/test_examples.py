@@ -42,7 +42,15 @@ def cli(*args: str, cwd: Path, timeout: float = 400) -> subprocess.CompletedProc
             "train_lightning.py",
             ["--epochs", "1", "--samples", "256"],
             [],
-            "45s",
+            "30s",
+            marks=pytest.mark.slow,
+        ),
+        # A Hugging Face Trainer script, one line changed (autoaccel.hf.Trainer).
+        pytest.param(
+            "train_hf.py",
+            ["--epochs", "1", "--samples", "256"],
+            [],
+            "30s",
             marks=pytest.mark.slow,
         ),
     ],

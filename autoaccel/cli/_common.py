@@ -45,7 +45,12 @@ class CommandResult:
 def add_script(parser: argparse.ArgumentParser, *, config_help: str | None = None) -> None:
     """The training script argument, and ``--config`` when the command reads a config
     (found, without it, by the lookup ``prepare()`` uses: ``autoaccel.config.find_config``)."""
-    parser.add_argument("script", type=Path, help="a training script that calls prepare()")
+    parser.add_argument(
+        "script",
+        type=Path,
+        help="a training script that calls prepare() (or trains with "
+        "autoaccel.lightning.Trainer or autoaccel.hf.Trainer)",
+    )
     if config_help is not None:
         parser.add_argument(
             "--config",

@@ -1,7 +1,10 @@
 """Hugging Face ``Trainer`` scripts tuned with one changed line.
 
-    trainer = transformers.Trainer(model=model, args=args, train_dataset=data)      # before
-    trainer = autoaccel.hf.Trainer(model=model, args=args, train_dataset=data)      # after
+    from transformers import Trainer, TrainingArguments      # before
+    from autoaccel.hf import Trainer, TrainingArguments      # after
+
+(or ``transformers.Trainer(...)`` -> ``autoaccel.hf.Trainer(...)``; ``TrainingArguments``
+here is transformers' own, named so that the import line is all that changes).
 
 ``autoaccel tune train.py`` then measures its trials and a normal run applies
 ``autoaccel.yaml``. A subclass of ``transformers.Trainer`` with the same arguments: the
@@ -45,7 +48,9 @@ from autoaccel.runtime.run import StepObserver, has_conv
 from autoaccel.schedule import lr_multiplier
 from autoaccel.trials.protocol import TrialSpec
 
-__all__ = ["FIXED", "Trainer"]
+__all__ = ["FIXED", "Trainer", "TrainingArguments"]
+
+TrainingArguments = transformers.TrainingArguments
 
 #: Knobs a Hugging Face Trainer does not take from autoaccel, and why: not searched.
 FIXED = {
@@ -260,12 +265,13 @@ def _fields(chosen: TrainingConfig, user: TrainingConfig, user_lr: float) -> dic
         "bf16": chosen.precision == "bf16-mixed",
         "fp16": chosen.precision == "16-mixed",
         "dataloader_num_workers": chosen.num_workers,
-        "dataloader_pin_memory": chosen.pin_memory,
         "dataloader_persistent_workers": chosen.persistent_workers and chosen.num_workers > 0,
         "dataloader_prefetch_factor": chosen.prefetch_factor if chosen.num_workers else None,
         "torch_compile": chosen.compile,
-        "use_cpu": chosen.device == "cpu",
     }
+    if torch.cuda.is_available():  # without a GPU, pinning and use_cpu change nothing
+        fields["dataloader_pin_memory"] = chosen.pin_memory
+        fields["use_cpu"] = chosen.device == "cpu"
     if chosen.precision == "tf32":
         fields["tf32"] = True
     if chosen.lr is not None:

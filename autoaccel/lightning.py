@@ -1,7 +1,10 @@
 """Lightning scripts tuned with one changed line.
 
-    trainer = L.Trainer(max_epochs=3)                      # before
-    trainer = autoaccel.lightning.Trainer(max_epochs=3)    # after
+    import lightning as L               # before
+    import autoaccel.lightning as L     # after: L.Trainer is autoaccel's, the rest Lightning's
+
+(or ``lightning.Trainer(...)`` -> ``autoaccel.lightning.Trainer(...)``). This module is
+``lightning`` with its ``Trainer`` replaced: every other name is looked up in ``lightning``.
 
 ``autoaccel tune train.py`` then measures the script's trials and a normal run applies
 ``autoaccel.yaml``. A subclass, not a callback: what Lightning fixes when the Trainer is
@@ -41,6 +44,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+import lightning
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.utilities.data import extract_batch_size
@@ -65,6 +69,13 @@ from autoaccel.runtime.run import StepObserver, has_conv
 from autoaccel.trials.protocol import TrialSpec
 
 __all__ = ["PINNED_BY", "Trainer"]
+
+
+def __getattr__(name: str) -> Any:
+    """Every other name is Lightning's (``L.LightningModule``, ``L.seed_everything``, ...),
+    so ``import autoaccel.lightning as L`` is the one line a script changes."""
+    return getattr(lightning, name)
+
 
 #: Trainer argument -> (the knob it sets, Lightning's default: a value that pins nothing).
 PINNED_BY: dict[str, tuple[str, Any]] = {

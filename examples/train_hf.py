@@ -1,5 +1,5 @@
 """Train a tiny transformer classifier with the Hugging Face Trainer: one line differs from
-a plain HF script (``autoaccel.hf.Trainer`` in place of ``transformers.Trainer``).
+a plain HF script (``from autoaccel.hf import Trainer, TrainingArguments``).
 
     python examples/train_hf.py --epochs 3           # your settings (or autoaccel.yaml)
     autoaccel tune examples/train_hf.py --budget 3m  # find the fastest setup here
@@ -16,9 +16,9 @@ import argparse
 import torch
 import transformers
 from torch.utils.data import Dataset
-from transformers import BertConfig, BertForSequenceClassification, TrainingArguments
+from transformers import BertConfig, BertForSequenceClassification
 
-import autoaccel.hf
+from autoaccel.hf import Trainer, TrainingArguments  # was: from transformers import (the same)
 
 
 class Sequences(Dataset):
@@ -65,7 +65,7 @@ def main() -> None:
         save_strategy="no",
         report_to="none",
     )
-    trainer = autoaccel.hf.Trainer(  # was: transformers.Trainer(
+    trainer = Trainer(
         model=model,
         args=training,
         train_dataset=Sequences(args.samples),

@@ -1,5 +1,5 @@
 """Train train_cnn.py's image classifier with PyTorch Lightning: one line differs from a
-plain Lightning script (``autoaccel.lightning.Trainer`` in place of ``lightning.Trainer``).
+plain Lightning script (``import autoaccel.lightning as L`` for ``import lightning as L``).
 
     python examples/train_lightning.py --epochs 3           # your settings (or autoaccel.yaml)
     autoaccel tune examples/train_lightning.py --budget 3m  # find the fastest setup here
@@ -14,13 +14,12 @@ from __future__ import annotations
 
 import argparse
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 from train_cnn import AugmentedImages, make_model
 
-import autoaccel.lightning
+import autoaccel.lightning as L  # the one changed line; was: import lightning as L
 
 
 class Classifier(L.LightningModule):
@@ -76,7 +75,7 @@ def main() -> None:
     args = parser.parse_args()
 
     L.seed_everything(0, verbose=False)
-    trainer = autoaccel.lightning.Trainer(max_epochs=args.epochs)  # was: L.Trainer(...)
+    trainer = L.Trainer(max_epochs=args.epochs)  # autoaccel's Trainer: Lightning's, tuned
     data = Images(args.batch_size, args.samples)
     trainer.fit(Classifier(args.lr), datamodule=data)
     print(f"batch_size={data.batch_size} precision={trainer.precision}", flush=True)

@@ -220,3 +220,36 @@ def test_lr_find_refuses_a_bad_sweep(tmp_path: Path) -> None:
     )
     assert bad.returncode == 2
     assert "0 < min_lr < max_lr" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    ("example", "plain"),
+    [
+        ("train_lightning.py", "import lightning as L"),
+        ("train_hf.py", "from transformers import Trainer, TrainingArguments"),
+    ],
+)
+def test_a_trainer_example_is_a_plain_script_but_for_one_line(example: str, plain: str) -> None:
+    """The one changed line, counted: a single statement names autoaccel (its import), and
+    with the plain import in its place the script is a plain Lightning or HF script."""
+    import ast
+
+    tree = ast.parse((EXAMPLES / example).read_text())
+    ours = [
+        node
+        for node in ast.walk(tree)
+        if isinstance(node, (ast.Import, ast.ImportFrom))
+        and any(
+            name.startswith("autoaccel")
+            for name in (
+                [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module]
+            )
+            if name
+        )
+    ]
+    names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+    assert len(ours) == 1 and "autoaccel" not in names
+    swapped = ast.parse(plain).body[0]
+    assert isinstance(swapped, (ast.Import, ast.ImportFrom))
+    bound = {a.asname or a.name for a in ours[0].names}
+    assert bound == {a.asname or a.name for a in swapped.names}  # the same names, bound alike

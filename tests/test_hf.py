@@ -84,6 +84,14 @@ def _threads_kept() -> Any:
     torch.set_num_threads(threads)
 
 
+def test_the_import_line_is_all_that_changes() -> None:
+    """``from autoaccel.hf import Trainer, TrainingArguments``: the arguments are HF's own."""
+    from autoaccel.hf import TrainingArguments
+
+    assert TrainingArguments is transformers.TrainingArguments
+    assert issubclass(Trainer, transformers.Trainer)
+
+
 def test_a_normal_run_applies_the_config(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

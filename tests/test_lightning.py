@@ -79,6 +79,14 @@ def _threads_kept() -> Any:
     torch.set_num_threads(threads)
 
 
+def test_the_module_is_lightning_with_its_trainer_replaced() -> None:
+    """``import autoaccel.lightning as L`` is the one line a script changes."""
+    import autoaccel.lightning as AL
+
+    assert AL.Trainer is Trainer and issubclass(Trainer, L.Trainer)
+    assert AL.LightningModule is L.LightningModule and AL.seed_everything is L.seed_everything
+
+
 def test_a_normal_run_applies_the_config(capsys: pytest.CaptureFixture[str]) -> None:
     """Precision, accumulation, batch size (loader and the datamodule's attribute), threads,
     channels_last, and the tuned schedule stepped once per optimizer step."""

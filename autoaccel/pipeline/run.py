@@ -151,6 +151,7 @@ def run_pipeline(
         *([final_evidence] if final_evidence else []),
         *([slower] if slower is not None else []),
         *_speedup_notes(speedup, budget if out_of_time else None, result, fastest),
+        *_unused_notes(speedup, budget),
         *_other_hardware_notes(result),
         *_sharding_notes(space, advice.config),
         *job.device_notes(),
@@ -298,6 +299,17 @@ def ranked_finalists(
             rates = [first.measurement.samples_per_s]
         found.append((next(p for p, _, _ in end.entries if knobs_key(p) == key), rates))
     return found or [(result.best.params, [result.best.measurement.samples_per_s])]
+
+
+def _unused_notes(speedup: Speedup, budget: Budget) -> list[str]:
+    """Why a run that kept your setup ended well inside its budget: the time kept for the
+    confirmation had nothing to confirm (issue 31: a run uses its budget or says why)."""
+    if not speedup.yours_kept or budget.spent_s() >= 0.9 * budget.given_s:
+        return []
+    return [
+        f"the run ended after {budget.spent_s():.0f} s of its {budget.given_s:.0f} s: the "
+        "time kept for the confirmation had nothing to confirm once your setup was kept"
+    ]
 
 
 def _speedup_notes(

@@ -112,5 +112,8 @@ def test_a_pick_that_runs_slower_than_yours_in_the_pairs_is_not_written(
         refused = next(n for n in advice.notes if "ran at 0.80x yours in" in n)
         assert refused.endswith("your setup is kept") and "though its trial measured" in refused
         assert "then " in advice.objective and "ran at 0.80x yours" in advice.objective
-    else:  # the final round decided
+    else:  # the final round decided, with no pairs to run: the unused time is said
         assert "ran no faster than yours when the final round measured them" in advice.objective
+        assert any(
+            "time kept for the confirmation had nothing to confirm" in n for n in advice.notes
+        )

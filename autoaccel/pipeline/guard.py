@@ -8,7 +8,8 @@ samples/s (the final round's winner first):
   memory format, compilation changed) learns as yours: it is kept, no evidence needed;
 - one whose steps differ (batch, split over processes, precision) is checked on its own
   trial's loss curve against your baseline trial's (``curve_verdict``); where those curves
-  cannot decide and the budget plan kept time for them, on the guard's own check runs
+  cannot decide and the budget plan kept time for them (or the end phases left enough
+  over), on the guard's own check runs
   (``check_convergence``, the pick as it would be written: its LR rule applied); kept when
   it reached your loss levels no later, else the next one is looked at.
 
@@ -114,7 +115,11 @@ def guard_pick(
             line = f"{words}: its steps are yours, so it learns as yours"
             return _written(result, candidate, findings, line, n == 0, "unchanged")
         verdict = _curve_verdict(candidate, result, user)
-        if verdict.how == "unchecked" and plan.check_runs and job.trainer is not None:
+        # Check runs where the trials' curves cannot decide: as the plan kept time for them,
+        # or with time the end phases left over (then only when they fit, so that the
+        # curves' own reason stands when they do not).
+        spare = _check_fits(plan, budget, check_yours)
+        if verdict.how == "unchecked" and job.trainer is not None and (plan.check_runs or spare):
             verdict = _check_run(
                 job, job.trainer, candidate.config, plan, budget, check_yours, console
             )
@@ -170,6 +175,14 @@ def _written(
     return replace(result, best=candidate), GuardVerdict(fastest, how, full)
 
 
+def _check_fits(plan: BudgetPlan, budget: Budget, yours: LossRun | None) -> bool:
+    """Whether a candidate's check runs (and yours, when not drawn yet) fit in what the
+    budget leaves, one confirmation pair kept."""
+    runs = 1 if yours is not None else 2
+    cost_s = runs * plan.costs.check_run_s(budget.given_s)
+    return budget.allows(cost_s, keep_s=2 * plan.costs.trial_s)
+
+
 def _check_run(
     job: Job,
     trainer: Trainer,
@@ -182,10 +195,8 @@ def _check_run(
     """The guard's own check runs for ``config`` (as it would be written: its LR rule
     applied), your setup's drawn once; "unchecked" when the budget no longer holds them
     (one confirmation pair kept)."""
-    runs = 1 if yours is not None else 2
     written, _ = lr_follows_batch(config, job.user, job.facts)
-    cost_s = runs * plan.costs.check_run_s(budget.given_s)
-    if not budget.allows(cost_s, keep_s=2 * plan.costs.trial_s):
+    if not _check_fits(plan, budget, yours):
         return GuardVerdict(
             False, "unchecked", f"no time was left for its check runs ({budget.stop_reason()})"
         )

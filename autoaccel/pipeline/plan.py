@@ -86,7 +86,8 @@ class BudgetPlan:
         found = []
         if self.guarded and not self.check_runs:
             found.append(
-                "check runs of their own where the trials' curves cannot decide: give "
+                "time kept for check runs of their own where the trials' curves cannot "
+                "decide (without it, they run only on time left over): give "
                 f"{_spelled(self.check_budget_s)}"
             )
         asked = self.asked_pairs

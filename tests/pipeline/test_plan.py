@@ -55,7 +55,8 @@ def test_a_budget_with_no_room_to_search_is_refused_before_any_work() -> None:
 def test_what_does_not_fit_is_said_with_the_budget_that_would_fit_it() -> None:
     plan = plan_budget(60, 55, FAST, guarded=True)
     assert plan.missing() == [
-        "check runs of their own where the trials' curves cannot decide: give --budget 4m",
+        "time kept for check runs of their own where the trials' curves cannot decide "
+        "(without it, they run only on time left over): give --budget 4m",
         "3 confirmation pairs: give --budget 2m",
     ]
     line = plan.line()

@@ -150,3 +150,26 @@ def test_a_pick_whose_steps_are_yours_is_not_trained_again() -> None:
     assert verdict.yours is None  # nothing trained
     assert steps_as_yours(threads.config, USER)
     assert not steps_as_yours(replace(threads.config, precision="bf16-mixed"), USER)
+
+
+def test_check_runs_use_time_left_over_when_the_plan_kept_none() -> None:
+    """A plan that kept no time for check runs (3 minutes at these costs) still runs them
+    when the end phases left enough over; with nothing left, the curves' own reason stands
+    and nothing is trained."""
+    plan = plan_budget(180, 175, PhaseCosts(trial_s=5.0, start_s=3.0), guarded=True)
+    assert not plan.check_runs
+    baseline = _record(0, 100.0, batch_size=32, num_threads=1)
+    pick = _record(1, 300.0, batch_size=64, num_threads=1)
+    job, result = _guard_job(mlp(), [baseline, pick])
+    console = Console(file=io.StringIO(), width=10_000)
+    _, verdict = guard_pick(job, result, plan, Budget(120), console)
+    said = console.file.getvalue()  # type: ignore[attr-defined]
+    assert said.count("checking the pick's convergence") == 1  # the check runs ran
+    assert verdict.line.startswith("batch 64, 32-true: its training loss ")
+    now = [0.0]
+    spent = Budget(120, clock=lambda: now[0])
+    now[0] = 115.0  # 5 s left: no room for check runs
+    console = Console(file=io.StringIO(), width=10_000)
+    _, verdict = guard_pick(job, result, plan, spent, console)
+    assert "checking the pick's convergence" not in console.file.getvalue()  # type: ignore[attr-defined]
+    assert "no time was left for its check runs" not in verdict.line

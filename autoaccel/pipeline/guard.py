@@ -8,8 +8,9 @@ samples/s (the final round's winner first):
   memory format, compilation changed) learns as yours: it is kept, no evidence needed;
 - one whose steps differ (batch, split over processes, precision) is checked on its own
   trial's loss curve against your baseline trial's (``curve_verdict``); where those curves
-  cannot decide and the budget plan kept time for them (or the end phases left enough
-  over), on the guard's own check runs
+  cannot decide and the budget plan kept time for them, on the guard's own check runs
+  (without that time, only when no other faster setup stands, on the time the end
+  phases left over)
   (``check_convergence``, the pick as it would be written: its LR rule applied); kept when
   it reached your loss levels no later, else the next one is looked at.
 
@@ -104,6 +105,9 @@ def guard_pick(
     user = job.user
     findings: list[str] = []
     check_yours: LossRun | None = None  # your setup's check-run curve, drawn once
+    # Setups the trials' curves cannot decide, when the plan kept no time for check runs:
+    # checked only if nothing else stands, on the time the end phases left over.
+    later: list[tuple[int, TrialRecord, int]] = []
     # The final round re-measured only setups that can stand; its winner goes before them.
     winner = knobs_key(result.best.config.knobs()) if can_stand(result.best, result, user) else None
     for n, candidate in enumerate(faster_than_yours(result)):
@@ -115,19 +119,29 @@ def guard_pick(
             line = f"{words}: its steps are yours, so it learns as yours"
             return _written(result, candidate, findings, line, n == 0, "unchanged")
         verdict = _curve_verdict(candidate, result, user)
-        # Check runs where the trials' curves cannot decide: as the plan kept time for them,
-        # or with time the end phases left over (then only when they fit, so that the
-        # curves' own reason stands when they do not).
-        spare = _check_fits(plan, budget, check_yours)
-        if verdict.how == "unchecked" and job.trainer is not None and (plan.check_runs or spare):
-            verdict = _check_run(
-                job, job.trainer, candidate.config, plan, budget, check_yours, console
-            )
-            check_yours = verdict.yours or check_yours
-        findings.append(f"{words}: {verdict.line}")
+        if verdict.how == "unchecked" and job.trainer is not None:
+            if not plan.check_runs:
+                later.append((n, candidate, len(findings)))
+            else:
+                verdict = _check_run(
+                    job, job.trainer, candidate.config, plan, budget, check_yours, console
+                )
+                check_yours = verdict.yours or check_yours
+        findings.append(f"{steps_words(candidate.config)}: {verdict.line}")
         say(console, findings[-1])
         if verdict.kept:
             line = findings.pop()
+            done = _written(result, candidate, findings, line, n == 0, verdict.how)
+            return done[0], replace(verdict, line=done[1].line, kept=n == 0)
+    for n, candidate, at in later:  # fastest first, while their check runs fit
+        if job.trainer is None or not _check_fits(plan, budget, check_yours):
+            break
+        verdict = _check_run(job, job.trainer, candidate.config, plan, budget, check_yours, console)
+        check_yours = verdict.yours or check_yours
+        findings[at] = f"{steps_words(candidate.config)}: {verdict.line}"
+        say(console, findings[at])
+        if verdict.kept:
+            line = findings.pop(at)
             done = _written(result, candidate, findings, line, n == 0, verdict.how)
             return done[0], replace(verdict, line=done[1].line, kept=n == 0)
     line = "your setup is kept"

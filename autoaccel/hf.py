@@ -203,10 +203,12 @@ class _Tuning:
         facts = trial_facts(model, optimizer, None, self.user, device, self.notes)
         facts |= {"dataset_size": self.dataset_size, "fixed": FIXED, "has_hook": False}
         facts["optimizer_lr"] = self.user_lr
-        chosen = self.chosen or self.user
-        rank, world = _rank(), _world()
+        # The meter sees optimizer steps (the Trainer fetches a step's micro-batches at
+        # once): a loss-curve session counts them as steps of no accumulation.
+        per_step = dataclasses.replace(self.chosen or self.user, grad_accum_steps=1)
+        processes = (_rank(), _world())
         self.observer = trial_session(
-            self.trial, facts, model, optimizer, None, replace_accum(chosen), (rank, world), device
+            self.trial, facts, model, optimizer, None, per_step, processes, device
         )
 
     def step_ended(self) -> None:
@@ -228,12 +230,6 @@ class _Callback(transformers.TrainerCallback):
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.tuning.step_ended()
-
-
-def replace_accum(config: TrainingConfig) -> TrainingConfig:
-    """A trial's meter sees optimizer steps (the Trainer fetches a step's micro-batches at
-    once): one step of accumulation to a loss-curve session."""
-    return dataclasses.replace(config, grad_accum_steps=1)
 
 
 def _user_config(given: transformers.TrainingArguments, threads: int) -> TrainingConfig:

@@ -46,6 +46,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
+@pytest.fixture
+def process_state_kept() -> Iterator[None]:
+    """Threads, matmul precision and cuDNN autotuning as they were before the test (a
+    normal run of a tuned config sets them for the rest of the process)."""
+    from autoaccel.process import preserved_process_state
+
+    with preserved_process_state():
+        yield
+
+
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[Server]:
     """A throwaway PostgreSQL server on loopback (``tests/pg_server.py``); skipped where

@@ -16,6 +16,7 @@ import torch
 from torch.utils.data import Dataset, IterableDataset
 
 transformers = pytest.importorskip("transformers")
+pytestmark = pytest.mark.usefixtures("process_state_kept")
 
 from trials.test_script_trials import SHORT  # noqa: E402
 
@@ -75,13 +76,6 @@ class Seen(transformers.TrainerCallback):
     def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.lrs.append(kwargs["optimizer"].param_groups[0]["lr"])
         self.threads.append(torch.get_num_threads())
-
-
-@pytest.fixture(autouse=True)
-def _threads_kept() -> Any:
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_the_import_line_is_all_that_changes() -> None:

@@ -17,6 +17,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 L = pytest.importorskip("lightning")
+pytestmark = pytest.mark.usefixtures("process_state_kept")
 
 from trials.test_script_trials import SHORT  # noqa: E402
 
@@ -70,13 +71,6 @@ class Data(L.LightningDataModule):
         data = TensorDataset(torch.randn(512, 3, 8, 8, generator=g), torch.randint(0, 2, (512,)))
         batch = self.batch_size if self.loader_batch == -1 else self.loader_batch
         return DataLoader(data, batch_size=batch, shuffle=True)
-
-
-@pytest.fixture(autouse=True)
-def _threads_kept() -> Any:
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_the_module_is_lightning_with_its_trainer_replaced() -> None:

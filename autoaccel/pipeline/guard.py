@@ -127,7 +127,7 @@ def guard_pick(
                     job, job.trainer, candidate.config, plan, budget, check_yours, console
                 )
                 check_yours = verdict.yours or check_yours
-        findings.append(f"{steps_words(candidate.config)}: {verdict.line}")
+        findings.append(f"{words}: {verdict.line}")
         say(console, findings[-1])
         if verdict.kept:
             line = findings.pop()

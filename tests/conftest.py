@@ -6,6 +6,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+# Two test workers share the cores, and the trials their tests start run torch's OpenMP
+# threads side by side. libgomp's idle threads spin by default, taking the cores the other
+# side's threads are computing on: two 2-thread CNN runs beside each other on 2 cores took
+# 19 s each with spinning threads against 5 s with sleeping ones (2 s alone). No test asserts
+# a speed, so the suite lets idle threads sleep. libgomp reads this once, when torch loads
+# it: set here, before torch is imported, in the process that starts the workers, so they
+# and every trial they start inherit it.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))

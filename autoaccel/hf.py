@@ -20,14 +20,20 @@ run names each one it changes, in one line):
 - precision: ``bf16`` / ``fp16`` (TF32: ``tf32``); the device: ``use_cpu``;
 - loader workers, pinning, persistence, prefetch: ``dataloader_*``;
 - compilation: ``torch_compile``;
-- the LR (the config's, or yours scaled with the global batch by its rule), warm-up and
-  schedule (constant, cosine, linear): ``learning_rate``, ``warmup_steps``,
-  ``lr_scheduler_type``; HF decays over the whole run, as ``prepare(total_steps=)`` does.
+- the LR (the config's, or yours scaled with the global batch by its rule):
+  ``learning_rate``.
 
-Threads and cuDNN autotuning are process settings; channels_last converts the model.
-Several processes run as HF runs them, under torchrun (``autoaccel run`` and the trials
-start it). Not applied: momentum, a fused optimizer (HF's ``optim`` picks it), a one-cycle
-schedule (HF has none); each is said when a config holds it.
+The tuned warm-up and schedule are autoaccel's own scheduler (the one ``prepare()`` runs,
+one-cycle included), made where the Trainer makes its own and stretched over the whole
+run, as ``prepare(total_steps=)`` does; a scheduler you pass the Trainer wins. The tuned
+momentum (Adam's beta1, SGD's momentum) is set in the optimizer the Trainer made. Threads
+and cuDNN autotuning are process settings; channels_last converts the model. Several
+processes run as HF runs them, under torchrun (``autoaccel run`` and the trials start it).
+Not applied: a fused optimizer (HF's ``optim`` picks it), said when a config holds one.
+
+With an ``eval_dataset``, the Trainer's own ``evaluate()`` (its ``eval_loss``, and each
+``eval_*`` metric under its name without the prefix) is the held-out score of a tuner's
+loss curves, so ``autoaccel tune --objective time-to-loss`` needs no hook of its own.
 """
 
 from __future__ import annotations
@@ -41,11 +47,18 @@ import torch
 import transformers
 
 from autoaccel.config import TrainingConfig
-from autoaccel.errors import UsageError
+from autoaccel.errors import DataError, UsageError
 from autoaccel.process import apply_process_settings
-from autoaccel.runtime.prepare import for_this_model, run_config, trial_facts, trial_session
+from autoaccel.runtime.prepare import (
+    for_this_model,
+    hook_facts,
+    run_config,
+    trial_facts,
+    trial_session,
+)
 from autoaccel.runtime.run import StepObserver, has_conv
-from autoaccel.schedule import lr_multiplier
+from autoaccel.schedule import apply_lr, apply_momentum, build_scheduler, lr_multiplier
+from autoaccel.trials.hook import EvaluateFn
 from autoaccel.trials.protocol import TrialSpec
 
 __all__ = ["FIXED", "Trainer", "TrainingArguments"]
@@ -58,8 +71,6 @@ FIXED = {
     "optimizer_impl": "the Trainer's optim argument picks the optimizer's implementation",
     "strategy": "DDP under torchrun; FSDP is the Trainer's own fsdp argument",
 }
-
-_SCHEDULES = {"constant": "constant_with_warmup", "cosine": "cosine", "linear": "linear"}
 
 
 class Trainer(transformers.Trainer):
@@ -99,6 +110,7 @@ class Trainer(transformers.Trainer):
             )
         model = kwargs.get("model")
         self._autoaccel = _Tuning.start(given, kwargs.get("train_dataset"), autoaccel_config)
+        self._autoaccel.own_optimizer = (kwargs.get("optimizers") or (None, None))[0] is not None
         chosen = self._autoaccel.chosen
         if chosen is not None and isinstance(model, torch.nn.Module):
             # tuned for another script or model: its LR settings are not applied (warned)
@@ -108,6 +120,35 @@ class Trainer(transformers.Trainer):
         if chosen is not None and chosen.channels_last and model is not None and has_conv(model):
             model.to(memory_format=torch.channels_last)
         super().__init__(**kwargs, callbacks=callbacks)
+        if self.eval_dataset is not None:
+            self._autoaccel.evaluate = self._held_out
+
+    def _held_out(self) -> dict[str, float]:
+        """``evaluate()`` on your eval_dataset, as a tuner's held-out score: ``loss`` and
+        each metric, named without HF's ``eval_`` prefix."""
+        found = self.evaluate()
+        if "eval_loss" not in found:
+            raise DataError(
+                f"Trainer.evaluate() gave no eval_loss (it gave {', '.join(found)}); the "
+                "eval_dataset needs labels for the model to return a loss"
+            )
+        return {
+            name.removeprefix("eval_"): value
+            for name, value in found.items()
+            if name.startswith("eval_") and isinstance(value, (int, float))
+        }
+
+    def create_scheduler(
+        self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None
+    ) -> Any:
+        """HF's scheduler, or the tuned schedule where the config has one (a scheduler you
+        passed the Trainer wins)."""
+        yours = self.lr_scheduler
+        scheduler = super().create_scheduler(num_training_steps, optimizer)
+        tuned = self._autoaccel.schedule(scheduler.optimizer, num_training_steps, yours is not None)
+        if tuned is not None:
+            self.lr_scheduler = scheduler = tuned
+        return scheduler
 
     def get_batch_samples(self, *args: Any, **kwargs: Any) -> Any:
         """The Trainer's fetch of one optimizer step's batches, timed in a trial."""
@@ -139,8 +180,12 @@ class _Tuning:
         self.threads = torch.get_num_threads()
         self.user: TrainingConfig | None = None
         self.user_lr = 0.0
+        self.scheduler_type = "linear"  # yours (HF's default), replaced by a tuned schedule
+        self.own_optimizer = False  # passed to the Trainer: learning_rate does not reach it
+        self.lr: float | None = None  # the config's LR for an optimizer of your own
         self.notes: list[str] = []
         self.observer: StepObserver | None = None
+        self.evaluate: EvaluateFn | None = None  # the Trainer's, with an eval_dataset
         self.losses: list[torch.Tensor] = []  # this optimizer step's micro-batch losses
         self.fetched = 0  # the samples of this optimizer step
 
@@ -174,10 +219,13 @@ class _Tuning:
         goes on until it is measured and saves and reports nothing."""
         self.user = _user_config(given, self.threads)
         self.user_lr = given.learning_rate
+        self.scheduler_type = str(getattr(given.lr_scheduler_type, "value", "linear"))
         changes: dict[str, Any] = {}
         if self.chosen is not None:
             chosen = self.chosen
             changes = _fields(chosen, self.user, given.learning_rate)
+            if self.own_optimizer:  # set in it when training starts
+                self.lr = changes.pop("learning_rate", None)
             self.notes += _not_applied(chosen)
             said = ", ".join(
                 f"{k} {getattr(given, k)!r} -> {v!r}"
@@ -188,11 +236,44 @@ class _Tuning:
                 self.notes.insert(0, f"applied from the config: {said}")
         if self.trial is not None:
             changes |= {"max_steps": 10**9, "save_strategy": "no", "report_to": "none"}
-            changes |= {"disable_tqdm": True}
+            # The trial scores held-out data at its own times; HF's evaluations would
+            # pause its measured steps.
+            changes |= {"disable_tqdm": True, "eval_strategy": "no"}
+            changes |= {"load_best_model_at_end": False}
         return dataclasses.replace(given, **changes) if changes else given
 
-    def training_starts(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
-        """The optimizer exists now: in a trial, start its session; else say the notes."""
+    def schedule(
+        self, optimizer: torch.optim.Optimizer, total_steps: int, yours: bool
+    ) -> torch.optim.lr_scheduler.LambdaLR | None:
+        """The config's warm-up and decay as a scheduler (None: HF's stands): over the whole
+        run in a normal run (``total_steps``), over the steps it was tuned for in a trial."""
+        chosen = self.chosen
+        if chosen is None or (chosen.schedule == "constant" and not chosen.warmup_steps):
+            return None
+        if yours:
+            self.notes.append(
+                f"your lr_scheduler wins over the tuned {chosen.schedule} schedule (pass "
+                "none to the Trainer to apply it)"
+            )
+            return None
+        if self.trial is None:
+            chosen = dataclasses.replace(chosen, schedule_steps=total_steps)
+            self.notes.append(
+                f"the tuned {chosen.schedule} schedule ({chosen.warmup_steps} warm-up steps) "
+                f"over the run's {total_steps} optimizer steps, in place of "
+                f"lr_scheduler_type {self.scheduler_type}"
+            )
+        return build_scheduler(optimizer, chosen)
+
+    def training_starts(
+        self, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any
+    ) -> None:
+        """The optimizer exists now: set the tuned momentum (and LR, in an optimizer of
+        yours); in a trial, start its session, else say the notes."""
+        if self.lr is not None:
+            self.notes += apply_lr(optimizer, self.lr, scheduler=scheduler)
+        if self.chosen is not None and self.chosen.momentum is not None:
+            self.notes += apply_momentum(optimizer, self.chosen.momentum)
         if self.trial is None:
             if _rank() == 0:
                 for note in dict.fromkeys(self.notes):
@@ -201,14 +282,15 @@ class _Tuning:
         assert self.user is not None, "arguments() runs first, in __init__"
         device = next(model.parameters()).device
         facts = trial_facts(model, optimizer, None, self.user, device, self.notes)
-        facts |= {"dataset_size": self.dataset_size, "fixed": FIXED, "has_hook": False}
+        facts |= {"dataset_size": self.dataset_size, "fixed": FIXED}
+        facts |= hook_facts(self.trial, model, self.evaluate)
         facts["optimizer_lr"] = self.user_lr
         # The meter sees optimizer steps (the Trainer fetches a step's micro-batches at
         # once): a loss-curve session counts them as steps of no accumulation.
         per_step = dataclasses.replace(self.chosen or self.user, grad_accum_steps=1)
         processes = (_rank(), _world())
         self.observer = trial_session(
-            self.trial, facts, model, optimizer, None, per_step, processes, device
+            self.trial, facts, model, optimizer, self.evaluate, per_step, processes, device
         )
 
     def step_ended(self) -> None:
@@ -225,8 +307,13 @@ class _Callback(transformers.TrainerCallback):
         self.tuning = tuning
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        optimizer = kwargs["optimizer"]  # Accelerate's wrapper holds yours
-        self.tuning.training_starts(kwargs["model"], getattr(optimizer, "optimizer", optimizer))
+        # Accelerate's wrappers hold the optimizer and scheduler
+        optimizer, scheduler = kwargs["optimizer"], kwargs.get("lr_scheduler")
+        self.tuning.training_starts(
+            kwargs["model"],
+            getattr(optimizer, "optimizer", optimizer),
+            getattr(scheduler, "scheduler", scheduler),
+        )
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.tuning.step_ended()
@@ -265,9 +352,11 @@ def _fields(chosen: TrainingConfig, user: TrainingConfig, user_lr: float) -> dic
         "dataloader_prefetch_factor": chosen.prefetch_factor if chosen.num_workers else None,
         "torch_compile": chosen.compile,
     }
-    if torch.cuda.is_available():  # without a GPU, pinning and use_cpu change nothing
+    if torch.cuda.is_available():  # without a GPU, pinning changes nothing
         fields["dataloader_pin_memory"] = chosen.pin_memory
-        fields["use_cpu"] = chosen.device == "cpu"
+    # Without use_cpu, HF refuses bf16 on a machine with no GPU ("Your setup doesn't
+    # support bf16/gpu"): every bf16 trial of a CPU tune failed so.
+    fields["use_cpu"] = chosen.device == "cpu"
     if chosen.precision == "tf32":
         fields["tf32"] = True
     if chosen.lr is not None:
@@ -275,18 +364,11 @@ def _fields(chosen: TrainingConfig, user: TrainingConfig, user_lr: float) -> dic
     elif chosen.lr_scaling != "none" and chosen.global_batch != user.global_batch:
         factor = lr_multiplier(chosen.lr_scaling, user.global_batch, chosen.global_batch)
         fields["learning_rate"] = user_lr * factor
-    if chosen.schedule in _SCHEDULES and (chosen.schedule != "constant" or chosen.warmup_steps):
-        fields["lr_scheduler_type"] = _SCHEDULES[chosen.schedule]
-        fields["warmup_steps"] = chosen.warmup_steps
     return fields
 
 
 def _not_applied(chosen: TrainingConfig) -> list[str]:
     notes = []
-    if chosen.momentum is not None:
-        notes.append(f"momentum {chosen.momentum:g} is not applied (set it in your optimizer)")
-    if chosen.schedule == "one-cycle":
-        notes.append("the one-cycle schedule is not applied: the Trainer has none")
     if chosen.optimizer_impl not in ("default", ""):
         notes.append(f"optimizer_impl {chosen.optimizer_impl} is not applied: use optim=")
     return notes

@@ -27,8 +27,13 @@ What it applies, and how:
   schedule: on the optimizers ``configure_optimizers`` made, when training starts; a
   scheduler of your own wins over the tuned one (said once).
 
-Under ``autoaccel tune`` a trial trains until it is measured (no epoch or step limit) and
-logs and checkpoints nothing; it then ends the script, as ``prepare()`` does.
+Under ``autoaccel tune`` a trial trains until it is measured (no epoch or step limit),
+logs and checkpoints nothing and runs no validation loop of Lightning's; it then ends the
+script, as ``prepare()`` does. Your ``validation_step`` over your validation loader is the
+held-out score of a tuner's loss curves (``--objective time-to-loss`` needs no hook of its
+own): the batch-weighted mean of each value it logs, the loss being the one logged value
+named as a loss (``val_loss``), and each metric also under its name without ``val_``
+(``--metric accuracy`` finds ``val_accuracy``).
 
 A Trainer argument you pass with a value other than Lightning's default pins what it sets:
 your value wins over the config, a normal run says so in one line, and ``autoaccel tune``
@@ -40,7 +45,7 @@ from __future__ import annotations
 import math
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -60,6 +65,7 @@ from autoaccel.runtime.device import apply_optimizer_impl
 from autoaccel.runtime.prepare import (
     apply_lr_settings,
     for_this_model,
+    hook_facts,
     run_config,
     trial_facts,
     trial_session,
@@ -145,6 +151,7 @@ class Trainer(pl.Trainer):
         (where it comes from: the loader passed here, the datamodule or the module)."""
         if isinstance(train_dataloaders, pl.LightningDataModule):
             train_dataloaders, datamodule = None, train_dataloaders
+        self._autoaccel.val_loaders = val_dataloaders
         if train_dataloaders is not None:
             train_dataloaders = self._autoaccel.loader(train_dataloaders, model)
         else:
@@ -179,6 +186,7 @@ class _Tuning:
         self.observer: StepObserver | None = None
         self.scheduler: Any = None  # the tuned schedule, stepped per optimizer step
         self.steps_seen = 0
+        self.val_loaders: Any = None  # passed to fit(), if any
 
     @classmethod
     def start(
@@ -204,6 +212,9 @@ class _Tuning:
             # no logs, no checkpoints.
             kwargs |= {"max_epochs": -1, "max_steps": -1, "max_time": None, "logger": False}
             kwargs |= {"enable_checkpointing": False}
+            # The trial scores held-out data at its own times (``_HeldOut``); Lightning's
+            # validation would pause its measured steps.
+            kwargs |= {"limit_val_batches": 0, "num_sanity_val_steps": 0}
         if self.chosen is None:
             return kwargs
         tuned = lightning_trainer_args(self.chosen)
@@ -311,11 +322,13 @@ class _Tuning:
                 for note in dict.fromkeys(notes):
                     print(f"autoaccel: {note}", file=sys.stderr)
             return
+        evaluate = _HeldOut.of(trainer, module, self.val_loaders)
         facts = trial_facts(module, optimizers[0], self.spec, user, device, notes)
-        facts |= {"tensor_data": False, "fixed": self.fixed(), "has_hook": False}
+        facts |= {"tensor_data": False, "fixed": self.fixed()}
+        facts |= hook_facts(self.trial, module, evaluate)
         processes = (trainer.global_rank, trainer.world_size)
         self.observer = trial_session(
-            self.trial, facts, module, optimizers[0], None, chosen, processes, device
+            self.trial, facts, module, optimizers[0], evaluate, chosen, processes, device
         )
         if self.trial.lr_sweep is not None:  # the sweep sets each step's LR itself
             self.scheduler = None
@@ -363,6 +376,115 @@ class _Callback(pl.Callback):
             size = extract_batch_size(batch)
             tuning.observer.step_end(loss if isinstance(loss, torch.Tensor) else None, size)
             tuning.observer.fetch_start()
+
+
+class _HeldOut:
+    """Your ``validation_step`` over your validation loader, called as a tuner's
+    ``evaluate`` hook: the batch-weighted mean of each value it logs."""
+
+    #: The names a validation loss goes by, in the order they are taken.
+    LOSS_NAMES = ("val_loss", "val/loss", "validation_loss", "valid_loss", "loss")
+
+    def __init__(self, trainer: pl.Trainer, module: pl.LightningModule, source: Any) -> None:
+        self.trainer, self.module, self.source = trainer, module, source
+
+    @classmethod
+    def of(cls, trainer: pl.Trainer, module: pl.LightningModule, given: Any) -> _HeldOut | None:
+        """The scorer, or None when the script has no validation_step or no validation
+        loader (passed to fit, or from the datamodule's or the module's val_dataloader)."""
+        if type(module).validation_step is pl.LightningModule.validation_step:
+            return None
+        datamodule = getattr(trainer, "datamodule", None)  # set by fit(datamodule=)
+        if given is not None:
+            return cls(trainer, module, lambda: given)
+        if datamodule is not None and _overrides(datamodule, pl.LightningDataModule):
+            return cls(trainer, module, datamodule.val_dataloader)
+        if _overrides(module, pl.LightningModule):
+            return cls(trainer, module, module.val_dataloader)
+        return None
+
+    def __call__(self) -> dict[str, float]:
+        logged = _Logged()
+        module = self.module
+        module.log, module.log_dict = logged.log, logged.log_dict  # type: ignore[method-assign, assignment]
+        try:
+            found = self.source()
+            loaders = list(found) if isinstance(found, (list, tuple)) else [found]
+            for index, loader in enumerate(loaders):
+                more = {"dataloader_idx": index} if len(loaders) > 1 else {}
+                for i, batch in enumerate(loader):
+                    logged.size = extract_batch_size(batch)
+                    batch = self.trainer.strategy.batch_to_device(batch)
+                    with self.trainer.precision_plugin.val_step_context():
+                        logged.returned(module.validation_step(batch, i, **more))
+        finally:
+            del module.log, module.log_dict
+        means = logged.means()
+        short = {_short(name): value for name, value in means.items()}
+        return {**short, **means, "loss": self._loss(means, logged)}
+
+    def _loss(self, means: dict[str, float], logged: _Logged) -> float:
+        named = [name for name in self.LOSS_NAMES if name in means]
+        losses = named[:1] or [name for name in means if "loss" in name.lower()]
+        if len(losses) == 1:
+            return means[losses[0]]
+        if not losses and logged.returns:
+            return sum(v * w for v, w in logged.returns) / sum(w for _, w in logged.returns)
+        found = ", ".join(means) or "nothing"
+        raise DataError(
+            f"validation_step logged {found}: autoaccel scores the held-out loss logged as "
+            "val_loss (self.log('val_loss', loss)) or returned"
+        )
+
+
+class _Logged:
+    """What ``validation_step`` logs over a loader: sums weighted by batch size."""
+
+    def __init__(self) -> None:
+        self.size = 1  # the batch's samples, the weight of what it logs
+        self.sums: dict[str, float] = {}
+        self.weights: dict[str, float] = {}
+        self.metrics: dict[str, Any] = {}  # torchmetrics objects: computed at the end
+        self.returns: list[tuple[float, float]] = []
+
+    def log(
+        self, name: str, value: Any, *args: Any, batch_size: int | None = None, **_: Any
+    ) -> None:
+        if hasattr(value, "compute") and hasattr(value, "reset"):
+            self.metrics[name] = value
+            return
+        weight = float(batch_size or self.size)
+        self.sums[name] = self.sums.get(name, 0.0) + float(value) * weight
+        self.weights[name] = self.weights.get(name, 0.0) + weight
+
+    def log_dict(self, values: Mapping[str, Any], *args: Any, **kwargs: Any) -> None:
+        for name, value in values.items():
+            self.log(name, value, batch_size=kwargs.get("batch_size"))
+
+    def returned(self, out: Any) -> None:
+        loss = out.get("loss") if isinstance(out, Mapping) else out
+        if isinstance(loss, torch.Tensor) and loss.numel() == 1:
+            self.returns.append((float(loss), float(self.size)))
+
+    def means(self) -> dict[str, float]:
+        found = {name: total / self.weights[name] for name, total in self.sums.items()}
+        for name, metric in self.metrics.items():
+            found[name] = float(metric.compute())
+            metric.reset()
+        return found
+
+
+def _short(name: str) -> str:
+    """A logged name without its validation prefix: val_accuracy -> accuracy."""
+    for prefix in ("validation_", "validation/", "valid_", "val_", "val/"):
+        if name.startswith(prefix):
+            return name.removeprefix(prefix)
+    return name
+
+
+def _overrides(source: Any, base: Any) -> bool:
+    """Whether ``source`` defines val_dataloader (Lightning's own raises or returns [])."""
+    return type(source).val_dataloader is not base.val_dataloader
 
 
 class _ChannelsLast:

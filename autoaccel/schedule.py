@@ -101,14 +101,24 @@ def apply_lr(optimizer: torch.optim.Optimizer, lr: float, *, scheduler: object =
         Notes on what was changed, for the user.
     """
     groups = optimizer.param_groups
-    first = groups[0]["lr"]
-    ratio = lr / first if first else 0.0
-    for group in groups:
-        group["lr"] = lr if not first else group["lr"] * ratio
-        group["initial_lr"] = group["lr"]
     base_lrs = getattr(scheduler, "base_lrs", None)
-    if isinstance(base_lrs, list):
-        base_lrs[:] = [base * ratio if first else lr for base in base_lrs]
+    if isinstance(base_lrs, list) and base_lrs and base_lrs[0]:
+        # The scheduler's base LR is the peak, and its factor for the step at hand (a
+        # warm-up's, say) stays: every LR moves by the same ratio.
+        first = base_lrs[0]
+        ratio = lr / first
+        base_lrs[:] = [base * ratio for base in base_lrs]
+        for group in groups:
+            group["lr"] *= ratio
+            group["initial_lr"] = group.get("initial_lr", first) * ratio
+    else:
+        first = groups[0]["lr"]
+        ratio = lr / first if first else 0.0
+        for group in groups:
+            group["lr"] = lr if not first else group["lr"] * ratio
+            group["initial_lr"] = group["lr"]
+        if isinstance(base_lrs, list):
+            base_lrs[:] = [lr for _ in base_lrs]
     if len(groups) > 1:
         return [
             f"lr {first:g} -> {lr:g} in the first of {len(groups)} param groups; the "

@@ -37,6 +37,7 @@ LONGEST = (
     "tests/trials/test_script_trials.py::test_a_two_process",
     "tests/test_lightning.py::test_a_trial_applies",
     "tests/test_hf.py::test_a_trial_applies",
+    "tests/test_lightning.py::test_validation_step_is_the_held_out_score",
     "tests/frontends/test_advise.py::test_advise_searches_proves",
 )
 

@@ -1,9 +1,10 @@
 """``autoaccel.hf.Trainer``: a Hugging Face Trainer script tuned with one changed line.
 
 In-process: a normal run applies a config to the TrainingArguments (and says what it
-changed), the LR follows the batch by the config's rule, bad input is one line. As
-subprocess trials: the baseline reports your arguments; a trial applies its config, in one
-process or two under torchrun.
+changed), the tuned schedule and momentum, the LR follows the batch by the config's rule,
+bad input is one line. As subprocess trials: the baseline reports your arguments and the
+held-out loss of the Trainer's own evaluate(); a loss-curve run scores with it; a trial
+applies its config in two processes under torchrun.
 """
 
 from __future__ import annotations
@@ -23,7 +24,11 @@ from trials.test_script_trials import SHORT  # noqa: E402
 from autoaccel.config import TrainingConfig  # noqa: E402
 from autoaccel.errors import UsageError  # noqa: E402
 from autoaccel.hf import Trainer  # noqa: E402
+from autoaccel.schedule import lr_factor  # noqa: E402
+from autoaccel.scoring import Scoring  # noqa: E402
+from autoaccel.states import Outcome  # noqa: E402
 from autoaccel.trials.script import ScriptRunner  # noqa: E402
+from autoaccel.trials.script_curves import ScriptTrainer  # noqa: E402
 
 
 class Tokens(Dataset[dict[str, torch.Tensor]]):
@@ -60,8 +65,7 @@ def arguments(out: Path, **more: Any) -> Any:
         learning_rate=1e-3,
         report_to="none",
         save_strategy="no",
-        use_cpu=True,
-        disable_tqdm=True,
+        disable_tqdm=True,  # no use_cpu: a bf16 config on the CPU must set it itself
         **more,
     )
 
@@ -71,10 +75,13 @@ class Seen(transformers.TrainerCallback):
 
     def __init__(self) -> None:
         self.lrs: list[float] = []
+        self.beta1: list[float] = []
         self.threads: list[int] = []
 
     def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        self.lrs.append(kwargs["optimizer"].param_groups[0]["lr"])
+        group = kwargs["optimizer"].param_groups[0]
+        self.lrs.append(group["lr"])
+        self.beta1.append(group["betas"][0])
         self.threads.append(torch.get_num_threads())
 
 
@@ -96,9 +103,10 @@ def test_a_normal_run_applies_the_config(
         num_threads=1,
         device="cpu",
         lr=3e-3,
+        momentum=0.8,
         warmup_steps=2,
-        schedule="cosine",
-        schedule_steps=4,
+        schedule="one-cycle",
+        schedule_steps=100,  # tuned over 100 steps; this run has 4
     )
     model, seen = tiny_model(), Seen()
     batches: list[int] = []
@@ -115,14 +123,43 @@ def test_a_normal_run_applies_the_config(
     used = trainer.args
     assert (used.per_device_train_batch_size, used.gradient_accumulation_steps) == (16, 2)
     assert used.bf16 and not used.fp16 and used.learning_rate == 3e-3
-    assert (str(used.lr_scheduler_type), used.warmup_steps) == ("SchedulerType.COSINE", 2)
     trainer.train()
     assert batches == [16] * 8 and seen.threads == [1] * 4  # 4 steps x 2 micro-batches
-    # HF's warm-up starts at 0 (one step behind prepare()'s), then its cosine over the run
-    assert seen.lrs == pytest.approx([0.0, 1.5e-3, 3e-3, 1.5e-3])
+    # prepare()'s own schedule (one-cycle: HF has none), stretched over this run's 4 steps
+    factor = lr_factor(TrainingConfig(warmup_steps=2, schedule="one-cycle", schedule_steps=4))
+    assert seen.lrs == pytest.approx([3e-3 * factor(step) for step in range(4)])
+    assert seen.beta1 == [0.8] * 4  # AdamW's beta1: the tuned momentum
     err = capsys.readouterr().err
     assert "applied from the config: per_device_train_batch_size 8 -> 16" in err
     assert "bf16 False -> True" in err
+    assert (
+        "the tuned one-cycle schedule (2 warm-up steps) over the run's 4 optimizer steps, "
+        "in place of lr_scheduler_type linear" in err
+    )
+    assert "beta1 0.9 -> 0.8" in err
+
+
+def test_a_scheduler_you_pass_wins_over_the_tuned_one(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = TrainingConfig(lr=3e-3, warmup_steps=2, schedule="cosine", schedule_steps=4)
+    model, seen = tiny_model(), Seen()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5)
+    trainer = Trainer(
+        autoaccel_config=config,
+        model=model,
+        args=arguments(tmp_path, max_steps=2),
+        train_dataset=Tokens(),
+        optimizers=(optimizer, scheduler),
+        callbacks=[seen],
+    )
+    trainer.train()
+    # the config's lr reaches your optimizer (learning_rate would not), your halving stays
+    assert seen.lrs == pytest.approx([1.5e-3, 1.5e-3])
+    err = capsys.readouterr().err
+    assert "your lr_scheduler wins over the tuned cosine schedule" in err
+    assert "lr 0.001 -> 0.003" in err and "learning_rate" not in err
 
 
 def test_the_lr_follows_the_batch_by_the_configs_rule(tmp_path: Path) -> None:
@@ -187,9 +224,12 @@ from pathlib import Path
 from test_hf import Tokens, arguments, tiny_model
 import autoaccel.hf
 
-# num_train_epochs=1 is 32 steps: a trial trains until it is measured all the same
-args = arguments(Path("out"), num_train_epochs=1)
-autoaccel.hf.Trainer(model=tiny_model(), args=args, train_dataset=Tokens()).train()
+# num_train_epochs=1 is 32 steps: a trial trains until it is measured all the same;
+# HF's own evaluation each epoch does not run in a trial (the trial scores when it needs)
+args = arguments(Path("out"), num_train_epochs=1, eval_strategy="epoch")
+autoaccel.hf.Trainer(
+    model=tiny_model(), args=args, train_dataset=Tokens(), eval_dataset=Tokens(64)
+).train()
 """
 
 
@@ -199,8 +239,11 @@ def _runner(tmp_path: Path) -> ScriptRunner:
     return ScriptRunner(path, (), trials_dir=tmp_path / "trials", settings=SHORT, timeout_s=120)
 
 
-def test_a_baseline_trial_reports_your_arguments(tmp_path: Path) -> None:
-    trial = _runner(tmp_path).run(None)
+def test_a_baseline_trial_reports_your_arguments_and_evaluate_scores_a_curve(
+    tmp_path: Path,
+) -> None:
+    runner = _runner(tmp_path)
+    trial = runner.run(None)
     assert trial.measurement.ok, trial.log_tail()
     report = trial.report
     assert report is not None and report.user_config["batch_size"] == 8
@@ -209,6 +252,17 @@ def test_a_baseline_trial_reports_your_arguments(tmp_path: Path) -> None:
     assert report.fixed is not None and "batch_fetch" in report.fixed
     assert trial.measurement.samples == 8 * trial.measurement.window_steps
     assert trial.measurement.loss_samples
+    # The Trainer's evaluate() is the held-out hook: eval_loss on the untrained model ...
+    assert report.has_hook and report.held_out_start is not None
+    untrained = report.held_out_start[0]
+    assert 0.3 < untrained < 1.5  # a 2-class cross-entropy near log(2)
+    # ... and the score of each point of a loss-curve run (time-to-loss's evidence)
+    trainer = ScriptTrainer(runner, report, None)
+    assert trainer.held_out
+    run = trainer.train_for(TrainingConfig(batch_size=8), seconds=1.0, scoring=Scoring(evals=2))
+    assert run.outcome is Outcome.OK, run.message
+    assert len(run.curve) == 2 and run.start_loss == untrained
+    assert all(0.0 < p.loss < 5.0 and p.step > 0 for p in run.curve)
 
 
 def test_a_trial_applies_its_config_in_two_processes_under_torchrun(tmp_path: Path) -> None:

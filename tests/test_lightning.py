@@ -2,8 +2,9 @@
 
 In-process: a normal run applies a config (Trainer arguments, loader, batch size attribute,
 threads, memory format, LR schedule), your explicit arguments win, bad input is one line.
-As subprocess trials: the baseline reports your settings and what your arguments pin; a
-trial applies its config, in one process or two under torchrun.
+As subprocess trials: the baseline reports your settings and what your arguments pin; your
+validation_step over your validation loader is the held-out score (at the baseline and in
+a loss-curve run); a trial applies its config in two processes under torchrun.
 """
 
 from __future__ import annotations
@@ -25,7 +26,10 @@ from autoaccel.config import TrainingConfig  # noqa: E402
 from autoaccel.errors import UsageError  # noqa: E402
 from autoaccel.lightning import Trainer  # noqa: E402
 from autoaccel.schedule import lr_factor  # noqa: E402
+from autoaccel.scoring import Scoring  # noqa: E402
+from autoaccel.states import Outcome  # noqa: E402
 from autoaccel.trials.script import ScriptRunner  # noqa: E402
+from autoaccel.trials.script_curves import ScriptTrainer  # noqa: E402
 
 QUIET = {"enable_progress_bar": False, "enable_model_summary": False, "logger": False}
 QUIET |= {"enable_checkpointing": False}
@@ -71,6 +75,34 @@ class Data(L.LightningDataModule):
         data = TensorDataset(torch.randn(512, 3, 8, 8, generator=g), torch.randint(0, 2, (512,)))
         batch = self.batch_size if self.loader_batch == -1 else self.loader_batch
         return DataLoader(data, batch_size=batch, shuffle=True)
+
+
+def held_out() -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(96, 3, 8, 8, generator=g), torch.randint(0, 2, (96,), generator=g)
+
+
+class Judged(Net):
+    """Net with a validation_step that logs its loss and accuracy, as people write it."""
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        x, y = batch
+        logits = self(x)
+        self.log("val_loss", nn.functional.cross_entropy(logits, y))
+        self.log("val_accuracy", (logits.argmax(1) == y).float().mean())
+
+
+class Unnamed(Net):
+    """A validation_step that logs no loss."""
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        x, y = batch
+        self.log("val_accuracy", (self(x).argmax(1) == y).float().mean())
+
+
+class HeldOutData(Data):
+    def val_dataloader(self) -> DataLoader[Any]:
+        return DataLoader(TensorDataset(*held_out()), batch_size=40)  # 40, 40, 16
 
 
 def test_the_module_is_lightning_with_its_trainer_replaced() -> None:
@@ -178,19 +210,24 @@ SCRIPT = """
 import os, sys
 os.chdir(os.path.dirname(os.path.abspath(__file__)))  # where Lightning would log
 sys.path.insert(0, {tests!r})
-from test_lightning import Net, Data
+import torch
+from test_lightning import {module}, {data}
 import autoaccel.lightning
 
 # max_epochs=1 is 32 steps: a trial trains until it is measured all the same; it logs
 # and checkpoints nothing
+torch.manual_seed(0)
 trainer = autoaccel.lightning.Trainer(max_epochs=1, {extra}enable_progress_bar=False)
-trainer.fit(Net(), datamodule=Data())
+trainer.fit({module}(), datamodule={data}())
 """
 
 
-def _runner(tmp_path: Path, extra: str = "") -> ScriptRunner:
+def _runner(
+    tmp_path: Path, extra: str = "", module: str = "Net", data: str = "Data"
+) -> ScriptRunner:
     path = tmp_path / "train.py"
-    path.write_text(SCRIPT.format(tests=str(Path(__file__).parent), extra=extra))
+    tests = str(Path(__file__).parent)
+    path.write_text(SCRIPT.format(tests=tests, extra=extra, module=module, data=data))
     return ScriptRunner(path, (), trials_dir=tmp_path / "trials", settings=SHORT, timeout_s=120)
 
 
@@ -204,6 +241,36 @@ def test_a_baseline_trial_reports_your_settings_and_what_you_pinned(tmp_path: Pa
     assert report.fixed is not None and "Trainer(precision='32')" in report.fixed["precision"]
     assert "compile" in report.fixed
     assert trial.measurement.window_steps >= 3 and trial.measurement.loss_samples
+
+
+def test_validation_step_is_the_held_out_score(tmp_path: Path) -> None:
+    """--objective time-to-loss with no hook of the script's own: what validation_step
+    logs over the validation loader, batch-weighted, on the untrained model (the baseline)
+    and at each point of a loss-curve run."""
+    runner = _runner(tmp_path, module="Judged", data="HeldOutData")
+    trial = runner.run(None, metric="accuracy")  # found as val_accuracy
+    assert trial.measurement.ok, trial.log_tail()
+    report = trial.report
+    assert report is not None and report.has_hook and not report.hook_error
+    torch.manual_seed(0)
+    x, y = held_out()
+    with torch.no_grad():
+        logits = Judged()(x)  # the script's untrained model: the same seed, the same weights
+    loss = nn.functional.cross_entropy(logits, y).item()
+    accuracy = (logits.argmax(1) == y).float().mean().item()
+    assert report.held_out_start == pytest.approx([loss, accuracy], rel=1e-5)
+    trainer = ScriptTrainer(runner, report, "accuracy")
+    run = trainer.train_for(TrainingConfig(batch_size=16), seconds=1.0, scoring=Scoring(evals=2))
+    assert run.outcome is Outcome.OK, run.message
+    assert len(run.curve) == 2 and all(p.metric is not None for p in run.curve)
+    # A validation_step that logs no loss: one line at the baseline, naming what it logged
+    (tmp_path / "unnamed").mkdir()
+    unnamed = _runner(tmp_path / "unnamed", module="Unnamed", data="HeldOutData").run(None)
+    assert unnamed.report is not None and unnamed.report.hook_error is not None
+    assert (
+        "validation_step logged val_accuracy: autoaccel scores the held-out loss logged "
+        "as val_loss" in unnamed.report.hook_error
+    )
 
 
 def test_a_trial_applies_its_config_in_two_processes_under_torchrun(tmp_path: Path) -> None:

@@ -258,8 +258,10 @@ def check_hook(report: TrialReport, options: PipelineOptions, script: Path) -> G
     if objective is Objective.TIME_TO_LOSS and not report.has_hook:
         raise UsageError(
             f"--objective time-to-loss needs a held-out loss from {script.name}: pass "
-            "prepare(..., evaluate=fn), where fn() returns the validation loss (see "
-            "docs/integration.md), or leave --objective out to tune for throughput"
+            "prepare(..., evaluate=fn), where fn() returns the validation loss (a Lightning "
+            "script: a validation_step and a validation loader; a Hugging Face one: an "
+            "eval_dataset; see docs/integration.md), or leave --objective out to tune for "
+            "throughput"
         )
     start = report.held_out_start
     if not report.has_hook or not start:

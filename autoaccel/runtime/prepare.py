@@ -43,6 +43,7 @@ from autoaccel.trials.session import TrialSession
 __all__ = [
     "apply_lr_settings",
     "for_this_model",
+    "hook_facts",
     "prepare",
     "run_config",
     "trial_facts",
@@ -172,7 +173,7 @@ def prepare(
     observer: StepObserver | None = None
     if trial is not None:
         facts = trial_facts(model, optimizer, spec, user, device, notes)
-        facts.update(_hook_facts(trial, model, evaluate))
+        facts.update(hook_facts(trial, model, evaluate))
         observer = trial_session(
             trial,
             facts,
@@ -457,7 +458,7 @@ def trial_facts(
     }
 
 
-def _hook_facts(
+def hook_facts(
     trial: TrialSpec, model: nn.Module, evaluate: Callable[[], Any] | None
 ) -> dict[str, Any]:
     """Whether the script has an evaluate hook and, in the baseline, what it gives on the

@@ -87,12 +87,14 @@ class CurveSession(SessionBase):
         steps = self.micro_steps // self.accumulation
         value = float(loss.detach()) if loss is not None else float("nan")
         stop: tuple[Outcome, str] | None = None
-        if self.scorer.due(value, steps=steps):
+        # Rank 0's clock says when a point is due, for every rank: a hook that gathers
+        # across ranks (a Trainer's evaluate) must be called by all of them at one step.
+        if self._rank_0_decides(self.scorer.due(value, steps=steps)):
             try:
                 stop = self._point(steps)
             except DataError as error:  # the hook failed on this config: a finding
                 stop = (Outcome.ERROR, str(error))
-        if not self._everyone_stops(stop is not None):
+        if not self._rank_0_decides(stop is not None):
             return
         stop = stop or (Outcome.OK, "")
         if self.rank == 0:

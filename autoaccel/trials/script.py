@@ -13,6 +13,7 @@ import ast
 import contextlib
 import ctypes
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -469,7 +470,7 @@ def _from_log(log_path: Path, returncode: int | None) -> Measurement:
     """Classify a trial that left no report, from the last lines of its log."""
     text = log_path.read_text(errors="replace") if log_path.exists() else ""
     lines = [line for line in text.rstrip().splitlines() if line.strip()]
-    last = lines[-1] if lines else f"exited with code {returncode}"
+    last = _last_error(lines) or (lines[-1] if lines else f"exited with code {returncode}")
     full = disk_full("\n".join(lines[-40:]))
     if full:
         return Measurement(outcome=Outcome.ERROR, message=f"exited with code {returncode}: {full}")
@@ -477,3 +478,23 @@ def _from_log(log_path: Path, returncode: int | None) -> Measurement:
     if outcome is Outcome.ERROR:
         message = f"exited with code {returncode}: {last.strip()}"
     return Measurement(outcome=outcome, message=message)
+
+
+#: A line that names an exception: "ValueError: ...", or a rank's "[rank1]: ValueError: ...".
+_ERROR_LINE = re.compile(r"^(?:\[rank(\d+)\]:\s*)?([\w.]*(?:Error|Exception)):\s")
+
+
+def _last_error(lines: list[str]) -> str | None:
+    """The last exception a rank raised: under torchrun the log ends with its banner of
+    "=" lines and ChildFailedError, which say only that a rank failed.
+
+    Example:
+        >>> _last_error(["[rank1]: ValueError: no bf16 here", "ChildFailedError: ", "===="])
+        'rank 1: ValueError: no bf16 here'
+    """
+    for line in reversed(lines):
+        found = _ERROR_LINE.match(line.strip())
+        if found and not found.group(2).endswith("ChildFailedError"):
+            rank, text = found.group(1), line.strip()[found.start(2) :]
+            return f"rank {rank}: {text}" if rank is not None else text
+    return None

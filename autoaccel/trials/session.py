@@ -67,7 +67,7 @@ class TrialSession(SessionBase):
                 stop = self.meter.done
             except (PruneTrial, TrialTimeout, FloatingPointError) as error:
                 stop, failure = True, error
-        if not self._everyone_stops(stop):
+        if not self._rank_0_decides(stop):
             return
         if self.rank == 0:
             if self.sweep is not None:

@@ -103,13 +103,13 @@ class SessionBase(StepObserver, ABC):
         )
         self._written = True
 
-    def _everyone_stops(self, stop: bool) -> bool:
-        """Rank 0's decision, for every rank: so all leave at the same step."""
+    def _rank_0_decides(self, flag: bool) -> bool:
+        """Rank 0's decision, for every rank: so all act (score, leave) at the same step."""
         if self.world <= 1:
-            return stop
-        flag = torch.tensor([int(stop)], device=self.device)
-        dist.broadcast(flag, src=0)
-        return bool(flag.item())
+            return flag
+        said = torch.tensor([int(flag)], device=self.device)
+        dist.broadcast(said, src=0)
+        return bool(said.item())
 
     def _another_rank_wrote(self) -> bool:
         return not self._written and Path(self.spec.report_path).exists()

@@ -304,6 +304,9 @@ def ranked_finalists(
 def _unused_notes(speedup: Speedup, budget: Budget) -> list[str]:
     """Why a run that kept your setup ended well inside its budget: the time kept for the
     confirmation had nothing to confirm (issue 31: a run uses its budget or says why)."""
+    later = {phase for phase, s in budget.kept().items() if s > 0} - {END_PHASES, GUARD_PHASE}
+    if later:
+        return []  # a phase after this one (the schedule study) gets the time left
     if not speedup.yours_kept or budget.spent_s() >= 0.9 * budget.given_s:
         return []
     return [

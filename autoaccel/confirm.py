@@ -160,19 +160,9 @@ def final_round(
         evidence, or the best record and None when there is nothing to compare.
     """
     top = _finalists(records, finalists)
-
-    def fitting(wanted: int, count: int) -> int:
-        """Rounds of ``count`` finalists that fit the trials left and the budget."""
-        if max_measurements is not None:
-            wanted = min(wanted, max(max_measurements, 0) // max(count, 1))
-        return _fitting(wanted, trial_s * count, budget, keep_s)
-
-    rounds = fitting(rounds, len(top))
-    if rounds < 2 and len(top) > 2 and fitting(2, 2) == 2:
-        # Two looks at the two best tell them apart better than one look at three: with
-        # one each, a single lucky run decided (the README job wrote batch 32 at 1.33x
-        # over batch 64, which its pairs put at 1.6-2.0x).
-        top, rounds = top[:2], 2
+    if max_measurements is not None:
+        rounds = min(rounds, max(max_measurements, 0) // max(len(top), 1))
+    rounds = _fitting(rounds, trial_s * len(top), budget, keep_s)
     if len(top) < 2 or rounds < 1:
         return (top[0] if top else records[0]), None
 

@@ -88,8 +88,7 @@ def test_a_small_batch_trains_in_the_processes_measured_fastest_at_it() -> None:
 def test_the_final_study_ranks_finalists_as_the_final_round_does(rounds: int) -> None:
     """A lucky single measurement tops the search study; the final round's medians pick
     the steady config, and the final study (valued by those medians) agrees with it. With
-    one round asked too (two of the best two run): the lucky search trial is not counted,
-    or (1000 + 400) / 2 would win."""
+    one round too: the lucky search trial is not counted, or (1000 + 400) / 2 would win."""
     import statistics
 
     from autoaccel.confirm import final_round
@@ -115,10 +114,7 @@ def test_the_final_study_ranks_finalists_as_the_final_round_does(rounds: int) ->
     assert winner.params == {"batch_size": 128}
     result = SearchResult(records, slow, winner, "done", 1.0, "s", "sqlite://", 3, 3)
     ranked = {p["batch_size"]: statistics.median(r) for p, r in ranked_finalists(result, end)}
-    # one round of three asked: two rounds of the best two run instead (confirm.final_round)
-    assert ranked == (
-        {64: 400.0, 128: 600.0, 32: 300.0} if rounds == 2 else {64: 400.0, 128: 600.0}
-    )
+    assert ranked == {64: 400.0, 128: 600.0, 32: 300.0}
     assert max(ranked, key=ranked.__getitem__) == winner.params["batch_size"]
 
 

@@ -110,12 +110,12 @@ class Trainer(transformers.Trainer):
             )
         model = kwargs.get("model")
         self._autoaccel = _Tuning.start(given, kwargs.get("train_dataset"), autoaccel_config)
-        self._autoaccel.own_optimizer = (kwargs.get("optimizers") or (None, None))[0] is not None
         chosen = self._autoaccel.chosen
         if chosen is not None and isinstance(model, torch.nn.Module):
             # tuned for another script or model: its LR settings are not applied (warned)
             chosen = self._autoaccel.chosen = for_this_model(chosen, model)
-        kwargs["args"] = self._autoaccel.arguments(given)
+        own_optimizer = (kwargs.get("optimizers") or (None, None))[0] is not None
+        kwargs["args"] = self._autoaccel.arguments(given, own_optimizer)
         callbacks = [*(kwargs.pop("callbacks", None) or []), _Callback(self._autoaccel)]
         if chosen is not None and chosen.channels_last and model is not None and has_conv(model):
             model.to(memory_format=torch.channels_last)
@@ -181,7 +181,6 @@ class _Tuning:
         self.user: TrainingConfig | None = None
         self.user_lr = 0.0
         self.scheduler_type = "linear"  # yours (HF's default), replaced by a tuned schedule
-        self.own_optimizer = False  # passed to the Trainer: learning_rate does not reach it
         self.lr: float | None = None  # the config's LR for an optimizer of your own
         self.notes: list[str] = []
         self.observer: StepObserver | None = None
@@ -214,9 +213,12 @@ class _Tuning:
             apply_process_settings(chosen)
         return tuning
 
-    def arguments(self, given: transformers.TrainingArguments) -> transformers.TrainingArguments:
-        """A copy of your arguments with the config's fields; in a trial, training that
-        goes on until it is measured and saves and reports nothing."""
+    def arguments(
+        self, given: transformers.TrainingArguments, own_optimizer: bool
+    ) -> transformers.TrainingArguments:
+        """A copy of your arguments with the config's fields (``learning_rate`` does not
+        reach an optimizer you passed: the LR is set in it when training starts); in a
+        trial, training that goes on until it is measured and saves and reports nothing."""
         self.user = _user_config(given, self.threads)
         self.user_lr = given.learning_rate
         self.scheduler_type = str(getattr(given.lr_scheduler_type, "value", "linear"))
@@ -224,7 +226,7 @@ class _Tuning:
         if self.chosen is not None:
             chosen = self.chosen
             changes = _fields(chosen, self.user, given.learning_rate)
-            if self.own_optimizer:  # set in it when training starts
+            if own_optimizer:
                 self.lr = changes.pop("learning_rate", None)
             self.notes += _not_applied(chosen)
             said = ", ".join(

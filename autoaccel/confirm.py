@@ -3,12 +3,16 @@ baseline in interleaved pairs.
 
 One short trial per config is noisy (a busy moment on the machine can sink a good config or
 lift a poor one), so the best few are measured again in turn (A B C A B C) and the one with
-the best median of those new measurements wins. The search trial that made a config a
-finalist is not counted: it was picked for being high, so a lucky one outvotes the
-re-measurements (the README job once wrote fp32 at 1.11x that way, over a bf16 setup that
-confirmed 1.86x in the next run). The speedup is then measured as ratios of interleaved
-pairs, baseline then winner (A B A B ...), so machine drift hits both alike. Both take as
-many rounds as the run's budget leaves, down to one confirmation pair.
+the best median of its looks wins. The search trial that made a config a finalist was picked
+for being high, so alone with one re-measurement a lucky one outvotes it (the README job once
+wrote fp32 at 1.11x that way, over a bf16 setup that confirmed 1.86x in the next run): it
+counts only beside two re-measurements or more, where the median of three or more cannot be
+that one look. Counted there, it breaks the near-ties that one or two looks leave: in the
+README job, single looks of one setup spread by up to 1.5x (bench/results/
+final-round-looks-xeon-2026-12-06.txt), and one look each wrote bf16 at batch 32 (1.27-1.33x
+paired) over batch 64 (1.6-2.0x) in 2 runs of 6. The speedup is then measured as ratios of
+interleaved pairs, baseline then winner (A B A B ...), so machine drift hits both alike.
+Both take as many rounds as the run's budget leaves, down to one confirmation pair.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ __all__ = [
     "Speedup",
     "confirm",
     "final_round",
+    "judged_looks",
     "knobs_key",
     "measure_in_turn",
 ]
@@ -87,6 +92,24 @@ def knobs_key(knobs: dict[str, object]) -> str:
     return repr(sorted(knobs.items()))
 
 
+def judged_looks(search: Sequence[T], again: Sequence[T]) -> list[T]:
+    """The samples/s a finalist is judged on (by their median): its re-measurements, with
+    its search trials beside two or more of them (never a lone lucky look against one), or
+    its search trials when no re-measurement succeeded.
+
+    Example:
+        >>> judged_looks([1000.0], [400.0])  # one re-measurement: the lucky trial is left out
+        [400.0]
+        >>> judged_looks([1000.0], [400.0, 420.0])  # beside two: the median is 420
+        [400.0, 420.0, 1000.0]
+        >>> judged_looks([300.0], [])
+        [300.0]
+    """
+    if not again:
+        return list(search)
+    return [*again, *search] if len(again) >= 2 else list(again)
+
+
 def _fitting(count: int, cost_s: float, budget: Budget | None, keep_s: float) -> int:
     """How many of ``count`` measurements of ``cost_s`` each fit in what the budget leaves."""
     if budget is None or cost_s <= 0:
@@ -137,6 +160,17 @@ def measure_in_turn(
     return found
 
 
+def _judged(
+    finalist: TrialRecord, records: list[TrialRecord], again: list[Measurement]
+) -> list[Measurement]:
+    """The measurements a finalist is judged on: ``judged_looks`` of its search trials
+    (every ok one of its config) and its re-measurements."""
+    key = knobs_key(finalist.config.knobs())
+    same = [r for r in records if knobs_key(r.config.knobs()) == key]
+    search = [r.measurement for r in same if r.measurement.ok]
+    return judged_looks(search, again)
+
+
 def final_round(
     measure: Callable[[TrainingConfig], Measurement],
     records: list[TrialRecord],
@@ -170,14 +204,14 @@ def final_round(
         return lambda record: m if (m := measure(record.config)).ok else None
 
     more = measure_in_turn(top, rounds, again)
-    # A finalist none of whose re-measurements succeeded is judged on its search trial.
-    runs = [m or [r.measurement] for r, m in zip(top, more, strict=True)]
+    runs = [_judged(r, records, m) for r, m in zip(top, more, strict=True)]
     medians = [statistics.median(m.samples_per_s for m in ms) for ms in runs]
     won = max(range(len(top)), key=lambda i: medians[i])
     middle = sorted(runs[won], key=lambda m: m.samples_per_s)[(len(runs[won]) - 1) // 2]
     evidence = "; ".join(
         f"trial {r.number}: median {medians[i]:,.0f} samples/s of {len(runs[i])}"
-        for i, r in enumerate(top)
+        + (" with its search trial" if len(runs[i]) > len(m) > 1 else "")
+        for i, (r, m) in enumerate(zip(top, more, strict=True))
     )
     line = f"finalists re-measured in turn ({evidence}); trial {top[won].number} kept"
     return replace(top[won], measurement=middle), line

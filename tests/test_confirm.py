@@ -74,6 +74,27 @@ def test_the_final_round_keeps_the_best_median_not_the_lucky_trial() -> None:
     assert final_round(measure, records, max_measurements=2)[1] is None and not order
 
 
+def test_beside_two_re_measurements_the_search_trial_breaks_a_near_tie() -> None:
+    """Figures like the README job's: batch 64 is steadily faster, but its two looks in the
+    final round happen to average below batch 32's (one lucky 3,032). The median of each
+    finalist's three looks (search trial included) keeps batch 64; the re-measurements
+    alone would have written batch 32."""
+    first = {64: 2933.0, 32: 2133.0}
+    again = {64: iter([2757.0, 3050.0]), 32: iter([3032.0, 2800.0])}
+    records = [
+        TrialRecord(n, {}, TrainingConfig(batch_size=b), Measurement("ok", samples_per_s=r), "s")
+        for n, (b, r) in enumerate(first.items(), start=4)
+    ]
+
+    def measure(config: TrainingConfig) -> Measurement:
+        return Measurement(outcome="ok", samples_per_s=next(again[config.batch_size]))
+
+    winner, evidence = final_round(measure, records, finalists=2, rounds=2)
+    assert winner.config.batch_size == 64 and winner.measurement.samples_per_s == 2933.0
+    assert evidence is not None
+    assert "trial 4: median 2,933 samples/s of 3 with its search trial" in evidence
+
+
 def test_a_speedup_with_no_pairs_says_it_was_not_confirmed() -> None:
     """A budget spent before the confirmation leaves no pairs: no '1.00x' is shown as if
     it had been measured."""

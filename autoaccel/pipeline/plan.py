@@ -63,6 +63,7 @@ class BudgetPlan:
     guarded: bool  # a pick whose steps are not yours needs convergence evidence
     end_s: float  # kept for the final round and the confirmation
     final_rounds: int
+    finalists: int  # the configs each final round measures again
     confirm_pairs: int
     asked_pairs: int  # the confirmation pairs asked for (``PipelineOptions.confirm_pairs``)
     check_s: float  # kept for the guard's check runs (0: they do not fit)
@@ -106,7 +107,7 @@ class BudgetPlan:
                 how += f", and in check runs ({self.check_s:.0f} s) where those cannot decide"
             parts.append(how)
         if self.final_rounds:
-            parts.append(f"final round of {FINALISTS} finalists x {self.final_rounds}")
+            parts.append(f"final round of {self.finalists} finalists x {self.final_rounds}")
         pairs = f"{self.confirm_pairs} confirmation pair{'s' * (self.confirm_pairs != 1)}"
         parts.append(f"{pairs} (more while time is left)")
         parts += [f"{seconds:.0f} s kept for {phase}" for phase, seconds in self.kept.items()]
@@ -144,7 +145,7 @@ def plan_budget(
     that share leaves; the check runs are kept only when two fit in ``CHECK_SHARE`` of the
     budget.
     """
-    end_s, pairs, rounds = _end_phases(left_s, costs, confirm_pairs)
+    end_s, pairs, rounds, finalists = _end_phases(left_s, costs, confirm_pairs)
     check_s = 0.0
     check_budget_s = 0.0
     if guarded:
@@ -159,6 +160,7 @@ def plan_budget(
         guarded=guarded,
         end_s=end_s,
         final_rounds=rounds,
+        finalists=finalists,
         confirm_pairs=pairs,
         asked_pairs=confirm_pairs,
         check_s=check_s,
@@ -167,18 +169,36 @@ def plan_budget(
     )
 
 
-def _end_phases(left_s: float, costs: PhaseCosts, confirm_pairs: int) -> tuple[float, int, int]:
+def _end_phases(
+    left_s: float, costs: PhaseCosts, confirm_pairs: int
+) -> tuple[float, int, int, int]:
     """The final round's and the confirmation's share of ``left_s``: seconds kept,
-    confirmation pairs, final rounds."""
+    confirmation pairs, final rounds, finalists."""
     pair_s = 2 * costs.trial_s
-    round_s = FINALISTS * costs.trial_s
     if pair_s <= 0:
-        return 0.0, confirm_pairs, FINAL_ROUNDS
-    planned = confirm_pairs * pair_s + FINAL_ROUNDS * round_s
+        return 0.0, confirm_pairs, FINAL_ROUNDS, FINALISTS
+    planned = confirm_pairs * pair_s + FINAL_ROUNDS * FINALISTS * costs.trial_s
     end_s = min(planned, max(pair_s, END_SHARE * left_s))
     pairs = max(1, min(confirm_pairs, math.floor(end_s / pair_s)))
-    rounds = min(FINAL_ROUNDS, max(0, math.floor((end_s - pairs * pair_s) / round_s)))
-    return end_s, pairs, rounds
+    looks = max(0, math.floor((end_s - pairs * pair_s) / costs.trial_s))
+    rounds, finalists = _final_shape(looks)
+    return end_s, pairs, rounds, finalists
+
+
+def _final_shape(looks: int) -> tuple[int, int]:
+    """Rounds and finalists for ``looks`` re-measurements: all rounds for fewer finalists
+    before one round for more, since a finalist's one look can decide nothing its search
+    trial did not (``autoaccel.confirm``); two finalists at least, or no final round.
+
+    Example:
+        >>> [_final_shape(n) for n in (1, 2, 3, 4, 5, 6)]
+        [(0, 1), (1, 2), (1, 3), (2, 2), (2, 2), (2, 3)]
+    """
+    if looks >= 2 * FINAL_ROUNDS:
+        return FINAL_ROUNDS, min(FINALISTS, looks // FINAL_ROUNDS)
+    if looks >= 2:
+        return 1, min(FINALISTS, looks)
+    return 0, 1  # the search's best, not measured again
 
 
 def _least_budget(fits: Callable[[float], bool]) -> float:

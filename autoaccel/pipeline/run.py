@@ -32,7 +32,7 @@ from autoaccel._version import __version__
 from autoaccel.advice import Advice, lr_follows_batch, recommendations
 from autoaccel.budget import MORE_PAIRS, Budget
 from autoaccel.config import NOT_MEASURED, Provenance, TrainingConfig, now_iso
-from autoaccel.confirm import Speedup, confirm, final_round, knobs_key
+from autoaccel.confirm import Speedup, confirm, final_round, judged_looks, knobs_key
 from autoaccel.measure import Measurement
 from autoaccel.pipeline.guard import GUARD_PHASE, can_stand, guard_pick, steps_words
 from autoaccel.pipeline.options import Job, PipelineOptions, study_name_for
@@ -113,6 +113,7 @@ def run_pipeline(
     winner, final_evidence = final_round(
         end,
         _worth_remeasuring(job, options, result),
+        finalists=plan.finalists,
         rounds=plan.final_rounds,
         max_measurements=options.max_trials - result.trials_measured,
         budget=budget,
@@ -281,8 +282,8 @@ def ranked_finalists(
     result: SearchResult, end: EndPhase
 ) -> list[tuple[dict[str, Any], list[float]]]:
     """Each config the final round measured, with the samples/s it was judged on, as
-    ``confirm.final_round`` judges: its re-measurements, or its best search trial when none
-    of them succeeded; the winner alone when there was no final round."""
+    ``confirm.final_round`` judges (``judged_looks``); the winner alone when there was no
+    final round."""
     again: dict[str, list[float]] = {}
     for params, measurement, source in end.entries:
         if source == "final round":  # a failed re-measurement counts as none, as there
@@ -291,13 +292,9 @@ def ranked_finalists(
                 rates.append(measurement.samples_per_s)
     found = []
     for key, rates in again.items():
-        if not rates:
-            first = max(
-                (r for r in result.records if knobs_key(r.params) == key),
-                key=lambda r: r.value,
-            )
-            rates = [first.measurement.samples_per_s]
-        found.append((next(p for p, _, _ in end.entries if knobs_key(p) == key), rates))
+        search = [r.value for r in result.records if r.value and knobs_key(r.params) == key]
+        params = next(p for p, _, _ in end.entries if knobs_key(p) == key)
+        found.append((params, judged_looks(search, rates)))
     return found or [(result.best.params, [result.best.measurement.samples_per_s])]
 
 

@@ -17,25 +17,33 @@ SLOW = PhaseCosts(trial_s=20.0, start_s=15.0)  # a script that takes 15 s to sta
 
 
 @pytest.mark.parametrize(
-    ("minutes", "costs", "pairs", "rounds", "check_runs", "trials"),
+    ("minutes", "costs", "pairs", "rounds", "finalists", "check_runs", "trials"),
     [
-        (1, FAST, 2, 0, False, 6),
-        (2, FAST, 3, 1, False, 13),
-        (3, FAST, 3, 2, False, 23),
-        (5, FAST, 3, 2, True, 38),
-        (10, FAST, 3, 2, True, 95),
-        (2, SLOW, 1, 0, False, 3),
-        (3, SLOW, 1, 0, False, 4),
-        (5, SLOW, 2, 0, False, 8),
-        (10, SLOW, 3, 1, True, 13),
+        (1, FAST, 2, 0, 1, False, 6),
+        (2, FAST, 3, 1, 3, False, 13),
+        (3, FAST, 3, 2, 3, False, 23),
+        (5, FAST, 3, 2, 3, True, 38),
+        (10, FAST, 3, 2, 3, True, 95),
+        (2, SLOW, 1, 0, 1, False, 3),
+        (3, SLOW, 1, 0, 1, False, 4),
+        (5, SLOW, 2, 0, 1, False, 8),
+        # 4 looks fit: two finalists measured twice, not three once (autoaccel.confirm)
+        (10, SLOW, 3, 2, 2, True, 13),
     ],
 )
 def test_which_phases_fit_each_budget(
-    minutes: int, costs: PhaseCosts, pairs: int, rounds: int, check_runs: bool, trials: int
+    minutes: int,
+    costs: PhaseCosts,
+    pairs: int,
+    rounds: int,
+    finalists: int,
+    check_runs: bool,
+    trials: int,
 ) -> None:
     given = 60.0 * minutes
     plan = plan_budget(given, given - costs.trial_s, costs, guarded=True)
-    assert (plan.confirm_pairs, plan.final_rounds, plan.check_runs) == (pairs, rounds, check_runs)
+    got = (plan.confirm_pairs, plan.final_rounds, plan.finalists, plan.check_runs)
+    assert got == (pairs, rounds, finalists, check_runs)
     assert plan.search_trials == trials
     # The shares hold: the end phases at most END_SHARE of what is left (one pair at
     # least), the check runs at most CHECK_SHARE of the budget, and all add up.

@@ -285,7 +285,7 @@ class _Tuning:
         device = next(model.parameters()).device
         facts = trial_facts(model, optimizer, None, self.user, device, self.notes)
         facts |= {"dataset_size": self.dataset_size, "fixed": FIXED}
-        facts |= hook_facts(self.trial, model, self.evaluate)
+        facts |= hook_facts(self.trial, model, self.evaluate, "Trainer.evaluate()")
         facts["optimizer_lr"] = self.user_lr
         # The meter sees optimizer steps (the Trainer fetches a step's micro-batches at
         # once): a loss-curve session counts them as steps of no accumulation.

@@ -325,7 +325,7 @@ class _Tuning:
         evaluate = _HeldOut.of(trainer, module, self.val_loaders)
         facts = trial_facts(module, optimizers[0], self.spec, user, device, notes)
         facts |= {"tensor_data": False, "fixed": self.fixed()}
-        facts |= hook_facts(self.trial, module, evaluate)
+        facts |= hook_facts(self.trial, module, evaluate, "validation_step")
         processes = (trainer.global_rank, trainer.world_size)
         self.observer = trial_session(
             self.trial, facts, module, optimizers[0], evaluate, chosen, processes, device

@@ -28,7 +28,7 @@ from autoaccel.schedule import lr_factor  # noqa: E402
 from autoaccel.scoring import Scoring  # noqa: E402
 from autoaccel.states import Outcome  # noqa: E402
 from autoaccel.trials.script import ScriptRunner  # noqa: E402
-from autoaccel.trials.script_curves import ScriptTrainer  # noqa: E402
+from autoaccel.trials.script_curves import ScriptTrainer, sweep_script  # noqa: E402
 
 
 class Tokens(Dataset[dict[str, torch.Tensor]]):
@@ -259,10 +259,23 @@ def test_a_baseline_trial_reports_your_arguments_and_evaluate_scores_a_curve(
     # ... and the score of each point of a loss-curve run (time-to-loss's evidence)
     trainer = ScriptTrainer(runner, report, None)
     assert trainer.held_out
+    assert trainer.scored_on == f"{runner.script.name}'s Trainer.evaluate()"  # as the tune says
     run = trainer.train_for(TrainingConfig(batch_size=8), seconds=1.0, scoring=Scoring(evals=2))
     assert run.outcome is Outcome.OK, run.message
     assert len(run.curve) == 2 and run.start_loss == untrained
     assert all(0.0 < p.loss < 5.0 and p.step > 0 for p in run.curve)
+
+
+def test_the_lr_range_test_sets_each_steps_lr_in_the_trainers_optimizer(tmp_path: Path) -> None:
+    """`autoaccel lr-find` on a Hugging Face Trainer script: the sweep's LR reaches the Trainer's
+    optimizer at every step (up to 1e4 the loss blows up, which the script's own LR never
+    does), so the sweep stops there, and the finding suggests an LR below it."""
+    sweep = {"min_lr": 1e-4, "max_lr": 1e4, "steps": 40}
+    finding, trial = sweep_script(_runner(tmp_path), None, sweep)
+    assert finding is not None, trial.log_tail()
+    assert "diverged" in finding.reason and len(finding.lrs) < 40
+    assert finding.lrs == tuple(sorted(finding.lrs)) and finding.lrs[0] == pytest.approx(1e-4)
+    assert finding.suggestion is None or finding.suggestion < finding.lrs[-1]
 
 
 def test_a_trial_applies_its_config_in_two_processes_under_torchrun(tmp_path: Path) -> None:

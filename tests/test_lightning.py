@@ -27,6 +27,7 @@ from autoaccel.errors import UsageError  # noqa: E402
 from autoaccel.lightning import Trainer  # noqa: E402
 from autoaccel.schedule import lr_factor  # noqa: E402
 from autoaccel.trials.script import ScriptRunner  # noqa: E402
+from autoaccel.trials.script_curves import sweep_script  # noqa: E402
 
 QUIET = {"enable_progress_bar": False, "enable_model_summary": False, "logger": False}
 QUIET |= {"enable_checkpointing": False}
@@ -95,6 +96,15 @@ class Unnamed(Net):
     def validation_step(self, batch: Any, batch_idx: int) -> None:
         x, y = batch
         self.log("val_accuracy", (self(x).argmax(1) == y).float().mean())
+
+
+class Scheduled(Net):
+    """Net whose LR a scheduler sets at every step, as configure_optimizers often does."""
+
+    def configure_optimizers(self) -> Any:
+        optimizer = torch.optim.SGD(self.parameters(), lr=0.1, momentum=0.9)
+        decay = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 / (1 + step))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": decay, "interval": "step"}}
 
 
 class HeldOutData(Data):
@@ -250,6 +260,7 @@ def test_validation_step_is_the_held_out_score(tmp_path: Path) -> None:
     assert trial.measurement.ok, trial.log_tail()
     report = trial.report
     assert report is not None and report.has_hook and not report.hook_error
+    assert report.hook_name == "validation_step"  # what the tune's lines call it
     torch.manual_seed(0)
     x, y = held_out()
     with torch.no_grad():
@@ -265,6 +276,22 @@ def test_validation_step_is_the_held_out_score(tmp_path: Path) -> None:
         "validation_step logged val_accuracy: autoaccel scores the held-out loss logged "
         "as val_loss" in unnamed.report.hook_error
     )
+
+
+@pytest.mark.parametrize("module", ["Net", "Scheduled"])
+def test_the_lr_range_test_sets_each_steps_lr_in_the_trainers_optimizer(
+    tmp_path: Path, module: str
+) -> None:
+    """`autoaccel lr-find` on a Lightning script: the sweep's LR reaches the Trainer's
+    optimizer at every step (up to 1e4 the loss blows up, which the script's own LR never
+    does), so the sweep stops there, and the finding suggests an LR below it. A scheduler
+    of the module's own does not set the LR during the sweep."""
+    sweep = {"min_lr": 1e-4, "max_lr": 1e4, "steps": 40}
+    finding, trial = sweep_script(_runner(tmp_path, module=module), None, sweep)
+    assert finding is not None, trial.log_tail()
+    assert "diverged" in finding.reason and len(finding.lrs) < 40
+    assert finding.lrs == tuple(sorted(finding.lrs)) and finding.lrs[0] == pytest.approx(1e-4)
+    assert finding.suggestion is None or finding.suggestion < finding.lrs[-1]
 
 
 def test_a_trial_applies_its_config_in_two_processes_under_torchrun(tmp_path: Path) -> None:

@@ -459,11 +459,17 @@ def trial_facts(
 
 
 def hook_facts(
-    trial: TrialSpec, model: nn.Module, evaluate: Callable[[], Any] | None
+    trial: TrialSpec,
+    model: nn.Module,
+    evaluate: Callable[[], Any] | None,
+    name: str = "evaluate() hook",
 ) -> dict[str, Any]:
-    """Whether the script has an evaluate hook and, in the baseline, what it gives on the
+    """Whether the script has an evaluate hook (called ``name`` in what the tuner says:
+    a Trainer's is its own validation), and, in the baseline, what it gives on the
     untrained model (or why it fails): the tuner checks it before any search."""
     facts: dict[str, Any] = {"has_hook": evaluate is not None}
+    if evaluate is not None:
+        facts["hook_name"] = name
     if evaluate is None or not trial.baseline:
         return facts
     try:

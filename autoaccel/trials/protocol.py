@@ -106,6 +106,7 @@ class TrialReport:
     optimizer_lr: float | None = None  # its LR as the script set it
     optimizer_momentum: list[Any] | None = None  # ("momentum" | "betas", value), or None
     has_hook: bool = False  # the script passed prepare() an evaluate hook
+    hook_name: str | None = None  # what it is called: "validation_step" in a Lightning script
     held_out_start: list[float | None] | None = None  # the hook on the untrained model
     hook_error: str | None = None  # what went wrong calling the hook on the untrained model
     curve: list[list[float | None]] | None = None  # [seconds, step, loss, metric] per point

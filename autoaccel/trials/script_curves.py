@@ -44,7 +44,7 @@ class ScriptTrainer:
         self.seed = 0  # order 0 is the script's own data order; others reseed torch
         self.held_out = baseline.has_hook
         self.scored_on = (
-            f"{runner.script.name}'s evaluate() hook"
+            f"{runner.script.name}'s {baseline.hook_name or 'evaluate() hook'}"
             if baseline.has_hook
             else f"the training loss ({runner.script.name} passes prepare() no evaluate hook)"
         )

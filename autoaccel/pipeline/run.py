@@ -34,7 +34,13 @@ from autoaccel.budget import MORE_PAIRS, Budget
 from autoaccel.config import NOT_MEASURED, Provenance, TrainingConfig, now_iso
 from autoaccel.confirm import Speedup, confirm, final_round, judged_looks, knobs_key
 from autoaccel.measure import Measurement
-from autoaccel.pipeline.guard import GUARD_PHASE, can_stand, guard_pick, steps_words
+from autoaccel.pipeline.guard import (
+    GUARD_PHASE,
+    can_stand,
+    guard_pick,
+    search_ratio,
+    steps_words,
+)
 from autoaccel.pipeline.options import Job, PipelineOptions, study_name_for
 from autoaccel.pipeline.plan import BudgetPlan, PhaseCosts, plan_budget
 from autoaccel.progress import Phases, say
@@ -128,7 +134,7 @@ def run_pipeline(
     out_of_time = budget.left_s() < plan.costs.trial_s  # then confirm() measures no pair
     end.source = "confirmation"
     phases.enter("confirmation")
-    speedup = _confirm_pick(end, result, options, budget, plan.costs.trial_s)
+    speedup = confirmed = _confirm_pick(end, result, options, budget, plan.costs.trial_s)
     slower = _slower_than_yours(result, speedup)
     if slower is not None:  # the pairs overrule the single trial that made it the pick
         say(console, slower)
@@ -152,7 +158,7 @@ def run_pipeline(
         *([final_evidence] if final_evidence else []),
         *([slower] if slower is not None else []),
         *_speedup_notes(speedup, budget if out_of_time else None, result, fastest),
-        *_unused_notes(speedup, budget),
+        *_unused_notes(confirmed, budget),
         *_other_hardware_notes(result),
         *_sharding_notes(space, advice.config),
         *job.device_notes(),
@@ -185,7 +191,7 @@ def _slower_than_yours(result: SearchResult, speedup: Speedup) -> str | None:
     (median below 1) though its trial measured it faster; None when it stands."""
     if not speedup.ratios or speedup.median >= 1.0:
         return None
-    trial = result.best.value / result.baseline.value if result.baseline.value else 0.0
+    trial = search_ratio(result, result.best)
     return (
         f"{steps_words(result.best.config)} (trial {result.best.number}) ran at "
         f"{speedup.median:.2f}x yours in {len(speedup.ratios)} interleaved pairs (min "

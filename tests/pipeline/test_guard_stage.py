@@ -121,3 +121,16 @@ def test_a_setup_is_judged_on_its_first_trial_not_on_its_final_round_run() -> No
     again = TrialRecord(9, BF16.params, BF16.config, stalled, "final round")
     written, verdict, _ = guard([BASELINE, BF16, THREADS], best=again)
     assert written.best is again and verdict.kept and verdict.decided_by == "trials"
+
+
+def test_the_final_rounds_winner_stays_though_the_machine_ran_slower_then() -> None:
+    """bf16 ran 1.7x yours in its search trial. The final round, later, on a machine
+    running at half its speed, measured it below your baseline's trial (seen in a 2m
+    README job). It is still ranked by its search trial, a look like your baseline's, and
+    written (its curve kept pace): whether it is faster is the confirmation pairs' to say,
+    not a comparison of looks taken minutes apart. It used to drop out, and your setup
+    was written."""
+    slow_again = TrialRecord(9, BF16.params, BF16.config, curve(85.0, 32, 300), "final round")
+    written, verdict, _ = guard([BASELINE, BIG, BF16, THREADS], best=slow_again)
+    assert written.best is slow_again and verdict.decided_by == "trials"
+    assert verdict.line.startswith("batch 256, bf16-mixed: on the trials' own curves")

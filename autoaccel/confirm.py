@@ -8,7 +8,7 @@ for being high, so alone with one re-measurement a lucky one outvotes it (the RE
 wrote fp32 at 1.11x that way, over a bf16 setup that confirmed 1.86x in the next run): it
 counts only beside two re-measurements or more, where the median of three or more cannot be
 that one look. Counted there, it breaks the near-ties that one or two looks leave: in the
-README job, single looks of one setup spread by up to 1.5x (bench/results/
+README job, single looks of one setup spread by up to 1.9x (bench/results/
 final-round-looks-xeon-2026-12-06.txt), and one look each wrote bf16 at batch 32 (1.27-1.33x
 paired) over batch 64 (1.6-2.0x) in 2 runs of 6. The speedup is then measured as ratios of
 interleaved pairs, baseline then winner (A B A B ...), so machine drift hits both alike.

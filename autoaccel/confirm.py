@@ -187,7 +187,9 @@ def final_round(
     Args:
         max_measurements: Trials left under ``max_trials``; fewer rounds (or none) fit.
         budget: The run's deadline: only rounds of ``trial_s`` per finalist that fit in
-            what it leaves, ``keep_s`` kept (for the confirmation), are run.
+            what it leaves, ``keep_s`` kept (for the confirmation), are run; after the
+            first, each round only while it still fits at the cost the rounds so far
+            measured (``keep_s`` scaled alike), so the planned pairs are not squeezed.
 
     Returns:
         The winner (its measurement the median of its re-measurements) and a line of
@@ -200,7 +202,18 @@ def final_round(
     if len(top) < 2 or rounds < 1:
         return (top[0] if top else records[0]), None
 
-    def again(_: int) -> Callable[[TrialRecord], Measurement | None]:
+    clock = budget.clock if budget is not None else None
+    began: list[float] = []  # when each round started
+
+    def again(number: int) -> Callable[[TrialRecord], Measurement | None] | None:
+        if budget is not None and clock is not None:
+            began.append(clock())
+            if number > 1 and trial_s > 0:
+                # The rounds so far show what a look really costs here: the next round
+                # runs only if it fits with the confirmation's pairs at that cost too.
+                look_s = (began[-1] - began[0]) / ((number - 1) * len(top))
+                if not budget.allows(look_s * len(top), keep_s=keep_s * look_s / trial_s):
+                    return None
         return lambda record: m if (m := measure(record.config)).ok else None
 
     more = measure_in_turn(top, rounds, again)

@@ -105,3 +105,27 @@ def test_a_speedup_with_no_pairs_says_it_was_not_confirmed() -> None:
 def test_a_pick_that_is_your_setup_claims_no_speedup() -> None:
     kept = Speedup((), (), (), yours_kept=True)
     assert str(kept) == "1.00x (your setup kept)" and kept.median == 1.0
+
+
+def test_a_second_round_runs_only_while_it_fits_at_the_cost_the_first_measured() -> None:
+    """Planned at 5 s a look, two rounds of 3 finalists and 3 pairs (30 s kept) fit in
+    66 s; each look really takes 7 s (the README job's looks ran above the baseline's
+    estimate, and the confirmation got 2 pairs of its 3). After round 1 (21 s), round 2
+    (21 s) and the pairs at that cost (42 s) no longer fit: it is not run."""
+    now = [0.0]
+    budget = Budget(66, clock=lambda: now[0])
+    records = [
+        TrialRecord(n, {}, TrainingConfig(batch_size=b), Measurement("ok", samples_per_s=r), "s")
+        for n, (b, r) in enumerate({16: 90.0, 32: 100.0, 64: 95.0}.items(), start=1)
+    ]
+
+    def measure(config: TrainingConfig) -> Measurement:
+        now[0] += 7.0
+        return Measurement(outcome="ok", samples_per_s=100.0)
+
+    final_round(measure, records, finalists=3, rounds=2, budget=budget, trial_s=5.0, keep_s=30.0)
+    assert now[0] == 21.0  # one round: 45 s left hold the 3 pairs at 7 s a look (42 s)
+    now[0] = 0.0
+    roomy = Budget(120, clock=lambda: now[0])
+    final_round(measure, records, finalists=3, rounds=2, budget=roomy, trial_s=5.0, keep_s=30.0)
+    assert now[0] == 42.0  # with room for both, both rounds run

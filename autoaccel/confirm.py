@@ -40,6 +40,7 @@ __all__ = [
     "judged_looks",
     "knobs_key",
     "measure_in_turn",
+    "trials_of",
 ]
 
 T = TypeVar("T")
@@ -160,14 +161,18 @@ def measure_in_turn(
     return found
 
 
+def trials_of(records: Sequence[TrialRecord], config: TrainingConfig) -> list[TrialRecord]:
+    """The trials in ``records`` that measured ``config``'s setup and succeeded."""
+    key = knobs_key(config.knobs())
+    return [r for r in records if r.measurement.ok and knobs_key(r.config.knobs()) == key]
+
+
 def _judged(
     finalist: TrialRecord, records: list[TrialRecord], again: list[Measurement]
 ) -> list[Measurement]:
     """The measurements a finalist is judged on: ``judged_looks`` of its search trials
-    (every ok one of its config) and its re-measurements."""
-    key = knobs_key(finalist.config.knobs())
-    same = [r for r in records if knobs_key(r.config.knobs()) == key]
-    search = [r.measurement for r in same if r.measurement.ok]
+    and its re-measurements."""
+    search = [r.measurement for r in trials_of(records, finalist.config)]
     return judged_looks(search, again)
 
 
@@ -202,12 +207,11 @@ def final_round(
     if len(top) < 2 or rounds < 1:
         return (top[0] if top else records[0]), None
 
-    clock = budget.clock if budget is not None else None
     began: list[float] = []  # when each round started
 
     def again(number: int) -> Callable[[TrialRecord], Measurement | None] | None:
-        if budget is not None and clock is not None:
-            began.append(clock())
+        if budget is not None:
+            began.append(budget.clock())
             if number > 1 and trial_s > 0:
                 # The rounds so far show what a look really costs here: the next round
                 # runs only if it fits with the confirmation's pairs at that cost too.

@@ -29,7 +29,7 @@ from rich.console import Console
 from autoaccel.advice import lr_follows_batch
 from autoaccel.budget import Budget
 from autoaccel.config import TrainingConfig
-from autoaccel.confirm import knobs_key
+from autoaccel.confirm import knobs_key, trials_of
 from autoaccel.curves import LossRun
 from autoaccel.pipeline.options import Job
 from autoaccel.pipeline.plan import BudgetPlan
@@ -87,8 +87,7 @@ def faster_than_yours(result: SearchResult) -> list[TrialRecord]:
 def search_ratio(result: SearchResult, record: TrialRecord) -> float:
     """``record``'s setup against your baseline in the search: its best trial's samples/s
     over the baseline's (0 when the baseline measured none)."""
-    key = knobs_key(record.config.knobs())
-    rates = [r.value for r in result.records if knobs_key(r.config.knobs()) == key]
+    rates = [r.value for r in trials_of(result.records, record.config)]
     base = result.baseline.value
     return max(rates, default=record.value) / base if base else 0.0
 
@@ -105,11 +104,7 @@ def can_stand(record: TrialRecord, result: SearchResult, user: TrainingConfig) -
 def _curve_verdict(record: TrialRecord, result: SearchResult, user: TrainingConfig) -> GuardVerdict:
     """The verdict on ``record``'s setup, from the first trial that measured it: one verdict
     per setup (the final round re-measures its speed, not its curve)."""
-    key = knobs_key(record.config.knobs())
-    first = next(
-        (r for r in result.records if r.measurement.ok and knobs_key(r.config.knobs()) == key),
-        record,
-    )
+    first = next(iter(trials_of(result.records, record.config)), record)
     return curve_verdict(first.measurement, first.config, result.baseline.measurement, user)
 
 

@@ -157,7 +157,13 @@ def run_pipeline(
         *result.best.measurement.notes,
         *([final_evidence] if final_evidence else []),
         *([slower] if slower is not None else []),
-        *_speedup_notes(speedup, budget if out_of_time else None, result, fastest),
+        *_speedup_notes(
+            speedup,
+            budget if out_of_time else None,
+            result,
+            fastest,
+            schedule_follows=options.objective is Objective.TIME_TO_LOSS,
+        ),
         *_unused_notes(confirmed, budget),
         *_other_hardware_notes(result),
         *_sharding_notes(space, advice.config),
@@ -319,19 +325,31 @@ def _unused_notes(speedup: Speedup, budget: Budget) -> list[str]:
 
 
 def _speedup_notes(
-    speedup: Speedup, out_of: Budget | None, result: SearchResult, fastest: TrialRecord
+    speedup: Speedup,
+    out_of: Budget | None,
+    result: SearchResult,
+    fastest: TrialRecord,
+    *,
+    schedule_follows: bool = False,
 ) -> list[str]:
     """Notes on the confirmation; ``out_of`` is the budget when it left no time for it.
-    ``fastest`` is the fastest setup measured, which the written one may not be."""
+    ``fastest`` is the fastest setup measured, which the written one may not be. With
+    ``schedule_follows`` (time-to-loss) this picks only the system settings: the schedule
+    study after it may still write another batch size, LR and schedule."""
     if speedup.yours_kept:
+        pick = (
+            "the system settings picked are your own"
+            if schedule_follows
+            else "the pick is your own setup"
+        )
         if fastest.value > result.baseline.value and fastest is not result.baseline:
             ratio = fastest.value / result.baseline.value
             return [
-                f"the pick is your own setup, though setups up to {ratio:.2f}x as fast were "
+                f"{pick}, though setups up to {ratio:.2f}x as fast were "
                 "measured in single trials: none of them both had the evidence to stand and "
                 "ran faster than yours in interleaved pairs (the objective line says why)"
             ]
-        return ["the pick is your own setup: no setup measured here was faster"]
+        return [f"{pick}: no setup measured here was faster"]
     if out_of is not None:
         return [
             f"no time was left to confirm the speedup ({out_of.stop_reason()}); it stands on "

@@ -215,6 +215,8 @@ class _ScheduleStudy:
         self.start: tuple[float | None, float | None] | None = None
         self.plan = (0, 0)  # (finalists, data orders) of the final round
         self.yours_on: dict[int, LossRun] = {}  # your setup's runs to the goal, by data order
+        # Candidates that train exactly as your setup (``_trains_as_yours``), by trial.
+        self.yours_again: dict[int, LossRun] = {}
         # Wall seconds of runs (``_train``): each candidate's by trial, "yours" (your last
         # run to the goal), "horizon" (your run for the whole horizon).
         self.wall_s: dict[int | str, float] = {}
@@ -500,6 +502,10 @@ class _ScheduleStudy:
             on_eval=report,
         )
         result = replace(result, number=trial.number, pace=pace_of(result, levels, candidate_s))
+        again = self._trains_as_yours(config)
+        if again:
+            result = replace(result, label=f"#{trial.number} (your setup again)")
+            self.yours_again[trial.number] = result
         if result.ok and math.isfinite(result.pace):
             study.tell(trial, result.pace)
         elif result.ok:  # no levels to reach (your setup failed): the lowest loss wins
@@ -512,9 +518,31 @@ class _ScheduleStudy:
         self.say(
             f"  schedule trial #{trial.number}: {batch_words(config)}, lr {config.lr:.3g}, "
             f"{config.schedule}, warm-up {config.warmup_steps}/{config.schedule_steps} steps"
-            f"{momentum} -> {outcome_line(result)}"
+            f"{momentum}{' (your setup again)' if again else ''} -> {outcome_line(result)}"
         )
         return result
+
+    def _trains_as_yours(self, config: TrainingConfig) -> bool:
+        """Whether a candidate trains exactly as your setup: your system settings, global
+        batch, LR and momentum, with no warm-up and no schedule of autoaccel's (your own
+        scheduler, if any, then runs as it does for you). The study may propose it (your
+        LR at your batch is enqueued first); it is your setup measured again, never a pick.
+        """
+        user, mine = self.inputs.user, self.momentum
+        if (config.schedule, config.warmup_steps) != (user.schedule, user.warmup_steps):
+            return False
+        same_lr = config.lr is None or math.isclose(config.lr, self.user_lr, rel_tol=1e-3)
+        same_momentum = config.momentum is None or (
+            mine is not None and math.isclose(config.momentum, mine[1], rel_tol=1e-6)
+        )
+        steps = replace(
+            config,
+            lr=user.lr,
+            momentum=user.momentum,
+            schedule_steps=user.schedule_steps,
+            lr_scaling=user.lr_scaling,
+        )
+        return same_lr and same_momentum and steps.knobs() == user.knobs()
 
     def _scoring(self, stop_at: Level | None) -> Scoring:
         return Scoring(self.evals, stop_at=stop_at, start=self.start)
@@ -536,7 +564,14 @@ class _ScheduleStudy:
                 seed=self.trainer.seed + order,
             )
 
-        ranked = sorted((r for r in runs if r.ok and math.isfinite(r.pace)), key=lambda r: r.pace)
+        ranked = sorted(
+            (
+                r
+                for r in runs
+                if r.ok and math.isfinite(r.pace) and r.number not in self.yours_again
+            ),
+            key=lambda r: r.pace,
+        )
         self.plan = n_finalists, orders = self._measured_plan(ranked)
         finalists = final_round(
             ranked,
@@ -549,9 +584,26 @@ class _ScheduleStudy:
         )
         runs = [next((f for f in finalists if f.number == r.number), r) for r in runs]
         pool = finalists if self.levels and n_finalists else runs
+        pool = [r for r in pool if r.number not in self.yours_again]
         contenders = [r for r in [baseline, *pool] if r.ok]
         best = min(contenders, key=lambda r: (r.pace, r.best_loss)) if contenders else baseline
+        self._noise_note()
         return best, runs
+
+    def _noise_note(self) -> None:
+        """What your setup measured again as a candidate says: the spread between two runs
+        of one setup here, against which a candidate's pace is to be read."""
+        measured = [
+            f"#{n} {r.speedup:.2f}x" + ("" if r.ok else f" ({r.outcome} there)")
+            for n, r in self.yours_again.items()
+            if r.speedup and r.outcome in (Outcome.OK, Outcome.PRUNED)
+        ]
+        if measured:
+            self.notes.append(
+                f"schedule trial {', '.join(measured)} your pace: it trained exactly as your "
+                "setup (your batch size, LR and momentum, no schedule of autoaccel's), so "
+                "this is the spread between two runs of one setup here; it is never the pick"
+            )
 
     def _measured_plan(self, ranked: list[LossRun]) -> tuple[int, int]:
         """The final round's plan from its runs' measured costs (each finalist's first run,

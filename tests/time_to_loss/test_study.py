@@ -1,0 +1,103 @@
+"""The schedule study's decisions on stated curves: which candidate it picks from runs
+whose learning speeds are given (the decision under test, not the training, which the
+slow tests run for real)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+from autoaccel.budget import Budget
+from autoaccel.config import TrainingConfig
+from autoaccel.curves import CurvePoint, LossRun
+from autoaccel.schedule import LrFinding, OptimizerFacts
+from autoaccel.scoring import Scoring
+from autoaccel.time_to_loss.study import ScheduleInputs, search_schedule
+
+USER = TrainingConfig(batch_size=32, num_threads=2)
+YOUR_LR = 0.05
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class StatedTrainer:
+    """A ``Trainer`` whose held-out loss falls as exp(-rate x seconds), the rate stated per
+    config and data order; each run costs the injected clock its training seconds."""
+
+    seed = 0
+    scored_on = "stated curves"
+    held_out = True
+    optimizer = OptimizerFacts("SGD", YOUR_LR, ("momentum", 0.9))
+
+    def __init__(self, clock: Clock, rate: Callable[[TrainingConfig, int], float]) -> None:
+        self.clock, self.rate = clock, rate
+
+    def train_for(
+        self,
+        config: TrainingConfig,
+        *,
+        seconds: float,
+        scoring: Scoring,
+        on_eval: Callable[[int, CurvePoint], bool] | None = None,
+        seed: int | None = None,
+    ) -> LossRun:
+        rate = self.rate(config, self.seed if seed is None else seed)
+        points: list[CurvePoint] = []
+        for k in range(1, scoring.evals + 1):
+            point = CurvePoint(
+                seconds * k / scoring.evals, 10 * k, math.exp(-rate * seconds * k / scoring.evals)
+            )
+            points.append(point)
+            self.clock.now += seconds / scoring.evals
+            if scoring.stop_at is not None and scoring.stop_at.reached(point):
+                break
+            if on_eval is not None and on_eval(k, point):
+                return LossRun(config, "pruned", "stopped", tuple(points), start_loss=1.0)
+        return LossRun(config, "ok", "", tuple(points), start_loss=1.0)
+
+    def find_lr(self, config: TrainingConfig, *, steps: int, max_s: float) -> LrFinding:
+        return LrFinding((), (), None, "none", "no sweep on stated curves")
+
+
+def test_a_candidate_that_trains_as_your_setup_is_never_the_pick(tmp_path: Path) -> None:
+    """The study enqueues your LR at your batch with no schedule: on a script with no
+    scheduler of autoaccel's that is your setup trained again. Its lucky first run (1.7x
+    your pace, as the Lightning example's was) must not make it the pick, to be written as
+    a speedup: it leaves the final round, your setup is kept, and its pace is told as the
+    spread between two runs of one setup."""
+    clock = Clock()
+
+    def rate(config: TrainingConfig, order: int) -> float:
+        yours = config.lr is None or (
+            math.isclose(config.lr, YOUR_LR, rel_tol=1e-3)
+            and config.schedule == "constant"
+            and config.warmup_steps == 0
+            and config.global_batch == 32
+        )
+        if yours:
+            return 0.3 * (1.7 if config.lr is not None and order == 0 else 1.0)
+        return 0.15  # every other candidate learns at half your pace
+
+    inputs = ScheduleInputs(
+        system=USER,
+        user=USER,
+        rates={32: 1000.0, 64: 1800.0},
+        horizon_s=10.0,
+        study_name="stated",
+        storage=str(tmp_path / "s.db"),
+        seed=0,
+    )
+    result = search_schedule(StatedTrainer(clock, rate), inputs, Budget(120, clock=clock))
+    again = [r for r in result.runs if r.label.endswith("(your setup again)")]
+    assert len(again) == 1 and again[0].speedup is not None and again[0].speedup > 1.5
+    assert result.best is result.baseline  # your setup kept
+    note = next(n for n in result.notes if "trained exactly as your setup" in n)
+    assert note.startswith(f"schedule trial #{again[0].number} {again[0].speedup:.2f}x your pace")
+    assert "never the pick" in note

@@ -1,0 +1,182 @@
+"""Time to the script's own validation loss: the Lightning and Hugging Face examples tuned
+with ``--objective time-to-loss``, then trained again on data orders the tune never saw.
+
+For each example (``examples/train_lightning.py``, ``examples/train_hf.py``):
+
+1. ``autoaccel tune <example> --objective time-to-loss --budget 3m`` (``tune_script``, in a
+   scratch folder; the written config is the pick);
+2. for each of ``--seeds`` data orders (100, 101, ...; the tune trained on orders 0-2), your
+   setup and the pick each train for the tune's horizon (the training time your setup got
+   in the tune, about the script's own three epochs), in turn, through the script's real
+   Trainer in a loss-curve run (the same script session the tune's schedule study uses,
+   which applies a config as ``autoaccel run`` does), with the validation loss (Lightning's
+   ``validation_step``, HF's ``Trainer.evaluate()``) scored at even intervals;
+3. on each order, two figures: **pace**, the tune's own measure (``curves.pace_of``): the
+   geometric mean, over every new best validation loss of your setup's curve up to where
+   it flattens, of your time to it over the pick's (a level the pick missed counts as the
+   tune counts it); and **to best**, your training seconds to your setup's best validation
+   loss over the pick's ("missed": the pick never reached it). Above 1: the pick sooner.
+
+The table prints each order's figures and their medians. Where the tune kept your setup,
+both runs train the same setup, and the figures are this machine's noise floor for one
+comparison. Run it alone on the machine: start-up is not counted, but two runs side by
+side slow each other's training.
+
+    python bench/trainer_time_to_loss.py [--examples lightning hf] [--seeds 3] [--budget 180]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from autoaccel.config import TrainingConfig
+from autoaccel.curves import LossRun, find_plateau, pace_of, target_levels
+from autoaccel.frontends.script import tune_script
+from autoaccel.pipeline import TUNE, PipelineOptions
+from autoaccel.probe import probe_system
+from autoaccel.scoring import Scoring
+from autoaccel.trials.script import ScriptRunner
+from autoaccel.trials.script_curves import ScriptTrainer
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+SCRIPTS = {"lightning": EXAMPLES / "train_lightning.py", "hf": EXAMPLES / "train_hf.py"}
+FIRST_ORDER = 100  # data orders the tune never trained on (it uses 0, 1, 2)
+
+
+def tuned(script: Path, work: Path, budget_s: float) -> tuple[TrainingConfig, float, str]:
+    """The config ``tune --objective time-to-loss`` writes, its horizon, its objective line."""
+    options = PipelineOptions.checked(
+        TUNE,
+        objective="time-to-loss",
+        budget_s=budget_s,
+        storage=str(work / "study.db"),
+        seed=0,
+    )
+    console = Console(width=100, soft_wrap=True)  # the tune's transcript, into the log
+    result = tune_script(script, (), options, out=work / "autoaccel.yaml", console=console)
+    advice = result.advice
+    converged = advice.convergence
+    if converged is None:
+        raise SystemExit(f"{script.name}: the tune ran no schedule study ({advice.notes})")
+    return advice.config, converged.horizon_s, advice.objective
+
+
+def sooner(yours: LossRun, pick: LossRun) -> tuple[float, float, float | None]:
+    """(target, your seconds to it, the pick's seconds to it or None): the target is the
+    best validation loss your setup reached."""
+    target = yours.best_loss
+    took = yours.time_to(target)
+    assert took is not None  # its own best is on its curve
+    return target, took, pick.time_to(target)
+
+
+def pace_speedup(yours: LossRun, pick: LossRun, horizon_s: float) -> float:
+    """How many times sooner the pick reached your setup's levels, as the tune scores it."""
+    levels = target_levels(yours, find_plateau(yours.curve))
+    return 1 / pace_of(pick, levels, horizon_s)
+
+
+def compare(
+    script: Path, pick: TrainingConfig, horizon_s: float, seeds: int, work: Path
+) -> tuple[list[dict[str, Any]], bool]:
+    """Your setup and the pick, each trained for ``horizon_s`` on each data order, in turn;
+    and whether the pick is your setup."""
+    options = PipelineOptions.checked(TUNE)
+    runner = ScriptRunner(
+        script,
+        (),
+        trials_dir=work / "runs",
+        settings=options.settings,
+        timeout_s=options.trial_timeout_s,
+    )
+    first = runner.run(None)
+    report = first.report
+    if report is None or not first.measurement.ok:
+        raise SystemExit(f"{script.name} fails with its own settings: {first.log_path}")
+    trainer = ScriptTrainer(runner, report, None)
+    user = TrainingConfig.from_dict({**report.user_config})
+    start = tuple(report.held_out_start) if report.held_out_start else None
+    scoring = Scoring(start=start)  # type: ignore[arg-type]
+    kept = pick.knobs() == user.knobs()
+    if kept:
+        print(f"  {script.stem}: the tune kept your setup; both runs train the same", flush=True)
+    rows = []
+    for order in range(FIRST_ORDER, FIRST_ORDER + seeds):
+        runs = {
+            label: trainer.train_for(config, seconds=horizon_s, scoring=scoring, seed=order)
+            for label, config in (("yours", user), ("pick", pick))
+        }
+        for label, run in runs.items():
+            if not run.ok:
+                raise SystemExit(f"{script.name}, {label}, order {order}: {run.message}")
+        target, yours_s, pick_s = sooner(runs["yours"], runs["pick"])
+        rows.append(
+            {
+                "order": order,
+                "target_loss": round(target, 5),
+                "yours_s": round(yours_s, 2),
+                "pick_s": None if pick_s is None else round(pick_s, 2),
+                "pace": round(pace_speedup(runs["yours"], runs["pick"], horizon_s), 3),
+                "to_best": None if not pick_s else round(yours_s / pick_s, 3),
+                "pick_best_loss": round(runs["pick"].best_loss, 5),
+            }
+        )
+        print(f"  {script.stem} order {order}: {json.dumps(rows[-1])}", flush=True)
+    return rows, kept
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--examples", nargs="+", choices=sorted(SCRIPTS), default=["lightning", "hf"]
+    )
+    parser.add_argument("--seeds", type=int, default=3, help="data orders to train on")
+    parser.add_argument("--budget", type=float, default=180.0, help="the tune's budget, s")
+    parser.add_argument("--json", type=Path, help="also write the results here")
+    args = parser.parse_args()
+    profile = probe_system()
+    print(
+        f"# {profile.describe()} (ISA: {', '.join(profile.cpu.flags) or 'none'}); "
+        f"tune budget {args.budget:g} s; {args.seeds} data orders",
+        flush=True,
+    )
+    results: dict[str, Any] = {}
+    for name in args.examples:
+        script = SCRIPTS[name]
+        with tempfile.TemporaryDirectory() as scratch:
+            work = Path(scratch)
+            pick, horizon_s, objective = tuned(script, work, args.budget)
+            print(f"{name}: {objective}", flush=True)
+            print(f"{name}: pick {json.dumps(pick.knobs(), default=str)}", flush=True)
+            rows, kept = compare(script, pick, horizon_s, args.seeds, work)
+        results[name] = {
+            "horizon_s": round(horizon_s, 1),
+            "pick": pick.knobs(),
+            "kept_yours": kept,
+            "orders": rows,
+            "median_pace": round(statistics.median(r["pace"] for r in rows), 3),
+            "median_to_best": round(statistics.median(r["to_best"] or 0.0 for r in rows), 3),
+        }
+    print("\nexample    pick        horizon  pace per order (median)   to best per order (median)")
+    for name, found in results.items():
+        rows = found["orders"]
+        pace = ", ".join(f"{r['pace']:.2f}x" for r in rows)
+        best = ", ".join(f"{r['to_best']:.2f}x" if r["to_best"] else "missed" for r in rows)
+        what = "your setup" if found["kept_yours"] else "tuned"
+        print(
+            f"{name:<10} {what:<11} {found['horizon_s']:>5.1f} s  {pace} "
+            f"({found['median_pace']:.2f}x)   {best} ({found['median_to_best']:.2f}x)"
+        )
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2, default=str) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -3,8 +3,9 @@ with ``--objective time-to-loss``, then trained again on data orders the tune ne
 
 For each example (``examples/train_lightning.py``, ``examples/train_hf.py``):
 
-1. ``autoaccel tune <example> --objective time-to-loss --budget 3m`` (``tune_script``, in a
-   scratch folder; the written config is the pick);
+1. ``autoaccel tune <example> --objective time-to-loss`` at its default budget (8 minutes;
+   ``--budget`` to change it) through ``tune_script``, in a scratch folder, its transcript
+   printed; the written config is the pick;
 2. for each of ``--seeds`` data orders (100, 101, ...; the tune trained on orders 0-2), your
    setup and the pick each train for the tune's horizon (the training time your setup got
    in the tune, about the script's own three epochs), in turn, through the script's real
@@ -22,7 +23,7 @@ both runs train the same setup, and the figures are this machine's noise floor f
 comparison. Run it alone on the machine: start-up is not counted, but two runs side by
 side slow each other's training.
 
-    python bench/trainer_time_to_loss.py [--examples lightning hf] [--seeds 3] [--budget 180]
+    python bench/trainer_time_to_loss.py [--examples lightning hf] [--seeds 3] [--budget S]
 """
 
 from __future__ import annotations
@@ -50,7 +51,7 @@ SCRIPTS = {"lightning": EXAMPLES / "train_lightning.py", "hf": EXAMPLES / "train
 FIRST_ORDER = 100  # data orders the tune never trained on (it uses 0, 1, 2)
 
 
-def tuned(script: Path, work: Path, budget_s: float) -> tuple[TrainingConfig, float, str]:
+def tuned(script: Path, work: Path, budget_s: float | None) -> tuple[TrainingConfig, float, str]:
     """The config ``tune --objective time-to-loss`` writes, its horizon, its objective line."""
     options = PipelineOptions.checked(
         TUNE,
@@ -138,13 +139,15 @@ def main() -> None:
         "--examples", nargs="+", choices=sorted(SCRIPTS), default=["lightning", "hf"]
     )
     parser.add_argument("--seeds", type=int, default=3, help="data orders to train on")
-    parser.add_argument("--budget", type=float, default=180.0, help="the tune's budget, s")
+    parser.add_argument(
+        "--budget", type=float, help="the tune's budget, s (default: the time-to-loss default)"
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     profile = probe_system()
     print(
         f"# {profile.describe()} (ISA: {', '.join(profile.cpu.flags) or 'none'}); "
-        f"tune budget {args.budget:g} s; {args.seeds} data orders",
+        f"tune budget {args.budget or TUNE.ttl_budget_s:g} s; {args.seeds} data orders",
         flush=True,
     )
     results: dict[str, Any] = {}

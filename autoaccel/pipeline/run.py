@@ -157,13 +157,7 @@ def run_pipeline(
         *result.best.measurement.notes,
         *([final_evidence] if final_evidence else []),
         *([slower] if slower is not None else []),
-        *_speedup_notes(
-            speedup,
-            budget if out_of_time else None,
-            result,
-            fastest,
-            schedule_follows=options.objective is Objective.TIME_TO_LOSS,
-        ),
+        *_speedup_notes(speedup, budget if out_of_time else None, result, fastest, options),
         *_unused_notes(confirmed, budget),
         *_other_hardware_notes(result),
         *_sharding_notes(space, advice.config),
@@ -329,13 +323,13 @@ def _speedup_notes(
     out_of: Budget | None,
     result: SearchResult,
     fastest: TrialRecord,
-    *,
-    schedule_follows: bool = False,
+    options: PipelineOptions,
 ) -> list[str]:
     """Notes on the confirmation; ``out_of`` is the budget when it left no time for it.
-    ``fastest`` is the fastest setup measured, which the written one may not be. With
-    ``schedule_follows`` (time-to-loss) this picks only the system settings: the schedule
-    study after it may still write another batch size, LR and schedule."""
+    ``fastest`` is the fastest setup measured, which the written one may not be. With the
+    time-to-loss objective this picks only the system settings: the schedule study after
+    it may still write another batch size, LR and schedule."""
+    schedule_follows = options.objective is Objective.TIME_TO_LOSS
     if speedup.yours_kept:
         pick = (
             "the system settings picked are your own"

@@ -244,6 +244,7 @@ class _ScheduleStudy:
         self._enqueue_first(study, batches, at_user)
         runs, stop = self._candidates(study, self._distributions(batches, at_user), at_user)
         best, runs = self._pick(baseline, runs)
+        self._noise_note()
         best, check = self._check_pick(baseline, best)
         if finding.suggestion is None:
             self.notes.append(
@@ -502,9 +503,9 @@ class _ScheduleStudy:
             on_eval=report,
         )
         result = replace(result, number=trial.number, pace=pace_of(result, levels, candidate_s))
-        again = self._trains_as_yours(config)
+        again = " (your setup again)" if self._trains_as_yours(config) else ""
         if again:
-            result = replace(result, label=f"#{trial.number} (your setup again)")
+            result = replace(result, label=f"#{trial.number}{again}")
             self.yours_again[trial.number] = result
         if result.ok and math.isfinite(result.pace):
             study.tell(trial, result.pace)
@@ -518,7 +519,7 @@ class _ScheduleStudy:
         self.say(
             f"  schedule trial #{trial.number}: {batch_words(config)}, lr {config.lr:.3g}, "
             f"{config.schedule}, warm-up {config.warmup_steps}/{config.schedule_steps} steps"
-            f"{momentum}{' (your setup again)' if again else ''} -> {outcome_line(result)}"
+            f"{momentum}{again} -> {outcome_line(result)}"
         )
         return result
 
@@ -564,13 +565,9 @@ class _ScheduleStudy:
                 seed=self.trainer.seed + order,
             )
 
+        candidates = [r for r in runs if r.number not in self.yours_again]  # never the pick
         ranked = sorted(
-            (
-                r
-                for r in runs
-                if r.ok and math.isfinite(r.pace) and r.number not in self.yours_again
-            ),
-            key=lambda r: r.pace,
+            (r for r in candidates if r.ok and math.isfinite(r.pace)), key=lambda r: r.pace
         )
         self.plan = n_finalists, orders = self._measured_plan(ranked)
         finalists = final_round(
@@ -583,11 +580,9 @@ class _ScheduleStudy:
             orders=orders,
         )
         runs = [next((f for f in finalists if f.number == r.number), r) for r in runs]
-        pool = finalists if self.levels and n_finalists else runs
-        pool = [r for r in pool if r.number not in self.yours_again]
+        pool = finalists if self.levels and n_finalists else candidates
         contenders = [r for r in [baseline, *pool] if r.ok]
         best = min(contenders, key=lambda r: (r.pace, r.best_loss)) if contenders else baseline
-        self._noise_note()
         return best, runs
 
     def _noise_note(self) -> None:

@@ -84,6 +84,23 @@ def test_a_small_batch_trains_in_the_processes_measured_fastest_at_it() -> None:
     assert (odd.processes, odd.strategy, odd.batch_size, odd.global_batch) == (1, "none", 255, 255)
 
 
+def test_a_small_batch_trains_in_the_precision_measured_fastest_at_it() -> None:
+    """The HF example's tune: bf16 won at 2 processes x 512 and ran 0.81x fp32 at your batch
+    32 (972 against 1,197 samples/s). A global-batch-32 schedule candidate trains in fp32,
+    its steps sized from fp32's rate; batch 1024 keeps the pick's bf16."""
+    ddp = {"strategy": "ddp", "processes": 2, "num_threads": 1, "precision": "bf16-mixed"}
+    records = [
+        record(0, 1197.0, batch_size=32, num_threads=2),
+        record(1, 972.0, batch_size=32, num_threads=2, precision="bf16-mixed"),
+        record(2, 2460.0, batch_size=512, **ddp),
+    ]
+    system = TrainingConfig(batch_size=512, **ddp)  # type: ignore[arg-type]
+    settings = settings_by_batch(records, system)
+    assert (settings[32].precision, settings[32].processes) == ("32-true", 1)
+    assert settings[1024] == system
+    assert rates_by_batch(records, system) == {32: 1197.0, 1024: 2460.0}
+
+
 @pytest.mark.parametrize("rounds", [1, 2])
 def test_the_final_study_ranks_finalists_as_the_final_round_does(rounds: int) -> None:
     """A lucky single measurement tops the search study; the final round's medians pick
@@ -126,7 +143,7 @@ def test_rates_by_batch_are_those_of_the_settings_each_batch_trains_with() -> No
         record(0, 1429.0, batch_size=32, num_threads=2),
         record(1, 2423.0, batch_size=512, **ddp),
         record(2, 1783.0, batch_size=128, **ddp),
-        record(3, 9999.0, batch_size=64, precision="bf16-mixed"),  # another model-side setting
+        record(3, 9999.0, batch_size=64, channels_last=True),  # another model-side setting
     ]
     system = TrainingConfig(batch_size=512, **ddp)  # type: ignore[arg-type]
     assert rates_by_batch(records, system) == {32: 1429.0, 256: 1783.0, 1024: 2423.0}

@@ -3,8 +3,9 @@
 With ``objective="time-to-loss"`` the front ends keep this stage's share of the budget
 back from the throughput search (``keep_for_schedule``), run ``pipeline.run_pipeline``,
 then ``tune_schedule``: the schedule study (``study.search_schedule``) on the throughput
-pick's system settings, each global batch with the process/thread/loader split measured
-fastest for it, through the front end's ``Trainer`` (in-process or script trials).
+pick's system settings, each global batch with the precision and the process/thread/loader
+split measured fastest for it, through the front end's ``Trainer`` (in-process or script
+trials).
 """
 
 from __future__ import annotations
@@ -81,10 +82,12 @@ def tune_schedule(
     return with_convergence(advice, converged, user, wall_s=budget.spent_s())
 
 
-# How the cores are split between processes, compute threads and loader workers, and the
-# loader's settings: what suits one batch size does not suit another (two processes win at
-# batch 512 and lose at 32, where the gradient all-reduce outweighs the compute).
-CPU_SPLIT_KNOBS = (
+# How the cores are split between processes, compute threads and loader workers, the
+# loader's settings and the precision: what suits one batch size does not suit another (two
+# processes win at batch 512 and lose at 32, where the gradient all-reduce outweighs the
+# compute; on a CPU, bf16 autocast won at HF's batch 1024 and ran 0.81x fp32 at batch 32,
+# where its casts outweigh the faster matmuls).
+BATCH_KNOBS = (
     "processes",
     "strategy",
     "num_threads",
@@ -92,14 +95,16 @@ CPU_SPLIT_KNOBS = (
     "persistent_workers",
     "prefetch_factor",
     "pin_memory",
+    "precision",
 )
 
 
 def rates_by_batch(records: list[TrialRecord], system: TrainingConfig) -> dict[int, float]:
     """Measured samples/s by global batch: at each, the fastest trial with the system pick's
-    model-side settings (its processes, threads and loader may differ, as a candidate's do:
-    ``settings_by_batch``); from all trials when none shares them."""
-    free = {"batch_size", "grad_accum_steps", *CPU_SPLIT_KNOBS}
+    other settings (memory format, compilation, ...; its processes, threads, loader and
+    precision may differ, as a candidate's do: ``settings_by_batch``); from all trials when
+    none shares them."""
+    free = {"batch_size", "grad_accum_steps", *BATCH_KNOBS}
     others = {k: v for k, v in system.knobs().items() if k not in free}
     ok = [r for r in records if r.measurement.ok]
     same = [r for r in ok if all(r.config.knobs().get(k) == v for k, v in others.items())]
@@ -114,14 +119,15 @@ def settings_by_batch(
     records: list[TrialRecord], system: TrainingConfig
 ) -> dict[int, TrainingConfig]:
     """The system pick's settings for each measured global batch, with the processes,
-    compute threads and loader settings (workers, prefetch, pinning) of the fastest trial
-    measured at that global batch, and its split of it into per-process batch and
-    accumulation: how much loading help a step needs, and so how the cores are best split
-    between processes, threads and workers, depends on the batch; the model-side settings
-    do not.
+    compute threads, loader settings (workers, prefetch, pinning) and precision of the
+    fastest trial measured at that global batch, and its split of it into per-process batch
+    and accumulation: how much loading help a step needs, and so how the cores are best
+    split between processes, threads and workers, depends on the batch, and so does what
+    bf16 autocast saves against what its casts cost; memory format and compilation do not.
 
-    A global-batch-32 candidate of a pick measured with 2 processes x 256 thus trains with
-    the split that was fastest at 32 (on 2 cores often 1 process, 2 threads, no workers)."""
+    A global-batch-32 candidate of a pick measured with 2 processes x 256 in bf16 thus
+    trains with the split and precision that were fastest at 32 (on 2 cores often 1
+    process, 2 threads, no workers; for a tiny transformer, fp32)."""
     best: dict[int, TrialRecord] = {}
     for record in records:
         b = record.config.global_batch
@@ -133,7 +139,7 @@ def settings_by_batch(
             system,
             batch_size=r.config.batch_size,
             grad_accum_steps=r.config.grad_accum_steps,
-            **{k: getattr(r.config, k) for k in CPU_SPLIT_KNOBS},
+            **{k: getattr(r.config, k) for k in BATCH_KNOBS},
             **clean,
         )
         for b, r in best.items()

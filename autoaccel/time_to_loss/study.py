@@ -517,7 +517,8 @@ class _ScheduleStudy:
             study.tell(trial, state=TrialState.FAIL)
         momentum = f", momentum {config.momentum}" if config.momentum is not None else ""
         self.say(
-            f"  schedule trial #{trial.number}: {batch_words(config)}, lr {config.lr:.3g}, "
+            f"  schedule trial #{trial.number}: {batch_words(config)}, {config.precision}, "
+            f"lr {config.lr:.3g}, "
             f"{config.schedule}, warm-up {config.warmup_steps}/{config.schedule_steps} steps"
             f"{momentum}{again} -> {outcome_line(result)}"
         )

@@ -136,16 +136,17 @@ def train_until(
     *,
     evaluates: bool = True,
     agree: Callable[[bool], bool] | None = None,
+    every_s: float = EVAL_EVERY_S,
 ) -> tuple[dict[float, float | None], float]:
     """Train ``run`` until validation accuracy >= each target or ``CAP_S`` of training time
-    (evaluations every ``EVAL_EVERY_S`` of it, not counted); (seconds to each target, or
-    None; the best accuracy seen).
+    (evaluations every ``every_s`` of it, not counted); (seconds to each target, or None;
+    the best accuracy seen).
 
     With several processes only rank 0 ``evaluates`` and keeps the clock: ``agree(stop)``
     hands every rank rank 0's decision after each step, so all stop at the same step.
     """
     loss_fn = nn.CrossEntropyLoss()
-    trained, best, next_eval = 0.0, 0.0, EVAL_EVERY_S
+    trained, best, next_eval = 0.0, 0.0, every_s
     reached: dict[float, float | None] = dict.fromkeys(targets)
     batches = forever(run)
     mark = time.perf_counter()
@@ -167,7 +168,7 @@ def train_until(
                         reached[target] = trained
                 stop = all(t is not None for t in reached.values())
                 stop = stop or not math.isfinite(float(loss.detach()))
-                next_eval += EVAL_EVERY_S
+                next_eval += every_s
             stop = stop or trained >= CAP_S
         if agree is not None:
             stop = agree(stop)

@@ -8,7 +8,7 @@ With the hook (the default) it passes ``prepare()`` its validation loss and accu
 ``--no-hook`` it reports nothing held out, as most scripts do today.
 
     autoaccel run --config pick.yaml bench/tta_script.py -- --workload cnn \
-        --to-target 0.95 --seed 0 --result out.json
+        --to-target 0.95 --seed 0 --result out.json [--eval-every 0.1]
 
 trains with the config (under torchrun when it asks for several processes) in
 ``time_to_accuracy.train_until``'s loop until the validation accuracy reaches the target,
@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from time_to_accuracy import USER_BATCH, adamw, as_dataset, split, train_until
+from time_to_accuracy import EVAL_EVERY_S, USER_BATCH, adamw, as_dataset, split, train_until
 from workloads import WORKLOADS
 
 import autoaccel
@@ -44,6 +44,9 @@ def main() -> None:
     parser.add_argument("--to-target", type=float, help="train until this validation accuracy")
     parser.add_argument("--seed", type=int, default=0, help="the data order (with --to-target)")
     parser.add_argument("--result", type=Path, help="where rank 0 writes the time to target")
+    parser.add_argument(
+        "--eval-every", type=float, default=EVAL_EVERY_S, help="training s between evaluations"
+    )
     args = parser.parse_args()
     if args.to_target is not None:
         to_target(args)
@@ -108,6 +111,7 @@ def to_target(args: argparse.Namespace) -> None:
             (args.to_target,),
             evaluates=rank0,
             agree=agree if run.distributed else None,
+            every_s=args.eval_every,
         )
     finally:
         run.close()

@@ -13,12 +13,17 @@ For each workload (``bench/tta_script.py``, the same setup as ``bench/time_to_ac
 Each pick then trains from the same initial weights, started by ``autoaccel run`` with its
 config (under torchrun when it asks for several processes), in the same loop until the
 validation accuracy reaches the target (``time_to_accuracy.train_until``, evaluated every
-0.25 s of training time on rank 0, start-up not counted), ``--seeds`` times each with its own
-data order, interleaved (default, throughput-only, guarded, time-to-loss, then the next
-seed); the table prints each pick's median seconds to the target and its ratio to the
-default's.
+``--eval-every`` seconds of training time on rank 0, start-up not counted), ``--seeds`` times
+each with its own data order, interleaved (default, throughput-only, guarded, time-to-loss,
+then the next seed); the table prints each pick's median seconds to the target and its ratio
+to the default's.
 
-    python bench/tune_time_to_accuracy.py [--workloads cnn transformer] [--seeds 3]
+Every pick reaches its target in 1-4 s of training here, so both defaults are sized to
+tell such picks apart: 9 data orders (at 3, one config measured 0.89x and 1.67x in two runs)
+and an evaluation every 0.1 s (at 0.25 s, a time is 4-16 ticks and a median moves by 10-25%
+with one tick). The tunes, not the training runs, take most of the bench's ~30 minutes.
+
+    python bench/tune_time_to_accuracy.py [--workloads cnn transformer] [--seeds 9]
 """
 
 from __future__ import annotations
@@ -37,10 +42,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from rich.console import Console
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from time_to_accuracy import CAP_S, TARGETS, USER_BATCH
+from time_to_accuracy import CAP_S, EVAL_EVERY_S, TARGETS, USER_BATCH
 from workloads import WORKLOADS
 
 from autoaccel.budget import TUNE_BUDGET_S, TUNE_TTL_BUDGET_S
@@ -62,12 +68,19 @@ def tune(name: str, work: Path, *, hook: bool, **kwargs: Any) -> tuple[Any, floa
         args,
         options,
         out=work / f"{name}-{'hook' if hook else 'nohook'}-{kwargs.get('objective', 'tp')}.yaml",
+        console=Console(stderr=True, width=200),  # the tune's progress, apart from the figures
     )
     return result.advice, time.monotonic() - started
 
 
 def time_to_target(
-    name: str, label: str, config: TrainingConfig, target: float, seed: int, work: Path
+    name: str,
+    label: str,
+    config: TrainingConfig,
+    target: float,
+    seed: int,
+    work: Path,
+    every_s: float = EVAL_EVERY_S,
 ) -> tuple[float | None, float]:
     """``autoaccel run`` with the pick's config: training seconds to ``target`` (None: not
     within the cap) and the best validation accuracy, as rank 0 wrote them."""
@@ -77,7 +90,7 @@ def time_to_target(
     result.unlink(missing_ok=True)
     command = [sys.executable, "-m", "autoaccel.cli", "run", "--config", str(stem) + ".yaml"]
     command += [str(SCRIPT), "--", "--workload", name, "--to-target", str(target)]
-    command += ["--seed", str(seed), "--result", str(result)]
+    command += ["--seed", str(seed), "--result", str(result), "--eval-every", str(every_s)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=CAP_S * 4 + 120)
     if done.returncode != 0 or not result.exists():
         raise SystemExit(f"{label} (seed {seed}) failed:\n{done.stdout}{done.stderr}")
@@ -90,7 +103,7 @@ def anonymous(config: TrainingConfig) -> TrainingConfig:
     return replace(config, provenance=Provenance())
 
 
-def bench(name: str, seeds: int, work: Path) -> dict[str, Any]:
+def bench(name: str, seeds: int, work: Path, every_s: float) -> dict[str, Any]:
     description = WORKLOADS[name]()[2]
     target = TARGETS[name][0]
     print(f"\n== {name}: {description}; target validation accuracy {target:.0%}", flush=True)
@@ -115,7 +128,7 @@ def bench(name: str, seeds: int, work: Path) -> dict[str, Any]:
     times: dict[str, list[float]] = {label: [] for label in picks}
     for seed in range(seeds):
         for label, config in picks.items():
-            took, acc = time_to_target(name, label, config, target, seed, work)
+            took, acc = time_to_target(name, label, config, target, seed, work, every_s)
             times[label].append(took if took is not None else math.inf)
             shown = f"{took:.2f} s" if took is not None else f"not within {CAP_S:.0f} s"
             print(f"    seed {seed} {label:>16}: {shown} (best {acc:.1%})", flush=True)
@@ -130,6 +143,7 @@ def bench(name: str, seeds: int, work: Path) -> dict[str, Any]:
         "workload": name,
         "target": target,
         "seeds": seeds,
+        "eval_every_s": every_s,
         "times_s": {k: [t if math.isfinite(t) else None for t in v] for k, v in times.items()},
         "tuning_s": {"guarded default": guarded_s, "time-to-loss": learned_s},
         "objectives": {"guarded default": guarded.objective, "time-to-loss": learned.objective},
@@ -141,19 +155,23 @@ def bench(name: str, seeds: int, work: Path) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workloads", nargs="+", default=["cnn", "transformer"])
-    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--seeds", type=int, default=9, help="data orders each pick trains on")
+    parser.add_argument(
+        "--eval-every", type=float, default=0.1, help="training seconds between evaluations"
+    )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     profile = probe_system()
     print(
         f"# {profile.describe()} (ISA: {', '.join(profile.cpu.flags) or 'none'}); "
         f"tune budgets: {TUNE_BUDGET_S:.0f} s (throughput), "
-        f"{TUNE_TTL_BUDGET_S:.0f} s (time-to-loss), the defaults; pid {os.getpid()}",
+        f"{TUNE_TTL_BUDGET_S:.0f} s (time-to-loss), the defaults; {args.seeds} data orders, "
+        f"an evaluation every {args.eval_every:g} s; pid {os.getpid()}",
         flush=True,
     )
     work = Path(tempfile.mkdtemp(prefix="tune-tta-"))
     os.chdir(work)  # the trial logs go here
-    results = [bench(name, args.seeds, work) for name in args.workloads]
+    results = [bench(name, args.seeds, work, args.eval_every) for name in args.workloads]
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, default=str))
 

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import atexit
 import math
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -96,6 +98,7 @@ TEXTS = st.one_of(
 )
 
 FOLDER = Path(tempfile.mkdtemp(prefix="autoaccel-property-"))
+atexit.register(shutil.rmtree, FOLDER, ignore_errors=True)  # each test process its own
 
 
 def loads_or_refuses(text: str) -> None:

@@ -219,7 +219,10 @@ def _levels_line(c: ConvergenceResult) -> str:
     else:
         line = f"pace: time to reach {c.aim} over your setup's time; lower is sooner"
     if any(r.paces for r in c.runs):
-        line += "; the finalists were trained again on another data order (pace over both)"
+        line += (
+            "; the finalists were trained again on other data orders (pace over those runs: "
+            "the search run that made each a finalist is left out)"
+        )
     took = c.time_to_baseline_loss
     if c.best is not c.baseline and took is not None and c.speedup:
         again = " measured again" if c.check is not None else ""

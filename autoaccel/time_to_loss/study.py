@@ -12,7 +12,8 @@ Stages, each a method of ``_ScheduleStudy``:
    at most ``CANDIDATE_CAP`` times your time to it; SuccessiveHalving prunes slow ones;
 5. the final round trains the best again on other data orders (``final``);
 6. the pick trains once more for the whole horizon: its pace is the reported figure, and
-   your setup is kept when the pick was not sooner over all its runs.
+   your setup is kept when the pick was not sooner over its runs after the search (the
+   search's own run, which picked it, is left out).
 """
 
 from __future__ import annotations
@@ -633,10 +634,12 @@ class _ScheduleStudy:
         )
         check = replace(check, label="the pick again", pace=pace_of(check, self.levels, horizon_s))
         self.say(f"  the pick again: {outcome_line(check)}")
-        measured = [*(best.paces or (best.pace,)), check.pace if check.ok else math.inf]
+        # The final round's runs and this one: never the search run that made it the pick.
+        measured = [*best.paces, check.pace if check.ok else math.inf]
         if geometric_mean(measured) >= 1:
             self.notes.append(
-                f"the pick (#{best.number}) was not sooner than your setup over all its runs "
+                f"the pick (#{best.number}) was not sooner than your setup over its runs "
+                "after the search "
                 f"({', '.join(f'{1 / p:.2f}x' for p in measured)}): your setup is kept"
             )
             self.say(f"  {self.notes[-1]}")

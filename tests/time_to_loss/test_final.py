@@ -41,12 +41,33 @@ def test_the_final_round_trains_the_best_again_and_a_lucky_one_loses() -> None:
     final = final_round(ranked, levels, train_again, 4.0, said.append, finalists=2, orders=2)
     assert trained == [(None, 1), (0.1, 1), (0.2, 1), (None, 2), (0.1, 2), (0.2, 2)]
     assert [r.number for r in final] == [3, 4]  # the third was not a finalist
-    assert final[0].paces == (0.5, 1.5, 2.0)  # against your times on each order
-    assert final[0].pace == pytest.approx((0.5 * 1.5 * 2.0) ** (1 / 3))
-    assert final[1].paces == pytest.approx((0.6, 0.6, 0.6)) and final[1].pace == pytest.approx(0.6)
+    # Against your times on each order; the search run that made it a finalist left out.
+    assert final[0].paces == (1.5, 2.0)
+    assert final[0].pace == pytest.approx((1.5 * 2.0) ** 0.5)
+    assert final[1].paces == pytest.approx((0.6, 0.6)) and final[1].pace == pytest.approx(0.6)
     assert min(final, key=lambda r: r.pace).number == 4
     assert "final round" in said[0] and "2 other data orders" in said[0]
-    assert said[-1] == "  #4 over 3 runs: 1.67x your pace"
+    assert said[-1] == (
+        "  #4 on 2 other orders: 1.67x your pace (its search run's 1.67x left out: it is why "
+        "#4 is a finalist)"
+    )
+
+
+def test_a_finalist_is_judged_without_the_search_run_that_made_it_one() -> None:
+    # Search runs: #1 ran 4x your pace (its luck), #2 1.43x. Trained again on one other
+    # order: #1 1.18x, #2 1.25x. Counting the search run would keep #1 ahead (2.17x against
+    # 1.34x) for a figure that only its selection gave it.
+    levels = [Level(0.5, 2.0)]
+    lucky = LossRun(TrainingConfig(lr=0.1), "ok", curve=curve_of((0.5, 0.5)), number=1, pace=0.25)
+    steady = LossRun(TrainingConfig(lr=0.2), "ok", curve=curve_of((1.4, 0.5)), number=2, pace=0.7)
+    again = {None: 2.0, 0.1: 1.7, 0.2: 1.6}  # order 1: yours, #1, #2
+
+    def train_again(config: TrainingConfig | None, level: Level, order: int) -> LossRun:
+        return LossRun(config, "ok", curve=curve_of((again[config.lr if config else None], 0.5)))
+
+    final = final_round([lucky, steady], levels, train_again, 4.0, print, finalists=2, orders=1)
+    assert [r.paces for r in final] == [pytest.approx((0.85,)), pytest.approx((0.8,))]
+    assert min(final, key=lambda r: r.pace).number == 2
 
 
 def test_the_final_round_fits_its_share_of_the_budget() -> None:

@@ -12,11 +12,17 @@ For each example (``examples/train_lightning.py``, ``examples/train_hf.py``):
    Trainer in a loss-curve run (the same script session the tune's schedule study uses,
    which applies a config as ``autoaccel run`` does), with the validation loss (Lightning's
    ``validation_step``, HF's ``Trainer.evaluate()``) scored at even intervals;
-3. on each order, two figures: **pace**, the tune's own measure (``curves.pace_of``): the
-   geometric mean, over every new best validation loss of your setup's curve up to where
-   it flattens, of your time to it over the pick's (a level the pick missed counts as the
-   tune counts it); and **to best**, your training seconds to your setup's best validation
-   loss over the pick's ("missed": the pick never reached it). Above 1: the pick sooner.
+3. on each order, three figures, each above 1 when the pick is sooner:
+   - **pace**, the tune's own measure (``curves.pace_of``): the geometric mean, over every
+     new best validation loss of your setup's curve up to where it flattens, of your time
+     to it over the pick's (a level the pick missed counts as the tune counts it);
+   - **to best**, your training seconds to your setup's best validation loss over the
+     pick's ("missed": the pick never reached it);
+   - **fair pace**: both runs' pace to the levels of a *reference* run of your setup on a
+     data order of its own (99), yours over the pick's. The first two take their levels
+     from your run on the same order, whose own dips set them, so they favour your run:
+     two runs of one setup scored 0.55-0.99x by pace there (2026-12-06). The reference
+     run favours neither.
 
 The table prints each order's figures and their medians. Where the tune kept your setup,
 both runs train the same setup, and the figures are this machine's noise floor for one
@@ -49,6 +55,7 @@ from autoaccel.trials.script_curves import ScriptTrainer
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 SCRIPTS = {"lightning": EXAMPLES / "train_lightning.py", "hf": EXAMPLES / "train_hf.py"}
 FIRST_ORDER = 100  # data orders the tune never trained on (it uses 0, 1, 2)
+REFERENCE_ORDER = 99  # your setup's reference run: the levels of the fair pace
 
 
 def tuned(script: Path, work: Path, budget_s: float | None) -> tuple[TrainingConfig, float, str]:
@@ -108,6 +115,10 @@ def compare(
     kept = pick.knobs() == user.knobs()
     if kept:
         print(f"  {script.stem}: the tune kept your setup; both runs train the same", flush=True)
+    reference = trainer.train_for(user, seconds=horizon_s, scoring=scoring, seed=REFERENCE_ORDER)
+    if not reference.ok:
+        raise SystemExit(f"{script.name}, reference run: {reference.message}")
+    levels = target_levels(reference, find_plateau(reference.curve))
     rows = []
     for order in range(FIRST_ORDER, FIRST_ORDER + seeds):
         runs = {
@@ -126,6 +137,11 @@ def compare(
                 "pick_s": None if pick_s is None else round(pick_s, 2),
                 "pace": round(pace_speedup(runs["yours"], runs["pick"], horizon_s), 3),
                 "to_best": None if not pick_s else round(yours_s / pick_s, 3),
+                "fair_pace": round(
+                    pace_of(runs["yours"], levels, horizon_s)
+                    / pace_of(runs["pick"], levels, horizon_s),
+                    3,
+                ),
                 "pick_best_loss": round(runs["pick"].best_loss, 5),
             }
         )
@@ -166,16 +182,22 @@ def main() -> None:
             "orders": rows,
             "median_pace": round(statistics.median(r["pace"] for r in rows), 3),
             "median_to_best": round(statistics.median(r["to_best"] or 0.0 for r in rows), 3),
+            "median_fair_pace": round(statistics.median(r["fair_pace"] for r in rows), 3),
         }
-    print("\nexample    pick        horizon  pace per order (median)   to best per order (median)")
+    print(
+        "\nexample    pick        horizon  pace per order (median)   to best per order (median)"
+        "   fair pace per order (median)"
+    )
     for name, found in results.items():
         rows = found["orders"]
         pace = ", ".join(f"{r['pace']:.2f}x" for r in rows)
         best = ", ".join(f"{r['to_best']:.2f}x" if r["to_best"] else "missed" for r in rows)
+        fair = ", ".join(f"{r['fair_pace']:.2f}x" for r in rows)
         what = "your setup" if found["kept_yours"] else "tuned"
         print(
             f"{name:<10} {what:<11} {found['horizon_s']:>5.1f} s  {pace} "
-            f"({found['median_pace']:.2f}x)   {best} ({found['median_to_best']:.2f}x)"
+            f"({found['median_pace']:.2f}x)   {best} ({found['median_to_best']:.2f}x)   "
+            f"{fair} ({found['median_fair_pace']:.2f}x)"
         )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, default=str) + "\n")

@@ -44,6 +44,10 @@ LOWER_IS_BETTER = frozenset(
 )
 PLATEAU_TOLERANCE = 0.01  # relative improvement below which the curve counts as flat
 PLATEAU_PATIENCE = 3  # evaluations without such an improvement
+# A level counts once your setup has made this share of its progress from the untrained
+# loss: dips before that are the untrained model's noise (HF example: 0.6837 against 0.6931
+# untrained at 0.5 s, then flat for a second; a candidate 0.5 s later to it was "5x late").
+MIN_PROGRESS = 0.1
 UNREACHED = 2.0  # a level never reached counts as this many horizons (times how far off)
 
 
@@ -212,20 +216,26 @@ def target_levels(baseline: LossRun, plateau: Plateau | None) -> list[Level]:
     """The losses to reach sooner: every new best loss of your setup's curve up to its
     plateau (the whole horizon without one), so the pace weighs every stage of training
     alike, whichever loss you aim for. Only losses below the untrained model's count: none
-    means your setup did not learn.
+    means your setup did not learn. With the untrained loss known, only those past the first
+    ``MIN_PROGRESS`` of your setup's progress from it count (the rest is noise).
 
     Example:
         >>> pts = [CurvePoint(i + 1.0, i, l) for i, l in enumerate([1.0, 0.5, 0.6, 0.3])]
         >>> [(v.value, v.seconds) for v in target_levels(LossRun(None, "ok", "", pts), None)]
         [(1.0, 1.0), (0.5, 2.0), (0.3, 4.0)]
+        >>> flat_start = LossRun(None, "ok", "", pts, start_loss=1.01)  # 1.0: a 1% dip
+        >>> [v.value for v in target_levels(flat_start, None)]
+        [0.5, 0.3]
     """
     end = plateau.seconds if plateau is not None else baseline.curve[-1].seconds
+    within = [p for p in baseline.curve if p.seconds <= end]
     levels: list[Level] = []
-    best = math.inf if baseline.start_loss is None else baseline.start_loss
-    for point in baseline.curve:
-        if point.seconds > end:
-            break
-        if point.loss < best:  # below the untrained model's loss, and a new best
+    best = math.inf
+    if baseline.start_loss is not None and within:
+        lowest = min(p.loss for p in within)
+        best = baseline.start_loss - MIN_PROGRESS * max(0.0, baseline.start_loss - lowest)
+    for point in within:
+        if point.loss < best:  # a new best, past the untrained model's loss and its noise
             best = point.loss
             levels.append(Level(best, baseline.time_to(best) or point.seconds))
     return levels

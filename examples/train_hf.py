@@ -5,8 +5,9 @@ a plain HF script (``from autoaccel.hf import Trainer, TrainingArguments``).
     autoaccel tune examples/train_hf.py --budget 3m  # find the fastest setup here
     autoaccel run examples/train_hf.py               # train with it
 
-The model is built in code and the data is made up (no download): sequences of tokens,
-labelled by whether token 7 appears more often than token 9.
+The model is built in code and the data is made up (no download): "reviews" of 32 tokens,
+positive when their good words outnumber their bad ones, with 10% of the labels wrong, as
+real labels are: the held-out loss levels off near 0.37 rather than falling towards 0.
 """
 
 from __future__ import annotations
@@ -22,10 +23,18 @@ from autoaccel.hf import Trainer, TrainingArguments  # was: from transformers im
 
 
 class Sequences(Dataset):
-    def __init__(self, n: int, length: int = 32, vocab: int = 64, seed: int = 0) -> None:
+    """Made-up reviews: positive when their "good" words (tokens 2-9) outnumber their "bad"
+    ones (10-17), with ``noise`` of the labels flipped, as real labels are never all right."""
+
+    def __init__(
+        self, n: int, length: int = 32, vocab: int = 64, seed: int = 0, noise: float = 0.1
+    ) -> None:
         g = torch.Generator().manual_seed(seed)
         self.ids = torch.randint(2, vocab, (n, length), generator=g)
-        self.labels = ((self.ids == 7).sum(1) > (self.ids == 9).sum(1)).long()
+        good = ((self.ids >= 2) & (self.ids < 10)).sum(1)
+        bad = ((self.ids >= 10) & (self.ids < 18)).sum(1)
+        flipped = torch.rand(n, generator=g) < noise
+        self.labels = ((good > bad) ^ flipped).long()
 
     def __len__(self) -> int:
         return len(self.labels)

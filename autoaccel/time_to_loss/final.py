@@ -114,8 +114,8 @@ def final_round(
             pace = geometric_mean(more)
             runs = f"{len(more)} other order{'s' if len(more) > 1 else ''}"
             say(
-                f"  #{run.number} on {runs}: {1 / pace:.2f}x your pace (its search run's "
-                f"{1 / run.pace:.2f}x left out: it is why #{run.number} is a finalist)"
+                f"  #{run.number} on {runs}: {1 / pace:.2f}x your pace (its search run, "
+                f"{1 / run.pace:.2f}x, which ranked it a finalist, left out)"
             )
             kept.append(replace(run, pace=pace, paces=tuple(more)))
     return kept

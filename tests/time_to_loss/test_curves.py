@@ -9,7 +9,7 @@ import pytest
 from models import accuracy, curve_of
 
 from autoaccel.config import TrainingConfig
-from autoaccel.curves import UNREACHED
+from autoaccel.curves import UNREACHED, level_ratios
 from autoaccel.time_to_loss import (
     CurvePoint,
     Goal,
@@ -59,6 +59,29 @@ def test_the_levels_are_your_setups_new_bests_up_to_its_plateau() -> None:
     levels = target_levels(yours, None)
     assert [v.value for v in levels][-4:] == [0.45, 0.449, 0.448, 0.447]
     assert pace_of(yours, levels, 10) == pytest.approx(1.0)
+
+
+def test_a_dip_of_the_untrained_model_is_no_level_to_be_late_to() -> None:
+    # The HF example's held-out loss: 0.6931 untrained, a dip to 0.6837 at 0.5 s, flat
+    # until learning starts. A candidate level with yours from then on, whose flat start
+    # happened not to dip, was refused as "5x late" to 0.6837.
+    yours = LossRun(
+        TrainingConfig(),
+        "ok",
+        curve=curve_of((0.5, 0.6837), (1.0, 0.685), (2.0, 0.6), (3.0, 0.45), (4.0, 0.4)),
+        start_loss=0.6931,
+    )
+    levels = target_levels(yours, None)
+    assert [v.value for v in levels] == [0.6, 0.45, 0.4]  # 0.6837: within 10% of its drop
+    level_later = LossRun(
+        TrainingConfig(),
+        "ok",
+        curve=curve_of((0.5, 0.693), (1.0, 0.69), (2.0, 0.6), (3.0, 0.45), (4.0, 0.4)),
+        start_loss=0.6931,
+    )
+    assert pace_of(level_later, levels, 4.0) == pytest.approx(1.0, rel=0.02)
+    # As a level, the dip made it 2x late there: the guard's check refuses past 1.1x.
+    assert level_ratios(level_later, [Level(0.6837, 0.5)], 4.0)[0] > 2.0
 
 
 def test_pace_is_the_geometric_mean_of_time_ratios_and_a_miss_costs_horizons() -> None:

@@ -48,8 +48,8 @@ def test_the_final_round_trains_the_best_again_and_a_lucky_one_loses() -> None:
     assert min(final, key=lambda r: r.pace).number == 4
     assert "final round" in said[0] and "2 other data orders" in said[0]
     assert said[-1] == (
-        "  #4 on 2 other orders: 1.67x your pace (its search run's 1.67x left out: it is why "
-        "#4 is a finalist)"
+        "  #4 on 2 other orders: 1.67x your pace (its search run, 1.67x, which ranked it a "
+        "finalist, left out)"
     )
 
 

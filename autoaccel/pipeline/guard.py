@@ -13,7 +13,8 @@ winner, which stands in for its setup):
   (without that time, only when no other faster setup stands, on the time the end
   phases left over)
   (``check_convergence``, the pick as it would be written: its LR rule applied); kept when
-  it reached your loss levels no later, else the next one is looked at.
+  it reached your loss levels no later, else the next one is looked at. A setup whose steps
+  are those of one a check run refused is refused on that run, not checked again.
 
 So a refused pick gives way to the fastest measured setup that passed, never to your own
 setup while a faster one was measured and passed. The verdict's line names each refusal and
@@ -124,6 +125,26 @@ def guard_pick(
     # Setups the trials' curves cannot decide, when the plan kept no time for check runs:
     # checked only if nothing else stands, on the time the end phases left over.
     later: list[tuple[int, TrialRecord, int]] = []
+    # Check-run refusals: a setup with the same steps learns the same (``steps_as_yours``),
+    # so it is refused on that run, not checked again (HF: batch 2048 bf16 with 0 and with
+    # 1 loader worker took both check runs of a 3m tune).
+    refused: list[tuple[TrainingConfig, GuardVerdict]] = []
+
+    def checked(config: TrainingConfig) -> GuardVerdict | None:
+        same = next((v for c, v in refused if steps_as_yours(config, c)), None)
+        if same is None:
+            return None
+        return replace(same, line=f"the same steps as a setup checked above ({same.line})")
+
+    def check(config: TrainingConfig) -> GuardVerdict:
+        nonlocal check_yours
+        assert job.trainer is not None
+        verdict = _check_run(job, job.trainer, config, plan, budget, check_yours, console)
+        check_yours = verdict.yours or check_yours
+        if not verdict.kept and verdict.how != "unchecked":
+            refused.append((config, verdict))
+        return verdict
+
     # The final round re-measured only setups that can stand; its winner goes before them.
     winner = knobs_key(result.best.config.knobs()) if can_stand(result.best, result, user) else None
     for n, candidate in enumerate(faster_than_yours(result)):
@@ -139,10 +160,7 @@ def guard_pick(
             if not plan.check_runs:
                 later.append((n, candidate, len(findings)))
             else:
-                verdict = _check_run(
-                    job, job.trainer, candidate.config, plan, budget, check_yours, console
-                )
-                check_yours = verdict.yours or check_yours
+                verdict = checked(candidate.config) or check(candidate.config)
         findings.append(f"{words}: {verdict.line}")
         say(console, findings[-1])
         if verdict.kept:
@@ -150,10 +168,10 @@ def guard_pick(
             done = _written(result, candidate, findings, line, n == 0, verdict.how)
             return done[0], replace(verdict, line=done[1].line, kept=n == 0)
     for n, candidate, at in later:  # fastest first, while their check runs fit
-        if job.trainer is None or not _check_fits(plan, budget, check_yours):
+        again = checked(candidate.config)
+        if again is None and (job.trainer is None or not _check_fits(plan, budget, check_yours)):
             break
-        verdict = _check_run(job, job.trainer, candidate.config, plan, budget, check_yours, console)
-        check_yours = verdict.yours or check_yours
+        verdict = again or check(candidate.config)
         findings[at] = f"{steps_words(candidate.config)}: {verdict.line}"
         say(console, findings[at])
         if verdict.kept:

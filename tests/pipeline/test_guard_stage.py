@@ -4,6 +4,7 @@ trials' own curves (no extra run: the job's measure and trainer would raise)."""
 from __future__ import annotations
 
 import io
+import math
 from dataclasses import replace
 
 import torch
@@ -11,10 +12,12 @@ from rich.console import Console
 
 from autoaccel.budget import Budget
 from autoaccel.config import TrainingConfig
+from autoaccel.curves import CurvePoint, LossRun
 from autoaccel.measure import Measurement
 from autoaccel.pipeline import Job, PhaseCosts, faster_than_yours, guard_pick, plan_budget
 from autoaccel.pipeline.guard import can_stand
 from autoaccel.probe import probe_system
+from autoaccel.scoring import Scoring
 from autoaccel.search import SearchResult, TrialRecord, WorkloadFacts
 from autoaccel.time_to_loss.guard import GuardVerdict
 
@@ -134,3 +137,58 @@ def test_the_final_rounds_winner_stays_though_the_machine_ran_slower_then() -> N
     written, verdict, _ = guard([BASELINE, BIG, BF16, THREADS], best=slow_again)
     assert written.best is slow_again and verdict.decided_by == "trials"
     assert verdict.line.startswith("batch 256, bf16-mixed: on the trials' own curves")
+
+
+class CountingTrainer:
+    """Held-out loss falling as exp(-rate x seconds): your setup's rate 0.5, any other
+    config's 0.05 (it falls behind); each run counted by config."""
+
+    seed = 0
+    scored_on = "stated curves"
+    held_out = True
+
+    def __init__(self) -> None:
+        self.runs: list[TrainingConfig] = []
+
+    def train_for(
+        self,
+        config: TrainingConfig,
+        *,
+        seconds: float,
+        scoring: Scoring,
+        on_eval: object = None,
+        seed: int | None = None,
+    ) -> LossRun:
+        self.runs.append(config)
+        rate = 0.5 if config == USER else 0.05
+        points = tuple(
+            CurvePoint(
+                seconds * k / scoring.evals, k, math.exp(-rate * seconds * k / scoring.evals)
+            )
+            for k in range(1, scoring.evals + 1)
+        )
+        return LossRun(config, "ok", "", points, start_loss=1.0)
+
+
+def test_a_setup_with_the_steps_of_one_refused_by_its_check_run_is_not_checked_again() -> None:
+    """Two setups the trials' curves cannot decide (4 steps each) whose steps are the same
+    (batch 2048 over 2 processes in bf16; one with a loader worker): the first's check run
+    refuses it, and the second is refused on that run, not on one of its own (seen in a 3m
+    tune of the HF example, where the two took both of its check runs)."""
+    ddp = {"batch_size": 1024, "processes": 2, "strategy": "ddp", "precision": "bf16-mixed"}
+    first = record(5, curve(240.0, 2048, 4), **ddp)
+    same_steps = record(6, curve(230.0, 2048, 4), **ddp, num_workers=1)
+    trainer = CountingTrainer()
+    facts = WorkloadFacts("m", 1, 4096, False, True, torch.device("cpu"), 0.5)
+    job = Job(lambda *_: None, USER, BASELINE.measurement, facts, probe_system(), 5.0)  # type: ignore[arg-type]
+    job = replace(job, trainer=trainer)
+    records = [BASELINE, first, same_steps]
+    result = SearchResult(records, BASELINE, first, "done", 1.0, "s", "", 3, 9)
+    plan = plan_budget(180, 175, PhaseCosts(5.0, 3.0), guarded=True)
+    console = Console(file=io.StringIO(), width=10_000)
+    written, verdict = guard_pick(job, result, plan, Budget(180), console)
+    assert written.best is BASELINE and verdict.line.endswith("your setup is kept")
+    assert trainer.runs == [USER, replace(first.config, lr_scaling="sqrt", warmup_steps=10)]
+    assert verdict.line.startswith("batch 2048 (2 processes x 1024), bf16-mixed: its held-out")
+    again = "batch 2048 (2 processes x 1024), bf16-mixed: the same steps as a setup checked above"
+    assert verdict.line.count(again) == 1

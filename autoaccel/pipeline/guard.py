@@ -19,6 +19,15 @@ winner, which stands in for its setup):
 So a refused pick gives way to the fastest measured setup that passed, never to your own
 setup while a faster one was measured and passed. The verdict's line names each refusal and
 what decided it.
+
+A pick kept on its trial's curve is written only if no slower setup that stands without a
+run of its own reaches your levels sooner (``soonest_standing``): a setup with your steps
+learns step for step as yours, so its pace is its samples/s over yours; one kept on its own
+trial's curve, that curve's pace. A changed batch changes what every step learns, and the
+samples/s it gains can be lost to steps that learn less (the time-to-accuracy bench's CNN:
+batch 64 in bf16 ran 1.81x your samples/s but kept 1.31x your pace, while batch 32 in bf16
+ran 1.45x and kept 1.49x; timed to 95% validation accuracy on 9 data orders, 0.84x and
+1.60x the default's).
 """
 
 from __future__ import annotations
@@ -52,6 +61,7 @@ __all__ = [
     "faster_than_yours",
     "guard_pick",
     "search_ratio",
+    "soonest_standing",
     "steps_words",
 ]
 
@@ -165,6 +175,12 @@ def guard_pick(
         say(console, findings[-1])
         if verdict.kept:
             line = findings.pop()
+            if verdict.decided_by == "trials":
+                sooner = soonest_standing(result, user, verdict, candidate)
+                if sooner is not None:
+                    written, verdict = _sooner_written(result, line, sooner, findings)
+                    say(console, verdict.line.rsplit("; ", 1)[-1])
+                    return written, verdict
             done = _written(result, candidate, findings, line, n == 0, verdict.how)
             return done[0], replace(verdict, line=done[1].line, kept=n == 0)
     for n, candidate, at in later:  # fastest first, while their check runs fit
@@ -187,6 +203,51 @@ def guard_pick(
     return written, verdict
 
 
+def soonest_standing(
+    result: SearchResult,
+    user: TrainingConfig,
+    verdict: GuardVerdict,
+    pick: TrialRecord,
+) -> tuple[TrialRecord, GuardVerdict, float] | None:
+    """The setup measured slower than ``pick`` (kept on its trial's curve, ``verdict``)
+    that stands without a run of its own and reaches your levels soonest, with its verdict
+    and its pace (x yours: above 1, sooner); None when none is sooner than ``pick``.
+
+    A setup with your steps learns step for step as yours: its pace is its samples/s over
+    yours. One whose steps differ stands on its own trial's curve, at that curve's pace."""
+    assert verdict.pace is not None
+    best_pace, found = 1 / verdict.pace, None
+    ranked = faster_than_yours(result)
+    for candidate in ranked[ranked.index(pick) + 1 :]:
+        if steps_as_yours(candidate.config, user):
+            pace = search_ratio(result, candidate)
+            line = f"its steps are yours, so it learns as yours ({pace:.2f}x your samples/s)"
+            theirs = GuardVerdict(False, "unchanged", line, 1 / pace if pace else None)
+        else:
+            theirs = _curve_verdict(candidate, result, user)
+            if not theirs.kept or theirs.pace is None:
+                continue
+            pace = 1 / theirs.pace
+        if pace > best_pace:
+            best_pace, found = pace, (candidate, theirs, pace)
+    return found
+
+
+def _sooner_written(
+    result: SearchResult,
+    pick_line: str,
+    sooner: tuple[TrialRecord, GuardVerdict, float],
+    findings: list[str],
+) -> tuple[SearchResult, GuardVerdict]:
+    """``sooner``'s setup written in place of ``pick`` (``pick_line``: its verdict), which
+    kept pace but reaches your levels later; both named, after the refusals before them."""
+    candidate, theirs, pace = sooner
+    passed = f"{pick_line}, but a slower setup reaches your levels sooner ({pace:.2f}x your pace)"
+    line = f"{steps_words(candidate.config)}: {theirs.line}"
+    done, verdict = _written(result, candidate, findings, line, False, theirs.how, passed)
+    return done, replace(theirs, line=verdict.line, kept=False)
+
+
 def _written(
     result: SearchResult,
     candidate: TrialRecord,
@@ -194,11 +255,15 @@ def _written(
     line: str,
     fastest: bool,
     how: str,
+    passed: str | None = None,
 ) -> tuple[SearchResult, GuardVerdict]:
-    """``candidate`` written, with the refusals before it named (``SHOWN`` of them)."""
+    """``candidate`` written, with the refusals before it named (``SHOWN`` of them) and
+    ``passed``, a faster setup that kept pace but was passed over, always."""
     shown = findings[:SHOWN]
     if len(findings) > SHOWN:
         shown.append(f"{len(findings) - SHOWN} more faster setups refused or not checked")
+    if passed:
+        shown.append(passed)
     if shown and candidate is not result.baseline:
         line = f"{line}: that is kept"
     full = "; ".join([*shown, line])

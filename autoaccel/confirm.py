@@ -245,18 +245,16 @@ def confirm(
 ) -> Speedup:
     """Re-measure baseline and best interleaved (A B A B ...); ratios of each pair.
 
-    With ``budget``, as many of ``pairs`` as fit in what it leaves (``2 x trial_s`` each,
-    and each after the first only while the last one's measured cost still fits), and one
-    when at least ``trial_s`` is left: the confirmation is what the speedup stands on, but
-    the run must end within its budget plus one trial.
+    With ``budget``, up to ``pairs``: the first when two trials (``2 x trial_s``) fit in
+    what it leaves, or at least one trial's time is left, and each after it while the last
+    pair's measured cost still fits (a 2m README job stopped at the 3 pairs its estimate
+    allowed, 14 s of its budget unused, though a pair took about 8 s): the confirmation is what
+    the speedup stands on, but the run must end within its budget plus one trial.
     """
-    if pairs > 0:
-        fit = _fitting(pairs, 2 * trial_s, budget, 0.0)
+    if pairs > 0 and budget is not None and _fitting(pairs, 2 * trial_s, budget, 0.0) == 0:
         # One pair even when it does not quite fit, if it starts with a trial's time left:
         # the run then ends within the budget plus one trial.
-        if fit == 0 and (budget is None or budget.left_s() >= trial_s):
-            fit = 1
-        pairs = fit
+        pairs = 1 if budget.left_s() >= trial_s else 0
     ratios, base_rates, best_rates = [], [], []
     pair_s = 2 * trial_s
     clock = budget.clock if budget is not None else None

@@ -40,6 +40,21 @@ def test_pairs_go_on_while_a_measured_pair_still_fits() -> None:
     assert len(speedup.ratios) == 3 and now[0] == 30.0  # 3 pairs of 10 s: the budget, no more
 
 
+def test_pairs_cheaper_than_the_estimate_go_on_past_it() -> None:
+    """The estimate (6 s a trial) fits 2 pairs in 30 s, but each trial takes 3 s: pairs go
+    on while a measured pair still fits, up to the 6 asked (a 2m README job stopped at its
+    estimate's 3 pairs with 14 s unused, a pair taking about 8 s)."""
+    now = [0.0]
+    budget = Budget(30, clock=lambda: now[0])
+
+    def measure(config: object) -> Measurement:
+        now[0] += 3.0
+        return Measurement(outcome="ok", samples_per_s=100.0 if config == "base" else 150.0)
+
+    speedup = confirm(measure, "base", "best", pairs=6, budget=budget, trial_s=6.0)  # type: ignore[arg-type]
+    assert len(speedup.ratios) == 5 and now[0] == 30.0  # 5 pairs of 6 s: the budget
+
+
 def test_the_final_round_keeps_the_best_median_not_the_lucky_trial() -> None:
     """Trial 1 was measured once in a quiet moment; re-measured, trial 2 is faster."""
     true_rate = {16: 90.0, 32: 99.0, 64: 85.0, 128: 60.0}

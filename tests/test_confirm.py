@@ -26,33 +26,31 @@ def test_confirm_interleaves_and_pairs() -> None:
     assert speedup.median == pytest.approx(2 * (1 + 0.1 * 3) / (1 + 0.1 * 4))
 
 
+def pairs_in(seconds: float, *, trial_s: float, estimate_s: float) -> tuple[int, float]:
+    """Pairs confirmed in a ``seconds`` budget, each trial taking ``trial_s`` against an
+    estimate of ``estimate_s``, 6 asked; and the seconds spent."""
+    now = [0.0]
+    budget = Budget(seconds, clock=lambda: now[0])
+
+    def measure(config: object) -> Measurement:
+        now[0] += trial_s
+        return Measurement(outcome="ok", samples_per_s=100.0 if config == "base" else 150.0)
+
+    speedup = confirm(measure, "base", "best", pairs=6, budget=budget, trial_s=estimate_s)  # type: ignore[arg-type]
+    return len(speedup.ratios), now[0]
+
+
 def test_pairs_go_on_while_a_measured_pair_still_fits() -> None:
     """The estimate (2 s a trial) would fit 6 pairs in 30 s, but each trial really takes
     5 s: after the first pair shows that, pairs stop when the next would not fit."""
-    now = [0.0]
-    budget = Budget(30, clock=lambda: now[0])
-
-    def measure(config: object) -> Measurement:
-        now[0] += 5.0
-        return Measurement(outcome="ok", samples_per_s=100.0 if config == "base" else 150.0)
-
-    speedup = confirm(measure, "base", "best", pairs=6, budget=budget, trial_s=2.0)  # type: ignore[arg-type]
-    assert len(speedup.ratios) == 3 and now[0] == 30.0  # 3 pairs of 10 s: the budget, no more
+    assert pairs_in(30, trial_s=5.0, estimate_s=2.0) == (3, 30.0)  # 3 pairs of 10 s, no more
 
 
 def test_pairs_cheaper_than_the_estimate_go_on_past_it() -> None:
     """The estimate (6 s a trial) fits 2 pairs in 30 s, but each trial takes 3 s: pairs go
     on while a measured pair still fits, up to the 6 asked (a 2m README job stopped at its
     estimate's 3 pairs with 14 s unused, a pair taking about 8 s)."""
-    now = [0.0]
-    budget = Budget(30, clock=lambda: now[0])
-
-    def measure(config: object) -> Measurement:
-        now[0] += 3.0
-        return Measurement(outcome="ok", samples_per_s=100.0 if config == "base" else 150.0)
-
-    speedup = confirm(measure, "base", "best", pairs=6, budget=budget, trial_s=6.0)  # type: ignore[arg-type]
-    assert len(speedup.ratios) == 5 and now[0] == 30.0  # 5 pairs of 6 s: the budget
+    assert pairs_in(30, trial_s=3.0, estimate_s=6.0) == (5, 30.0)  # 5 pairs of 6 s
 
 
 def test_the_final_round_keeps_the_best_median_not_the_lucky_trial() -> None:

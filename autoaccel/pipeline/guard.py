@@ -180,15 +180,7 @@ def guard_pick(
         findings.append(f"{words}: {verdict.line}")
         say(console, findings[-1])
         if verdict.kept:
-            line = findings.pop()
-            if verdict.decided_by == "trials":
-                sooner = soonest_standing(result, user, verdict, candidate)
-                if sooner is not None:
-                    written, verdict = _sooner_written(result, line, sooner, findings)
-                    say(console, verdict.line.rsplit("; ", 1)[-1])
-                    return written, verdict
-            done = _written(result, candidate, findings, line, n == 0, verdict.how)
-            return done[0], replace(verdict, line=done[1].line, kept=n == 0)
+            return _kept(result, user, candidate, findings.pop(), findings, verdict, n, console)
     for n, candidate, at in later:  # fastest first, while their check runs fit
         again = checked(candidate.config)
         if again is None and (job.trainer is None or not _check_fits(plan, budget, check_yours)):
@@ -198,8 +190,7 @@ def guard_pick(
         say(console, findings[at])
         if verdict.kept:
             line = findings.pop(at)
-            done = _written(result, candidate, findings, line, n == 0, verdict.how)
-            return done[0], replace(verdict, line=done[1].line, kept=n == 0)
+            return _kept(result, user, candidate, line, findings, verdict, n, console)
     line = "your setup is kept"
     how = "unchecked" if not findings else "guarded"
     if not findings:
@@ -207,6 +198,29 @@ def guard_pick(
     written, verdict = _written(result, result.baseline, findings, line, False, how)
     say(console, verdict.line.rsplit("; ", 1)[-1])
     return written, verdict
+
+
+def _kept(
+    result: SearchResult,
+    user: TrainingConfig,
+    candidate: TrialRecord,
+    line: str,
+    findings: list[str],
+    verdict: GuardVerdict,
+    n: int,
+    console: Console | None,
+) -> tuple[SearchResult, GuardVerdict]:
+    """``candidate`` (the ``n``-th fastest; ``line``: its verdict's) kept, unless it was
+    kept on its trial's curve and another standing setup reaches your levels sooner
+    (``soonest_standing``): then that one is written."""
+    if verdict.decided_by == "trials":
+        sooner = soonest_standing(result, user, verdict, candidate)
+        if sooner is not None:
+            written, verdict = _sooner_written(result, line, sooner, findings)
+            say(console, verdict.line.rsplit("; ", 1)[-1])
+            return written, verdict
+    done = _written(result, candidate, findings, line, n == 0, verdict.how)
+    return done[0], replace(verdict, line=done[1].line, kept=n == 0)
 
 
 def soonest_standing(

@@ -17,7 +17,7 @@ time-to-accuracy bench's CNN: it times fixed setups, with no tune in between, ex
 It prints each setup's median seconds to the target, its ratio to the default's and on how
 many orders it was sooner and later.
 
-    python bench/batch_or_precision.py [--workload cnn] [--seeds 9] [--eval-every 0.1]
+    python bench/batch_or_precision.py [--workload cnn] [--seeds 9] [--eval-every-samples 320]
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from time_to_accuracy import TARGETS, USER_BATCH, split
+from time_to_accuracy import EVAL_EVERY_SAMPLES, TARGETS, USER_BATCH, split
 from tune_time_to_accuracy import time_to_target
 from workloads import WORKLOADS
 
@@ -64,7 +64,10 @@ def main() -> None:
     parser.add_argument("--workload", default="cnn", choices=sorted(TARGETS))
     parser.add_argument("--seeds", type=int, default=9, help="data orders each setup trains on")
     parser.add_argument(
-        "--eval-every", type=float, default=0.1, help="training seconds between evaluations"
+        "--eval-every-samples",
+        type=int,
+        default=EVAL_EVERY_SAMPLES,
+        help="samples trained between evaluations",
     )
     args = parser.parse_args()
     print(f"# {probe_system().describe()}; pid {os.getpid()}", flush=True)
@@ -74,7 +77,9 @@ def main() -> None:
     times: dict[str, list[float]] = {label: [] for label in picks}
     for seed in range(args.seeds):
         for label, config in picks.items():
-            took, _ = time_to_target(name, label, config, target, seed, work, args.eval_every)
+            took, _, _ = time_to_target(
+                name, label, config, target, seed, work, args.eval_every_samples
+            )
             times[label].append(took if took is not None else math.inf)
         shown = ", ".join(f"{label} {ts[-1]:.2f} s" for label, ts in times.items())
         print(f"  order {seed}: {shown}", flush=True)

@@ -8,12 +8,13 @@ With the hook (the default) it passes ``prepare()`` its validation loss and accu
 ``--no-hook`` it reports nothing held out, as most scripts do today.
 
     autoaccel run --config pick.yaml bench/tta_script.py -- --workload cnn \
-        --to-target 0.95 --seed 0 --result out.json [--eval-every 0.1]
+        --to-target 0.95 --seed 0 --result out.json [--eval-every-samples 320]
 
 trains with the config (under torchrun when it asks for several processes) in
-``time_to_accuracy.train_until``'s loop until the validation accuracy reaches the target,
-and rank 0 writes the training seconds to it (null: not within the cap) and the best
-accuracy: how ``bench/tune_time_to_accuracy.py`` times every pick, in one way for all.
+``time_to_accuracy.train_until``'s loop until the validation accuracy reaches the target
+(evaluated every ``--eval-every-samples`` samples trained), and rank 0 writes the training
+seconds and samples to it (null: not within the cap) and the best accuracy: how
+``bench/tune_time_to_accuracy.py`` times every pick, in one way for all.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from time_to_accuracy import EVAL_EVERY_S, USER_BATCH, adamw, as_dataset, split, train_until
+from time_to_accuracy import EVAL_EVERY_SAMPLES, USER_BATCH, adamw, as_dataset, split, train_until
 from workloads import WORKLOADS
 
 import autoaccel
@@ -45,7 +46,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="the data order (with --to-target)")
     parser.add_argument("--result", type=Path, help="where rank 0 writes the time to target")
     parser.add_argument(
-        "--eval-every", type=float, default=EVAL_EVERY_S, help="training s between evaluations"
+        "--eval-every-samples",
+        type=int,
+        default=EVAL_EVERY_SAMPLES,
+        help="samples trained between evaluations",
     )
     args = parser.parse_args()
     if args.to_target is not None:
@@ -104,19 +108,21 @@ def to_target(args: argparse.Namespace) -> None:
     )
     rank0 = not run.distributed or dist.get_rank() == 0
     try:
-        reached, best = train_until(
+        reached = train_until(
             run,
             model,
             val,
             (args.to_target,),
             evaluates=rank0,
             agree=agree if run.distributed else None,
-            every_s=args.eval_every,
+            every_samples=args.eval_every_samples,
         )
     finally:
         run.close()
     if rank0 and args.result:
-        args.result.write_text(json.dumps({"seconds": reached[args.to_target], "best": best}))
+        target = args.to_target
+        figures = {"seconds": reached.seconds[target], "samples": reached.samples[target]}
+        args.result.write_text(json.dumps({**figures, "best": reached.best}))
 
 
 def agree(stop: bool) -> bool:

@@ -14,15 +14,21 @@ For each workload (``bench/tta_script.py``, the same setup as ``bench/time_to_ac
 Each pick then trains from the same initial weights, started by ``autoaccel run`` with its
 config (under torchrun when it asks for several processes), in the same loop until the
 validation accuracy reaches the target (``time_to_accuracy.train_until``, evaluated every
-``--eval-every`` seconds of training time on rank 0, start-up not counted), ``--seeds`` times
+``--eval-every-samples`` samples trained, on rank 0; training time counted, start-up and
+evaluations not), ``--seeds`` times
 each with its own data order, interleaved (default, throughput-only, guarded, time-to-loss,
-then the next seed); the table prints each pick's median seconds to the target and its ratio
-to the default's.
+then the next seed); the table prints each pick's median seconds to the target, its ratio
+to the default's, on how many orders it was sooner and later than the default, and on how
+many it crossed at the default's samples (the same step: the same training).
 
 Every pick reaches its target in 1-4 s of training here, so both defaults are sized to
 tell such picks apart: 9 data orders (at 3, one config measured 0.89x and 1.67x in two runs)
-and an evaluation every 0.1 s (at 0.25 s, a time is 4-16 ticks and a median moves by 10-25%
-with one tick). The tunes, not the training runs, take most of the bench's ~30 minutes.
+and an evaluation every 320 samples (ten of the default's batches, ~0.1 s of its training).
+Evaluations were once timed (every 0.1 s of training): then two runs of one setup evaluated
+after different steps, and one setup timed twice read 0.80 s and 1.61 s on one order. Counted
+in samples, runs with the same steps evaluate after the same steps, and the table's samples
+column shows where each crossed. The tunes, not the training runs, take most of the bench's
+~35 minutes.
 
     python bench/tune_time_to_accuracy.py [--workloads cnn transformer] [--seeds 9]
 """
@@ -47,7 +53,7 @@ from rich.console import Console
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from time_to_accuracy import CAP_S, EVAL_EVERY_S, TARGETS, USER_BATCH, split
+from time_to_accuracy import CAP_S, EVAL_EVERY_SAMPLES, TARGETS, USER_BATCH, split
 from workloads import WORKLOADS
 
 from autoaccel.advice import lr_follows_batch
@@ -83,22 +89,23 @@ def time_to_target(
     target: float,
     seed: int,
     work: Path,
-    every_s: float = EVAL_EVERY_S,
-) -> tuple[float | None, float]:
-    """``autoaccel run`` with the pick's config: training seconds to ``target`` (None: not
-    within the cap) and the best validation accuracy, as rank 0 wrote them."""
+    every_samples: int = EVAL_EVERY_SAMPLES,
+) -> tuple[float | None, int | None, float]:
+    """``autoaccel run`` with the pick's config: training seconds and samples to ``target``
+    (None: not within the cap) and the best validation accuracy, as rank 0 wrote them."""
     stem = work / f"{name}-{label.replace(' ', '-')}"
     save_config(config, stem.with_suffix(".yaml"))
     result = stem.with_suffix(".json")
     result.unlink(missing_ok=True)
     command = [sys.executable, "-m", "autoaccel.cli", "run", "--config", str(stem) + ".yaml"]
     command += [str(SCRIPT), "--", "--workload", name, "--to-target", str(target)]
-    command += ["--seed", str(seed), "--result", str(result), "--eval-every", str(every_s)]
+    command += ["--seed", str(seed), "--result", str(result)]
+    command += ["--eval-every-samples", str(every_samples)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=CAP_S * 4 + 120)
     if done.returncode != 0 or not result.exists():
         raise SystemExit(f"{label} (seed {seed}) failed:\n{done.stdout}{done.stderr}")
     figures = json.loads(result.read_text())
-    return figures["seconds"], figures["best"]
+    return figures["seconds"], figures["samples"], figures["best"]
 
 
 def anonymous(config: TrainingConfig) -> TrainingConfig:
@@ -119,7 +126,7 @@ def before_the_guard(advice: Any, name: str) -> TrainingConfig:
     return written
 
 
-def bench(name: str, seeds: int, work: Path, every_s: float) -> dict[str, Any]:
+def bench(name: str, seeds: int, work: Path, every_samples: int) -> dict[str, Any]:
     description = WORKLOADS[name]()[2]
     target = TARGETS[name][0]
     print(f"\n== {name}: {description}; target validation accuracy {target:.0%}", flush=True)
@@ -141,25 +148,26 @@ def bench(name: str, seeds: int, work: Path, every_s: float) -> dict[str, Any]:
         knobs = {k: v for k, v in config.knobs().items() if v != getattr(TrainingConfig(), k)}
         print(f"  {label:>16}: {knobs}", flush=True)
     times: dict[str, list[float]] = {label: [] for label in picks}
+    samples: dict[str, list[int | None]] = {label: [] for label in picks}
     for seed in range(seeds):
         for label, config in picks.items():
-            took, acc = time_to_target(name, label, config, target, seed, work, every_s)
+            took, seen, acc = time_to_target(name, label, config, target, seed, work, every_samples)
             times[label].append(took if took is not None else math.inf)
-            shown = f"{took:.2f} s" if took is not None else f"not within {CAP_S:.0f} s"
+            samples[label].append(seen)
+            shown = (
+                f"{took:.2f} s, {seen:,} samples"
+                if took is not None and seen is not None
+                else f"not within {CAP_S:.0f} s"
+            )
             print(f"    seed {seed} {label:>16}: {shown} (best {acc:.1%})", flush=True)
-    medians = {label: statistics.median(ts) for label, ts in times.items()}
-    base = medians["default"]
-    print(f"  target {target:.0%}: {'pick':>16}  {'median s':>9}  {'vs default':>10}")
-    for label, median in medians.items():
-        shown = f"{median:.2f}" if math.isfinite(median) else f">{CAP_S:.0f}"
-        ratio = f"{base / median:.2f}x" if math.isfinite(median) else f"<{base / CAP_S:.2f}x"
-        print(f"  {'':>11}{label:>16}  {shown:>9}  {ratio:>10}", flush=True)
+    table(target, times, samples)
     return {
         "workload": name,
         "target": target,
         "seeds": seeds,
-        "eval_every_s": every_s,
+        "eval_every_samples": every_samples,
         "times_s": {k: [t if math.isfinite(t) else None for t in v] for k, v in times.items()},
+        "samples": samples,
         "tuning_s": {"guarded default": guarded_s, "time-to-loss": learned_s},
         "objectives": {"guarded default": guarded.objective, "time-to-loss": learned.objective},
         "picks": {k: v.knobs() for k, v in picks.items()},
@@ -167,12 +175,44 @@ def bench(name: str, seeds: int, work: Path, every_s: float) -> dict[str, Any]:
     }
 
 
+def table(
+    target: float, times: dict[str, list[float]], samples: dict[str, list[int | None]]
+) -> None:
+    """Each pick's median seconds to ``target``, its ratio to the default's, and per order
+    against the default: sooner / later in time, and at the same samples (the same step
+    crossed the target: the same training, whatever the clock said)."""
+    seeds = len(times["default"])
+    medians = {label: statistics.median(ts) for label, ts in times.items()}
+    base = medians["default"]
+    print(
+        f"  target {target:.0%}: {'pick':>16}  {'median s':>9}  {'vs default':>10}"
+        f"  sooner / later  same samples"
+    )
+    for label, median in medians.items():
+        shown = f"{median:.2f}" if math.isfinite(median) else f">{CAP_S:.0f}"
+        ratio = f"{base / median:.2f}x" if math.isfinite(median) else f"<{base / CAP_S:.2f}x"
+        pairs = list(zip(times[label], times["default"], strict=True))
+        sooner, later = sum(t < d for t, d in pairs), sum(t > d for t, d in pairs)
+        same = sum(
+            n is not None and n == d
+            for n, d in zip(samples[label], samples["default"], strict=True)
+        )
+        print(
+            f"  {'':>11}{label:>16}  {shown:>9}  {ratio:>10}  {sooner:>6} / {later:<5}"
+            f"  {same:>5} of {seeds}",
+            flush=True,
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workloads", nargs="+", default=["cnn", "transformer"])
     parser.add_argument("--seeds", type=int, default=9, help="data orders each pick trains on")
     parser.add_argument(
-        "--eval-every", type=float, default=0.1, help="training seconds between evaluations"
+        "--eval-every-samples",
+        type=int,
+        default=EVAL_EVERY_SAMPLES,
+        help="samples trained between evaluations",
     )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
@@ -181,12 +221,12 @@ def main() -> None:
         f"# {profile.describe()} (ISA: {', '.join(profile.cpu.flags) or 'none'}); "
         f"tune budgets: {TUNE_BUDGET_S:.0f} s (throughput), "
         f"{TUNE_TTL_BUDGET_S:.0f} s (time-to-loss), the defaults; {args.seeds} data orders, "
-        f"an evaluation every {args.eval_every:g} s; pid {os.getpid()}",
+        f"an evaluation every {args.eval_every_samples} samples; pid {os.getpid()}",
         flush=True,
     )
     work = Path(tempfile.mkdtemp(prefix="tune-tta-"))
     os.chdir(work)  # the trial logs go here
-    results = [bench(name, args.seeds, work, args.eval_every) for name in args.workloads]
+    results = [bench(name, args.seeds, work, args.eval_every_samples) for name in args.workloads]
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, default=str))
 

@@ -12,6 +12,7 @@ from torch.utils.data import Subset, TensorDataset
 
 from autoaccel.config import TrainingConfig
 from autoaccel.errors import DataError
+from autoaccel.process import preserved_process_state
 from autoaccel.runtime.data import DataSpec, batch_samples, build_loader, describe_data, move_batch
 from autoaccel.runtime.run import Run
 from autoaccel.trials.workload import LossPlan
@@ -44,8 +45,8 @@ class Holdout:
         model = run.model
         model.eval()
         total, scored, count = 0.0, 0.0, 0
-        try:
-            with torch.no_grad():
+        try:  # the RNGs given back: when the clock calls an evaluation cannot move the steps
+            with torch.no_grad(), preserved_process_state(rng=True):
                 for batch in build_loader(self.spec, self._config):
                     batch = move_batch(batch, run.device)
                     with run.autocast():

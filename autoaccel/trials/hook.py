@@ -3,8 +3,9 @@
 ``fn()`` takes no arguments and returns the held-out loss: a number, or a dict of numbers
 with the loss under ``"loss"`` and any metric under its own name (``{"loss": 0.41,
 "accuracy": 0.93}``). autoaccel calls it only in a tuner's trial, at its own times, with
-the model in eval mode and gradients off (both restored after), so the script's usual
-evaluation code serves as it is (nanoGPT: ``evaluate=lambda: estimate_loss()["val"]``).
+the model in eval mode and gradients off (both restored after, and the RNG states too), so
+the script's usual evaluation code serves as it is (nanoGPT:
+``evaluate=lambda: estimate_loss()["val"]``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch
 from torch import nn
 
 from autoaccel.errors import DataError, UsageError
+from autoaccel.process import preserved_process_state
 
 __all__ = ["EvaluateFn", "call_hook", "check_hook", "read_values"]
 
@@ -48,7 +50,10 @@ def call_hook(
     was_training = model.training
     model.eval()
     try:
-        with torch.no_grad():
+        # The hook's random draws (each DataLoader it iterates seeds itself from torch's RNG)
+        # are given back, or the steps after an evaluation would depend on whether the clock
+        # called one: two runs of one setup would train differently.
+        with torch.no_grad(), preserved_process_state(rng=True):
             value = evaluate()
     except Exception as error:
         first = (str(error).splitlines() or [""])[0][:200]

@@ -131,3 +131,22 @@ def test_a_candidate_stops_once_it_reaches_the_loss_to_beat() -> None:
     )
     assert early.ok and early.final <= goal and len(early.curve) < 6
     assert "reached" in early.message and early.start_loss == 1.0
+
+
+def test_scoring_the_holdout_leaves_the_training_draws_as_they_were() -> None:
+    """Each evaluation iterates a DataLoader, which seeds itself from torch's RNG: given
+    back, the training's next shuffle does not depend on how many evaluations the clock
+    called."""
+    data = learnable(256)
+    workload, spec = workload_of(data, batch_size=32, shuffle=True)
+    _, holdout = holdout_split(spec, learnable(64))
+    model = mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    run = autoaccel.prepare(
+        model, optimizer, data, loader_kwargs={"batch_size": 32, "shuffle": True}
+    )
+    torch.manual_seed(0)
+    holdout.evaluate(run, workload.loss)
+    order_after_a_score = [y.tolist() for _, y in run.loader]
+    torch.manual_seed(0)
+    assert [y.tolist() for _, y in run.loader] == order_after_a_score

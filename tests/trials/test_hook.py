@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import random
+
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -75,3 +78,25 @@ def test_prepare_refuses_a_hook_that_cannot_be_called() -> None:
     assert check_hook(None) is None
     with pytest.raises(UsageError, match=r"evaluate must be a function .* got float 0.5"):
         check_hook(0.5)
+
+
+def test_the_hook_gives_back_the_random_draws_it_made() -> None:
+    """A hook that iterates a DataLoader (which seeds itself from torch's RNG) or draws
+    itself leaves the RNGs as they were: the training's next draws (its shuffle, its dropout)
+    do not depend on whether the clock called an evaluation."""
+    model = nn.Linear(2, 2)
+
+    def evaluate() -> float:
+        list(torch.utils.data.DataLoader(range(8), batch_size=4))
+        return float(torch.rand(1)) + random.random() + float(np.random.rand())
+
+    def draws() -> tuple[list[float], float, float]:
+        return torch.rand(3).tolist(), random.random(), float(np.random.rand())
+
+    for rng in (torch.manual_seed, random.seed, np.random.seed):
+        rng(0)
+    call_hook(evaluate, model, None)
+    after_a_call = draws()
+    for rng in (torch.manual_seed, random.seed, np.random.seed):
+        rng(0)
+    assert draws() == after_a_call

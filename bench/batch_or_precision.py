@@ -29,8 +29,8 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from time_to_accuracy import EVAL_EVERY_SAMPLES, TARGETS, USER_BATCH, split
-from tune_time_to_accuracy import time_to_target
+from time_to_accuracy import TARGETS, USER_BATCH, eval_every_argument, split
+from tune_time_to_accuracy import sooner_later, time_to_target
 from workloads import WORKLOADS
 
 from autoaccel.config import TrainingConfig
@@ -63,12 +63,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workload", default="cnn", choices=sorted(TARGETS))
     parser.add_argument("--seeds", type=int, default=9, help="data orders each setup trains on")
-    parser.add_argument(
-        "--eval-every-samples",
-        type=int,
-        default=EVAL_EVERY_SAMPLES,
-        help="samples trained between evaluations",
-    )
+    eval_every_argument(parser)
     args = parser.parse_args()
     print(f"# {probe_system().describe()}; pid {os.getpid()}", flush=True)
     name, target = args.workload, TARGETS[args.workload][0]
@@ -88,8 +83,7 @@ def main() -> None:
     print(f"  {'setup':>36}  {'median s':>8}  {'vs default':>10}  sooner / later")
     for label, ts in times.items():
         median = statistics.median(ts)
-        sooner = sum(t < b for t, b in zip(ts, base, strict=True))
-        later = sum(t > b for t, b in zip(ts, base, strict=True))
+        sooner, later = sooner_later(ts, base)
         ratio = statistics.median(base) / median
         print(f"  {label:>36}  {median:8.2f}  {ratio:9.2f}x  {sooner:>6} / {later}", flush=True)
 

@@ -103,6 +103,16 @@ def accuracy(model: nn.Module, val: Any) -> float:
     return right / total
 
 
+def eval_every_argument(parser: argparse.ArgumentParser) -> None:
+    """The script benches' ``--eval-every-samples`` option."""
+    parser.add_argument(
+        "--eval-every-samples",
+        type=int,
+        default=EVAL_EVERY_SAMPLES,
+        help="samples trained between evaluations",
+    )
+
+
 def time_to_target(
     template: nn.Module,
     train: Any,
@@ -166,8 +176,9 @@ def train_until(
     """
     loss_fn = nn.CrossEntropyLoss()
     world = dist.get_world_size() if run.distributed else 1
-    trained, seen, best = 0.0, 0, 0.0
-    next_eval: float = every_samples if every_samples is not None else every_s
+    by_samples = every_samples is not None
+    interval: float = every_samples if every_samples is not None else every_s
+    trained, seen, best, next_eval = 0.0, 0, 0.0, interval
     seconds: dict[float, float | None] = dict.fromkeys(targets)
     samples: dict[float, int | None] = dict.fromkeys(targets)
     batches = forever(run)
@@ -183,7 +194,7 @@ def train_until(
         seen += len(y) * world
         stop = False
         if evaluates:
-            if (seen if every_samples is not None else trained) >= next_eval:
+            if (seen if by_samples else trained) >= next_eval:
                 acc = accuracy(model, val)  # not counted as training time
                 best = max(best, acc)
                 for target in targets:
@@ -191,7 +202,7 @@ def train_until(
                         seconds[target], samples[target] = trained, seen
                 stop = all(t is not None for t in seconds.values())
                 stop = stop or not math.isfinite(float(loss.detach()))
-                next_eval += every_samples if every_samples is not None else every_s
+                next_eval += interval
             stop = stop or trained >= CAP_S
         if agree is not None:
             stop = agree(stop)

@@ -31,7 +31,14 @@ from torch.utils.data import DataLoader
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from time_to_accuracy import EVAL_EVERY_SAMPLES, USER_BATCH, adamw, as_dataset, split, train_until
+from time_to_accuracy import (
+    USER_BATCH,
+    adamw,
+    as_dataset,
+    eval_every_argument,
+    split,
+    train_until,
+)
 from workloads import WORKLOADS
 
 import autoaccel
@@ -45,12 +52,7 @@ def main() -> None:
     parser.add_argument("--to-target", type=float, help="train until this validation accuracy")
     parser.add_argument("--seed", type=int, default=0, help="the data order (with --to-target)")
     parser.add_argument("--result", type=Path, help="where rank 0 writes the time to target")
-    parser.add_argument(
-        "--eval-every-samples",
-        type=int,
-        default=EVAL_EVERY_SAMPLES,
-        help="samples trained between evaluations",
-    )
+    eval_every_argument(parser)
     args = parser.parse_args()
     if args.to_target is not None:
         to_target(args)

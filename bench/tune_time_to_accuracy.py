@@ -53,7 +53,14 @@ from rich.console import Console
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from time_to_accuracy import CAP_S, EVAL_EVERY_SAMPLES, TARGETS, USER_BATCH, split
+from time_to_accuracy import (
+    CAP_S,
+    EVAL_EVERY_SAMPLES,
+    TARGETS,
+    USER_BATCH,
+    eval_every_argument,
+    split,
+)
 from workloads import WORKLOADS
 
 from autoaccel.advice import lr_follows_batch
@@ -175,6 +182,12 @@ def bench(name: str, seeds: int, work: Path, every_samples: int) -> dict[str, An
     }
 
 
+def sooner_later(times: list[float], base: list[float]) -> tuple[int, int]:
+    """On how many data orders ``times`` were sooner and later than ``base``'s."""
+    pairs = list(zip(times, base, strict=True))
+    return sum(t < b for t, b in pairs), sum(t > b for t, b in pairs)
+
+
 def table(
     target: float, times: dict[str, list[float]], samples: dict[str, list[int | None]]
 ) -> None:
@@ -191,8 +204,7 @@ def table(
     for label, median in medians.items():
         shown = f"{median:.2f}" if math.isfinite(median) else f">{CAP_S:.0f}"
         ratio = f"{base / median:.2f}x" if math.isfinite(median) else f"<{base / CAP_S:.2f}x"
-        pairs = list(zip(times[label], times["default"], strict=True))
-        sooner, later = sum(t < d for t, d in pairs), sum(t > d for t, d in pairs)
+        sooner, later = sooner_later(times[label], times["default"])
         same = sum(
             n is not None and n == d
             for n, d in zip(samples[label], samples["default"], strict=True)
@@ -208,12 +220,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workloads", nargs="+", default=["cnn", "transformer"])
     parser.add_argument("--seeds", type=int, default=9, help="data orders each pick trains on")
-    parser.add_argument(
-        "--eval-every-samples",
-        type=int,
-        default=EVAL_EVERY_SAMPLES,
-        help="samples trained between evaluations",
-    )
+    eval_every_argument(parser)
     parser.add_argument("--json", type=Path, help="also write the figures here")
     args = parser.parse_args()
     profile = probe_system()

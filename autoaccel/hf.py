@@ -48,7 +48,7 @@ import transformers
 
 from autoaccel.config import TrainingConfig
 from autoaccel.errors import DataError, UsageError
-from autoaccel.process import apply_process_settings
+from autoaccel.process import apply_process_settings, preserved_process_state
 from autoaccel.runtime.prepare import (
     for_this_model,
     hook_facts,
@@ -126,6 +126,10 @@ class Trainer(transformers.Trainer):
     def _held_out(self) -> dict[str, float]:
         """``evaluate()`` on your eval_dataset, as a tuner's held-out score: ``loss`` and
         each metric, named without HF's ``eval_`` prefix."""
+        if self._autoaccel.loss_scaling_unchecked(self):
+            with preserved_process_state(rng=True):  # a loader's iterator draws a seed
+                first = next(iter(self.get_eval_dataloader()), None)
+            self._check_loss_scaling([] if first is None else [first])
         found = self.evaluate()
         if "eval_loss" not in found:
             raise DataError(
@@ -154,13 +158,57 @@ class Trainer(transformers.Trainer):
         """The Trainer's fetch of one optimizer step's batches, timed in a trial."""
         observer = self._autoaccel.observer
         if observer is None:
-            return super().get_batch_samples(*args, **kwargs)
+            batches, items = super().get_batch_samples(*args, **kwargs)
+            self._check_loss_scaling(batches)
+            return batches, items
         observer.fetch_start()
         batches, items = super().get_batch_samples(*args, **kwargs)
+        self._check_loss_scaling(batches)
         self._autoaccel.fetched = sum(_samples(b) for b in batches)
         observer.fetch_end(self._autoaccel.fetched)
         self._autoaccel.losses = []
         return batches, items
+
+    def _check_loss_scaling(self, batches: list[Any]) -> None:
+        """Under several processes, once: whether HF would scale a loss the model does not
+        take ``num_items_in_batch`` for by the process count, and if so, stop it.
+
+        HF multiplies the loss by the process count when the model's ``forward`` takes
+        ``**kwargs`` (``average_tokens_across_devices``, on by default): right for a loss
+        that divides by the item count gathered over all processes, but a model that
+        averages its own batch (``BertForSequenceClassification``, say) then trains on a
+        loss and gradients 2x over 2 processes, and ``eval_loss`` reads 2x
+        (transformers#35078). A tuner compared such a candidate's losses with your one
+        process's. Checked on the first batch: the model's loss with and without a
+        different item count, in eval mode; where they agree, HF's own switch
+        (``model_accepts_loss_kwargs``) is turned off, and a note says so."""
+        if not self._autoaccel.loss_scaling_unchecked(self):
+            return
+        self._autoaccel.loss_checked = True
+        batch = batches[0] if batches else None
+        if not isinstance(batch, dict) or "labels" not in batch:
+            return  # HF counts no items without labels: nothing is scaled
+        model = self.accelerator.unwrap_model(self.model)
+        inputs = self._prepare_inputs(dict(batch))
+        items = int(inputs["labels"].ne(-100).sum())
+        was_training = model.training
+        with preserved_process_state(rng=True), torch.no_grad():
+            model.eval()
+            try:
+                plain = _loss_of(model(**inputs))
+                counted = _loss_of(model(**inputs, num_items_in_batch=2 * max(items, 1)))
+            finally:
+                model.train(was_training)
+        if plain is None or counted is None or not torch.allclose(plain, counted):
+            return  # the model divides by the count: HF's scaling is right for it
+        self.model_accepts_loss_kwargs = False
+        if _rank() == 0:
+            print(
+                f"autoaccel: {type(model).__name__} ignores num_items_in_batch, so HF would "
+                f"scale its loss by the {_world()} processes (its eval_loss too; "
+                "transformers#35078): model_accepts_loss_kwargs is off",
+                file=sys.stderr,
+            )
 
     def training_step(self, *args: Any, **kwargs: Any) -> torch.Tensor:
         """One micro-batch; a trial keeps its loss."""
@@ -187,6 +235,20 @@ class _Tuning:
         self.evaluate: EvaluateFn | None = None  # the Trainer's, with an eval_dataset
         self.losses: list[torch.Tensor] = []  # this optimizer step's micro-batch losses
         self.fetched = 0  # the samples of this optimizer step
+        self.loss_checked = False  # HF's loss scaling under several processes
+
+    def loss_scaling_unchecked(self, trainer: transformers.Trainer) -> bool:
+        """Whether the Trainer would scale the loss by the process count and autoaccel has
+        not yet checked that the model takes the item count it is scaled for; only where
+        autoaccel applies a config or measures a trial (else HF runs as it would)."""
+        return (
+            not self.loss_checked
+            and (self.chosen is not None or self.trial is not None)
+            and _world() > 1
+            and bool(trainer.model_accepts_loss_kwargs)
+            and bool(trainer.args.average_tokens_across_devices)
+            and trainer.compute_loss_func is None
+        )
 
     @classmethod
     def start(
@@ -374,6 +436,15 @@ def _not_applied(chosen: TrainingConfig) -> list[str]:
     if chosen.optimizer_impl not in ("default", ""):
         notes.append(f"optimizer_impl {chosen.optimizer_impl} is not applied: use optim=")
     return notes
+
+
+def _loss_of(outputs: Any) -> torch.Tensor | None:
+    """The loss a model's forward returned (a ModelOutput, a dict or a tuple)."""
+    if isinstance(outputs, dict):
+        loss = outputs.get("loss")
+    else:
+        loss = outputs[0] if isinstance(outputs, (list, tuple)) and outputs else None
+    return loss if isinstance(loss, torch.Tensor) else None
 
 
 def _samples(batch: Any) -> int:

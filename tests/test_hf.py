@@ -287,3 +287,24 @@ def test_a_trial_applies_its_config_in_two_processes_under_torchrun(tmp_path: Pa
     assert trial.report is not None and trial.report.world_size == 2
     assert trial.measurement.samples == 2 * 8 * trial.measurement.window_steps
     assert not list((tmp_path / "out").glob("checkpoint-*"))
+
+
+def test_two_processes_score_the_loss_one_process_would(tmp_path: Path) -> None:
+    """HF scales a loss by the process count when the model's forward takes ``**kwargs``,
+    though BertForSequenceClassification averages its own batch: over 2 processes its
+    training loss and eval_loss read 2x (about 1.39 untrained, where one process reads
+    log(2) = 0.69), and a tuner compared them with your one process's. Under autoaccel
+    the model is checked and the scaling turned off: both read as one process's."""
+    runner = _runner(tmp_path)
+    report = runner.run(None).report
+    assert report is not None and report.held_out_start is not None
+    one = report.held_out_start[0]
+    two = TrainingConfig(batch_size=4, processes=2, strategy="ddp", num_threads=1, device="cpu")
+    trainer = ScriptTrainer(runner, report, None)
+    run = trainer.train_for(two, seconds=0.5, scoring=Scoring(evals=1))
+    assert run.outcome is Outcome.OK, run.message
+    assert run.curve[0].loss < one + 0.1  # 2x would be about 1.39
+    trial = runner.run(two)
+    assert trial.measurement.ok, trial.log_tail()
+    assert max(trial.measurement.losses) < one + 0.2
+    assert "ignores num_items_in_batch" in trial.log_tail()

@@ -22,7 +22,12 @@ For each example (``examples/train_lightning.py``, ``examples/train_hf.py``):
      data order of its own (99), yours over the pick's. The first two take their levels
      from your run on the same order, whose own dips set them, so they favour your run:
      two runs of one setup scored 0.55-0.99x by pace there (2026-12-06). The reference
-     run favours neither.
+     run favours neither;
+   - **to your script's loss**, issue 35's own measure: your seconds over the pick's to the
+     validation loss your script ends its own training at (``--own-epochs``, the examples'
+     default 3, over its data), read off the reference run at that many samples. It lies
+     on the curve's steep part, where one evaluation's noise moves the time to it less
+     than near the floor, where the other figures' last levels lie.
 
 The table prints each order's figures and their medians. Where the tune kept your setup,
 both runs train the same setup, and the figures are this machine's noise floor for one
@@ -35,6 +40,7 @@ side slow each other's training.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import tempfile
@@ -85,6 +91,21 @@ def sooner(yours: LossRun, pick: LossRun) -> tuple[float, float, float | None]:
     return target, took, pick.time_to(target)
 
 
+def own_loss(reference: LossRun, samples: float) -> float:
+    """The reference run's held-out loss after ``samples`` trained (your setup's own
+    training), interpolated between its evaluations (from the untrained model's at 0)."""
+    batch = reference.config.global_batch
+    points = [(0.0, reference.start_loss)] if reference.start_loss is not None else []
+    points += [(p.step * batch, p.loss) for p in reference.curve]
+    for (s0, l0), (s1, l1) in itertools.pairwise(points):
+        if s0 <= samples <= s1:
+            return l0 + (l1 - l0) * (samples - s0) / (s1 - s0)
+    raise SystemExit(
+        f"the reference run trained {points[-1][0]:,.0f} samples, short of your script's "
+        f"{samples:,.0f}: give a longer --budget"
+    )
+
+
 def pace_speedup(yours: LossRun, pick: LossRun, horizon_s: float) -> float:
     """How many times sooner the pick reached your setup's levels, as the tune scores it."""
     levels = target_levels(yours, find_plateau(yours.curve))
@@ -92,10 +113,16 @@ def pace_speedup(yours: LossRun, pick: LossRun, horizon_s: float) -> float:
 
 
 def compare(
-    script: Path, pick: TrainingConfig, horizon_s: float, seeds: int, work: Path
-) -> tuple[list[dict[str, Any]], bool]:
+    script: Path,
+    pick: TrainingConfig,
+    horizon_s: float,
+    seeds: int,
+    work: Path,
+    own_epochs: float,
+    evals: int,
+) -> tuple[list[dict[str, Any]], bool, float]:
     """Your setup and the pick, each trained for ``horizon_s`` on each data order, in turn;
-    and whether the pick is your setup."""
+    whether the pick is your setup; your script's own validation loss."""
     options = PipelineOptions.checked(TUNE)
     runner = ScriptRunner(
         script,
@@ -111,7 +138,7 @@ def compare(
     trainer = ScriptTrainer(runner, report, None)
     user = TrainingConfig.from_dict({**report.user_config})
     start = tuple(report.held_out_start) if report.held_out_start else None
-    scoring = Scoring(start=start)  # type: ignore[arg-type]
+    scoring = Scoring(evals=evals, start=start)  # type: ignore[arg-type]
     kept = pick.knobs() == user.knobs()
     if kept:
         print(f"  {script.stem}: the tune kept your setup; both runs train the same", flush=True)
@@ -119,6 +146,8 @@ def compare(
     if not reference.ok:
         raise SystemExit(f"{script.name}, reference run: {reference.message}")
     levels = target_levels(reference, find_plateau(reference.curve))
+    own = own_loss(reference, own_epochs * (report.dataset_size or 0))
+    print(f"  {script.stem}: your script's own validation loss {own:.4f}", flush=True)
     rows = []
     for order in range(FIRST_ORDER, FIRST_ORDER + seeds):
         runs = {
@@ -143,10 +172,18 @@ def compare(
                     3,
                 ),
                 "pick_best_loss": round(runs["pick"].best_loss, 5),
+                "to_own": _ratio(runs["yours"].time_to(own), runs["pick"].time_to(own)),
             }
         )
         print(f"  {script.stem} order {order}: {json.dumps(rows[-1])}", flush=True)
-    return rows, kept
+    return rows, kept, own
+
+
+def _ratio(yours_s: float | None, pick_s: float | None) -> float | None:
+    """Your seconds over the pick's (None: the pick never got there; 0: nor did yours)."""
+    if pick_s is None or not pick_s:
+        return None
+    return round((yours_s or 0.0) / pick_s, 3)
 
 
 def main() -> None:
@@ -158,6 +195,13 @@ def main() -> None:
     parser.add_argument(
         "--budget", type=float, help="the tune's budget, s (default: the time-to-loss default)"
     )
+    parser.add_argument(
+        "--own-epochs",
+        type=float,
+        default=3,
+        help="passes over the data your script's own training makes (the examples' --epochs)",
+    )
+    parser.add_argument("--evals", type=int, default=12, help="evaluations per run")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
     profile = probe_system()
@@ -174,7 +218,9 @@ def main() -> None:
             pick, horizon_s, objective = tuned(script, work, args.budget)
             print(f"{name}: {objective}", flush=True)
             print(f"{name}: pick {json.dumps(pick.knobs(), default=str)}", flush=True)
-            rows, kept = compare(script, pick, horizon_s, args.seeds, work)
+            rows, kept, own = compare(
+                script, pick, horizon_s, args.seeds, work, args.own_epochs, args.evals
+            )
         results[name] = {
             "horizon_s": round(horizon_s, 1),
             "pick": pick.knobs(),
@@ -183,21 +229,25 @@ def main() -> None:
             "median_pace": round(statistics.median(r["pace"] for r in rows), 3),
             "median_to_best": round(statistics.median(r["to_best"] or 0.0 for r in rows), 3),
             "median_fair_pace": round(statistics.median(r["fair_pace"] for r in rows), 3),
+            "own_loss": round(own, 5),
+            "median_to_own": round(statistics.median(r["to_own"] or 0.0 for r in rows), 3),
         }
     print(
         "\nexample    pick        horizon  pace per order (median)   to best per order (median)"
-        "   fair pace per order (median)"
+        "   fair pace per order (median)   to your script's loss per order (median)"
     )
     for name, found in results.items():
         rows = found["orders"]
         pace = ", ".join(f"{r['pace']:.2f}x" for r in rows)
         best = ", ".join(f"{r['to_best']:.2f}x" if r["to_best"] else "missed" for r in rows)
         fair = ", ".join(f"{r['fair_pace']:.2f}x" for r in rows)
+        own = ", ".join(f"{r['to_own']:.2f}x" if r["to_own"] else "missed" for r in rows)
         what = "your setup" if found["kept_yours"] else "tuned"
         print(
             f"{name:<10} {what:<11} {found['horizon_s']:>5.1f} s  {pace} "
             f"({found['median_pace']:.2f}x)   {best} ({found['median_to_best']:.2f}x)   "
-            f"{fair} ({found['median_fair_pace']:.2f}x)"
+            f"{fair} ({found['median_fair_pace']:.2f}x)   {own} "
+            f"({found['median_to_own']:.2f}x, to {found['own_loss']:.4f})"
         )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, default=str) + "\n")

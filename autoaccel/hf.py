@@ -236,6 +236,7 @@ class _Tuning:
         self.losses: list[torch.Tensor] = []  # this optimizer step's micro-batch losses
         self.fetched = 0  # the samples of this optimizer step
         self.loss_checked = False  # HF's loss scaling under several processes
+        self.own_samples: int | None = None  # your arguments' training, in samples
 
     def loss_scaling_unchecked(self, trainer: transformers.Trainer) -> bool:
         """Whether the Trainer would scale the loss by the process count and autoaccel has
@@ -282,6 +283,7 @@ class _Tuning:
         reach an optimizer you passed: the LR is set in it when training starts); in a
         trial, training that goes on until it is measured and saves and reports nothing."""
         self.user = _user_config(given, self.threads)
+        self.own_samples = _own_samples(given, self.user, self.dataset_size)
         self.user_lr = given.learning_rate
         self.scheduler_type = str(getattr(given.lr_scheduler_type, "value", "linear"))
         changes: dict[str, Any] = {}
@@ -347,6 +349,7 @@ class _Tuning:
         device = next(model.parameters()).device
         facts = trial_facts(model, optimizer, None, self.user, device, self.notes)
         facts |= {"dataset_size": self.dataset_size, "fixed": FIXED}
+        facts["own_samples"] = self.own_samples
         facts |= hook_facts(self.trial, model, self.evaluate, "Trainer.evaluate()")
         facts["optimizer_lr"] = self.user_lr
         # The meter sees optimizer steps (the Trainer fetches a step's micro-batches at
@@ -402,6 +405,17 @@ def _user_config(given: transformers.TrainingArguments, threads: int) -> Trainin
         num_threads=threads,
         device="cpu" if given.use_cpu or not torch.cuda.is_available() else "cuda",
     )
+
+
+def _own_samples(
+    given: transformers.TrainingArguments, user: TrainingConfig, dataset_size: int
+) -> int | None:
+    """The samples your arguments train: ``max_steps`` optimizer steps of your global
+    batch, or ``num_train_epochs`` passes over the data."""
+    if given.max_steps and given.max_steps > 0:
+        return given.max_steps * user.global_batch
+    epochs = float(given.num_train_epochs)
+    return round(epochs * dataset_size) if epochs > 0 else None
 
 
 def _fields(chosen: TrainingConfig, user: TrainingConfig, user_lr: float) -> dict[str, Any]:

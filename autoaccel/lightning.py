@@ -187,6 +187,7 @@ class _Tuning:
         self.scheduler: Any = None  # the tuned schedule, stepped per optimizer step
         self.steps_seen = 0
         self.val_loaders: Any = None  # passed to fit(), if any
+        self.length: dict[str, Any] = {}  # your max_steps, max_epochs, limit_train_batches
 
     @classmethod
     def start(
@@ -207,6 +208,7 @@ class _Tuning:
     def trainer_args(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         """``kwargs`` with the config's Trainer arguments; yours win where you gave one
         (a normal run says so when they differ)."""
+        self.length = {k: kwargs.get(k) for k in ("max_steps", "max_epochs", "limit_train_batches")}
         if self.trial is not None:
             # A trial trains until its session has measured it, and leaves nothing behind:
             # no logs, no checkpoints.
@@ -259,6 +261,23 @@ class _Tuning:
             device=device.type,
             cudnn_benchmark=bool(self.given.get("benchmark", torch.backends.cudnn.benchmark)),
         )
+
+    def own_samples(self, user: TrainingConfig) -> int | None:
+        """The samples your Trainer arguments train: ``max_steps`` optimizer steps of your
+        global batch, or ``max_epochs`` passes over the data (``limit_train_batches`` of
+        each); None when you set neither (Lightning's 1000 epochs are no plan of yours)."""
+        steps, epochs = self.length.get("max_steps"), self.length.get("max_epochs")
+        if isinstance(steps, int) and steps > 0:
+            return steps * user.global_batch
+        if not isinstance(epochs, int) or epochs <= 0 or self.spec is None:
+            return None
+        per_epoch = len(self.spec)
+        limit = self.length.get("limit_train_batches")
+        if isinstance(limit, float) and 0 < limit < 1:
+            per_epoch = round(per_epoch * limit)
+        elif isinstance(limit, int) and not isinstance(limit, bool) and limit > 0:
+            per_epoch = min(per_epoch, limit * user.batch_size * user.processes)
+        return epochs * per_epoch
 
     # --- the training data ---------------------------------------------------------------
 
@@ -325,6 +344,7 @@ class _Tuning:
         evaluate = _HeldOut.of(trainer, module, self.val_loaders)
         facts = trial_facts(module, optimizers[0], self.spec, user, device, notes)
         facts |= {"tensor_data": False, "fixed": self.fixed()}
+        facts["own_samples"] = self.own_samples(user)
         facts |= hook_facts(self.trial, module, evaluate, "validation_step")
         processes = (trainer.global_rank, trainer.world_size)
         self.observer = trial_session(

@@ -250,6 +250,7 @@ def test_a_baseline_trial_reports_your_arguments_and_evaluate_scores_a_curve(
     assert report.user_config["precision"] == "32-true" and report.dataset_size == 256
     assert report.optimizer == "AdamW" and report.optimizer_lr == 1e-3
     assert report.fixed is not None and "batch_fetch" in report.fixed
+    assert report.own_samples == 256  # num_train_epochs=1 over 256: time-to-loss's horizon
     assert trial.measurement.samples == 8 * trial.measurement.window_steps
     assert trial.measurement.loss_samples
     # The Trainer's evaluate() is the held-out hook: eval_loss on the untrained model ...

@@ -248,6 +248,16 @@ def test_a_baseline_trial_reports_your_settings_and_what_you_pinned(tmp_path: Pa
     assert report.fixed is not None and "Trainer(precision='32')" in report.fixed["precision"]
     assert "compile" in report.fixed
     assert trial.measurement.window_steps >= 3 and trial.measurement.loss_samples
+    assert report.own_samples == 512  # max_epochs=1 over 512 samples: time-to-loss's horizon
+
+
+def test_max_steps_is_your_own_training(tmp_path: Path) -> None:
+    """A trial trains until it is measured, whatever your max_steps; the report still says
+    what your own training takes: max_steps optimizer steps of your batch."""
+    trial = _runner(tmp_path, extra="max_steps=5, ").run(None)
+    assert trial.measurement.ok, trial.log_tail()
+    assert trial.report is not None and trial.report.own_samples == 5 * 16
+    assert trial.measurement.window_steps > 5
 
 
 def test_validation_step_is_the_held_out_score(tmp_path: Path) -> None:

@@ -78,7 +78,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--horizon",
         type=parse_duration,
         help="time-to-loss: training time your setup gets to set the losses to beat "
-        "(default: a tenth of what the throughput search leaves)",
+        "(default: your script's own training where its Trainer says how long it is and "
+        "that fits, else a tenth of what the throughput search leaves)",
     )
     parser.add_argument(
         "--max-trials",

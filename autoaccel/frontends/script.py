@@ -215,6 +215,7 @@ def _job(
         optimizer=report.optimizer,
         has_loader=report.dataset_size is not None,
         fixed=report.fixed or {},
+        own_samples=report.own_samples,
     )
 
     def measure(config: TrainingConfig, prune: PruneBelow | None = None) -> Measurement:

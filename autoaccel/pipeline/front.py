@@ -58,6 +58,7 @@ def tune_job(
                 goal=goal,
                 console=console,
                 phases=phases,
+                own_s=job.own_training_s,
             )
         if then is not None:
             advice = then(advice, job, phases)

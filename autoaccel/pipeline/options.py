@@ -206,6 +206,13 @@ class Job:
         return max(self.facts.start_s, measured)
 
     @property
+    def own_training_s(self) -> float | None:
+        """Your script's own training (``facts.own_samples``) at your baseline's samples/s,
+        when the script says how long it trains."""
+        rate, samples = self.baseline.samples_per_s, self.facts.own_samples
+        return samples / rate if samples and rate > 0 else None
+
+    @property
     def device(self) -> DeviceChoice:
         """Where the search's trials train (``autoaccel.runtime.device``, ``auto``): a GPU
         when torch can use one and the script left the model on the CPU, else where the

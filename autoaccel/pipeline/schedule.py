@@ -20,7 +20,7 @@ from autoaccel.budget import HORIZONS_PER_BUDGET, THROUGHPUT_SHARE, Budget
 from autoaccel.config import TrainingConfig
 from autoaccel.curves import Goal
 from autoaccel.pipeline.options import PipelineOptions
-from autoaccel.progress import Phases
+from autoaccel.progress import Phases, say
 from autoaccel.search import TrialRecord
 from autoaccel.states import Objective
 from autoaccel.time_to_loss.study import ScheduleInputs, search_schedule
@@ -30,6 +30,7 @@ __all__ = [
     "SCHEDULE_PHASE",
     "keep_for_schedule",
     "rates_by_batch",
+    "schedule_horizon",
     "settings_by_batch",
     "tune_schedule",
 ]
@@ -47,6 +48,7 @@ def tune_schedule(
     goal: Goal | None = None,
     console: Console | None = None,
     phases: Phases | None = None,
+    own_s: float | None = None,
 ) -> Advice:
     """The schedule study on the throughput pick's system settings, and its advice.
 
@@ -55,13 +57,13 @@ def tune_schedule(
         user: Your own setup.
         goal: The held-out loss or metric value the user aims for, if named.
         phases: The progress bar to tell of the phase.
+        own_s: Your script's own training time here, when it says (``Job.own_training_s``).
     """
     budget.release(SCHEDULE_PHASE)
     if phases is not None:
         phases.enter("schedule study")
-    horizon = options.horizon_s or max(
-        4 * options.settings.window_s, budget.left_s() / HORIZONS_PER_BUDGET
-    )
+    horizon, why = schedule_horizon(options, budget.left_s(), own_s)
+    say(console, f"time-to-loss horizon: {horizon:.0f} s of training, {why}")
     # Paces against different horizons or goals do not compare: one study for each.
     name = f"{options.study_name or advice.search.study_name}-schedule-{horizon:.0f}s"
     if goal is not None:
@@ -80,6 +82,41 @@ def tune_schedule(
     )
     converged = search_schedule(trainer, inputs, budget, console=console)
     return with_convergence(advice, converged, user, wall_s=budget.spent_s())
+
+
+def schedule_horizon(
+    options: PipelineOptions, left_s: float, own_s: float | None
+) -> tuple[float, str]:
+    """Your setup's training time in the schedule study (the losses to beat are its), and
+    why: ``--horizon``; else your script's own training where it says how long that is and
+    it fits; else a share of what the budget leaves (``HORIZONS_PER_BUDGET``). At least four
+    measurement windows: a shorter run's held-out curve is a point or two.
+
+    "Sooner to your script's own validation loss" is the question a Trainer script asks (its
+    epochs end there); a horizon past its own training set levels near the loss's floor,
+    where one evaluation's noise moves the time to them by seconds (the HF example: 32 s
+    against its own 5 s, and two runs of one setup 0.60-0.97x apart by pace).
+
+    Example:
+        >>> from autoaccel.pipeline import TUNE
+        >>> options = PipelineOptions.checked(TUNE, objective="time-to-loss")
+        >>> schedule_horizon(options, 300.0, 4.9)[0], schedule_horizon(options, 300.0, 90.0)[0]
+        (6.0, 30.0)
+    """
+    floor_s = 4 * options.settings.window_s
+    share_s = max(floor_s, left_s / HORIZONS_PER_BUDGET)
+    if options.horizon_s:
+        return options.horizon_s, "as --horizon asks"
+    if own_s is not None and own_s < share_s:
+        horizon = max(floor_s, own_s)
+        return horizon, f"your script's own training ({own_s:.1f} s at your samples/s)" + (
+            f", at least {floor_s:.0f} s" if own_s < floor_s else ""
+        )
+    if own_s is not None:
+        return share_s, (
+            f"what the budget holds (your script's own training takes {own_s:.0f} s here)"
+        )
+    return share_s, "a tenth of what the budget leaves"
 
 
 # How the cores are split between processes, compute threads and loader workers, the

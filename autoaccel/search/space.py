@@ -44,6 +44,9 @@ class WorkloadFacts:
     has_loader: bool = True  # False when the script batches by itself (no loader knobs)
     # Knobs the script pins (a Lightning Trainer's explicit arguments), with why: not searched.
     fixed: Mapping[str, str] = field(default_factory=dict)
+    # Samples your script's own training takes (a Trainer's epochs or max_steps over its
+    # data), when it says: time-to-loss's horizon is that training, where it is shorter.
+    own_samples: int | None = None
 
 
 def _line_fit(points: list[tuple[int, int]]) -> tuple[float, float]:

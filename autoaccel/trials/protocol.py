@@ -111,6 +111,7 @@ class TrialReport:
     hook_error: str | None = None  # what went wrong calling the hook on the untrained model
     curve: list[list[float | None]] | None = None  # [seconds, step, loss, metric] per point
     fixed: dict[str, str] | None = None  # knobs the script pins, with why (not searched)
+    own_samples: int | None = None  # what your own training takes (a Trainer's epochs/steps)
 
     def write(self, path: Path) -> None:
         atomic_write_text(path, json.dumps(dataclasses.asdict(self), indent=2, default=str))

@@ -4,9 +4,12 @@ slow tests run for real)."""
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Callable
 from pathlib import Path
+
+from rich.console import Console
 
 from autoaccel.budget import Budget
 from autoaccel.config import TrainingConfig
@@ -101,3 +104,36 @@ def test_a_candidate_that_trains_as_your_setup_is_never_the_pick(tmp_path: Path)
     note = next(n for n in result.notes if "trained exactly as your setup" in n)
     assert note.startswith(f"schedule trial #{again[0].number} {again[0].speedup:.2f}x your pace")
     assert "never the pick" in note
+
+
+def test_a_batch_a_candidates_run_holds_few_steps_of_is_left_out(tmp_path: Path) -> None:
+    """A 6 s candidate run at 4,000 samples/s holds 23 steps of batch 1024 and 12 of 2048:
+    too few to train (the HF example's study spent 7 of 17 candidates on such batches, all
+    pruned near the untrained loss). They are left out, the throughput pick's batch too
+    (its enqueued candidates go to the largest batch kept), and the study says so."""
+    clock = Clock()
+    trained: list[TrainingConfig] = []
+    out = io.StringIO()
+
+    def rate(config: TrainingConfig, order: int) -> float:
+        trained.append(config)
+        return 0.3
+
+    system = TrainingConfig(batch_size=2048, num_threads=2)
+    inputs = ScheduleInputs(
+        system=system,
+        user=USER,
+        rates={32: 1000.0, 64: 1800.0, 1024: 4000.0, 2048: 4100.0},
+        fastest={32: USER, 2048: system},
+        horizon_s=6.0,
+        study_name="few-steps",
+        storage=str(tmp_path / "s.db"),
+        seed=0,
+    )
+    trainer = StatedTrainer(clock, rate)
+    console = Console(file=out, width=300)
+    search_schedule(trainer, inputs, Budget(120, clock=clock), console=console)
+    batches = {c.global_batch for c in trained}
+    assert max(batches) <= 256 and 32 in batches and len(batches) > 1
+    line = next(s for s in out.getvalue().splitlines() if "left out" in s)
+    assert "1024, 2048" in line and "fewer than 50 optimizer steps" in line

@@ -14,7 +14,9 @@ winner, which stands in for its setup):
   phases left over)
   (``check_convergence``, the pick as it would be written: its LR rule applied); kept when
   it reached your loss levels no later, else the next one is looked at. A setup whose steps
-  are those of one a check run refused is refused on that run, not checked again.
+  are those of one a check run refused is refused on that run, not checked again; one a
+  check run would hold fewer than ``MIN_RUN_STEPS`` optimizer steps of gets none
+  (``_too_few_steps``).
 
 So a refused pick gives way to the fastest measured setup that passed, never to your own
 setup while a faster one was measured and passed. The verdict's line names each refusal and
@@ -53,7 +55,7 @@ from autoaccel.time_to_loss.guard import (
     guard_horizon_s,
     steps_as_yours,
 )
-from autoaccel.time_to_loss.study import batch_words
+from autoaccel.time_to_loss.study import MIN_RUN_STEPS, batch_words
 from autoaccel.time_to_loss.trial_curves import curve_verdict
 
 __all__ = [
@@ -173,7 +175,10 @@ def guard_pick(
             return _written(result, candidate, findings, line, n == 0, "unchanged")
         verdict = _curve_verdict(candidate, result, user)
         if verdict.how == "unchecked" and job.trainer is not None:
-            if not plan.check_runs:
+            few = _too_few_steps(candidate, result.baseline, budget)
+            if few is not None:
+                verdict = few
+            elif not plan.check_runs:
                 later.append((n, candidate, len(findings)))
             else:
                 verdict = checked(candidate.config) or check(candidate.config)
@@ -291,6 +296,28 @@ def _written(
         line = f"{line}: that is kept"
     full = "; ".join([*shown, line])
     return replace(result, best=candidate), GuardVerdict(fastest, how, full)
+
+
+def _too_few_steps(
+    candidate: TrialRecord, baseline: TrialRecord, budget: Budget
+) -> GuardVerdict | None:
+    """Why ``candidate`` gets no check run, when its run would hold fewer than
+    ``MIN_RUN_STEPS`` optimizer steps (at its search trial's samples/s): so few steps
+    cannot show it learns as yours, and a check run spent on it is one not spent on a setup
+    they could (a 3m tune of the HF example spent both of its on batches 1024 and 2048 over
+    2 processes, 9-17 steps in 9 s against your 640, and left batch 256 unchecked)."""
+    seconds = guard_horizon_s(budget.given_s)
+    steps = int(seconds * candidate.value / candidate.config.global_batch)
+    if steps >= MIN_RUN_STEPS:
+        return None
+    yours = int(seconds * baseline.value / baseline.config.global_batch)
+    return GuardVerdict(
+        False,
+        "unchecked",
+        f"not checked: a {seconds:.0f} s check run holds {steps} optimizer steps of it "
+        f"(of yours {yours:,}), fewer than the {MIN_RUN_STEPS} that could show it learns "
+        "as yours",
+    )
 
 
 def _check_fits(plan: BudgetPlan, budget: Budget, yours: LossRun | None) -> bool:

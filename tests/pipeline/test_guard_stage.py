@@ -176,8 +176,9 @@ def test_a_setup_with_the_steps_of_one_refused_by_its_check_run_is_not_checked_a
     refuses it, and the second is refused on that run, not on one of its own (seen in a 3m
     tune of the HF example, where the two took both of its check runs)."""
     ddp = {"batch_size": 1024, "processes": 2, "strategy": "ddp", "precision": "bf16-mixed"}
-    first = record(5, curve(240.0, 2048, 4), **ddp)
-    same_steps = record(6, curve(230.0, 2048, 4), **ddp, num_workers=1)
+    # fast enough that a 9 s check run holds 100 steps of batch 2048
+    first = record(5, curve(24_000.0, 2048, 4), **ddp)
+    same_steps = record(6, curve(23_000.0, 2048, 4), **ddp, num_workers=1)
     trainer = CountingTrainer()
     facts = WorkloadFacts("m", 1, 4096, False, True, torch.device("cpu"), 0.5)
     job = Job(lambda *_: None, USER, BASELINE.measurement, facts, probe_system(), 5.0)  # type: ignore[arg-type]
@@ -192,6 +193,31 @@ def test_a_setup_with_the_steps_of_one_refused_by_its_check_run_is_not_checked_a
     assert verdict.line.startswith("batch 2048 (2 processes x 1024), bf16-mixed: its held-out")
     again = "batch 2048 (2 processes x 1024), bf16-mixed: the same steps as a setup checked above"
     assert verdict.line.count(again) == 1
+
+
+def test_a_setup_a_check_run_holds_few_steps_of_gets_none() -> None:
+    """The trials' curves cannot decide batch 2048 over 2 processes (2.4x your samples/s)
+    nor batch 256 (2x): a 9 s check run holds 10 steps of the first, 70 of the second. The
+    check run goes to batch 256; batch 2048 is named as not checked, and why."""
+    ddp = {"processes": 2, "strategy": "ddp", "precision": "bf16-mixed"}
+    big = record(5, curve(2_400.0, 2048, 4), batch_size=1024, **ddp)
+    mid = record(6, curve(2_000.0, 256, 4), batch_size=128, **ddp)
+    trainer = CountingTrainer()
+    facts = WorkloadFacts("m", 1, 4096, False, True, torch.device("cpu"), 0.5)
+    baseline = replace(BASELINE, measurement=curve(1_000.0, 32, 200))
+    job = Job(lambda *_: None, USER, baseline.measurement, facts, probe_system(), 5.0)  # type: ignore[arg-type]
+    job = replace(job, trainer=trainer)
+    records = [baseline, big, mid]
+    result = SearchResult(records, baseline, big, "done", 1.0, "s", "", 3, 9)
+    plan = plan_budget(180, 175, PhaseCosts(5.0, 3.0), guarded=True)
+    console = Console(file=io.StringIO(), width=10_000)
+    written, verdict = guard_pick(job, result, plan, Budget(180), console)
+    assert [c.global_batch for c in trainer.runs] == [32, 256]  # yours, then batch 256
+    assert written.best is baseline  # the stated trainer has batch 256 fall behind
+    assert (
+        "batch 2048 (2 processes x 1024), bf16-mixed: not checked: a 9 s check run holds 10 "
+        "optimizer steps of it (of yours 281), fewer than the 50" in verdict.line
+    )
 
 
 # Batch 64 in bf16 at 2.4x your samples/s, a sample of it learning about half what one of

@@ -302,20 +302,22 @@ def _too_few_steps(
     candidate: TrialRecord, baseline: TrialRecord, budget: Budget
 ) -> GuardVerdict | None:
     """Why ``candidate`` gets no check run, when its run would hold fewer than
-    ``MIN_RUN_STEPS`` optimizer steps (at its search trial's samples/s): so few steps
+    ``MIN_RUN_STEPS`` optimizer steps (at its search trial's samples/s) and fewer than
+    yours (a slow script's own run may hold fewer than 50): so few steps
     cannot show it learns as yours, and a check run spent on it is one not spent on a setup
     they could (a 3m tune of the HF example spent both of its on batches 1024 and 2048 over
     2 processes, 9-17 steps in 9 s against your 640, and left batch 256 unchecked)."""
     seconds = guard_horizon_s(budget.given_s)
     steps = int(seconds * candidate.value / candidate.config.global_batch)
-    if steps >= MIN_RUN_STEPS:
-        return None
     yours = int(seconds * baseline.value / baseline.config.global_batch)
+    floor = min(MIN_RUN_STEPS, yours)  # as many as yours: the run can tell
+    if steps >= floor:
+        return None
     return GuardVerdict(
         False,
         "unchecked",
         f"not checked: a {seconds:.0f} s check run holds {steps} optimizer steps of it "
-        f"(of yours {yours:,}), fewer than the {MIN_RUN_STEPS} that could show it learns "
+        f"(of yours {yours:,}), fewer than the {floor} that could show it learns "
         "as yours",
     )
 

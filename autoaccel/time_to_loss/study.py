@@ -363,22 +363,24 @@ class _ScheduleStudy:
     def _batch_sizes(self) -> list[int]:
         """Every global batch the throughput search ran without failing, and smaller ones
         down to a quarter of yours (on a CPU smaller batches cost little per sample), less
-        those a candidate's run holds fewer than ``MIN_RUN_STEPS`` optimizer steps of (yours
-        always stays)."""
+        those a candidate's run holds fewer than ``MIN_RUN_STEPS`` optimizer steps of, and
+        fewer than of yours (which always stays)."""
         rates, user = self.inputs.rates, self.inputs.user
         found = sorted({*rates, *powers_of_two(max(1, user.global_batch // 4), max(rates))})
         seconds = self._candidate_s()
+        yours = _horizon_steps(at_global(self.settings, user.global_batch), rates, seconds)
+        floor = min(MIN_RUN_STEPS, yours)  # a slow script's own run may hold fewer
         kept = [
             b
             for b in found
             if b == user.global_batch
-            or _horizon_steps(at_global(self.settings, b), rates, seconds) >= MIN_RUN_STEPS
+            or _horizon_steps(at_global(self.settings, b), rates, seconds) >= floor
         ]
         left_out = [b for b in found if b not in kept]
         if left_out:
             self.say(
                 f"batches {', '.join(map(str, left_out))} left out: the {seconds:.0f} s a "
-                f"candidate trains holds fewer than {MIN_RUN_STEPS} optimizer steps of them"
+                f"candidate trains holds fewer than {floor} optimizer steps of them"
             )
         return kept
 

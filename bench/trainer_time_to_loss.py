@@ -42,6 +42,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import math
 import statistics
 import tempfile
 from pathlib import Path
@@ -172,6 +173,8 @@ def compare(
                     3,
                 ),
                 "pick_best_loss": round(runs["pick"].best_loss, 5),
+                "yours_own_s": _seconds(runs["yours"].time_to(own)),
+                "pick_own_s": _seconds(runs["pick"].time_to(own)),
                 "to_own": _ratio(runs["yours"].time_to(own), runs["pick"].time_to(own)),
             }
         )
@@ -180,10 +183,22 @@ def compare(
 
 
 def _ratio(yours_s: float | None, pick_s: float | None) -> float | None:
-    """Your seconds over the pick's (None: the pick never got there; 0: nor did yours)."""
+    """Your seconds over the pick's: None where the pick never got there, infinite where
+    only the pick did (your run missed it in the horizon: the pick was sooner)."""
     if pick_s is None or not pick_s:
         return None
-    return round((yours_s or 0.0) / pick_s, 3)
+    return math.inf if yours_s is None else round(yours_s / pick_s, 3)
+
+
+def _seconds(took: float | None) -> float | None:
+    return None if took is None else round(took, 2)
+
+
+def _shown(ratio: float | None) -> str:
+    """A ratio as the table shows it."""
+    if ratio is None:
+        return "missed"
+    return "yours missed" if math.isinf(ratio) else f"{ratio:.2f}x"
 
 
 def main() -> None:
@@ -241,13 +256,13 @@ def main() -> None:
         pace = ", ".join(f"{r['pace']:.2f}x" for r in rows)
         best = ", ".join(f"{r['to_best']:.2f}x" if r["to_best"] else "missed" for r in rows)
         fair = ", ".join(f"{r['fair_pace']:.2f}x" for r in rows)
-        own = ", ".join(f"{r['to_own']:.2f}x" if r["to_own"] else "missed" for r in rows)
+        own = ", ".join(_shown(r["to_own"]) for r in rows)
         what = "your setup" if found["kept_yours"] else "tuned"
         print(
             f"{name:<10} {what:<11} {found['horizon_s']:>5.1f} s  {pace} "
             f"({found['median_pace']:.2f}x)   {best} ({found['median_to_best']:.2f}x)   "
             f"{fair} ({found['median_fair_pace']:.2f}x)   {own} "
-            f"({found['median_to_own']:.2f}x, to {found['own_loss']:.4f})"
+            f"({_shown(found['median_to_own'])}, to {found['own_loss']:.4f})"
         )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, default=str) + "\n")

@@ -101,7 +101,14 @@ def test_advise_searches_proves_and_leaves_the_caller_untouched(tmp_path: Path) 
     sources = {t.user_attrs["source"] for t in trials}
     # Pairs confirm a pick that is not your setup; on a loaded machine nothing faster may
     # be measured, and your setup is not confirmed against itself.
-    assert ("confirmation" in sources) != advice.speedup.yours_kept, sources
+    confirmed = "confirmation" in sources
+    if advice.speedup.yours_kept and confirmed:
+        # The pairs overruled the pick (a loaded CI machine ran it slower than its trial):
+        # said so, and your setup written.
+        said = [n for n in advice.notes if "interleaved pairs" in n]
+        assert any(n.endswith("your setup is kept") for n in said), advice.notes
+    else:
+        assert confirmed != advice.speedup.yours_kept, sources
     pick = study.user_attrs["autoaccel_pick"]
     assert pick["batch_size"] == advice.config.batch_size
     final = optuna.load_study(study_name=pick["final_study"], storage=study._storage)

@@ -55,7 +55,7 @@ from autoaccel.time_to_loss.guard import (
     guard_horizon_s,
     steps_as_yours,
 )
-from autoaccel.time_to_loss.study import MIN_RUN_STEPS, batch_words
+from autoaccel.time_to_loss.study import batch_words, step_floor
 from autoaccel.time_to_loss.trial_curves import curve_verdict
 
 __all__ = [
@@ -310,7 +310,7 @@ def _too_few_steps(
     seconds = guard_horizon_s(budget.given_s)
     steps = int(seconds * candidate.value / candidate.config.global_batch)
     yours = int(seconds * baseline.value / baseline.config.global_batch)
-    floor = min(MIN_RUN_STEPS, yours)  # as many as yours: the run can tell
+    floor = step_floor(yours)
     if steps >= floor:
         return None
     return GuardVerdict(

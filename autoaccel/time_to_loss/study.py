@@ -66,9 +66,18 @@ DECAY_SPANS = (0.5, 1.0, 2.0)  # the decay's length, in multiples of your time t
 MOMENTA = (0.8, 0.9, 0.95, 0.99)
 LR_SPREAD = 4.0  # peak LR searched from 1/4x to 4x the middle, at least
 # A candidate's run must hold this many optimizer steps of its batch. The HF example's
-# study (a 6 s horizon, 4,096 samples) spent 7 of its 17 candidates on batches of 1,024 to
+# study (a 6 s horizon, 4,096 samples) spent 8 of its 25 candidates on batches of 512 to
 # 4,096, 4 to 25 steps each, all pruned at the first rung near the untrained loss.
 MIN_RUN_STEPS = 50
+
+
+def step_floor(yours: int) -> int:
+    """The optimizer steps a run of another batch must hold to show how it learns, when a
+    run of yours holds ``yours``: ``MIN_RUN_STEPS``, or yours where fewer (a slow script's
+    own run may hold fewer than 50; a setup with as many steps as yours can tell)."""
+    return min(MIN_RUN_STEPS, yours)
+
+
 END_PHASES = "the final round and the pick's whole-horizon run"
 
 
@@ -369,7 +378,7 @@ class _ScheduleStudy:
         found = sorted({*rates, *powers_of_two(max(1, user.global_batch // 4), max(rates))})
         seconds = self._candidate_s()
         yours = _horizon_steps(at_global(self.settings, user.global_batch), rates, seconds)
-        floor = min(MIN_RUN_STEPS, yours)  # a slow script's own run may hold fewer
+        floor = step_floor(yours)
         kept = [
             b
             for b in found

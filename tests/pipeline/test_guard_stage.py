@@ -170,6 +170,21 @@ class CountingTrainer:
         return LossRun(config, "ok", "", points, start_loss=1.0)
 
 
+def guard_checking(
+    trainer: CountingTrainer, records: list[TrialRecord]
+) -> tuple[SearchResult, GuardVerdict]:
+    """The guard stage of a 3m plan with check runs on ``trainer``: ``records[0]`` is your
+    baseline, ``records[1]`` the search's pick."""
+    baseline, best = records[0], records[1]
+    facts = WorkloadFacts("m", 1, 4096, False, True, torch.device("cpu"), 0.5)
+    job = Job(lambda *_: None, USER, baseline.measurement, facts, probe_system(), 5.0)  # type: ignore[arg-type]
+    job = replace(job, trainer=trainer)
+    result = SearchResult(records, baseline, best, "done", 1.0, "s", "", len(records), 9)
+    plan = plan_budget(180, 175, PhaseCosts(5.0, 3.0), guarded=True)
+    console = Console(file=io.StringIO(), width=10_000)
+    return guard_pick(job, result, plan, Budget(180), console)
+
+
 def test_a_setup_with_the_steps_of_one_refused_by_its_check_run_is_not_checked_again() -> None:
     """Two setups the trials' curves cannot decide (4 steps each) whose steps are the same
     (batch 2048 over 2 processes in bf16; one with a loader worker): the first's check run
@@ -180,14 +195,7 @@ def test_a_setup_with_the_steps_of_one_refused_by_its_check_run_is_not_checked_a
     first = record(5, curve(24_000.0, 2048, 4), **ddp)
     same_steps = record(6, curve(23_000.0, 2048, 4), **ddp, num_workers=1)
     trainer = CountingTrainer()
-    facts = WorkloadFacts("m", 1, 4096, False, True, torch.device("cpu"), 0.5)
-    job = Job(lambda *_: None, USER, BASELINE.measurement, facts, probe_system(), 5.0)  # type: ignore[arg-type]
-    job = replace(job, trainer=trainer)
-    records = [BASELINE, first, same_steps]
-    result = SearchResult(records, BASELINE, first, "done", 1.0, "s", "", 3, 9)
-    plan = plan_budget(180, 175, PhaseCosts(5.0, 3.0), guarded=True)
-    console = Console(file=io.StringIO(), width=10_000)
-    written, verdict = guard_pick(job, result, plan, Budget(180), console)
+    written, verdict = guard_checking(trainer, [BASELINE, first, same_steps])
     assert written.best is BASELINE and verdict.line.endswith("your setup is kept")
     assert trainer.runs == [USER, replace(first.config, lr_scaling="sqrt", warmup_steps=10)]
     assert verdict.line.startswith("batch 2048 (2 processes x 1024), bf16-mixed: its held-out")
@@ -203,15 +211,8 @@ def test_a_setup_a_check_run_holds_few_steps_of_gets_none() -> None:
     big = record(5, curve(2_400.0, 2048, 4), batch_size=1024, **ddp)
     mid = record(6, curve(2_000.0, 256, 4), batch_size=128, **ddp)
     trainer = CountingTrainer()
-    facts = WorkloadFacts("m", 1, 4096, False, True, torch.device("cpu"), 0.5)
     baseline = replace(BASELINE, measurement=curve(1_000.0, 32, 200))
-    job = Job(lambda *_: None, USER, baseline.measurement, facts, probe_system(), 5.0)  # type: ignore[arg-type]
-    job = replace(job, trainer=trainer)
-    records = [baseline, big, mid]
-    result = SearchResult(records, baseline, big, "done", 1.0, "s", "", 3, 9)
-    plan = plan_budget(180, 175, PhaseCosts(5.0, 3.0), guarded=True)
-    console = Console(file=io.StringIO(), width=10_000)
-    written, verdict = guard_pick(job, result, plan, Budget(180), console)
+    written, verdict = guard_checking(trainer, [baseline, big, mid])
     assert [c.global_batch for c in trainer.runs] == [32, 256]  # yours, then batch 256
     assert written.best is baseline  # the stated trainer has batch 256 fall behind
     assert (

@@ -39,6 +39,7 @@ loss curves, so ``autoaccel tune --objective time-to-loss`` needs no hook of its
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import sys
 from typing import Any
@@ -146,9 +147,11 @@ class Trainer(transformers.Trainer):
         self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None
     ) -> Any:
         """HF's scheduler, or the tuned schedule where the config has one (a scheduler you
-        passed the Trainer wins)."""
+        passed the Trainer wins). In a trial, HF's spans the run your arguments would make
+        with the trial's batch (``_Tuning.run_steps``), not the trial's open-ended one."""
         yours = self.lr_scheduler
-        scheduler = super().create_scheduler(num_training_steps, optimizer)
+        steps = self._autoaccel.run_steps(self.args, num_training_steps)
+        scheduler = super().create_scheduler(steps, optimizer)
         tuned = self._autoaccel.schedule(scheduler.optimizer, num_training_steps, yours is not None)
         if tuned is not None:
             self.lr_scheduler = scheduler = tuned
@@ -237,6 +240,7 @@ class _Tuning:
         self.fetched = 0  # the samples of this optimizer step
         self.loss_checked = False  # HF's loss scaling under several processes
         self.own_samples: int | None = None  # your arguments' training, in samples
+        self.own_length = (-1, 0.0)  # your max_steps and num_train_epochs
 
     def loss_scaling_unchecked(self, trainer: transformers.Trainer) -> bool:
         """Whether the Trainer would scale the loss by the process count and autoaccel has
@@ -284,6 +288,7 @@ class _Tuning:
         trial, training that goes on until it is measured and saves and reports nothing."""
         self.user = _user_config(given, self.threads)
         self.own_samples = _own_samples(given, self.user, self.dataset_size)
+        self.own_length = (given.max_steps, float(given.num_train_epochs))
         self.user_lr = given.learning_rate
         self.scheduler_type = str(getattr(given.lr_scheduler_type, "value", "linear"))
         changes: dict[str, Any] = {}
@@ -307,6 +312,26 @@ class _Tuning:
             changes |= {"disable_tqdm": True, "eval_strategy": "no"}
             changes |= {"load_best_model_at_end": False}
         return dataclasses.replace(given, **changes) if changes else given
+
+    def run_steps(self, args: transformers.TrainingArguments, steps: int) -> int:
+        """The optimizer steps HF's scheduler spans: ``steps`` in a normal run; in a trial,
+        which trains until it is measured (``max_steps`` 10**9, so HF's linear decay would
+        hold your LR all the way), the steps your ``max_steps`` or ``num_train_epochs``
+        make at the trial's batch, counted as HF counts them (``set_initial_training_values``
+        over a loader sharded over the processes). Your setup's loss curve then decays as
+        your own training does, and ends where it ends (the LR at 0 after it): a trial of a
+        time-to-loss study or a convergence check compares a pick with your schedule, not
+        with your LR held (the HF example's own 3 epochs end near 0.37, held near 0.39)."""
+        if self.trial is None:
+            return steps
+        max_steps, epochs = self.own_length
+        if max_steps > 0:
+            return max_steps
+        size, per_device = self.dataset_size, args.per_device_train_batch_size
+        batches = size // per_device if args.dataloader_drop_last else -(-size // per_device)
+        shard = -(-batches // _world())  # accelerate's even split over the processes
+        per_epoch = max(-(-shard // args.gradient_accumulation_steps), 1)
+        return max(math.ceil(epochs * per_epoch), 1)
 
     def schedule(
         self, optimizer: torch.optim.Optimizer, total_steps: int, yours: bool

@@ -161,6 +161,24 @@ class Trainer(pl.Trainer):
         more = {"weights_only": weights_only} if weights_only is not None else {}
         super().fit(model, train_dataloaders, val_dataloaders, datamodule, ckpt_path, **more)
 
+    @property
+    def estimated_stepping_batches(self) -> int | float:
+        """Lightning's estimate of the optimizer steps training makes; in a trial, which
+        trains until it is measured (``max_epochs`` -1), the steps your own ``max_epochs`` /
+        ``max_steps`` make at the trial's batch, as Lightning counts them. A scheduler your
+        ``configure_optimizers`` sizes by it (Lightning's own OneCycleLR recipe) then spans
+        your training, as it would in a normal run: Lightning's answer in a trial, infinity,
+        made OneCycleLR raise and every trial fail."""
+        if self._autoaccel.trial is None:
+            return super().estimated_stepping_batches
+        loop, steps = self.fit_loop, self.fit_loop.epoch_loop  # max_steps lives in the latter
+        held = loop.max_epochs, steps.max_steps
+        loop.max_epochs, steps.max_steps = self._autoaccel.own_limits()
+        try:
+            return super().estimated_stepping_batches
+        finally:
+            loop.max_epochs, steps.max_steps = held
+
 
 def _defines_train_loader(datamodule: pl.LightningDataModule | None) -> bool:
     if datamodule is None:
@@ -262,6 +280,15 @@ class _Tuning:
             cudnn_benchmark=bool(self.given.get("benchmark", torch.backends.cudnn.benchmark)),
         )
 
+    def own_limits(self) -> tuple[int, int]:
+        """Your ``max_epochs`` and ``max_steps`` as Lightning reads them (neither given:
+        its default of 1000 epochs; only ``max_steps``: as many epochs as it takes)."""
+        steps, epochs = self.length.get("max_steps"), self.length.get("max_epochs")
+        steps = steps if isinstance(steps, int) and steps > 0 else -1
+        if not isinstance(epochs, int):
+            epochs = 1000 if steps == -1 else -1
+        return epochs, steps
+
     def own_samples(self, user: TrainingConfig) -> int | None:
         """The samples your Trainer arguments train: ``max_steps`` optimizer steps of your
         global batch, or ``max_epochs`` passes over the data (``limit_train_batches`` of
@@ -332,7 +359,8 @@ class _Tuning:
                 notes += [refused] if refused else []
                 notes += apply_lr_settings(optimizer, chosen, user, own[0] if own else None)
             total = trainer.estimated_stepping_batches
-            steps = int(total) if math.isfinite(total) else None
+            # in a trial the tuned schedule spans the steps it was tuned for
+            steps = int(total) if math.isfinite(total) and self.trial is None else None
             _, self.scheduler = tuned_schedule(
                 optimizers[0], chosen, own[0] if own else None, steps, self.trial, notes
             )
@@ -341,6 +369,7 @@ class _Tuning:
                 for note in dict.fromkeys(notes):
                     print(f"autoaccel: {note}", file=sys.stderr)
             return
+        _held_after_your_training(trainer)
         evaluate = _HeldOut.of(trainer, module, self.val_loaders)
         facts = trial_facts(module, optimizers[0], self.spec, user, device, notes)
         facts |= {"tensor_data": False, "fixed": self.fixed()}
@@ -353,6 +382,35 @@ class _Tuning:
         if self.trial.lr_sweep is not None:  # the sweep sets each step's LR itself
             self.scheduler = None
         self.steps_seen = trainer.global_step
+
+
+def _held_after_your_training(trainer: pl.Trainer) -> None:
+    """In a trial, each scheduler of yours that steps per optimizer step stops stepping
+    once your own training's steps are done (``Trainer.estimated_stepping_batches``), its
+    LR held at your last step's: a trial trains on until it is measured, and OneCycleLR
+    raises when stepped past its ``total_steps`` (and one step short of that, it has
+    already left its schedule: 4e-7 at your last step, then 5e-4)."""
+    total = trainer.estimated_stepping_batches
+    if not math.isfinite(total):
+        return
+    for config in trainer.lr_scheduler_configs:
+        scheduler = config.scheduler
+        if config.interval != "step" or not isinstance(getattr(scheduler, "last_epoch", None), int):
+            continue
+        calls = int(total) // max(int(config.frequency), 1)
+        scheduler.step = _stepping_until(scheduler, calls)  # type: ignore[method-assign]
+
+
+def _stepping_until(scheduler: Any, calls: int) -> Any:
+    """``scheduler.step`` that does nothing once the scheduler has set the LR of the
+    ``calls``-th step (its ``last_epoch`` counts from 0)."""
+    step = scheduler.step
+
+    def within(*args: Any, **kwargs: Any) -> None:
+        if scheduler.last_epoch < calls - 1:
+            step(*args, **kwargs)
+
+    return within
 
 
 class _Callback(pl.Callback):

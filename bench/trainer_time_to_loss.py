@@ -45,6 +45,7 @@ import json
 import math
 import statistics
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -113,17 +114,28 @@ def pace_speedup(yours: LossRun, pick: LossRun, horizon_s: float) -> float:
     return 1 / pace_of(pick, levels, horizon_s)
 
 
-def compare(
-    script: Path,
-    pick: TrainingConfig,
-    horizon_s: float,
-    seeds: int,
-    work: Path,
-    own_epochs: float,
-    evals: int,
-) -> tuple[list[dict[str, Any]], bool, float]:
-    """Your setup and the pick, each trained for ``horizon_s`` on each data order, in turn;
-    whether the pick is your setup; your script's own validation loss."""
+@dataclass(frozen=True)
+class Scene:
+    """One example's script ready to train: its trainer, your setup, the scoring, the
+    reference run's levels and your script's own validation loss (read once, so that every
+    setup compared is timed to the same loss)."""
+
+    script: Path
+    trainer: ScriptTrainer
+    user: TrainingConfig
+    scoring: Scoring
+    horizon_s: float
+    levels: list[float]
+    own: float
+    own_s: float | None  # your script's own training at its trial's samples/s
+
+
+def scene(
+    script: Path, horizon_s: float | None, work: Path, own_epochs: float, evals: int
+) -> Scene:
+    """``script`` with its own settings measured once (its baseline trial), and your
+    setup's reference run on its own data order (``REFERENCE_ORDER``) for ``horizon_s``
+    (None: your script's own training time, at least the tune's floor)."""
     options = PipelineOptions.checked(TUNE)
     runner = ScriptRunner(
         script,
@@ -138,17 +150,28 @@ def compare(
         raise SystemExit(f"{script.name} fails with its own settings: {first.log_path}")
     trainer = ScriptTrainer(runner, report, None)
     user = TrainingConfig.from_dict({**report.user_config})
+    rate = first.measurement.samples_per_s
+    own_s = report.own_samples / rate if report.own_samples and rate else None
+    if horizon_s is None:
+        horizon_s = max(4 * options.settings.window_s, own_s or 0.0)
     start = tuple(report.held_out_start) if report.held_out_start else None
     scoring = Scoring(evals=evals, start=start)  # type: ignore[arg-type]
-    kept = pick.knobs() == user.knobs()
-    if kept:
-        print(f"  {script.stem}: the tune kept your setup; both runs train the same", flush=True)
     reference = trainer.train_for(user, seconds=horizon_s, scoring=scoring, seed=REFERENCE_ORDER)
     if not reference.ok:
         raise SystemExit(f"{script.name}, reference run: {reference.message}")
     levels = target_levels(reference, find_plateau(reference.curve))
     own = own_loss(reference, own_epochs * (report.dataset_size or 0))
     print(f"  {script.stem}: your script's own validation loss {own:.4f}", flush=True)
+    return Scene(script, trainer, user, scoring, horizon_s, levels, own, own_s)
+
+
+def compare(at: Scene, pick: TrainingConfig, seeds: int) -> tuple[list[dict[str, Any]], bool]:
+    """Your setup and the pick, each trained for the horizon on each data order, in turn;
+    whether the pick is your setup."""
+    trainer, user, scoring, horizon_s, own = at.trainer, at.user, at.scoring, at.horizon_s, at.own
+    kept = pick.knobs() == user.knobs()
+    if kept:
+        print(f"  {at.script.stem}: the pick is your setup; both runs train the same", flush=True)
     rows = []
     for order in range(FIRST_ORDER, FIRST_ORDER + seeds):
         runs = {
@@ -157,7 +180,7 @@ def compare(
         }
         for label, run in runs.items():
             if not run.ok:
-                raise SystemExit(f"{script.name}, {label}, order {order}: {run.message}")
+                raise SystemExit(f"{at.script.name}, {label}, order {order}: {run.message}")
         target, yours_s, pick_s = sooner(runs["yours"], runs["pick"])
         rows.append(
             {
@@ -168,18 +191,28 @@ def compare(
                 "pace": round(pace_speedup(runs["yours"], runs["pick"], horizon_s), 3),
                 "to_best": None if not pick_s else round(yours_s / pick_s, 3),
                 "fair_pace": round(
-                    pace_of(runs["yours"], levels, horizon_s)
-                    / pace_of(runs["pick"], levels, horizon_s),
+                    pace_of(runs["yours"], at.levels, horizon_s)
+                    / pace_of(runs["pick"], at.levels, horizon_s),
                     3,
                 ),
                 "pick_best_loss": round(runs["pick"].best_loss, 5),
                 "yours_own_s": _seconds(runs["yours"].time_to(own)),
                 "pick_own_s": _seconds(runs["pick"].time_to(own)),
                 "to_own": _ratio(runs["yours"].time_to(own), runs["pick"].time_to(own)),
+                "yours_samples_per_s": _rate(runs["yours"]),
+                "pick_samples_per_s": _rate(runs["pick"]),
             }
         )
-        print(f"  {script.stem} order {order}: {json.dumps(rows[-1])}", flush=True)
-    return rows, kept, own
+        print(f"  {at.script.stem} order {order}: {json.dumps(rows[-1])}", flush=True)
+    return rows, kept
+
+
+def _rate(run: LossRun) -> float | None:
+    """The run's samples per training second, from its last evaluation."""
+    last = run.curve[-1] if run.curve else None
+    if last is None or not last.seconds:
+        return None
+    return round(last.step * run.config.global_batch / last.seconds, 1)
 
 
 def _ratio(yours_s: float | None, pick_s: float | None) -> float | None:
@@ -201,6 +234,44 @@ def _shown(ratio: float | None) -> str:
     return "yours missed" if math.isinf(ratio) else f"{ratio:.2f}x"
 
 
+def summary(
+    rows: list[dict[str, Any]], pick: TrainingConfig, kept: bool, at: Scene
+) -> dict[str, Any]:
+    """One pick's figures over the data orders, with their medians."""
+    return {
+        "horizon_s": round(at.horizon_s, 1),
+        "pick": pick.knobs(),
+        "kept_yours": kept,
+        "orders": rows,
+        "median_pace": round(statistics.median(r["pace"] for r in rows), 3),
+        "median_to_best": round(statistics.median(r["to_best"] or 0.0 for r in rows), 3),
+        "median_fair_pace": round(statistics.median(r["fair_pace"] for r in rows), 3),
+        "own_loss": round(at.own, 5),
+        "median_to_own": round(statistics.median(r["to_own"] or 0.0 for r in rows), 3),
+        "median_samples_per_s_ratio": round(
+            statistics.median(
+                r["pick_samples_per_s"] / r["yours_samples_per_s"]
+                for r in rows
+                if r["pick_samples_per_s"] and r["yours_samples_per_s"]
+            ),
+            3,
+        ),
+    }
+
+
+def setups_of(path: Path, user: TrainingConfig) -> list[tuple[str, TrainingConfig]]:
+    """The setups a ``--setups`` file names: a JSON list of {"name", "knobs"}, each knobs
+    a change to your setup (``TrainingConfig`` fields)."""
+    try:
+        entries = json.loads(path.read_text())
+        return [
+            (str(e["name"]), TrainingConfig.from_dict({**user.to_dict(), **e["knobs"]}))
+            for e in entries
+        ]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise SystemExit(f"--setups {path}: {e} (a JSON list of {{name, knobs}})") from e
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
@@ -217,12 +288,30 @@ def main() -> None:
         help="passes over the data your script's own training makes (the examples' --epochs)",
     )
     parser.add_argument("--evals", type=int, default=12, help="evaluations per run")
+    parser.add_argument(
+        "--setups",
+        type=Path,
+        help="no tune: compare the setups this JSON file names (one example), e.g. "
+        "bench/data/hf_setups.json",
+    )
+    parser.add_argument(
+        "--horizon",
+        type=float,
+        help="with --setups: training seconds per run (default: your script's own training)",
+    )
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args()
+    if args.setups and len(args.examples) != 1:
+        raise SystemExit("--setups compares setups of one example: give --examples hf or lightning")
     profile = probe_system()
+    what = (
+        f"setups {args.setups}"
+        if args.setups
+        else f"tune budget {args.budget or TUNE.ttl_budget_s:g} s"
+    )
     print(
         f"# {profile.describe()} (ISA: {', '.join(profile.cpu.flags) or 'none'}); "
-        f"tune budget {args.budget or TUNE.ttl_budget_s:g} s; {args.seeds} data orders",
+        f"{what}; {args.seeds} data orders",
         flush=True,
     )
     results: dict[str, Any] = {}
@@ -230,26 +319,28 @@ def main() -> None:
         script = SCRIPTS[name]
         with tempfile.TemporaryDirectory() as scratch:
             work = Path(scratch)
+            if args.setups:
+                at = scene(script, args.horizon, work, args.own_epochs, args.evals)
+                print(
+                    f"{name}: horizon {at.horizon_s:.1f} s (your script's own training "
+                    f"{at.own_s or 0:.1f} s)",
+                    flush=True,
+                )
+                for label, pick in setups_of(args.setups, at.user):
+                    print(f"{name}: {label}: {json.dumps(pick.knobs(), default=str)}", flush=True)
+                    rows, kept = compare(at, pick, args.seeds)
+                    results[label] = summary(rows, pick, kept, at)
+                continue
             pick, horizon_s, objective = tuned(script, work, args.budget)
             print(f"{name}: {objective}", flush=True)
             print(f"{name}: pick {json.dumps(pick.knobs(), default=str)}", flush=True)
-            rows, kept, own = compare(
-                script, pick, horizon_s, args.seeds, work, args.own_epochs, args.evals
-            )
-        results[name] = {
-            "horizon_s": round(horizon_s, 1),
-            "pick": pick.knobs(),
-            "kept_yours": kept,
-            "orders": rows,
-            "median_pace": round(statistics.median(r["pace"] for r in rows), 3),
-            "median_to_best": round(statistics.median(r["to_best"] or 0.0 for r in rows), 3),
-            "median_fair_pace": round(statistics.median(r["fair_pace"] for r in rows), 3),
-            "own_loss": round(own, 5),
-            "median_to_own": round(statistics.median(r["to_own"] or 0.0 for r in rows), 3),
-        }
+            at = scene(script, horizon_s, work, args.own_epochs, args.evals)
+            rows, kept = compare(at, pick, args.seeds)
+            results[name] = summary(rows, pick, kept, at)
     print(
         "\nexample    pick        horizon  pace per order (median)   to best per order (median)"
         "   fair pace per order (median)   to your script's loss per order (median)"
+        "   samples/s (median)"
     )
     for name, found in results.items():
         rows = found["orders"]
@@ -257,12 +348,13 @@ def main() -> None:
         best = ", ".join(f"{r['to_best']:.2f}x" if r["to_best"] else "missed" for r in rows)
         fair = ", ".join(f"{r['fair_pace']:.2f}x" for r in rows)
         own = ", ".join(_shown(r["to_own"]) for r in rows)
-        what = "your setup" if found["kept_yours"] else "tuned"
+        what = "your setup" if found["kept_yours"] else "tuned" if name in SCRIPTS else "setup"
         print(
             f"{name:<10} {what:<11} {found['horizon_s']:>5.1f} s  {pace} "
             f"({found['median_pace']:.2f}x)   {best} ({found['median_to_best']:.2f}x)   "
             f"{fair} ({found['median_fair_pace']:.2f}x)   {own} "
-            f"({_shown(found['median_to_own'])}, to {found['own_loss']:.4f})"
+            f"({_shown(found['median_to_own'])}, to {found['own_loss']:.4f})   "
+            f"{found['median_samples_per_s_ratio']:.2f}x"
         )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2, default=str) + "\n")

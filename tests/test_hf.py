@@ -309,3 +309,51 @@ def test_two_processes_score_the_loss_one_process_would(tmp_path: Path) -> None:
     assert trial.measurement.ok, trial.log_tail()
     assert max(trial.measurement.losses) < one + 0.2
     assert "ignores num_items_in_batch" in trial.log_tail()
+
+
+LRS_SCRIPT = """
+import os, sys
+os.chdir(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, {tests!r})
+from pathlib import Path
+import transformers
+from test_hf import Tokens, arguments, tiny_model
+import autoaccel.hf
+
+
+class Lrs(transformers.TrainerCallback):
+    def on_step_begin(self, args, state, control, optimizer, **kwargs):
+        if state.is_world_process_zero:
+            with open("lrs.txt", "a") as out:
+                out.write(f"{{optimizer.param_groups[0]['lr']}}\\n")
+
+
+# one epoch of 64 samples: 8 optimizer steps at batch 8, HF's linear decay over them
+args = arguments(Path("out"), num_train_epochs=1)
+autoaccel.hf.Trainer(
+    model=tiny_model(), args=args, train_dataset=Tokens(64), callbacks=[Lrs()]
+).train()
+"""
+
+
+def test_a_trials_lr_decays_over_your_own_training(tmp_path: Path) -> None:
+    """A trial trains until it is measured (max_steps 10**9), and HF's linear decay spanned
+    that: your LR was held all the way, so a time-to-loss study or a convergence check
+    compared each pick with your setup at its peak LR, never annealed as your own training
+    anneals it. HF's scheduler now spans the steps your arguments train at the trial's
+    batch and process count (64 samples: 8 steps of 8, 4 of 16, 4 of 2 processes x 8),
+    and the LR is 0 after them (your training has ended there)."""
+    path = tmp_path / "train.py"
+    path.write_text(LRS_SCRIPT.format(tests=str(Path(__file__).parent)))
+    runner = ScriptRunner(path, (), trials_dir=tmp_path / "trials", settings=SHORT, timeout_s=120)
+    lrs_file = tmp_path / "lrs.txt"
+    two = TrainingConfig(batch_size=8, processes=2, strategy="ddp", num_threads=1, device="cpu")
+    for config, steps in ((None, 8), (TrainingConfig(batch_size=16, device="cpu"), 4), (two, 4)):
+        lrs_file.unlink(missing_ok=True)
+        trial = runner.run(config)
+        assert trial.measurement.ok, trial.log_tail()
+        lrs = [float(line) for line in lrs_file.read_text().split()]
+        assert len(lrs) > 2 * steps  # the trial trains on past your own training
+        assert lrs[0] == pytest.approx(1e-3)
+        assert lrs[steps // 2] == pytest.approx(5e-4)  # half way through your epoch
+        assert lrs[steps:] == [0.0] * (len(lrs) - steps)

@@ -107,6 +107,22 @@ class Scheduled(Net):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": decay, "interval": "step"}}
 
 
+class OneCycled(Net):
+    """Lightning's own recipe: OneCycleLR over ``estimated_stepping_batches``; each step's
+    LR appended to lrs.txt (a trial runs in a process of its own)."""
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        with open("lrs.txt", "a") as out:
+            out.write(f"{self.trainer.optimizers[0].param_groups[0]['lr']}\n")
+        return super().training_step(batch, batch_idx)
+
+    def configure_optimizers(self) -> Any:
+        optimizer = torch.optim.SGD(self.parameters(), lr=0.1, momentum=0.9)
+        steps = self.trainer.estimated_stepping_batches
+        cycle = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=0.1, total_steps=steps)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": cycle, "interval": "step"}}
+
+
 class HeldOutData(Data):
     def val_dataloader(self) -> DataLoader[Any]:
         return DataLoader(TensorDataset(*held_out()), batch_size=40)  # 40, 40, 16
@@ -313,3 +329,19 @@ def test_a_trial_applies_its_config_in_two_processes_under_torchrun(tmp_path: Pa
     assert trial.report is not None and trial.report.world_size == 2
     assert trial.measurement.samples == 2 * 8 * trial.measurement.window_steps
     assert not (tmp_path / "lightning_logs").exists() and not list(tmp_path.glob("*.ckpt"))
+
+
+def test_a_one_cycle_over_your_stepping_batches_spans_your_training_in_a_trial(
+    tmp_path: Path,
+) -> None:
+    """A trial trains until it is measured (max_epochs -1), so Lightning's
+    estimated_stepping_batches read infinity and OneCycleLR, sized by it as Lightning's docs
+    show, raised: every trial of such a script failed. In a trial it is your own
+    training's (max_steps=8 of the epoch's 32), the cycle spans those 8 steps, and after
+    them the LR is held at your last step's (OneCycleLR raises when stepped past)."""
+    trial = _runner(tmp_path, extra="max_steps=8, ", module="OneCycled").run(None)
+    assert trial.measurement.ok, trial.log_tail()
+    lrs = [float(line) for line in (tmp_path / "lrs.txt").read_text().split()]
+    assert len(lrs) > 12, "the trial trains past your own 8 steps"
+    assert lrs.index(max(lrs)) == 2 and max(lrs) > 0.09  # the peak, 30% in
+    assert lrs[7] < 1e-5 and lrs[7:] == [lrs[7]] * (len(lrs) - 7)  # your last step's

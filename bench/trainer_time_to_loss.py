@@ -349,6 +349,9 @@ def main() -> None:
         fair = ", ".join(f"{r['fair_pace']:.2f}x" for r in rows)
         own = ", ".join(_shown(r["to_own"]) for r in rows)
         what = "your setup" if found["kept_yours"] else "tuned" if name in SCRIPTS else "setup"
+        if len(name) > 10:  # a --setups label: on a line of its own
+            print(name)
+            name = ""
         print(
             f"{name:<10} {what:<11} {found['horizon_s']:>5.1f} s  {pace} "
             f"({found['median_pace']:.2f}x)   {best} ({found['median_to_best']:.2f}x)   "

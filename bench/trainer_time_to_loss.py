@@ -52,7 +52,7 @@ from typing import Any
 from rich.console import Console
 
 from autoaccel.config import TrainingConfig
-from autoaccel.curves import LossRun, find_plateau, pace_of, target_levels
+from autoaccel.curves import Level, LossRun, find_plateau, pace_of, target_levels
 from autoaccel.frontends.script import tune_script
 from autoaccel.pipeline import TUNE, PipelineOptions
 from autoaccel.probe import probe_system
@@ -93,19 +93,17 @@ def sooner(yours: LossRun, pick: LossRun) -> tuple[float, float, float | None]:
     return target, took, pick.time_to(target)
 
 
-def own_loss(reference: LossRun, samples: float) -> float:
-    """The reference run's held-out loss after ``samples`` trained (your setup's own
-    training), interpolated between its evaluations (from the untrained model's at 0)."""
+def own_loss(reference: LossRun, samples: float) -> float | None:
+    """The run's held-out loss after ``samples`` trained (your setup's own training),
+    interpolated between its evaluations (from the untrained model's at 0); None when it
+    trained fewer samples."""
     batch = reference.config.global_batch
     points = [(0.0, reference.start_loss)] if reference.start_loss is not None else []
     points += [(p.step * batch, p.loss) for p in reference.curve]
     for (s0, l0), (s1, l1) in itertools.pairwise(points):
         if s0 <= samples <= s1:
             return l0 + (l1 - l0) * (samples - s0) / (s1 - s0)
-    raise SystemExit(
-        f"the reference run trained {points[-1][0]:,.0f} samples, short of your script's "
-        f"{samples:,.0f}: give a longer --budget"
-    )
+    return None
 
 
 def pace_speedup(yours: LossRun, pick: LossRun, horizon_s: float) -> float:
@@ -125,9 +123,10 @@ class Scene:
     user: TrainingConfig
     scoring: Scoring
     horizon_s: float
-    levels: list[float]
+    levels: list[Level]
     own: float
     own_s: float | None  # your script's own training at its trial's samples/s
+    own_samples: float  # your script's own training, in samples
 
 
 def scene(
@@ -160,9 +159,16 @@ def scene(
     if not reference.ok:
         raise SystemExit(f"{script.name}, reference run: {reference.message}")
     levels = target_levels(reference, find_plateau(reference.curve))
-    own = own_loss(reference, own_epochs * (report.dataset_size or 0))
+    samples = own_epochs * (report.dataset_size or 0)
+    own = own_loss(reference, samples)
+    if own is None:
+        raise SystemExit(
+            f"the reference run trained {reference.curve[-1].step * user.global_batch:,} "
+            f"samples in {horizon_s:.1f} s, short of your script's {samples:,.0f}: give a "
+            "longer --horizon or --budget"
+        )
     print(f"  {script.stem}: your script's own validation loss {own:.4f}", flush=True)
-    return Scene(script, trainer, user, scoring, horizon_s, levels, own, own_s)
+    return Scene(script, trainer, user, scoring, horizon_s, levels, own, own_s, samples)
 
 
 def compare(at: Scene, pick: TrainingConfig, seeds: int) -> tuple[list[dict[str, Any]], bool]:
@@ -182,6 +188,7 @@ def compare(at: Scene, pick: TrainingConfig, seeds: int) -> tuple[list[dict[str,
             if not run.ok:
                 raise SystemExit(f"{at.script.name}, {label}, order {order}: {run.message}")
         target, yours_s, pick_s = sooner(runs["yours"], runs["pick"])
+        here = own_loss(runs["yours"], at.own_samples)  # where your run ends on this order
         rows.append(
             {
                 "order": order,
@@ -199,6 +206,10 @@ def compare(at: Scene, pick: TrainingConfig, seeds: int) -> tuple[list[dict[str,
                 "yours_own_s": _seconds(runs["yours"].time_to(own)),
                 "pick_own_s": _seconds(runs["pick"].time_to(own)),
                 "to_own": _ratio(runs["yours"].time_to(own), runs["pick"].time_to(own)),
+                "own_here": None if here is None else round(here, 5),
+                "to_own_here": None
+                if here is None
+                else _ratio(runs["yours"].time_to(here), runs["pick"].time_to(here)),
                 "yours_samples_per_s": _rate(runs["yours"]),
                 "pick_samples_per_s": _rate(runs["pick"]),
             }
@@ -248,6 +259,7 @@ def summary(
         "median_fair_pace": round(statistics.median(r["fair_pace"] for r in rows), 3),
         "own_loss": round(at.own, 5),
         "median_to_own": round(statistics.median(r["to_own"] or 0.0 for r in rows), 3),
+        "median_to_own_here": round(statistics.median(r["to_own_here"] or 0.0 for r in rows), 3),
         "median_samples_per_s_ratio": round(
             statistics.median(
                 r["pick_samples_per_s"] / r["yours_samples_per_s"]
@@ -340,7 +352,7 @@ def main() -> None:
     print(
         "\nexample    pick        horizon  pace per order (median)   to best per order (median)"
         "   fair pace per order (median)   to your script's loss per order (median)"
-        "   samples/s (median)"
+        "   to where yours ends on the order (median)   samples/s (median)"
     )
     for name, found in results.items():
         rows = found["orders"]
@@ -348,6 +360,7 @@ def main() -> None:
         best = ", ".join(f"{r['to_best']:.2f}x" if r["to_best"] else "missed" for r in rows)
         fair = ", ".join(f"{r['fair_pace']:.2f}x" for r in rows)
         own = ", ".join(_shown(r["to_own"]) for r in rows)
+        here = ", ".join(_shown(r["to_own_here"]) for r in rows)
         what = "your setup" if found["kept_yours"] else "tuned" if name in SCRIPTS else "setup"
         if len(name) > 10:  # a --setups label: on a line of its own
             print(name)
@@ -357,6 +370,7 @@ def main() -> None:
             f"({found['median_pace']:.2f}x)   {best} ({found['median_to_best']:.2f}x)   "
             f"{fair} ({found['median_fair_pace']:.2f}x)   {own} "
             f"({_shown(found['median_to_own'])}, to {found['own_loss']:.4f})   "
+            f"{here} ({_shown(found['median_to_own_here'])})   "
             f"{found['median_samples_per_s_ratio']:.2f}x"
         )
     if args.json:

@@ -194,6 +194,22 @@ def split_words(config: TrainingConfig) -> str:
     return " x ".join(parts)
 
 
+def schedule_words(config: TrainingConfig) -> str:
+    """'cosine, warm-up 20/391 steps'; a constant LR with no warm-up is no schedule of
+    autoaccel's, so your script's own runs (a Trainer's ``lr_scheduler_type``, linear by
+    default in HF's; none in a plain loop: the LR held).
+
+    Example:
+        >>> schedule_words(TrainingConfig(schedule="cosine", warmup_steps=20, schedule_steps=391))
+        'cosine, warm-up 20/391 steps'
+        >>> schedule_words(TrainingConfig(schedule_steps=391))
+        "your script's own schedule (none of autoaccel's)"
+    """
+    if config.schedule == "constant" and not config.warmup_steps:
+        return "your script's own schedule (none of autoaccel's)"
+    return f"{config.schedule}, warm-up {config.warmup_steps}/{config.schedule_steps} steps"
+
+
 def batch_words(config: TrainingConfig) -> str:
     """'batch 64', or 'batch 64 (2 processes x 32)' when it is split."""
     if config.global_batch == config.batch_size:
@@ -551,9 +567,8 @@ class _ScheduleStudy:
         momentum = f", momentum {config.momentum}" if config.momentum is not None else ""
         self.say(
             f"  schedule trial #{trial.number}: {batch_words(config)}, {config.precision}, "
-            f"lr {config.lr:.3g}, "
-            f"{config.schedule}, warm-up {config.warmup_steps}/{config.schedule_steps} steps"
-            f"{momentum}{again} -> {outcome_line(result)}"
+            f"lr {config.lr:.3g}, {schedule_words(config)}{momentum}{again} -> "
+            f"{outcome_line(result)}"
         )
         return result
 

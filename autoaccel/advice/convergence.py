@@ -14,7 +14,7 @@ from dataclasses import replace
 from autoaccel.advice.types import Advice, Recommendation
 from autoaccel.config import TrainingConfig
 from autoaccel.time_to_loss import ConvergenceResult
-from autoaccel.time_to_loss.study import batch_words
+from autoaccel.time_to_loss.study import batch_words, schedule_words
 
 __all__ = ["with_convergence"]
 
@@ -142,10 +142,7 @@ def _pick_line(converged: ConvergenceResult) -> str:
 
 def _train_like_the_pick(converged: ConvergenceResult, line: str) -> Recommendation:
     config = converged.best.config
-    text = (
-        f"train at {batch_words(config)} with peak lr {config.lr:g}, "
-        f"{config.schedule} decay after {config.warmup_steps} warm-up steps"
-    )
+    text = f"train at {batch_words(config)} with peak lr {config.lr:g}, {schedule_words(config)}"
     if config.momentum:
         text += f", momentum {config.momentum:g}"
     return Recommendation(text, line, True, "lr")

@@ -99,7 +99,8 @@ def _batch_changed(
     return [
         Recommendation(
             f"the global batch changed {new / old:g}x: scale the learning rate with it (linear for "
-            "SGD, square root for Adam) and warm it up, or pass keep_global_batch=True",
+            "SGD, square root for Adam) and warm it up, or tune with --keep-global-batch "
+            "(advise(keep_global_batch=True))",
             "a larger batch takes fewer, larger steps; throughput alone does not show how "
             "fast the model learns",
             False,

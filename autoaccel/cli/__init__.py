@@ -62,6 +62,11 @@ class _Parser(argparse.ArgumentParser):
     under ``--json`` like every other error."""
 
     def error(self, message: str) -> NoReturn:
+        if message.startswith("unrecognized arguments"):  # most often the script's own
+            message += (
+                "; your script's own arguments go after --, e.g. autoaccel run train.py -- "
+                "--epochs 5"
+            )
         raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
 
 

@@ -103,6 +103,16 @@ def test_usage_errors_exit_2() -> None:
     assert run_cli().returncode == 2
 
 
+def test_a_scripts_own_arguments_without_the_separator_say_where_they_go() -> None:
+    """`autoaccel run train.py --epochs 1` (as one would type it first): one line that says
+    the script's arguments go after --, exit 2."""
+    result = run_cli("run", "train.py", "--epochs", "1")
+    assert result.returncode == 2
+    line = result.stderr.strip()
+    assert "unrecognized arguments: --epochs 1" in line and "go after --" in line
+    assert "\n" not in line
+
+
 def test_every_command_has_help_with_an_example() -> None:
     parser = build_parser()
     commands = parser._subparsers._group_actions[0].choices  # type: ignore[union-attr]

@@ -162,6 +162,17 @@ class Trainer(pl.Trainer):
         super().fit(model, train_dataloaders, val_dataloaders, datamodule, ckpt_path, **more)
 
     @property
+    def max_epochs(self) -> int | None:
+        """Lightning's ``max_epochs``; in a trial, once its loop limits are set (the trial
+        trains until it is measured: -1), your own, as a ``configure_optimizers`` that
+        sizes a schedule by it (``CosineAnnealingLR(T_max=self.trainer.max_epochs)``)
+        reads it in a normal run. With -1 that cosine climbs back to its peak LR every
+        other epoch."""
+        if self._autoaccel.trial is not None and self._autoaccel.limits_set:
+            return self._autoaccel.own_limits()[0]
+        return super().max_epochs
+
+    @property
     def estimated_stepping_batches(self) -> int | float:
         """Lightning's estimate of the optimizer steps training makes; in a trial, which
         trains until it is measured (``max_epochs`` -1), the steps your own ``max_epochs`` /
@@ -206,6 +217,7 @@ class _Tuning:
         self.steps_seen = 0
         self.val_loaders: Any = None  # passed to fit(), if any
         self.length: dict[str, Any] = {}  # your max_steps, max_epochs, limit_train_batches
+        self.limits_set = False  # the trial's loop limits are in place (Lightning's setup)
 
     @classmethod
     def start(
@@ -369,7 +381,7 @@ class _Tuning:
                 for note in dict.fromkeys(notes):
                     print(f"autoaccel: {note}", file=sys.stderr)
             return
-        _held_after_your_training(trainer)
+        _held_after_your_training(trainer, *self.own_limits())
         evaluate = _HeldOut.of(trainer, module, self.val_loaders)
         facts = trial_facts(module, optimizers[0], self.spec, user, device, notes)
         facts |= {"tensor_data": False, "fixed": self.fixed()}
@@ -384,20 +396,25 @@ class _Tuning:
         self.steps_seen = trainer.global_step
 
 
-def _held_after_your_training(trainer: pl.Trainer) -> None:
-    """In a trial, each scheduler of yours that steps per optimizer step stops stepping
-    once your own training's steps are done (``Trainer.estimated_stepping_batches``), its
-    LR held at your last step's: a trial trains on until it is measured, and OneCycleLR
-    raises when stepped past its ``total_steps`` (and one step short of that, it has
-    already left its schedule: 4e-7 at your last step, then 5e-4)."""
+def _held_after_your_training(trainer: pl.Trainer, epochs: int, steps: int) -> None:
+    """In a trial, each scheduler of yours stops stepping once your own training is done
+    (your ``epochs`` / ``steps``: ``Trainer.estimated_stepping_batches`` for one stepped per
+    optimizer step, your epochs for one stepped per epoch), its LR held at your last
+    step's: a trial trains on until it is measured, and OneCycleLR raises when stepped past
+    its ``total_steps`` (one step short of that, it has already left its schedule: 4e-7 at
+    your last step, then 5e-4), while a CosineAnnealingLR climbs back to its peak."""
     total = trainer.estimated_stepping_batches
-    if not math.isfinite(total):
-        return
     for config in trainer.lr_scheduler_configs:
         scheduler = config.scheduler
-        if config.interval != "step" or not isinstance(getattr(scheduler, "last_epoch", None), int):
+        if not isinstance(getattr(scheduler, "last_epoch", None), int):
             continue
-        calls = int(total) // max(int(config.frequency), 1)
+        if config.interval == "step" and math.isfinite(total):
+            span = int(total)
+        elif config.interval == "epoch" and epochs > 0 and steps == -1:
+            span = epochs
+        else:
+            continue
+        calls = span // max(int(config.frequency), 1)
         scheduler.step = _stepping_until(scheduler, calls)  # type: ignore[method-assign]
 
 
@@ -420,6 +437,8 @@ class _Callback(pl.Callback):
         self.tuning = tuning
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        # Lightning has set the fit loop's limits from max_epochs by now (``Trainer._run``)
+        self.tuning.limits_set = stage == "fit"
         chosen = self.tuning.chosen
         if stage == "fit" and chosen is not None and chosen.channels_last and has_conv(pl_module):
             pl_module.to(memory_format=torch.channels_last)

@@ -123,6 +123,32 @@ class OneCycled(Net):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": cycle, "interval": "step"}}
 
 
+class Cosine(Net):
+    """A cosine over ``self.trainer.max_epochs`` (stepped per epoch); each step's LR and the
+    max_epochs it was sized by written to lrs.txt and epochs.txt."""
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        with open("lrs.txt", "a") as out:
+            out.write(f"{self.trainer.optimizers[0].param_groups[0]['lr']}\n")
+        return super().training_step(batch, batch_idx)
+
+    def configure_optimizers(self) -> Any:
+        optimizer = torch.optim.SGD(self.parameters(), lr=0.1, momentum=0.9)
+        with open("epochs.txt", "w") as out:
+            out.write(str(self.trainer.max_epochs))
+        epochs = self.trainer.max_epochs
+        return [optimizer], [torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs)]
+
+
+class Few(Data):
+    """64 samples: 4 steps of 16 an epoch."""
+
+    def train_dataloader(self) -> DataLoader[Any]:
+        g = torch.Generator().manual_seed(0)
+        data = TensorDataset(torch.randn(64, 3, 8, 8, generator=g), torch.randint(0, 2, (64,)))
+        return DataLoader(data, batch_size=self.batch_size, shuffle=True)
+
+
 class HeldOutData(Data):
     def val_dataloader(self) -> DataLoader[Any]:
         return DataLoader(TensorDataset(*held_out()), batch_size=40)  # 40, 40, 16
@@ -345,3 +371,18 @@ def test_a_one_cycle_over_your_stepping_batches_spans_your_training_in_a_trial(
     assert len(lrs) > 12, "the trial trains past your own 8 steps"
     assert lrs.index(max(lrs)) == 2 and max(lrs) > 0.09  # the peak, 30% in
     assert lrs[7] < 1e-5 and lrs[7:] == [lrs[7]] * (len(lrs) - 7)  # your last step's
+
+
+def test_max_epochs_is_yours_where_a_module_sizes_a_schedule_by_it_in_a_trial(
+    tmp_path: Path,
+) -> None:
+    """A trial trains until it is measured (max_epochs -1): a CosineAnnealingLR sized by
+    ``self.trainer.max_epochs`` read -1 and climbed back to the peak LR every other epoch.
+    It reads your max_epochs (1), the trial still trains past your epoch (4 steps), and
+    there the LR stays at your last step's (a cosine stepped past its T_max climbs back)."""
+    trial = _runner(tmp_path, module="Cosine", data="Few").run(None)
+    assert trial.measurement.ok, trial.log_tail()
+    assert (tmp_path / "epochs.txt").read_text() == "1"
+    lrs = [float(line) for line in (tmp_path / "lrs.txt").read_text().split()]
+    assert len(lrs) > 12, "the trial trains past your own epoch"
+    assert lrs == [0.1] * len(lrs)  # your one epoch's LR, held

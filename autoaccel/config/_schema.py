@@ -255,7 +255,8 @@ class TrainingConfig:
     )
     schedule: str = knob(
         "constant",
-        "lr after warm-up: constant, cosine, linear or one-cycle",
+        "lr after warm-up: constant (no schedule of autoaccel's: one of your script's runs), "
+        "cosine, linear or one-cycle",
         kind=str,
         choices=SCHEDULES,
     )

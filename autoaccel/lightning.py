@@ -371,8 +371,7 @@ class _Tuning:
                 notes += [refused] if refused else []
                 notes += apply_lr_settings(optimizer, chosen, user, own[0] if own else None)
             total = trainer.estimated_stepping_batches
-            # in a trial the tuned schedule spans the steps it was tuned for
-            steps = int(total) if math.isfinite(total) and self.trial is None else None
+            steps = int(total) if math.isfinite(total) else None
             _, self.scheduler = tuned_schedule(
                 optimizers[0], chosen, own[0] if own else None, steps, self.trial, notes
             )

@@ -397,9 +397,11 @@ def tuned_schedule(
     trial: TrialSpec | None,
     notes: list[str],
 ) -> tuple[TrainingConfig, Any]:
-    """The tuned schedule as a scheduler, stretched over ``total_steps`` when given; the
-    script's own scheduler wins (a note says so)."""
-    if chosen.schedule != "constant" and total_steps is not None:
+    """The tuned schedule as a scheduler, stretched over ``total_steps`` when given (not in
+    a trial: a study's candidate spans the steps it is measured over, ``schedule_steps``, and
+    a script's ``total_steps`` under a trial may count the 10**6 epochs it trains on for);
+    the script's own scheduler wins (a note says so)."""
+    if chosen.schedule != "constant" and total_steps is not None and trial is None:
         chosen = replace(chosen, schedule_steps=total_steps)
     elif chosen.schedule != "constant" and trial is None:
         notes.append(

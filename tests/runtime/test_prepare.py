@@ -9,7 +9,9 @@ from models import Pairs, mlp, tabular
 import autoaccel
 from autoaccel.config import CONFIG_ENV, Provenance, TrainingConfig, find_config, save_config
 from autoaccel.errors import ConfigError
+from autoaccel.runtime.prepare import tuned_schedule
 from autoaccel.runtime.run import shard
+from autoaccel.trials.protocol import TrialSpec
 
 
 def make(lr: float = 0.1) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
@@ -190,6 +192,20 @@ def test_a_user_scheduler_follows_the_scaled_lr() -> None:
     run.backward(torch.nn.functional.cross_entropy(run.model(x), y))
     run.step()
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.2 * 0.5)  # scaled base, one decay
+
+
+def test_a_trials_schedule_spans_the_steps_it_is_measured_over() -> None:
+    """``total_steps`` stretches a tuned schedule over the whole run in a normal run; in a
+    trial (a schedule study's candidate) it spans its own ``schedule_steps``: the study
+    measures the candidate over those, and a script under a trial may size total_steps by
+    the 10**6 epochs it trains on for (before: the candidate's decay spanned them)."""
+    model = mlp()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    config = TrainingConfig(lr=0.3, schedule="linear", schedule_steps=10)
+    trial = TrialSpec(config.to_dict(), False, {}, "started", "report")
+    for spec, span in ((None, 100), (trial, 10)):
+        chosen, scheduler = tuned_schedule(optimizer, config, None, 100, spec, [])
+        assert chosen.schedule_steps == span and scheduler is not None
 
 
 def test_tuned_momentum_and_total_steps(capsys: pytest.CaptureFixture[str]) -> None:

@@ -72,6 +72,7 @@ from autoaccel.runtime.prepare import (
     tuned_schedule,
 )
 from autoaccel.runtime.run import StepObserver, has_conv
+from autoaccel.schedule import hold_after
 from autoaccel.trials.protocol import TrialSpec
 
 __all__ = ["PINNED_BY", "Trainer"]
@@ -399,34 +400,16 @@ def _held_after_your_training(trainer: pl.Trainer, epochs: int, steps: int) -> N
     """In a trial, each scheduler of yours stops stepping once your own training is done
     (your ``epochs`` / ``steps``: ``Trainer.estimated_stepping_batches`` for one stepped per
     optimizer step, your epochs for one stepped per epoch), its LR held at your last
-    step's: a trial trains on until it is measured, and OneCycleLR raises when stepped past
-    its ``total_steps`` (one step short of that, it has already left its schedule: 4e-7 at
-    your last step, then 5e-4), while a CosineAnnealingLR climbs back to its peak."""
+    step's (``hold_after``): a trial trains on until it is measured."""
     total = trainer.estimated_stepping_batches
     for config in trainer.lr_scheduler_configs:
-        scheduler = config.scheduler
-        if not isinstance(getattr(scheduler, "last_epoch", None), int):
-            continue
         if config.interval == "step" and math.isfinite(total):
             span = int(total)
         elif config.interval == "epoch" and epochs > 0 and steps == -1:
             span = epochs
         else:
             continue
-        calls = span // max(int(config.frequency), 1)
-        scheduler.step = _stepping_until(scheduler, calls)  # type: ignore[method-assign]
-
-
-def _stepping_until(scheduler: Any, calls: int) -> Any:
-    """``scheduler.step`` that does nothing once the scheduler has set the LR of the
-    ``calls``-th step (its ``last_epoch`` counts from 0)."""
-    step = scheduler.step
-
-    def within(*args: Any, **kwargs: Any) -> None:
-        if scheduler.last_epoch < calls - 1:
-            step(*args, **kwargs)
-
-    return within
+        hold_after(config.scheduler, span // max(int(config.frequency), 1))
 
 
 class _Callback(pl.Callback):

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,6 +30,7 @@ __all__ = [
     "apply_lr",
     "apply_momentum",
     "build_scheduler",
+    "hold_after",
     "lr_factor",
     "lr_multiplier",
     "momentum_of",
@@ -91,6 +93,24 @@ def build_scheduler(
     if config.schedule == "constant" and config.warmup_steps == 0:
         return None
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(config))
+
+
+def hold_after(scheduler: Any, steps: int) -> None:
+    """Make ``scheduler`` stop stepping once it has set the LR of the ``steps``-th step (its
+    ``last_epoch`` counts from 0): the LR is held at your last step's. For a trial, which
+    trains past your own training: OneCycleLR raises when stepped past its ``total_steps``
+    (and one step short of that, it has already left its schedule: 4e-7 at your last step,
+    then 5e-4), and a cosine stepped past its T_max climbs back to its peak. A scheduler
+    without torch's step count (``last_epoch``) is left as it is."""
+    if not isinstance(getattr(scheduler, "last_epoch", None), int):
+        return
+    step = scheduler.step
+
+    def within(*args: Any, **kwargs: Any) -> None:
+        if scheduler.last_epoch < steps - 1:
+            step(*args, **kwargs)
+
+    scheduler.step = within
 
 
 def apply_lr(optimizer: torch.optim.Optimizer, lr: float, *, scheduler: object = None) -> list[str]:

@@ -34,7 +34,14 @@ from autoaccel.process import apply_process_settings
 from autoaccel.runtime.data import DataSpec, GlobalOrderSampler, build_loader, describe_data
 from autoaccel.runtime.device import apply_optimizer_impl, choose_device, cuda_count, place
 from autoaccel.runtime.run import Run, StepObserver, has_conv, model_device, model_fingerprint
-from autoaccel.schedule import apply_lr, apply_momentum, build_scheduler, momentum_of, scale_lr
+from autoaccel.schedule import (
+    apply_lr,
+    apply_momentum,
+    build_scheduler,
+    hold_after,
+    momentum_of,
+    scale_lr,
+)
 from autoaccel.trials.curve_session import CurveSession
 from autoaccel.trials.hook import call_hook, check_hook
 from autoaccel.trials.protocol import TrialSpec, read_trial_spec
@@ -186,6 +193,10 @@ def prepare(
         )
         if trial.lr_sweep is not None:  # the sweep sets the LR of every step itself
             scheduler = tuned_scheduler = None
+        span = total_steps or getattr(scheduler, "total_steps", None)  # OneCycleLR's own
+        if scheduler is not None and isinstance(span, int) and span > 0:
+            # a trial trains on past your training: your scheduler holds your last LR
+            hold_after(scheduler, span)
     elif processes.rank == 0:
         for note in notes:
             print(f"autoaccel: {note}", file=sys.stderr)

@@ -107,14 +107,17 @@ class Scheduled(Net):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": decay, "interval": "step"}}
 
 
-class OneCycled(Net):
-    """Lightning's own recipe: OneCycleLR over ``estimated_stepping_batches``; each step's
-    LR appended to lrs.txt (a trial runs in a process of its own)."""
+class LrLogged(Net):
+    """Net that appends each step's LR to lrs.txt (a trial runs in a process of its own)."""
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         with open("lrs.txt", "a") as out:
             out.write(f"{self.trainer.optimizers[0].param_groups[0]['lr']}\n")
         return super().training_step(batch, batch_idx)
+
+
+class OneCycled(LrLogged):
+    """Lightning's own recipe: OneCycleLR over ``estimated_stepping_batches``."""
 
     def configure_optimizers(self) -> Any:
         optimizer = torch.optim.SGD(self.parameters(), lr=0.1, momentum=0.9)
@@ -123,20 +126,15 @@ class OneCycled(Net):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": cycle, "interval": "step"}}
 
 
-class Cosine(Net):
-    """A cosine over ``self.trainer.max_epochs`` (stepped per epoch); each step's LR and the
-    max_epochs it was sized by written to lrs.txt and epochs.txt."""
-
-    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        with open("lrs.txt", "a") as out:
-            out.write(f"{self.trainer.optimizers[0].param_groups[0]['lr']}\n")
-        return super().training_step(batch, batch_idx)
+class Cosine(LrLogged):
+    """A cosine over ``self.trainer.max_epochs`` (stepped per epoch); the max_epochs it was
+    sized by written to epochs.txt."""
 
     def configure_optimizers(self) -> Any:
         optimizer = torch.optim.SGD(self.parameters(), lr=0.1, momentum=0.9)
-        with open("epochs.txt", "w") as out:
-            out.write(str(self.trainer.max_epochs))
         epochs = self.trainer.max_epochs
+        with open("epochs.txt", "w") as out:
+            out.write(str(epochs))
         return [optimizer], [torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs)]
 
 

@@ -174,6 +174,18 @@ class Trainer(pl.Trainer):
         return super().max_epochs
 
     @property
+    def max_steps(self) -> int:
+        """Lightning's ``max_steps``; in a trial, once its loop limits are set (the trial
+        trains until it is measured: -1), your own, as a ``configure_optimizers`` that
+        sizes a schedule by it (``get_linear_schedule_with_warmup(..., self.trainer.
+        max_steps)``, ``OneCycleLR(total_steps=self.trainer.max_steps)``) reads it in a
+        normal run. With -1 the linear decay trained at LR 0 and OneCycleLR raised. The
+        trial's own loop still runs on (``fit_loop.max_steps`` stays -1)."""
+        if self._autoaccel.trial is not None and self._autoaccel.limits_set:
+            return self._autoaccel.own_limits()[1]
+        return super().max_steps
+
+    @property
     def estimated_stepping_batches(self) -> int | float:
         """Lightning's estimate of the optimizer steps training makes; in a trial, which
         trains until it is measured (``max_epochs`` -1), the steps your own ``max_epochs`` /

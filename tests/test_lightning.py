@@ -138,6 +138,22 @@ class Cosine(LrLogged):
         return [optimizer], [torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs)]
 
 
+class Linear(LrLogged):
+    """A linear decay to 0 over ``self.trainer.max_steps`` (stepped per step), as
+    ``transformers.get_linear_schedule_with_warmup`` makes it; the max_steps it was sized by
+    written to steps.txt."""
+
+    def configure_optimizers(self) -> Any:
+        optimizer = torch.optim.SGD(self.parameters(), lr=0.1, momentum=0.9)
+        steps = self.trainer.max_steps
+        with open("steps.txt", "w") as out:
+            out.write(str(steps))
+        decay = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: max(0.0, (steps - step) / max(1, steps))
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": decay, "interval": "step"}}
+
+
 class Few(Data):
     """64 samples: 4 steps of 16 an epoch."""
 
@@ -384,3 +400,18 @@ def test_max_epochs_is_yours_where_a_module_sizes_a_schedule_by_it_in_a_trial(
     lrs = [float(line) for line in (tmp_path / "lrs.txt").read_text().split()]
     assert len(lrs) > 12, "the trial trains past your own epoch"
     assert lrs == [0.1] * len(lrs)  # your one epoch's LR, held
+
+
+def test_max_steps_is_yours_where_a_module_sizes_a_schedule_by_it_in_a_trial(
+    tmp_path: Path,
+) -> None:
+    """A trial trains until it is measured (max_steps -1): a linear decay sized by
+    ``self.trainer.max_steps`` read -1 and trained at LR 0 from the first step. It reads
+    your max_steps (8), decays over them, and the trial trains on at your last step's LR."""
+    trial = _runner(tmp_path, extra="max_steps=8, ", module="Linear").run(None)
+    assert trial.measurement.ok, trial.log_tail()
+    assert (tmp_path / "steps.txt").read_text() == "8"
+    lrs = [float(line) for line in (tmp_path / "lrs.txt").read_text().split()]
+    assert len(lrs) > 12, "the trial trains past your own 8 steps"
+    assert lrs[:8] == pytest.approx([0.1 * (8 - i) / 8 for i in range(8)])
+    assert lrs[8:] == [lrs[7]] * (len(lrs) - 8)  # held at your last step's

@@ -31,6 +31,10 @@ and cuDNN autotuning are process settings; channels_last converts the model. Sev
 processes run as HF runs them, under torchrun (``autoaccel run`` and the trials start it).
 Not applied: a fused optimizer (HF's ``optim`` picks it), said when a config holds one.
 
+Under ``accelerate launch``, its config file's precision and compile backend (which HF
+takes from the environment where your arguments name none) count as yours; a config's
+precision and compilation overrule them, said in the same line.
+
 With an ``eval_dataset``, the Trainer's own ``evaluate()`` (its ``eval_loss``, and each
 ``eval_*`` metric under its name without the prefix) is the held-out score of a tuner's
 loss curves, so ``autoaccel tune --objective time-to-loss`` needs no hook of its own.
@@ -38,10 +42,12 @@ loss curves, so ``autoaccel tune --objective time-to-loss`` needs no hook of its
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -72,6 +78,14 @@ FIXED = {
     "optimizer_impl": "the Trainer's optim argument picks the optimizer's implementation",
     "strategy": "DDP under torchrun; FSDP is the Trainer's own fsdp argument",
 }
+
+
+#: What ``accelerate launch`` tells the Trainer through the environment (its config file's
+#: ``mixed_precision`` and ``dynamo_config``): the precision TrainingArguments trains at
+#: where neither ``bf16`` nor ``fp16`` is set, and the backend the accelerator compiles with.
+LAUNCHER_PRECISION = "ACCELERATE_MIXED_PRECISION"
+LAUNCHER_COMPILE = "ACCELERATE_DYNAMO_BACKEND"
+_PRECISIONS = {"no": "32-true", "bf16": "bf16-mixed", "fp16": "16-mixed"}
 
 
 class Trainer(transformers.Trainer):
@@ -120,7 +134,8 @@ class Trainer(transformers.Trainer):
         callbacks = [*(kwargs.pop("callbacks", None) or []), _Callback(self._autoaccel)]
         if chosen is not None and chosen.channels_last and model is not None and has_conv(model):
             model.to(memory_format=torch.channels_last)
-        super().__init__(**kwargs, callbacks=callbacks)
+        with _launcher_overruled(chosen is not None):  # the accelerator reads it here
+            super().__init__(**kwargs, callbacks=callbacks)
         if self.eval_dataset is not None:
             self._autoaccel.evaluate = self._held_out
 
@@ -303,6 +318,7 @@ class _Tuning:
                 for k, v in changes.items()
                 if getattr(given, k) != v
             )
+            said = ", ".join([*filter(None, [said]), *_launcher_changes(self.user, chosen)])
             if said:
                 self.notes.insert(0, f"applied from the config: {said}")
         if self.trial is not None:
@@ -311,7 +327,10 @@ class _Tuning:
             # pause its measured steps.
             changes |= {"disable_tqdm": True, "eval_strategy": "no"}
             changes |= {"load_best_model_at_end": False}
-        return dataclasses.replace(given, **changes) if changes else given
+        if not changes:
+            return given
+        with _launcher_overruled(self.chosen is not None):  # HF reads it in __post_init__
+            return dataclasses.replace(given, **changes)
 
     def run_steps(self, args: transformers.TrainingArguments, steps: int) -> int:
         """The optimizer steps HF's scheduler spans: ``steps`` in a normal run; in a trial,
@@ -412,8 +431,10 @@ class _Callback(transformers.TrainerCallback):
 
 
 def _user_config(given: transformers.TrainingArguments, threads: int) -> TrainingConfig:
-    """Your own arguments as a config."""
-    precision = "bf16-mixed" if given.bf16 else "16-mixed" if given.fp16 else "32-true"
+    """Your own arguments as a config: what your run trains with, ``accelerate launch``'s
+    precision and compile backend included (HF takes them from the launcher where your
+    arguments set none)."""
+    precision = "bf16-mixed" if given.bf16 else "16-mixed" if given.fp16 else _launched()
     workers = given.dataloader_num_workers
     world = max(1, _world())
     return TrainingConfig(
@@ -424,12 +445,61 @@ def _user_config(given: transformers.TrainingArguments, threads: int) -> Trainin
         persistent_workers=bool(given.dataloader_persistent_workers) and workers > 0,
         prefetch_factor=given.dataloader_prefetch_factor if workers > 0 else None,
         precision=precision,
-        compile=bool(given.torch_compile),
+        compile=bool(given.torch_compile) or _launcher_compiles(),
         processes=world,
         strategy="ddp" if world > 1 else "none",
         num_threads=threads,
         device="cpu" if given.use_cpu or not torch.cuda.is_available() else "cuda",
     )
+
+
+def _launched() -> str:
+    """The precision ``accelerate launch`` set (32-true without it).
+
+    Raises:
+        UsageError: one autoaccel does not tune (fp8).
+    """
+    launched = os.environ.get(LAUNCHER_PRECISION, "no").lower()
+    if launched not in _PRECISIONS:
+        raise UsageError(
+            f"accelerate launch trains this script at mixed precision {launched!r} "
+            f"({LAUNCHER_PRECISION}), which autoaccel does not tune: launch it with "
+            "mixed_precision bf16, fp16 or no"
+        )
+    return _PRECISIONS[launched]
+
+
+def _launcher_compiles() -> bool:
+    return os.environ.get(LAUNCHER_COMPILE, "no").lower() != "no"
+
+
+def _launcher_changes(user: TrainingConfig, chosen: TrainingConfig) -> list[str]:
+    """What the config changes of what ``accelerate launch`` set (not in your arguments)."""
+    changes = []
+    launched = os.environ.get(LAUNCHER_PRECISION, "no").lower()
+    if launched != "no" and user.precision != chosen.precision:
+        changes.append(f"{LAUNCHER_PRECISION} {launched} (accelerate launch) -> {chosen.precision}")
+    if _launcher_compiles() and not chosen.compile:
+        backend = os.environ[LAUNCHER_COMPILE].lower()
+        changes.append(f"{LAUNCHER_COMPILE} {backend} (accelerate launch) -> no compile")
+    return changes
+
+
+@contextlib.contextmanager
+def _launcher_overruled(overruled: bool) -> Iterator[None]:
+    """Where a config applies, ``accelerate launch``'s precision and compile backend out of
+    the environment while HF reads them: the config's ``bf16`` / ``fp16`` /
+    ``torch_compile`` decide (HF falls back on the launcher's where they name none, so a
+    32-true config under a bf16 launch trained at bf16). Restored after."""
+    held = {}
+    if overruled:
+        held = {
+            k: os.environ.pop(k) for k in (LAUNCHER_PRECISION, LAUNCHER_COMPILE) if k in os.environ
+        }
+    try:
+        yield
+    finally:
+        os.environ.update(held)
 
 
 def _own_samples(

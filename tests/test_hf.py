@@ -9,6 +9,8 @@ applies its config in two processes under torchrun.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -212,6 +214,79 @@ def test_bad_input_is_one_line(tmp_path: Path, kwargs: dict[str, Any], words: st
     with pytest.raises(UsageError) as raised:
         Trainer(given["model"], **given) if positional else Trainer(**given)
     assert words in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_a_launch_at_a_precision_autoaccel_does_not_tune_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ACCELERATE_MIXED_PRECISION", "fp8")  # accelerate launch's way
+    with pytest.raises(UsageError) as raised:
+        Trainer(model=tiny_model(), args=arguments(tmp_path), train_dataset=Tokens())
+    assert "mixed precision 'fp8'" in str(raised.value) and "\n" not in str(raised.value)
+
+
+LAUNCHED = """
+import sys
+sys.path.insert(0, {tests!r})
+from pathlib import Path
+from test_hf import Tokens, arguments, tiny_model
+from autoaccel.config import TrainingConfig
+from autoaccel.hf import Trainer
+
+config = TrainingConfig(precision="32-true", device="cpu") if sys.argv[1:] == ["config"] else None
+trainer = Trainer(
+    autoaccel_config=config, model=tiny_model(), args=arguments(Path("out"), max_steps=2),
+    train_dataset=Tokens(),
+)
+if config is not None:
+    trainer.train()
+user, state = trainer._autoaccel.user, trainer.accelerator.state
+print("trains at", trainer.accelerator.mixed_precision, state.dynamo_plugin.backend.value)
+print("yours", user.precision, user.compile)
+"""
+
+ACCELERATE_CONFIG = """
+compute_environment: LOCAL_MACHINE
+distributed_type: 'NO'
+mixed_precision: bf16
+num_machines: 1
+num_processes: 1
+use_cpu: true
+dynamo_config:
+  dynamo_backend: INDUCTOR
+"""
+
+
+@pytest.mark.parametrize("config", [False, True])
+def test_accelerate_launchs_precision_and_compile_are_yours_and_a_config_overrules_them(
+    tmp_path: Path, config: bool
+) -> None:
+    """``accelerate launch`` with a config file that says bf16 and inductor: HF trains so
+    where your arguments name neither. Without a config that is your setup (it read
+    32-true, no compile); a config's 32-true, no compile is what trains (it trained bf16,
+    compiled), and the run says what it overruled."""
+    script, launch = tmp_path / "train.py", tmp_path / "accelerate.yaml"
+    script.write_text(LAUNCHED.format(tests=str(Path(__file__).parent)))
+    launch.write_text(ACCELERATE_CONFIG)
+    accelerate = Path(sys.executable).parent / "accelerate"
+    command = [str(accelerate), "launch", "--config_file", str(launch), str(script)]
+    done = subprocess.run(
+        [*command, *(["config"] if config else [])],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    if config:
+        assert "trains at no NO" in done.stdout
+        assert (
+            "ACCELERATE_MIXED_PRECISION bf16 (accelerate launch) -> 32-true, "
+            "ACCELERATE_DYNAMO_BACKEND inductor (accelerate launch) -> no compile" in done.stderr
+        )
+    else:
+        assert "trains at bf16 INDUCTOR" in done.stdout
+    assert "yours bf16-mixed True" in done.stdout
 
 
 # --- trials: the script as `autoaccel tune` runs it -------------------------------------

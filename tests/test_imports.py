@@ -16,7 +16,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "autoaccel"
 LAYERS: list[set[str]] = [
     {"_version", "errors", "states", "atomic", "redact"},
     {"config", "probe", "budget"},
-    {"process", "progress", "schedule", "curves", "export", "reference"},
+    {"process", "progress", "schedule", "curves", "export", "launchers", "reference"},
     {"measure", "scoring"},
     {"runtime"},  # runtime.data, runtime.run
     {"trials"},

@@ -36,7 +36,8 @@ EXAMPLE = (
     "autoaccel tune examples/train_cnn.py --budget 3m\n"
     "  autoaccel tune examples/train_cnn.py --objective time-to-loss --target 0.95 "
     "--metric accuracy\n"
-    "  autoaccel tune train.py --max-trials 20 --out runs/autoaccel.yaml -- --epochs 100"
+    "  autoaccel tune train.py --max-trials 20 --out runs/autoaccel.yaml -- --epochs 100\n"
+    "  autoaccel tune train.py --launch-config accelerate-config.yaml"
 )
 
 
@@ -73,6 +74,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="keep the script's global batch (batch x accumulation): the micro-batch is "
         "searched with accumulation, so the LR and how each step learns stay yours",
+    )
+    parser.add_argument(
+        "--launch-config",
+        type=Path,
+        metavar="FILE",
+        help="the Accelerate config (accelerate launch --config_file) or DeepSpeed config "
+        "(ds_config.json) you train with: its processes, precision, compilation, batch and "
+        "accumulation are your setup, the baseline every pick is measured against",
     )
     parser.add_argument(
         "--horizon",
@@ -128,6 +137,7 @@ def run(args: argparse.Namespace) -> CommandResult:
     # Imported here, not at the top: torch and Optuna cost 1-2 s, which `--help`,
     # `show` and `export` should not pay.
     from autoaccel.frontends.script import tune_script
+    from autoaccel.launchers import read_launch
     from autoaccel.measure import MeterSettings
     from autoaccel.pipeline import TUNE, PipelineOptions
 
@@ -149,11 +159,12 @@ def run(args: argparse.Namespace) -> CommandResult:
         trial_timeout_s=args.trial_timeout,
         lr_find=args.lr_find,
     )
+    launch = read_launch(args.launch_config) if args.launch_config else None
     console = progress_console(args)
     out = args.out
     try:
         result = tune_script(
-            args.script, tuple(args.script_args), options, out=out, console=console
+            args.script, tuple(args.script_args), options, out=out, console=console, launch=launch
         )
     except KeyboardInterrupt:
         where = out or args.script.parent / CONFIG_NAME

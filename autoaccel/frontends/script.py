@@ -38,6 +38,7 @@ from autoaccel.frontends.outputs import (
     one_tune_per_config,
     save_or_keep,
 )
+from autoaccel.launchers import Launch
 from autoaccel.measure import Measurement, MeterSettings, PruneBelow
 from autoaccel.pipeline import TUNE, Job, PipelineOptions
 from autoaccel.pipeline.front import OnBest, tune_job
@@ -76,6 +77,7 @@ def tune_script(
     *,
     out: Path | None = None,
     console: Console | None = None,
+    launch: Launch | None = None,
 ) -> TuneResult:
     """Tune a training script that calls ``autoaccel.prepare()``.
 
@@ -84,6 +86,8 @@ def tune_script(
         options: What to tune for, made by ``PipelineOptions.checked(TUNE, ...)`` (which
             checks the objective's rules and the budget); None: the defaults.
         out: Where the config goes (default ``autoaccel.yaml`` beside the script).
+        launch: How you launch the script (``autoaccel.launchers.read_launch``): your
+            setup is the script's own settings with the launch's on top.
 
     Raises:
         UsageError: the script cannot be tuned (missing, not Python, no ``prepare()``,
@@ -99,6 +103,7 @@ def tune_script(
         storage=check_storage(options.storage),
         command=mask_command(
             ["autoaccel", "tune", str(script), *_objective_flags(options)]
+            + (["--launch-config", str(launch.path)] if launch else [])
             + (["--", *args] if args else [])
         ),
         script=script.name,
@@ -117,7 +122,7 @@ def tune_script(
     )
     with one_tune_per_config(out, STATE_DIR):
         budget = Budget(options.budget_s)  # the baseline counts: the budget starts now
-        advice, finding = _tune(runner, options, budget, out, console)
+        advice, finding = _tune(runner, options, budget, out, console, launch)
         writes = advice.written_by is None
         if writes:
             save_or_keep(advice.config, out, stem=script.stem)
@@ -139,6 +144,7 @@ def _tune(
     budget: Budget,
     out: Path,
     console: Console | None,
+    launch: Launch | None = None,
 ) -> tuple[Advice, LrFinding | None]:
     """The shared skeleton on the script's job: its baseline and hook check, the best
     config saved as the search finds it, and with ``lr_find`` the LR range test, whose
@@ -147,7 +153,7 @@ def _tune(
     finding: list[LrFinding | None] = [None]
 
     def baseline() -> tuple[Job, Goal | None]:
-        job, report = _job(runner, console, metric)
+        job, report = _job(runner, console, metric, launch)
         if options.lr_find:
             budget.keep(LR_PHASE, _sweep_cost_s(job))
         return job, check_hook(report, options, runner.script)
@@ -180,12 +186,15 @@ def _sweep_cost_s(job: Job) -> float:
 
 
 def _job(
-    runner: ScriptRunner, console: Console | None, metric: str | None
+    runner: ScriptRunner, console: Console | None, metric: str | None, launch: Launch | None
 ) -> tuple[Job, TrialReport]:
     """The script's baseline trial, the facts its report gives the pipeline, and the report.
+    With a ``launch``, your setup is the script's settings with the launch's on top, and a
+    second trial measures it: that is the baseline.
 
     Raises:
-        UsageError: the script never reaches ``prepare()``, or fails with its own settings.
+        UsageError: the script never reaches ``prepare()``, or fails with its own settings
+            (or the launch's).
     """
     script = runner.script
     say(
@@ -222,10 +231,13 @@ def _job(
         return runner.run(config, prune_below=prune.floor if prune else 0.0).measurement
 
     user = TrainingConfig.from_dict({**report.user_config})
+    measured = first.measurement
+    if launch is not None:
+        user, measured = _launched(runner, launch, user, console, metric)
     job = Job(
         measure,
         user,
-        first.measurement,
+        measured,
         facts,
         probe_system(),
         trial_s=trial_s,
@@ -233,6 +245,35 @@ def _job(
         trainer=ScriptTrainer(runner, report, metric),
     )
     return job, report
+
+
+def _launched(
+    runner: ScriptRunner,
+    launch: Launch,
+    own: TrainingConfig,
+    console: Console | None,
+    metric: str | None,
+) -> tuple[TrainingConfig, Measurement]:
+    """Your setup as you launch it, and its measurement (the baseline).
+
+    Raises:
+        UsageError: the launch's settings make no config, or the script fails with them.
+    """
+    user = launch.applied_to(own)
+    script = runner.script.name
+    say(
+        console,
+        f"your launch ({launch.tool}, {launch.path.name}): {launch.words()}; measuring "
+        f"{script} with it as your setup (the baseline)",
+    )
+    trial = runner.run(user, metric=metric)
+    if not trial.measurement.ok:
+        raise UsageError(
+            f"{script} fails with your launch's settings from {launch.path} "
+            f"({trial.measurement.outcome}: {trial.measurement.message}); fix the launch "
+            f"config, or tune without --launch-config. Log: {trial.log_path}"
+        )
+    return user, trial.measurement
 
 
 def _objective_flags(options: PipelineOptions) -> list[str]:

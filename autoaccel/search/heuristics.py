@@ -99,11 +99,12 @@ def guesses(
 ) -> list[TrainingConfig]:
     """Heuristic best guesses to seed the study with (``enqueue_trial``): first your steps
     with the knobs that change the speed only (``speed_only_guess``), so that a fast setup
-    that needs no convergence evidence is measured early; then your batch in bf16 where bf16
-    is native here; then the next batch size up (``next_batch_guess``), a change the trials'
-    own loss curves can clear; then the larger steps. When the
-    space searches the device (a GPU for a model left on the CPU), every guess is on the
-    GPU, and the first is your own setup moved there."""
+    that needs no convergence evidence is measured early; where you train at a low
+    precision, your batch at 32-true; then your batch in bf16 where bf16 is native here;
+    then the next batch size up (``next_batch_guess``), a change the trials' own loss
+    curves can clear; then the larger steps. When the space searches the device (a GPU for
+    a model left on the CPU), every guess is on the GPU, and the first is your own setup
+    moved there."""
     moved = "device" in space.names and space.knob("device").choices[0] != user.device
     if moved:
         user = replace(user, device=space.knob("device").choices[0])
@@ -131,6 +132,11 @@ def guesses(
     if first is not None:
         nearer.append(first)
     start = first if first is not None else user
+    full = Precision.FP32.value
+    if user.precision != full and full in space.knob("precision").choices:
+        # Your batch at full precision: low precision pays only where the matmuls are large
+        # enough (a tiny transformer's lose more to autocast's casts than they gain).
+        nearer.append(space.config_for({**space.params_of(start), "precision": full}))
     if bf16:
         # Your batch in bf16: a change of precision alone, which the trials' curves check
         # with as many steps as yours; and split over processes.

@@ -63,6 +63,19 @@ def test_the_guesses_go_from_your_steps_to_larger_ones_one_size_at_a_time() -> N
     assert len({tuple(sorted(space.params_of(g).items())) for g in found}) == len(found)
 
 
+def test_where_you_train_at_bf16_your_batch_at_32_true_is_the_next_guess() -> None:
+    """bf16 trains the HF example at 0.86x of 32-true on this CPU (one tune's trials 0 and
+    1); launched at bf16 (an Accelerate config's), no guess tried 32-true, and all seven
+    trials of a 2m tune stayed at bf16."""
+    space, user, profile = _cpu_space(("avx2", "avx512_bf16"))
+    user = replace(user, precision="bf16-mixed")
+    found = guesses(space, user, Diagnosis(Bound.COMPUTE, 0.1, None, 0, ()), profile)
+    steps = [(g.batch_size * g.processes, g.precision) for g in found]
+    assert steps[:2] == [(32, "bf16-mixed"), (32, "32-true")]
+    assert found[1].channels_last == found[0].channels_last  # only the precision differs
+    assert steps.count((32, "32-true")) == 1
+
+
 def test_without_native_bf16_the_next_batch_up_keeps_your_precision() -> None:
     space, user, profile = _cpu_space(("avx2",))
     found = guesses(space, user, Diagnosis(Bound.COMPUTE, 0.1, None, 0, ()), profile)

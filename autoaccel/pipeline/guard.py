@@ -6,7 +6,8 @@ in order of their search trials' samples/s (of those that can stand, only the fi
 winner, which stands in for its setup):
 
 - one whose steps are yours (``steps_as_yours``: only threads, workers, pinning, prefetch,
-  memory format, compilation changed) learns as yours: it is kept, no evidence needed;
+  memory format, compilation changed) learns as yours: it is kept, no evidence needed; so
+  is your steps at 32-true where yours are bf16 or fp16 (``learns_as_yours``);
 - one whose steps differ (batch, split over processes, precision) is checked on its own
   trial's loss curve against your baseline trial's (``curve_verdict``); where those curves
   cannot decide and the budget plan kept time for them, on the guard's own check runs
@@ -53,6 +54,7 @@ from autoaccel.time_to_loss.guard import (
     GuardVerdict,
     check_convergence,
     guard_horizon_s,
+    learns_as_yours,
     steps_as_yours,
 )
 from autoaccel.time_to_loss.study import batch_words, step_floor
@@ -115,9 +117,19 @@ def can_stand(record: TrialRecord, result: SearchResult, user: TrainingConfig) -
     """Whether ``record`` has the evidence to be written without check runs: its steps are
     yours, or its trial's loss curve kept pace with your baseline trial's (the final round
     re-measures only these)."""
-    if steps_as_yours(record.config, user):
+    if learns_as_yours(record.config, user):
         return True
     return _curve_verdict(record, result, user).kept
+
+
+def _as_yours(config: TrainingConfig, user: TrainingConfig) -> str:
+    """Why a setup that ``learns_as_yours`` needs no evidence."""
+    if config.precision == user.precision:
+        return "its steps are yours, so it learns as yours"
+    return (
+        f"its steps are yours at full precision (32-true, the arithmetic your "
+        f"{user.precision} approximates), so it learns at least as yours"
+    )
 
 
 def _curve_verdict(record: TrialRecord, result: SearchResult, user: TrainingConfig) -> GuardVerdict:
@@ -170,8 +182,8 @@ def guard_pick(
         if winner not in (None, key) and can_stand(candidate, result, user):
             continue  # it could stand, but the final round put the winner ahead of it
         words = steps_words(candidate.config)
-        if steps_as_yours(candidate.config, user):
-            line = f"{words}: its steps are yours, so it learns as yours"
+        if learns_as_yours(candidate.config, user):
+            line = f"{words}: {_as_yours(candidate.config, user)}"
             return _written(result, candidate, findings, line, n == 0, "unchanged")
         verdict = _curve_verdict(candidate, result, user)
         if verdict.how == "unchecked" and job.trainer is not None:
@@ -247,9 +259,9 @@ def soonest_standing(
     for candidate in faster_than_yours(result):
         if candidate is pick:
             continue
-        if steps_as_yours(candidate.config, user):
+        if learns_as_yours(candidate.config, user):
             pace = search_ratio(result, candidate)
-            line = f"its steps are yours, so it learns as yours ({pace:.2f}x your samples/s)"
+            line = f"{_as_yours(candidate.config, user)} ({pace:.2f}x your samples/s)"
             theirs = GuardVerdict(False, "unchanged", line, 1 / pace if pace else None)
         else:
             theirs = _curve_verdict(candidate, result, user)

@@ -477,7 +477,7 @@ def objective_line(options: PipelineOptions, verdict: GuardVerdict | None) -> st
             "kept as asked" if options.keep_global_batch else "free and no loss curve drawn"
         )
     label = {
-        "unchanged": "not affected (the written setup's steps are yours)",
+        "unchanged": "not affected (the written setup's steps learn as yours)",
         "measured": "measured on held-out data",
         "guarded": "guarded by the training loss",
         "unchecked": "not checked",

@@ -30,6 +30,7 @@ from autoaccel.budget import GUARD_SHARE
 from autoaccel.config import TrainingConfig
 from autoaccel.curves import LossRun, find_plateau, level_ratios, target_levels
 from autoaccel.scoring import Scoring
+from autoaccel.states import Precision
 from autoaccel.time_to_loss.final import outcome_line
 from autoaccel.time_to_loss.training import Trainer
 
@@ -38,6 +39,7 @@ __all__ = [
     "GuardVerdict",
     "check_convergence",
     "guard_horizon_s",
+    "learns_as_yours",
     "same_global",
     "steps_as_yours",
 ]
@@ -150,6 +152,25 @@ def steps_as_yours(config: TrainingConfig, user: TrainingConfig) -> bool:
         False
     """
     return all(getattr(config, name) == getattr(user, name) for name in STEP_FIELDS)
+
+
+def learns_as_yours(config: TrainingConfig, user: TrainingConfig) -> bool:
+    """Whether each of ``config``'s optimizer steps learns at least as one of yours with no
+    evidence needed: your steps (``steps_as_yours``), or your steps at full precision where
+    yours are mixed precision (32-true is the arithmetic bf16 and fp16 autocast approximate).
+
+    Example:
+        >>> user = TrainingConfig(batch_size=32, precision="bf16-mixed")
+        >>> learns_as_yours(TrainingConfig(batch_size=32, precision="32-true"), user)
+        True
+        >>> learns_as_yours(TrainingConfig(batch_size=64, precision="32-true"), user)
+        False
+    """
+    if steps_as_yours(config, user):
+        return True
+    mixed = (Precision.BF16_MIXED.value, Precision.FP16_MIXED.value)
+    full = config.precision == Precision.FP32.value and user.precision in mixed
+    return full and steps_as_yours(replace(config, precision=user.precision), user)
 
 
 def check_convergence(

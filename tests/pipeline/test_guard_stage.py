@@ -42,7 +42,10 @@ THREADS = record(3, curve(120.0, 32, 220), batch_size=32, num_threads=2, channel
 
 
 def guard(
-    records: list[TrialRecord], best: TrialRecord | None = None
+    records: list[TrialRecord],
+    best: TrialRecord | None = None,
+    user: TrainingConfig = USER,
+    baseline: TrialRecord = BASELINE,
 ) -> tuple[SearchResult, GuardVerdict, str]:
     """The guard stage on ``records`` (``best``: the final round's winner; default the
     fastest), with a job whose measure raises and no trainer: only curves decide."""
@@ -51,9 +54,9 @@ def guard(
         raise AssertionError(f"the guard measured {config}: the trials' curves decide")
 
     facts = WorkloadFacts("m", 1, 4096, False, True, torch.device("cpu"), 0.5)
-    job = Job(measure, USER, BASELINE.measurement, facts, probe_system(), 5.0)  # no trainer
+    job = Job(measure, user, baseline.measurement, facts, probe_system(), 5.0)  # no trainer
     best = best or max(records, key=lambda r: r.value)
-    result = SearchResult(records, BASELINE, best, "done", 1.0, "s", "", len(records), 9)
+    result = SearchResult(records, baseline, best, "done", 1.0, "s", "", len(records), 9)
     plan = plan_budget(180, 175, PhaseCosts(5.0, 3.0), guarded=True)
     console = Console(file=io.StringIO(), width=10_000)
     written, verdict = guard_pick(job, result, plan, Budget(180), console)
@@ -81,6 +84,26 @@ def test_a_refused_pick_gives_way_to_the_fastest_setup_with_your_steps() -> None
     assert verdict.line.endswith(
         "batch 32, 32-true: its steps are yours, so it learns as yours: that is kept"
     )
+
+
+def test_your_steps_at_full_precision_need_no_evidence_where_yours_are_mixed() -> None:
+    """Launched at bf16 (the HF example's Accelerate config), 32-true at your batch ran
+    1.13x your samples/s, and its 1.6 s trial curve read 0.71x your pace (each level in
+    time, within the noise): it was refused and your setup kept. 32-true is the arithmetic
+    bf16 approximates: such a step learns at least as yours, so no evidence is needed."""
+    user = replace(USER, precision="bf16-mixed")
+    yours = record(0, curve(100.0, 32, 200), batch_size=32, precision="bf16-mixed")
+    losses = tuple(2.0 / (1 + 0.02 * (i + 1)) for i in range(120))  # read behind yours
+    behind = replace(curve(113.0, 32, 120), losses=losses)
+    full = record(1, behind, batch_size=32)
+    written, verdict, _ = guard([yours, full], user=user, baseline=yours)
+    assert written.best is full and verdict.how == "unchanged"
+    assert verdict.line == (
+        "batch 32, 32-true: its steps are yours at full precision (32-true, the arithmetic "
+        "your bf16-mixed approximates), so it learns at least as yours"
+    )
+    # the other way round, bf16 where yours are 32-true, its curve decides (BF16's keeps pace)
+    assert guard([BASELINE, BF16])[1].how != "unchanged"
 
 
 def test_the_fastest_kept_when_its_curve_keeps_pace() -> None:

@@ -57,6 +57,7 @@ from autoaccel.config import TrainingConfig
 from autoaccel.errors import DataError, UsageError
 from autoaccel.process import apply_process_settings, preserved_process_state
 from autoaccel.runtime.prepare import (
+    check_processes,
     for_this_model,
     hook_facts,
     run_config,
@@ -292,6 +293,7 @@ class _Tuning:
             )
         tuning = cls(chosen, trial, size)
         if chosen is not None:
+            check_processes(chosen, _world(), in_trial=trial is not None)
             apply_process_settings(chosen)
         return tuning
 

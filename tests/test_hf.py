@@ -216,6 +216,19 @@ def test_bad_input_is_one_line(tmp_path: Path, kwargs: dict[str, Any], words: st
     assert words in str(raised.value) and "\n" not in str(raised.value)
 
 
+def test_a_config_of_two_processes_in_one_says_how_to_start_it(tmp_path: Path) -> None:
+    """python train.py with a config tuned for 2 processes: the Trainer trains 1 process
+    of the tuned per-process batch, half the tuned global batch; it said nothing."""
+    config = TrainingConfig(batch_size=8, processes=2, strategy="ddp", device="cpu")
+    with pytest.warns(UserWarning, match="start the script with `autoaccel run script.py`"):
+        Trainer(
+            autoaccel_config=config,
+            model=tiny_model(),
+            args=arguments(tmp_path),
+            train_dataset=Tokens(),
+        )
+
+
 def test_a_launch_at_a_precision_autoaccel_does_not_tune_is_one_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -49,6 +49,7 @@ from autoaccel.trials.session import TrialSession
 
 __all__ = [
     "apply_lr_settings",
+    "check_processes",
     "for_this_model",
     "hook_facts",
     "prepare",
@@ -169,7 +170,7 @@ def prepare(
         found = for_this_model(found, model)
     chosen = found if found is not None else user
     processes = _Processes.join()
-    _check_processes(chosen, processes, in_trial=trial is not None)
+    check_processes(chosen, processes.world, in_trial=trial is not None)
     device, notes = _place(model, optimizer, chosen, processes)
     apply_process_settings(chosen)
     notes += apply_lr_settings(optimizer, chosen, user, scheduler)
@@ -343,15 +344,26 @@ def for_this_model(chosen: TrainingConfig, model: nn.Module) -> TrainingConfig:
     return chosen.replace(**_MODEL_KNOBS)
 
 
-def _check_processes(chosen: TrainingConfig, processes: _Processes, *, in_trial: bool) -> None:
-    """Warn when a DDP config runs in one process."""
-    if chosen.processes > 1 and processes.world == 1 and not in_trial:
+def check_processes(chosen: TrainingConfig, world: int, *, in_trial: bool) -> None:
+    """Warn when a normal run has another process count than the config was tuned for:
+    each process takes the tuned batch, so the global batch (and an LR scaled for it) is
+    not the tuned one. A trial's processes are the tuner's own."""
+    if in_trial or chosen.processes == world:
+        return
+    if world == 1:
         warnings.warn(
             f"this config asks for DDP over {chosen.processes} processes; start the "
             "script with `autoaccel run script.py` (it uses torchrun). Running in "
             "one process.",
             stacklevel=3,
         )
+        return
+    warnings.warn(
+        f"this config was tuned for {chosen.processes} process(es) and this run has {world}: "
+        f"the global batch is {world}/{chosen.processes} of the tuned one; start the script "
+        "with `autoaccel run script.py`, which launches the config's processes",
+        stacklevel=3,
+    )
 
 
 def _place(

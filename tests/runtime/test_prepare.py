@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,7 @@ from models import Pairs, mlp, tabular
 import autoaccel
 from autoaccel.config import CONFIG_ENV, Provenance, TrainingConfig, find_config, save_config
 from autoaccel.errors import ConfigError
-from autoaccel.runtime.prepare import tuned_schedule
+from autoaccel.runtime.prepare import check_processes, tuned_schedule
 from autoaccel.runtime.run import shard
 from autoaccel.trials.protocol import TrialSpec
 
@@ -132,6 +133,18 @@ def test_a_dataset_with_loader_kwargs_keeps_them() -> None:
         model, optimizer, Pairs(20), loader_kwargs={"batch_size": 8, "drop_last": True}
     )
     assert [len(x) for x, _ in run.loader] == [8, 8]
+
+
+def test_a_run_of_more_processes_than_tuned_says_the_global_batch_is_not_the_tuned_one() -> None:
+    """Launched in 2 processes (accelerate launch, torchrun) with a config of 1: each
+    process takes the tuned batch, so the global batch is twice the tuned one."""
+    config = TrainingConfig(batch_size=32)
+    with pytest.warns(UserWarning, match=r"tuned for 1 process\(es\) and this run has 2"):
+        check_processes(config, 2, in_trial=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_processes(config, 1, in_trial=False)
+        check_processes(config, 2, in_trial=True)  # the tuner's own processes
 
 
 def test_an_fsdp_config_loads_and_sharding_a_stepped_optimizer_is_refused(tmp_path: Path) -> None:

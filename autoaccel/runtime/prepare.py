@@ -194,7 +194,7 @@ def prepare(
         )
         if trial.lr_sweep is not None:  # the sweep sets the LR of every step itself
             scheduler = tuned_scheduler = None
-        span = total_steps or getattr(scheduler, "total_steps", None)  # OneCycleLR's own
+        span = total_steps or _own_span(scheduler)
         if scheduler is not None and isinstance(span, int) and span > 0:
             # a trial trains on past your training: your scheduler holds your last LR
             hold_after(scheduler, span)
@@ -342,6 +342,17 @@ def for_this_model(chosen: TrainingConfig, model: nn.Module) -> TrainingConfig:
         stacklevel=3,
     )
     return chosen.replace(**_MODEL_KNOBS)
+
+
+def _own_span(scheduler: object) -> int | None:
+    """The optimizer steps your scheduler says it spans itself: OneCycleLR's
+    ``total_steps`` (stepped past them it raises), CosineAnnealingLR's ``T_max`` (stepped
+    past it, the LR climbs back to its peak); None for a schedule with no end of its own."""
+    if isinstance(scheduler, torch.optim.lr_scheduler.OneCycleLR):
+        return scheduler.total_steps
+    if isinstance(scheduler, torch.optim.lr_scheduler.CosineAnnealingLR):
+        return scheduler.T_max
+    return None
 
 
 def check_processes(chosen: TrainingConfig, world: int, *, in_trial: bool) -> None:

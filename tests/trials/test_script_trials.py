@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import signal
 import sqlite3
@@ -307,7 +308,7 @@ def test_a_real_out_of_memory_error_in_a_script_is_a_finding(tmp_path: Path) -> 
     assert runner(script(tmp_path, forward=oom), tmp_path).run(None).measurement.ok  # batch 32
 
 
-ONE_CYCLE = """
+YOUR_SCHEDULE = """
 import os
 import torch
 from torch import nn
@@ -316,26 +317,39 @@ import autoaccel
 os.chdir(os.path.dirname(os.path.abspath(__file__)))
 model = nn.Linear(8, 2)
 opt = torch.optim.SGD(model.parameters(), lr=0.1)
-cycle = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.1, total_steps=8)  # 1 epoch of 8
+schedule = torch.optim.lr_scheduler.{schedule}  # over 1 epoch of 8 steps
 x, y = torch.randn(256, 8), torch.randint(0, 2, (256,))
-run = autoaccel.prepare(model, opt, (x, y), loader_kwargs={"batch_size": 32}, scheduler=cycle)
+run = autoaccel.prepare(
+    model, opt, (x, y), loader_kwargs={{"batch_size": 32}}, scheduler=schedule
+)
 for epoch in range(10**6 if autoaccel.in_trial() else 1):
     for xb, yb in run.loader:
         with open("lrs.txt", "a") as out:
-            out.write(f"{opt.param_groups[0]['lr']}\\n")
+            out.write(f"{{opt.param_groups[0]['lr']}}\\n")
         run.backward(nn.functional.cross_entropy(run.model(xb), yb))
         run.step()
 """
 
 
-def test_your_one_cycle_holds_its_last_lr_in_a_trial(tmp_path: Path) -> None:
-    """A trial trains on past your own training (10**6 epochs, as the examples write it);
-    a OneCycleLR of yours, stepped by run.step(), raised there ("Tried to step 9 times")
-    and failed every trial. It holds your last step's LR after its total_steps."""
+@pytest.mark.parametrize(
+    "schedule",
+    ["OneCycleLR(opt, max_lr=0.1, total_steps=8)", "CosineAnnealingLR(opt, T_max=8)"],
+    ids=["one-cycle", "cosine"],
+)
+def test_your_schedule_holds_its_last_lr_in_a_trial(tmp_path: Path, schedule: str) -> None:
+    """A trial trains on past your own training (10**6 epochs, as the examples write it).
+    A OneCycleLR of yours, stepped by run.step(), raised there ("Tried to step 9 times")
+    and failed every trial; a cosine climbed back to its peak after its T_max. Each holds
+    your last step's LR after the steps it spans itself."""
     path = tmp_path / "train.py"
-    path.write_text(ONE_CYCLE)
+    path.write_text(YOUR_SCHEDULE.format(schedule=schedule))
     trial = runner(path, tmp_path).run(None)
     assert trial.measurement.ok, trial.log_tail()
     lrs = [float(line) for line in (tmp_path / "lrs.txt").read_text().split()]
     assert len(lrs) > 12, "the trial trains past your own 8 steps"
-    assert lrs[2] == max(lrs) and lrs[7] < 1e-5 and lrs[7:] == [lrs[7]] * (len(lrs) - 7)
+    assert lrs[7:] == [lrs[7]] * (len(lrs) - 7)  # your last step's, held
+    if schedule.startswith("OneCycle"):
+        assert lrs[2] == max(lrs) and lrs[7] < 1e-5
+    else:
+        cosine = [0.05 * (1 + math.cos(math.pi * i / 8)) for i in range(8)]
+        assert lrs[:8] == pytest.approx(cosine)

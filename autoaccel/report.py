@@ -479,6 +479,13 @@ def _headline(record: dict[str, Any]) -> str:
     before, after = record["baseline"]["samples_per_s"], record["best"]["samples_per_s"]
     if speedup.get("yours_kept") or not pairs:
         line = "Your setup was kept: <b>1.00x</b>; nothing else was written to confirm."
+    elif speedup.get("of_written") is False:
+        line = (
+            f"The throughput stage's pick ran <b>{_ratio(speedup['median'])}</b> your "
+            f"samples/s (median of {pairs} interleaved pairs); it was not written: the "
+            "schedule study wrote the setup that reached your held-out losses soonest "
+            "(time to loss below)."
+        )
     else:
         line = (
             f"Tuned vs. baseline: <b>{_ratio(speedup['median'])}</b> samples/s (median of "

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import io
 from dataclasses import replace
+from typing import Any
 
 import pytest
 from rich.console import Console
+from search.test_heuristics import _cpu_space as cpu_space
 
 from autoaccel.config import TrainingConfig
 from autoaccel.measure import Measurement
 from autoaccel.pipeline.schedule import rates_by_batch, settings_by_batch
 from autoaccel.progress import say
+from autoaccel.record import run_record
+from autoaccel.report import render_report
 from autoaccel.search import TrialRecord
 from autoaccel.time_to_loss.study import at_global
 
@@ -149,6 +153,27 @@ def test_rates_by_batch_are_those_of_the_settings_each_batch_trains_with() -> No
     assert rates_by_batch(records, system) == {32: 1429.0, 256: 1783.0, 1024: 2423.0}
 
 
+def studied(baseline: Any, best: Any, levels: list[Any], horizon_s: float) -> Any:
+    """A schedule study's result: ``best`` of your setup and one candidate."""
+    from autoaccel.time_to_loss import ConvergenceResult
+
+    runs = [best] if best is not baseline else []
+    return ConvergenceResult(
+        baseline=baseline,
+        best=best,
+        runs=runs,
+        finding=None,
+        rule="sqrt",
+        rule_reason="AdamW is Adam-family",
+        horizon_s=horizon_s,
+        holdout="the validation set",
+        study_name="s",
+        stop_reason="budget",
+        levels=levels,
+        aim="your setup's held-out losses",
+    )
+
+
 def test_the_schedule_picks_split_replaces_the_throughput_evidence_for_it() -> None:
     """The throughput pick ran 2 processes x 256; the schedule study's pick trains at global
     batch 32 in one process. The config's comments must not credit the 2-process trial for
@@ -158,7 +183,6 @@ def test_the_schedule_picks_split_replaces_the_throughput_evidence_for_it() -> N
     from autoaccel.config import Provenance
     from autoaccel.curves import CurvePoint, Level, LossRun
     from autoaccel.states import Outcome
-    from autoaccel.time_to_loss import ConvergenceResult
 
     measured = "chosen together with other changes: the best trial (6) ran 1.59x the baseline"
     evidence = {k: measured for k in ("batch_size", "processes", "num_threads", "precision")}
@@ -175,20 +199,7 @@ def test_the_schedule_picks_split_replaces_the_throughput_evidence_for_it() -> N
     curve = (CurvePoint(1.0, 30, 1.3, 0.34),)
     baseline = LossRun(user, Outcome.OK, curve=curve, pace=1.0, label="your setup")
     best = LossRun(pick, Outcome.OK, curve=curve, pace=0.5, number=8)
-    converged = ConvergenceResult(
-        baseline=baseline,
-        best=best,
-        runs=[best],
-        finding=None,
-        rule="sqrt",
-        rule_reason="AdamW is Adam-family",
-        horizon_s=30.0,
-        holdout="the validation set",
-        study_name="s",
-        stop_reason="budget",
-        levels=[Level(0.33, 2.0, metric=True, higher=True)],
-        aim="accuracy 0.33 (your goal)",
-    )
+    converged = studied(baseline, best, [Level(0.33, 2.0, metric=True, higher=True)], 30.0)
     # with_convergence reads the advice's config, recommendations and notes only.
     advice = Advice(tuned, *([None] * 4), [], *([None] * 3))  # type: ignore[arg-type]
     config = with_convergence(advice, converged, user, wall_s=1.0).config
@@ -206,3 +217,58 @@ def test_progress_lines_print_error_text_verbatim() -> None:
     text = "it failed ([enforce fail at /__w/pytorch/gloo/pair.cc:553] [/x] [bold]closed)"
     say(console, text)
     assert out.getvalue() == f"autoaccel: {text}\n"
+
+
+def _time_to_loss_advice(kept_yours: bool) -> Any:
+    """A time-to-loss tune whose throughput stage picked batch 64 in bf16 (1.23x in pairs)
+    and whose schedule study wrote your setup (batch 32 in bf16: the HF example launched at
+    bf16) or its own pick at batch 64."""
+    from autoaccel.advice.convergence import with_convergence
+    from autoaccel.advice.types import Advice
+    from autoaccel.confirm import Speedup
+    from autoaccel.curves import CurvePoint, Level, LossRun
+    from autoaccel.search import Diagnosis, SearchResult
+    from autoaccel.states import Bound, Outcome
+
+    user = TrainingConfig(batch_size=32, num_threads=2, precision="bf16-mixed", device="cpu")
+    pick = replace(user, batch_size=64)
+    space, _, profile = cpu_space(("avx2", "avx512_bf16"))
+    yours, best = record(0, 1488.0, **user.knobs()), record(5, 1877.0, **pick.knobs())
+    search = SearchResult([yours, best], yours, best, "budget", 60.0, "s", "x.db", 2, 100)
+    speedup = Speedup((1.23,), (1488.0,), (1830.0,))
+    diagnosis = Diagnosis(Bound.COMPUTE, 0.03, None, 1 << 30, ())
+    measured = (yours.measurement, best.measurement)
+    advice = Advice(pick, *measured, speedup, diagnosis, [], profile, search, space)
+    curve = (CurvePoint(8.3, 400, 0.3672, None),)
+    baseline = LossRun(user, Outcome.OK, curve=curve, pace=1.0, label="your setup")
+    theirs = LossRun(replace(pick, lr=0.001), Outcome.OK, curve=curve, pace=0.8, number=3)
+    converged = studied(baseline, baseline if kept_yours else theirs, [Level(0.3672, 8.3)], 8.0)
+    return with_convergence(advice, converged, user, wall_s=100.0)
+
+
+@pytest.mark.parametrize("kept_yours", [True, False])
+def test_a_throughput_pick_the_schedule_study_did_not_write_is_not_called_tuned(
+    kept_yours: bool,
+) -> None:
+    """The HF example launched at bf16, tuned for time to loss: the table said "tuned:
+    batch 64, 1,877 samples/s, speedup 1.23x" while the schedule study wrote your setup
+    (batch 32). The figures are the throughput stage's pick's, and the table says it was
+    not written; where the study's pick keeps those settings, they are the tuned ones."""
+    advice = _time_to_loss_advice(kept_yours)
+    text = " ".join(advice.summary(width=300).split())  # titles wrap at the table's width
+    data = advice.to_dict()
+    if kept_yours:
+        assert advice.config.batch_size == 32
+        assert (
+            "the throughput stage's pick, by samples/s; not written: the schedule study "
+            "below wrote your setup" in text
+        )
+        assert "1.23x (min 1.23, max 1.23, 1 pairs), not the written setup's" in text
+        assert data["speedup"]["of_written"] is False
+        html = render_report(run_record(advice, kind="tune", command="tune", storage=None))
+        assert "The throughput stage's pick ran <b>1.23x</b>" in html
+        assert "Tuned vs. baseline" not in html
+    else:
+        assert advice.config.batch_size == 64
+        assert "not written" not in text and "system settings, by samples/s" in text
+        assert data["speedup"]["of_written"] is True

@@ -15,7 +15,7 @@ from autoaccel.time_to_loss import ConvergenceResult, LossRun
 if TYPE_CHECKING:  # the types module calls these functions from its methods
     from autoaccel.advice.types import Advice
 
-__all__ = ["advice_dict", "advice_tables", "summary_text"]
+__all__ = ["advice_dict", "advice_tables", "summary_text", "unwritten_pick"]
 
 
 def summary_text(advice: Advice, *, width: int = 110) -> str:
@@ -43,6 +43,8 @@ def advice_dict(advice: Advice) -> dict[str, Any]:
             "max": advice.speedup.max,
             "ratios": list(advice.speedup.ratios),
             "yours_kept": advice.speedup.yours_kept,
+            # False: the throughput stage's pick, which the schedule study did not write
+            "of_written": unwritten_pick(advice) is None,
         },
         "diagnosis": {
             "bound": advice.diagnosis.bound.value,
@@ -83,18 +85,38 @@ def advice_tables(advice: Advice) -> list[Table]:
     return tables
 
 
+def unwritten_pick(advice: Advice) -> str | None:
+    """With time-to-loss, when the schedule study wrote other system settings than the
+    throughput stage's pick (the one the paired speedup measured): what it wrote instead
+    ("your setup", "its own pick"); None when the pick's settings are the ones written."""
+    converged = advice.convergence
+    if converged is None:
+        return None
+    written = advice.space.params_of(advice.config)
+    if written == advice.space.params_of(advice.search.best.config):
+        return None
+    return "your setup" if converged.best is converged.baseline else "its own pick"
+
+
 def _result_table(advice: Advice) -> Table:
     """Baseline vs. tuned: throughput, the paired speedup, the step, and each changed knob."""
     title = f"autoaccel advice ({advice.diagnosis.bound}-bound)"
-    if advice.convergence is not None:
+    instead = unwritten_pick(advice)
+    if instead is not None:
+        title += (
+            ": the throughput stage's pick, by samples/s; not written: the schedule study "
+            f"below wrote {instead}"
+        )
+    elif advice.convergence is not None:
         title += ": system settings, by samples/s (the LR and schedule are below)"
     result = Table(title=title, title_justify="left")
     result.add_column("")
     result.add_column("baseline", justify="right")
-    result.add_column("tuned", justify="right")
+    result.add_column("tuned" if instead is None else "not written", justify="right")
     b, t = advice.baseline, advice.best
     result.add_row("samples/s", f"{b.samples_per_s:,.0f}", f"{t.samples_per_s:,.0f}")
-    result.add_row("speedup (paired)", "1.00x", str(advice.speedup))
+    speedup = str(advice.speedup) + ("" if instead is None else ", not the written setup's")
+    result.add_row("speedup (paired)", "1.00x", speedup)
     result.add_row("data wait", f"{b.data_wait_fraction:.0%}", f"{t.data_wait_fraction:.0%}")
     result.add_row("step time", f"{b.step_time_s * 1e3:.1f} ms", f"{t.step_time_s * 1e3:.1f} ms")
     result.add_row("peak memory", _mem(b.peak_memory_bytes), _mem(t.peak_memory_bytes))

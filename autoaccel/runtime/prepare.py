@@ -356,9 +356,11 @@ def _own_span(scheduler: object) -> int | None:
 
 
 def check_processes(chosen: TrainingConfig, world: int, *, in_trial: bool) -> None:
-    """Warn when a normal run has another process count than the config was tuned for:
-    each process takes the tuned batch, so the global batch (and an LR scaled for it) is
-    not the tuned one. A trial's processes are the tuner's own."""
+    """Warn when a normal run has another process count on this machine than the config
+    was tuned for: each process takes the tuned batch, so the global batch (and an LR
+    scaled for it) is not the tuned one. A trial's processes are the tuner's own; on
+    several nodes, this node's are torchrun's ``LOCAL_WORLD_SIZE`` of the ``world``."""
+    world = int(os.environ.get("LOCAL_WORLD_SIZE", world))
     if in_trial or chosen.processes == world:
         return
     if world == 1:

@@ -135,6 +135,16 @@ def test_a_dataset_with_loader_kwargs_keeps_them() -> None:
     assert [len(x) for x, _ in run.loader] == [8, 8]
 
 
+def test_a_node_of_a_multi_node_run_counts_its_own_processes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """autoaccel run --nnodes 2 with a config of 2 processes: 4 in the world, 2 here."""
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        check_processes(TrainingConfig(processes=2, strategy="ddp"), 4, in_trial=False)
+
+
 def test_a_run_of_more_processes_than_tuned_says_the_global_batch_is_not_the_tuned_one() -> None:
     """Launched in 2 processes (accelerate launch, torchrun) with a config of 1: each
     process takes the tuned batch, so the global batch is twice the tuned one."""

@@ -10,7 +10,7 @@ import pytest
 from rich.console import Console
 from search.test_heuristics import _cpu_space as cpu_space
 
-from autoaccel.config import TrainingConfig
+from autoaccel.config import Provenance, TrainingConfig
 from autoaccel.measure import Measurement
 from autoaccel.pipeline.schedule import rates_by_batch, settings_by_batch
 from autoaccel.progress import say
@@ -180,7 +180,6 @@ def test_the_schedule_picks_split_replaces_the_throughput_evidence_for_it() -> N
     batch 32 and one process; what both keep (precision) keeps its evidence."""
     from autoaccel.advice.convergence import with_convergence
     from autoaccel.advice.types import Advice
-    from autoaccel.config import Provenance
     from autoaccel.curves import CurvePoint, Level, LossRun
     from autoaccel.states import Outcome
 
@@ -231,7 +230,8 @@ def _time_to_loss_advice(kept_yours: bool) -> Any:
     from autoaccel.states import Bound, Outcome
 
     user = TrainingConfig(batch_size=32, num_threads=2, precision="bf16-mixed", device="cpu")
-    pick = replace(user, batch_size=64)
+    figures = {"samples_per_s": 1830.0, "speedup": 1.23, "speedup_min": 1.23, "speedup_max": 1.23}
+    pick = replace(user, batch_size=64, provenance=Provenance(measured=figures))
     space, _, profile = cpu_space(("avx2", "avx512_bf16"))
     yours, best = record(0, 1488.0, **user.knobs()), record(5, 1877.0, **pick.knobs())
     search = SearchResult([yours, best], yours, best, "budget", 60.0, "s", "x.db", 2, 100)
@@ -265,10 +265,14 @@ def test_a_throughput_pick_the_schedule_study_did_not_write_is_not_called_tuned(
         )
         assert "1.23x (min 1.23, max 1.23, 1 pairs), not the written setup's" in text
         assert data["speedup"]["of_written"] is False
+        measured = advice.config.provenance.measured  # the written file's own figures
+        assert "speedup" not in measured and "samples_per_s" not in measured
         html = render_report(run_record(advice, kind="tune", command="tune", storage=None))
         assert "The throughput stage's pick ran <b>1.23x</b>" in html
         assert "Tuned vs. baseline" not in html
+        assert "Paired speedup of the throughput pick (not written): median" in html
     else:
         assert advice.config.batch_size == 64
         assert "not written" not in text and "system settings, by samples/s" in text
         assert data["speedup"]["of_written"] is True
+        assert advice.config.provenance.measured["speedup"] == 1.23

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from autoaccel.advice.render import same_system
 from autoaccel.advice.types import Advice, Recommendation
 from autoaccel.config import TrainingConfig
 from autoaccel.time_to_loss import ConvergenceResult
@@ -61,9 +62,12 @@ def with_convergence(
                 "early_stopping",
             )
         )
-    provenance = replace(
-        advice.config.provenance, measured=_measured(advice, converged), evidence=evidence
-    )
+    measured = _measured(advice, converged)
+    if not same_system(replace(advice.config, **final), advice.config):
+        # the paired speedup and samples/s are the throughput stage's pick's, not written
+        for figure in ("samples_per_s", "speedup", "speedup_min", "speedup_max"):
+            measured.pop(figure, None)
+    provenance = replace(advice.config.provenance, measured=measured, evidence=evidence)
     return replace(
         advice,
         config=replace(advice.config, **final, provenance=provenance),

@@ -14,8 +14,16 @@ from autoaccel.time_to_loss import ConvergenceResult, LossRun
 
 if TYPE_CHECKING:  # the types module calls these functions from its methods
     from autoaccel.advice.types import Advice
+    from autoaccel.config import TrainingConfig
 
-__all__ = ["advice_dict", "advice_tables", "summary_text", "unwritten_pick"]
+__all__ = [
+    "SCHEDULE_KNOBS",
+    "advice_dict",
+    "advice_tables",
+    "same_system",
+    "summary_text",
+    "unwritten_pick",
+]
 
 
 def summary_text(advice: Advice, *, width: int = 110) -> str:
@@ -85,15 +93,25 @@ def advice_tables(advice: Advice) -> list[Table]:
     return tables
 
 
+#: The knobs the schedule study sets; the others are the system settings the throughput
+#: stage measured (and its paired speedup is of).
+SCHEDULE_KNOBS = frozenset(
+    {"lr", "lr_scaling", "momentum", "warmup_steps", "schedule", "schedule_steps"}
+)
+
+
+def same_system(config: TrainingConfig, other: TrainingConfig) -> bool:
+    """Whether two configs train with the same system settings (all but the schedule's)."""
+    mine, theirs = config.knobs(), other.knobs()
+    return all(mine[k] == theirs[k] for k in mine if k not in SCHEDULE_KNOBS)
+
+
 def unwritten_pick(advice: Advice) -> str | None:
     """With time-to-loss, when the schedule study wrote other system settings than the
     throughput stage's pick (the one the paired speedup measured): what it wrote instead
     ("your setup", "its own pick"); None when the pick's settings are the ones written."""
     converged = advice.convergence
-    if converged is None:
-        return None
-    written = advice.space.params_of(advice.config)
-    if written == advice.space.params_of(advice.search.best.config):
+    if converged is None or same_system(advice.config, advice.search.best.config):
         return None
     return "your setup" if converged.best is converged.baseline else "its own pick"
 

@@ -85,7 +85,7 @@ class Launch:
             UsageError: the result is no config that could run (named with the file).
         """
         knobs = {**user.knobs(), **self.knobs}
-        if "strategy" not in self.knobs:
+        if "strategy" not in self.knobs and "processes" in self.knobs:
             knobs["strategy"] = "ddp" if knobs["processes"] > 1 else "none"
         try:
             return TrainingConfig.from_dict(knobs, source=str(self.path))

@@ -94,6 +94,13 @@ def test_auto_values_stay_yours(tmp_path: Path) -> None:
     assert launch.applied_to(yours).knobs() == yours.knobs()
 
 
+def test_a_launch_that_names_no_processes_keeps_your_strategy(tmp_path: Path) -> None:
+    (tmp_path / "ds.json").write_text(json.dumps({"train_micro_batch_size_per_gpu": 8}))
+    yours = TrainingConfig(batch_size=16, processes=2, strategy="fsdp", device="cpu")
+    launched = read_launch(tmp_path / "ds.json").applied_to(yours)
+    assert (launched.batch_size, launched.processes, launched.strategy) == (8, 2, "fsdp")
+
+
 def test_an_accelerate_deepspeed_config_reads_the_file_it_names(tmp_path: Path) -> None:
     (tmp_path / "ds.json").write_text(json.dumps({"train_micro_batch_size_per_gpu": 6}))
     settings = {

@@ -192,13 +192,12 @@ def _speedup_plot(record: dict[str, Any]) -> str:
     best = record["best"]["samples_per_s"]
     pairs = record.get("speedup_pairs", {})
     # time-to-loss: the throughput stage's pick, when the schedule study wrote another setup
-    tuned = "tuned" if record["speedup"].get("of_written", True) else "not written"
+    written = record["speedup"].get("of_written", True)
     plot = _bars(
-        ["baseline", tuned],
+        ["baseline", "tuned" if written else "not written"],
         [[base], [best]],
         ["samples/s"],
-        f"Baseline vs. {'tuned' if tuned == 'tuned' else 'the throughput pick, not written'} "
-        "(samples/s)",
+        f"Baseline vs. {'tuned' if written else 'the throughput pick, not written'} (samples/s)",
         "samples/s",
     )
     ratios = record["speedup"]["ratios"]
@@ -217,7 +216,7 @@ def _speedup_plot(record: dict[str, Any]) -> str:
     )
     body += _polyline(axes, points, COLOURS[2])
     del pairs
-    whose = "" if tuned == "tuned" else " of the throughput pick (not written)"
+    whose = "" if written else " of the throughput pick (not written)"
     median = _ratio(record["speedup"]["median"])
     return plot + _svg(f"Paired speedup{whose}: median {median}", body)
 

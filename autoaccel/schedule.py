@@ -24,6 +24,7 @@ from autoaccel.budget import SWEEP_MAX_LR, SWEEP_MIN_LR, SWEEP_STEPS
 from autoaccel.config import Provenance, TrainingConfig
 
 __all__ = [
+    "LR_KNOBS",
     "LrFinding",
     "OptimizerFacts",
     "RangeSweep",
@@ -84,6 +85,11 @@ def lr_factor(config: TrainingConfig) -> Callable[[int], float]:
         return 0.04 + 0.96 * 0.5 * (1 + math.cos(math.pi * done))
 
     return factor
+
+
+#: The LR and its schedule: knobs that follow the model and its data, not the machine. The
+#: schedule study sets them; the throughput search measures the others (system settings).
+LR_KNOBS = ("lr", "lr_scaling", "momentum", "warmup_steps", "schedule", "schedule_steps")
 
 
 def build_scheduler(

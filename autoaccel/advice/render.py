@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from rich.table import Table
 
 from autoaccel.progress import plain_console
+from autoaccel.schedule import LR_KNOBS
 from autoaccel.time_to_loss import ConvergenceResult, LossRun
 
 if TYPE_CHECKING:  # the types module calls these functions from its methods
@@ -17,7 +18,6 @@ if TYPE_CHECKING:  # the types module calls these functions from its methods
     from autoaccel.config import TrainingConfig
 
 __all__ = [
-    "SCHEDULE_KNOBS",
     "advice_dict",
     "advice_tables",
     "same_system",
@@ -93,17 +93,11 @@ def advice_tables(advice: Advice) -> list[Table]:
     return tables
 
 
-#: The knobs the schedule study sets; the others are the system settings the throughput
-#: stage measured (and its paired speedup is of).
-SCHEDULE_KNOBS = frozenset(
-    {"lr", "lr_scaling", "momentum", "warmup_steps", "schedule", "schedule_steps"}
-)
-
-
 def same_system(config: TrainingConfig, other: TrainingConfig) -> bool:
-    """Whether two configs train with the same system settings (all but the schedule's)."""
+    """Whether two configs train with the same system settings (all but ``LR_KNOBS``: the
+    throughput stage measured these, and its paired speedup is of them)."""
     mine, theirs = config.knobs(), other.knobs()
-    return all(mine[k] == theirs[k] for k in mine if k not in SCHEDULE_KNOBS)
+    return all(mine[k] == theirs[k] for k in mine if k not in LR_KNOBS)
 
 
 def unwritten_pick(advice: Advice) -> str | None:

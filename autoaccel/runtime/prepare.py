@@ -18,7 +18,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ from autoaccel.runtime.data import DataSpec, GlobalOrderSampler, build_loader, d
 from autoaccel.runtime.device import apply_optimizer_impl, choose_device, cuda_count, place
 from autoaccel.runtime.run import Run, StepObserver, has_conv, model_device, model_fingerprint
 from autoaccel.schedule import (
+    LR_KNOBS,
     apply_lr,
     apply_momentum,
     build_scheduler,
@@ -312,12 +313,7 @@ def tuned_config(
 #: The knobs that follow the model and its data, not the machine: a config tuned for
 #: another script or model keeps the script's own values for them.
 _MODEL_KNOBS: dict[str, Any] = {
-    "lr": None,
-    "lr_scaling": "none",
-    "momentum": None,
-    "warmup_steps": 0,
-    "schedule": "constant",
-    "schedule_steps": None,
+    f.name: f.default for f in fields(TrainingConfig) if f.name in LR_KNOBS
 }
 
 

@@ -29,6 +29,7 @@ from statistics import geometric_mean
 from autoaccel.budget import GUARD_SHARE
 from autoaccel.config import TrainingConfig
 from autoaccel.curves import LossRun, find_plateau, level_ratios, target_levels
+from autoaccel.schedule import LR_KNOBS
 from autoaccel.scoring import Scoring
 from autoaccel.states import Precision
 from autoaccel.time_to_loss.final import outcome_line
@@ -53,7 +54,7 @@ STEP_FIELDS = (
     "grad_accum_steps",
     "processes",
     "precision",
-    *("lr", "lr_scaling", "momentum", "warmup_steps", "schedule", "schedule_steps"),
+    *LR_KNOBS,
 )
 
 

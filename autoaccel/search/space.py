@@ -146,6 +146,10 @@ class Knob:
     reason: str
 
 
+# Set by ``config_for`` for each trial from its searched values, whatever yours are.
+_SET_PER_TRIAL = ("strategy", "persistent_workers", "prefetch_factor")
+
+
 @dataclass
 class SearchSpace:
     """The knobs searched here, the ones left out (with why), and the memory model."""
@@ -234,9 +238,23 @@ class SearchSpace:
 
     def identity(self) -> tuple[Any, ...]:
         """What makes two spaces the same search: the knobs, what is left out and why,
-        and the strategy of each process count (not the memory figures of the moment)."""
+        the strategy of each process count, and the values every trial takes from your
+        setup (a compile or an LR of yours that is not searched: trials measured without it
+        are another setup's); not the memory figures of the moment.
+
+        Example:
+            >>> a = SearchSpace((), {}, TrainingConfig(compile=True), MemoryModel(1))
+            >>> a.identity() == replace(a, base=TrainingConfig()).identity()
+            False
+        """
         counts = self.knob("processes").choices if "processes" in self.names else (1,)
-        return (self.knobs, self.excluded, tuple(self.strategy_for(n) for n in counts))
+        fixed = {
+            name: value
+            for name, value in self.base.knobs().items()
+            if name not in self.names and name not in _SET_PER_TRIAL
+        }
+        strategies = tuple(self.strategy_for(n) for n in counts)
+        return (self.knobs, self.excluded, strategies, tuple(sorted(fixed.items())))
 
     def _accum_for(self, batch_size: int, processes: int = 1) -> int:
         """Accumulation that keeps the caller's global batch (batch x accumulation x

@@ -3,11 +3,19 @@ its rules, spelled as each front end's user wrote them."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
+import torch
 
 from autoaccel.budget import ADVISE_BUDGET_S, TRIAL_TIMEOUT_S, TUNE_BUDGET_S, TUNE_TTL_BUDGET_S
+from autoaccel.config import TrainingConfig
 from autoaccel.errors import UsageError
-from autoaccel.pipeline import ADVISE, TUNE, PipelineOptions
+from autoaccel.launchers import read_launch
+from autoaccel.pipeline import ADVISE, TUNE, PipelineOptions, study_name_for
+from autoaccel.probe import probe_system
+from autoaccel.search import WorkloadFacts
+from autoaccel.search.space import build_space
 from autoaccel.states import Objective
 
 
@@ -74,3 +82,34 @@ def test_a_budget_needs_more_for_a_script_than_in_process() -> None:
     PipelineOptions.checked(ADVISE, budget_s=10)
     with pytest.raises(UsageError, match="give at least"):
         PipelineOptions.checked(TUNE, budget_s=10)
+
+
+def test_a_rerun_resumes_only_the_setup_its_trials_measured(tmp_path: Path) -> None:
+    """Every trial takes the knobs not searched from your setup: the same script tuned
+    under a launch config that compiles (compile is not searched under 10 minutes) trained
+    every trial compiled, so it is another study; the same setup again is the same one."""
+    (tmp_path / "accelerate.yaml").write_text(
+        "distributed_type: 'NO'\nuse_cpu: true\ndynamo_config:\n  dynamo_backend: INDUCTOR\n"
+    )
+    own = TrainingConfig(batch_size=32)
+    launched = read_launch(tmp_path / "accelerate.yaml").applied_to(own)
+    assert launched.compile and not own.compile
+    profile = probe_system(light=True)
+    facts = WorkloadFacts("Net", 1000, 4096, False, True, torch.device("cpu"), 0.5)
+    options = PipelineOptions.checked(TUNE)
+
+    def name(user: TrainingConfig) -> str:
+        space = build_space(
+            profile,
+            user,
+            dataset_size=4096,
+            device=torch.device("cpu"),
+            conv_model=False,
+            tensor_data=True,
+            baseline_memory_bytes=None,
+        )
+        assert "compile" not in space.names
+        return study_name_for(facts, space, profile, options)
+
+    assert name(launched) != name(own)
+    assert name(TrainingConfig(batch_size=32)) == name(own)

@@ -37,8 +37,10 @@ __all__ = [
     "momentum_of",
     "scale_lr",
     "scaling_rule",
+    "sets_lr",
     "suggest_lr",
     "sweep_config",
+    "unpassed_scheduler",
 ]
 
 #: Optimizers whose LR scales linearly with the batch (plain gradient steps).
@@ -151,6 +153,36 @@ def apply_lr(optimizer: torch.optim.Optimizer, lr: float, *, scheduler: object =
             f"others were scaled by the same {ratio:.3g}x"
         ]
     return [f"lr {first:g} -> {lr:g}"] if lr != first else []
+
+
+def unpassed_scheduler(optimizer: torch.optim.Optimizer) -> bool:
+    """Whether a scheduler was made on ``optimizer`` (torch's ``LRScheduler`` records each
+    group's ``initial_lr`` as it is made, HF's ``get_*_schedule_with_warmup`` too): one
+    that ``prepare()`` was not given sets the LR from its own copy at each step."""
+    return any("initial_lr" in group for group in optimizer.param_groups)
+
+
+def sets_lr(chosen: TrainingConfig, user: TrainingConfig) -> list[str]:
+    """What of ``chosen`` sets the LR of your steps (its LR, its scaling rule for a changed
+    batch, a warm-up or decay of its own), as a user reads it; empty when nothing does.
+
+    Example:
+        >>> sets_lr(TrainingConfig(batch_size=64, lr_scaling="sqrt"), TrainingConfig())
+        ['lr_scaling sqrt for batch 32 -> 64']
+        >>> sets_lr(TrainingConfig(lr=0.01, warmup_steps=5), TrainingConfig())
+        ['lr 0.01', '5 warm-up steps']
+    """
+    found = [f"lr {chosen.lr:g}"] if chosen.lr is not None else []
+    scaled = chosen.lr_scaling != "none" and chosen.global_batch != user.global_batch
+    if chosen.lr is None and scaled:
+        found.append(
+            f"lr_scaling {chosen.lr_scaling} for batch {user.global_batch} -> {chosen.global_batch}"
+        )
+    if chosen.warmup_steps:
+        found.append(f"{chosen.warmup_steps} warm-up steps")
+    if chosen.schedule != "constant":
+        found.append(f"a {chosen.schedule} schedule")
+    return found
 
 
 def scaling_rule(optimizer: torch.optim.Optimizer | str) -> tuple[str, str]:

@@ -4,11 +4,14 @@ check kept the global batch 32 as 2 processes x 16, measured outside the search)
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
-from autoaccel.advice.evidence import recommendations
+from autoaccel.advice.evidence import lr_follows_batch, recommendations
 from autoaccel.config import TrainingConfig
 from autoaccel.measure import Measurement
+from autoaccel.schedule import sets_lr
 from autoaccel.search import Diagnosis, SearchResult, TrialRecord, WorkloadFacts
 from autoaccel.states import Bound
 
@@ -82,3 +85,18 @@ def test_the_device_is_decided_by_a_pair_that_differs_in_it_alone() -> None:
     assert alone["set device = cuda (was cpu)"] == (
         "device cpu -> cuda: 25.00x samples/s (trial 0 vs 1, all else equal)"
     )
+
+
+def test_a_changed_batch_gets_no_lr_rule_where_a_scheduler_prepare_is_not_given_sets_it() -> None:
+    """The pick's trials trained the script's LR (its own scheduler sets it at each step),
+    and prepare() refuses a config whose LR a hidden scheduler would undo: so no rule is
+    written, and the advice says how to let the LR follow the batch."""
+    facts = WorkloadFacts("Net", 10_000, 4096, True, False, torch.device("cpu"), 3.0, "SGD")
+    user, pick = TrainingConfig(batch_size=32), TrainingConfig(batch_size=128)
+    scaled, advice = lr_follows_batch(pick, user, facts)
+    assert (scaled.lr_scaling, scaled.warmup_steps) == ("linear", 32)
+    assert advice is not None and "x4" in advice.text
+    kept, advice = lr_follows_batch(pick, user, replace(facts, unpassed_scheduler=True))
+    assert kept == pick and not sets_lr(kept, user)
+    assert advice is not None and not advice.measured
+    assert advice.text.startswith("pass your LR scheduler to prepare(..., scheduler=...)")

@@ -199,9 +199,20 @@ def _compare(knob: str, old: Any, new: Any, before: TrialRecord, after: TrialRec
 def lr_follows_batch(
     config: TrainingConfig, user: TrainingConfig, facts: WorkloadFacts
 ) -> tuple[TrainingConfig, Recommendation | None]:
-    """A changed global batch gets the optimizer family's LR scaling rule and a warm-up."""
+    """A changed global batch gets the optimizer family's LR scaling rule and a warm-up;
+    not where the script steps a scheduler it did not give ``prepare()`` (that sets the LR
+    from its own copy: the recommendation says how to let the LR follow)."""
     if config.global_batch == user.global_batch or config.lr is not None:
         return config, None
+    if facts.unpassed_scheduler:
+        return config, Recommendation(
+            f"pass your LR scheduler to prepare(..., scheduler=...) and tune again, so the LR "
+            f"can follow the global batch ({user.global_batch} -> {config.global_batch})",
+            "your script makes a scheduler that prepare() is not given: it sets the LR at "
+            "each step, so no scaling rule is written (the pick's trials trained your LR)",
+            False,
+            "lr_scaling",
+        )
     rule, why = scaling_rule(facts.optimizer or "unknown")
     if facts.dataset_size:  # one epoch of warm-up, within reason
         warmup = min(max(facts.dataset_size // config.global_batch, 10), 500)

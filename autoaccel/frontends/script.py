@@ -225,6 +225,7 @@ def _job(
         has_loader=report.dataset_size is not None,
         fixed=report.fixed or {},
         own_samples=report.own_samples,
+        unpassed_scheduler=report.unpassed_scheduler,
     )
 
     def measure(config: TrainingConfig, prune: PruneBelow | None = None) -> Measurement:
@@ -294,6 +295,13 @@ def check_hook(report: TrialReport, options: PipelineOptions, script: Path) -> G
     """
     objective, target = options.objective, options.target
     metric = options.hook_metric
+    if report.unpassed_scheduler and (objective is Objective.TIME_TO_LOSS or options.lr_find):
+        flag = "--lr-find" if objective is Objective.THROUGHPUT else "--objective time-to-loss"
+        raise UsageError(
+            f"{script.name} makes an LR scheduler that it does not give prepare(), so each of "
+            f"its steps puts your LR back and {flag} would measure your LR only: pass it as "
+            "prepare(..., scheduler=your_scheduler), or leave out " + flag
+        )
     hook = f"{script.name}'s evaluate hook"
     if report.hook_error:
         raise UsageError(f"{hook} fails on the untrained model: {report.hook_error}")

@@ -17,6 +17,7 @@ import shlex
 import sys
 import time
 import warnings
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
@@ -42,6 +43,8 @@ from autoaccel.schedule import (
     hold_after,
     momentum_of,
     scale_lr,
+    sets_lr,
+    unpassed_scheduler,
 )
 from autoaccel.trials.curve_session import CurveSession
 from autoaccel.trials.hook import call_hook, check_hook
@@ -91,6 +94,9 @@ class _Processes:
 # How long the process gives the process group's worker threads the GIL before Python
 # finalizes (see _leave_process_group).
 _DRAIN_S = 0.2
+# Optimizers prepare() has set the LR of (it records their ``initial_lr`` as a scheduler
+# does): not taken for ones a scheduler was made on.
+_PREPARED: weakref.WeakSet[torch.optim.Optimizer] = weakref.WeakSet()
 
 
 def _leave_process_group() -> None:
@@ -172,9 +178,13 @@ def prepare(
     chosen = found if found is not None else user
     processes = _Processes.join()
     check_processes(chosen, processes.world, in_trial=trial is not None)
+    hidden = scheduler is None and optimizer not in _PREPARED and unpassed_scheduler(optimizer)
+    if hidden:
+        _refuse_hidden_scheduler(chosen, user, trial)
     device, notes = _place(model, optimizer, chosen, processes)
     apply_process_settings(chosen)
     notes += apply_lr_settings(optimizer, chosen, user, scheduler)
+    _PREPARED.add(optimizer)
     chosen, tuned_scheduler = tuned_schedule(
         optimizer, chosen, scheduler, total_steps, trial, notes
     )
@@ -183,6 +193,7 @@ def prepare(
     if trial is not None:
         facts = trial_facts(model, optimizer, spec, user, device, notes)
         facts.update(hook_facts(trial, model, evaluate))
+        facts["unpassed_scheduler"] = hidden
         observer = trial_session(
             trial,
             facts,
@@ -338,6 +349,28 @@ def for_this_model(chosen: TrainingConfig, model: nn.Module) -> TrainingConfig:
         stacklevel=3,
     )
     return chosen.replace(**_MODEL_KNOBS)
+
+
+def _refuse_hidden_scheduler(
+    chosen: TrainingConfig, user: TrainingConfig, trial: TrialSpec | None
+) -> None:
+    """A scheduler made on the optimizer but not given to ``prepare()`` puts your LR back
+    at its first step: where the config (or a trial's LR sweep) sets the LR, it would train
+    something other than what was tuned.
+
+    Raises:
+        UsageError: naming what the config sets and the fix.
+    """
+    setting = sets_lr(chosen, user)
+    if trial is not None and trial.lr_sweep is not None:
+        setting.append("an LR range test")
+    if setting:
+        raise UsageError(
+            f"your optimizer has an LR scheduler that prepare() was not given, and "
+            f"{'the trial' if trial else 'the config'} sets the LR ({', '.join(setting)}): "
+            "pass it as prepare(..., scheduler=your_scheduler), so that it starts from that "
+            "LR instead of putting yours back at its first step"
+        )
 
 
 def _own_span(scheduler: object) -> int | None:

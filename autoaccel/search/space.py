@@ -47,6 +47,8 @@ class WorkloadFacts:
     # Samples your script's own training takes (a Trainer's epochs or max_steps over its
     # data), when it says: time-to-loss's horizon is that training, where it is shorter.
     own_samples: int | None = None
+    # The script steps a scheduler it made but did not give prepare(): that sets the LR.
+    unpassed_scheduler: bool = False
 
 
 def _line_fit(points: list[tuple[int, int]]) -> tuple[float, float]:

@@ -112,6 +112,7 @@ class TrialReport:
     curve: list[list[float | None]] | None = None  # [seconds, step, loss, metric] per point
     fixed: dict[str, str] | None = None  # knobs the script pins, with why (not searched)
     own_samples: int | None = None  # what your own training takes (a Trainer's epochs/steps)
+    unpassed_scheduler: bool = False  # a scheduler made on the optimizer, not given prepare()
 
     def write(self, path: Path) -> None:
         atomic_write_text(path, json.dumps(dataclasses.asdict(self), indent=2, default=str))

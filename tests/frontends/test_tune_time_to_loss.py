@@ -38,6 +38,10 @@ vx, vy = x[:512], y[:512]
 model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4))
 optimizer = torch.optim.SGD(model.parameters(), lr=0.002)
 HOOK = os.environ.get("HOOK", "dict")
+# "unpassed": a scheduler made on the optimizer and stepped, but not given prepare()
+SCHEDULER = os.environ.get("SCHEDULER")
+if SCHEDULER:
+    mine = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
 
 def evaluate():
     if HOOK == "raises":
@@ -59,6 +63,8 @@ while autoaccel.in_trial() or (at and steps < max(at)):
         run.backward(loss)
         if run.step():
             steps += 1
+            if SCHEDULER:
+                mine.step()
             if steps in at:
                 model.eval()
                 with torch.no_grad():
@@ -77,11 +83,13 @@ def write_script(folder: Path) -> Path:
     return path
 
 
-def tune_cli(folder: Path, *args: str, hook: str = "dict") -> subprocess.CompletedProcess[str]:
+def tune_cli(
+    folder: Path, *args: str, hook: str = "dict", scheduler: str = ""
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "autoaccel.cli", "tune", "train.py", *args],
         cwd=folder,
-        env={**os.environ, "HOOK": hook},
+        env={**os.environ, "HOOK": hook, "SCHEDULER": scheduler},
         capture_output=True,
         text=True,
         timeout=120,
@@ -136,9 +144,12 @@ TTL = Objective.TIME_TO_LOSS
 
 
 def _options(
-    objective: Objective, target: float | None = None, metric: str | None = None
+    objective: Objective,
+    target: float | None = None,
+    metric: str | None = None,
+    lr_find: bool = False,
 ) -> PipelineOptions:
-    return PipelineOptions(objective=objective, target=target, metric=metric)
+    return PipelineOptions(objective=objective, target=target, metric=metric, lr_find=lr_find)
 
 
 @pytest.mark.parametrize(
@@ -200,6 +211,26 @@ def test_the_hook_and_the_target_are_checked_on_the_untrained_model(
         check_hook(report(**hook), _options(objective, target, metric), SCRIPT_PATH)
 
 
+@pytest.mark.parametrize(
+    ("objective", "lr_find", "flag"),
+    [(TTL, False, "--objective time-to-loss"), (Objective.THROUGHPUT, True, "--lr-find")],
+)
+def test_a_scheduler_prepare_is_not_given_is_refused_where_the_tune_sets_the_lr(
+    objective: Objective, lr_find: bool, flag: str
+) -> None:
+    """Its step puts your LR back: every candidate LR (and the range test's sweep) would
+    train at yours. Tuning for throughput alone leaves the LR to it and goes on."""
+    hidden = report(has_hook=True, held_out_start=[1.4, None], unpassed_scheduler=True)
+    with pytest.raises(
+        UsageError,
+        match=rf"train.py makes an LR scheduler that it does not give prepare\(\), so each of "
+        rf"its steps puts your LR back and {flag} would measure your LR only: pass it as "
+        rf"prepare\(\.\.\., scheduler=your_scheduler\), or leave out {flag}",
+    ):
+        check_hook(hidden, _options(objective, lr_find=lr_find), SCRIPT_PATH)
+    assert check_hook(hidden, _options(Objective.THROUGHPUT), SCRIPT_PATH) is None
+
+
 def test_a_target_to_learn_becomes_the_goal() -> None:
     goal = check_hook(
         report(has_hook=True, held_out_start=[1.4, 0.25]),
@@ -235,6 +266,18 @@ def test_a_script_without_a_working_hook_exits_2_after_its_baseline(
     assert "Traceback" not in done.stderr
     assert not (tmp_path / "autoaccel.yaml").exists()  # nothing written
     assert "search (" not in done.stderr  # it stopped before the search
+
+
+@pytest.mark.slow
+def test_a_script_whose_scheduler_prepare_is_not_given_exits_2_after_its_baseline(
+    tmp_path: Path,
+) -> None:
+    write_script(tmp_path)
+    done = tune_cli(tmp_path, "--objective", "time-to-loss", "--budget", "2m", scheduler="unpassed")
+    assert done.returncode == 2, done.stderr
+    assert "train.py makes an LR scheduler that it does not give prepare()" in done.stderr
+    assert "Traceback" not in done.stderr and "search (" not in done.stderr
+    assert not (tmp_path / "autoaccel.yaml").exists()
 
 
 @pytest.mark.slow

@@ -9,7 +9,7 @@ from models import Pairs, mlp, tabular
 
 import autoaccel
 from autoaccel.config import CONFIG_ENV, Provenance, TrainingConfig, find_config, save_config
-from autoaccel.errors import ConfigError
+from autoaccel.errors import ConfigError, UsageError
 from autoaccel.runtime.prepare import check_processes, tuned_schedule
 from autoaccel.runtime.run import shard
 from autoaccel.trials.protocol import TrialSpec
@@ -215,6 +215,34 @@ def test_a_user_scheduler_follows_the_scaled_lr() -> None:
     run.backward(torch.nn.functional.cross_entropy(run.model(x), y))
     run.step()
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.2 * 0.5)  # scaled base, one decay
+
+
+def test_a_scheduler_prepare_was_not_given_is_refused_where_the_config_sets_the_lr() -> None:
+    """A LambdaLR (HF's get_linear_schedule_with_warmup is one) made on the optimizer but
+    not given prepare(): at its first step it put the script's LR back, so a config's lr
+    0.02 trained at 0.1. Now one line names the fix, and nothing is changed; given, the
+    scheduler starts from the config's LR. A config that leaves the LR alone goes on."""
+    config = TrainingConfig(batch_size=32, lr=0.02)
+    model, optimizer = make(lr=0.1)
+    mine = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    with pytest.raises(
+        UsageError,
+        match=r"^your optimizer has an LR scheduler that prepare\(\) was not given, and the "
+        r"config sets the LR \(lr 0\.02\): pass it as prepare\(\.\.\., "
+        r"scheduler=your_scheduler\)",
+    ):
+        autoaccel.prepare(model, optimizer, tabular(), config=config)
+    assert optimizer.param_groups[0]["lr"] == 0.1  # nothing half-done
+    run = autoaccel.prepare(model, optimizer, tabular(), scheduler=mine, config=config)
+    x, y = next(iter(run.loader))
+    run.backward(torch.nn.functional.cross_entropy(run.model(x), y))
+    run.step()
+    mine.step()
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.02)
+    model, optimizer = make(lr=0.1)
+    torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    run = autoaccel.prepare(model, optimizer, tabular(), config=TrainingConfig(batch_size=64))
+    assert run.batch_size == 64 and optimizer.param_groups[0]["lr"] == 0.1
 
 
 def test_a_trials_schedule_spans_the_steps_it_is_measured_over() -> None:

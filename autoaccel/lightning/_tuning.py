@@ -1,55 +1,16 @@
-"""Lightning scripts tuned with one changed line.
-
-    import lightning as L               # before
-    import autoaccel.lightning as L     # after: L.Trainer is autoaccel's, the rest Lightning's
-
-(or ``lightning.Trainer(...)`` -> ``autoaccel.lightning.Trainer(...)``). This module is
-``lightning`` with its ``Trainer`` replaced: every other name is looked up in ``lightning``.
-
-``autoaccel tune train.py`` then measures the script's trials and a normal run applies
-``autoaccel.yaml``. A subclass, not a callback: what Lightning fixes when the Trainer is
-built (precision, accelerator, devices and strategy, accumulation) cannot be set by a
-callback, which is handed a Trainer already built; the subclass takes the same arguments
-and adds its own callback.
-
-What it applies, and how:
-
-- precision, accelerator, devices/strategy (processes, launched as Lightning launches
-  them: under torchrun in a trial or ``autoaccel run``, its own launcher otherwise),
-  accumulation: as Trainer arguments (``autoaccel.export.lightning_trainer_args``);
-- threads, cuDNN autotuning, TF32 matmuls: process settings, set before the Trainer is;
-- batch size and loader workers, pinning, persistence, prefetch: the training DataLoader
-  that ``train_dataloader()`` (or ``fit``) hands over is rebuilt with them, as Lightning
-  rebuilds it to add a distributed sampler; the module's or datamodule's ``batch_size``
-  attribute, where it has one (where Lightning's BatchSizeFinder looks), is set to match;
-- memory format: the module and each batch in channels_last;
-- optimizer implementation, LR (or its scaling with the batch), momentum and the tuned
-  schedule: on the optimizers ``configure_optimizers`` made, when training starts; a
-  scheduler of your own wins over the tuned one (said once).
-
-Under ``autoaccel tune`` a trial trains until it is measured (no epoch or step limit),
-logs and checkpoints nothing and runs no validation loop of Lightning's; it then ends the
-script, as ``prepare()`` does. Your ``validation_step`` over your validation loader is the
-held-out score of a tuner's loss curves (``--objective time-to-loss`` needs no hook of its
-own): the batch-weighted mean of each value it logs, the loss being the one logged value
-named as a loss (``val_loss``), and each metric also under its name without ``val_``
-(``--metric accuracy`` finds ``val_accuracy``).
-
-A Trainer argument you pass with a value other than Lightning's default pins what it sets:
-your value wins over the config, a normal run says so in one line, and ``autoaccel tune``
-does not search it. ``torch.compile`` is not applied (compile in your module).
-"""
+"""What one ``autoaccel.lightning.Trainer`` applies and when: your explicit arguments
+against the config (``PINNED_BY``), the rebuilt training loader, the LR settings and the
+tuned schedule once the optimizers exist, and a trial's session through its callback."""
 
 from __future__ import annotations
 
 import math
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
-import lightning
 import lightning.pytorch as pl
 import torch
 from lightning.pytorch.utilities.data import extract_batch_size
@@ -59,6 +20,7 @@ from torch.utils.data import DataLoader, default_collate
 from autoaccel.config import TrainingConfig
 from autoaccel.errors import DataError, UsageError
 from autoaccel.export import lightning_trainer_args
+from autoaccel.lightning._held_out import HeldOut
 from autoaccel.process import apply_process_settings
 from autoaccel.runtime.data import DataSpec, build_loader, describe_data
 from autoaccel.runtime.device import apply_optimizer_impl
@@ -75,14 +37,7 @@ from autoaccel.runtime.run import StepObserver, has_conv
 from autoaccel.schedule import hold_after
 from autoaccel.trials.protocol import TrialSpec
 
-__all__ = ["PINNED_BY", "Trainer"]
-
-
-def __getattr__(name: str) -> Any:
-    """Every other name is Lightning's (``L.LightningModule``, ``L.seed_everything``, ...),
-    so ``import autoaccel.lightning as L`` is the one line a script changes."""
-    return getattr(lightning, name)
-
+__all__ = ["PINNED_BY", "PRECISIONS", "Tuning", "TuningCallback"]
 
 #: Trainer argument -> (the knob it sets, Lightning's default: a value that pins nothing).
 PINNED_BY: dict[str, tuple[str, Any]] = {
@@ -95,7 +50,7 @@ PINNED_BY: dict[str, tuple[str, Any]] = {
 }
 
 #: Lightning's older spellings of the precisions autoaccel measures.
-_PRECISIONS = {
+PRECISIONS = {
     32: "32-true",
     "32": "32-true",
     "32-true": "32-true",
@@ -107,111 +62,7 @@ _PRECISIONS = {
 }
 
 
-class Trainer(pl.Trainer):
-    """``lightning.Trainer`` that runs with ``autoaccel.yaml`` (or a tuner's trial).
-
-    Args:
-        autoaccel_config: A ``TrainingConfig`` or the path of a config; the default looks
-            for autoaccel.yaml as ``prepare()`` does.
-        **kwargs: ``lightning.Trainer``'s arguments, unchanged.
-
-    Raises:
-        UsageError: positional arguments, a precision autoaccel does not measure, or a
-            config whose strategy Lightning cannot run here (FSDP on the CPU).
-
-    Example:
-        >>> trainer = autoaccel.lightning.Trainer(max_epochs=3)   # doctest: +SKIP
-        >>> trainer.fit(model, datamodule=data)                  # doctest: +SKIP
-    """
-
-    def __init__(
-        self,
-        *args: Any,
-        autoaccel_config: TrainingConfig | str | os.PathLike[str] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        if args:
-            raise UsageError(
-                "autoaccel.lightning.Trainer takes its arguments by name, as lightning.Trainer "
-                "does (e.g. Trainer(max_epochs=3))"
-            )
-        self._autoaccel = _Tuning.start(kwargs, autoaccel_config)
-        callbacks = [*(kwargs.pop("callbacks", None) or []), _Callback(self._autoaccel)]
-        super().__init__(**self._autoaccel.trainer_args(kwargs), callbacks=callbacks)
-
-    def fit(
-        self,
-        model: pl.LightningModule,
-        train_dataloaders: Any = None,
-        val_dataloaders: Any = None,
-        datamodule: pl.LightningDataModule | None = None,
-        ckpt_path: Any = None,
-        weights_only: bool | None = None,
-    ) -> None:
-        """``lightning.Trainer.fit``, with the training loader rebuilt as the config says
-        (where it comes from: the loader passed here, the datamodule or the module)."""
-        if isinstance(train_dataloaders, pl.LightningDataModule):
-            train_dataloaders, datamodule = None, train_dataloaders
-        self._autoaccel.val_loaders = val_dataloaders
-        if train_dataloaders is not None:
-            train_dataloaders = self._autoaccel.loader(train_dataloaders, model)
-        else:
-            source: Any = datamodule if _defines_train_loader(datamodule) else model
-            self._autoaccel.wrap(source, model)
-        # weights_only is new in Lightning 2.5: passed on only when given
-        more = {"weights_only": weights_only} if weights_only is not None else {}
-        super().fit(model, train_dataloaders, val_dataloaders, datamodule, ckpt_path, **more)
-
-    @property
-    def max_epochs(self) -> int | None:
-        """Lightning's ``max_epochs``; in a trial, once its loop limits are set (the trial
-        trains until it is measured: -1), your own, as a ``configure_optimizers`` that
-        sizes a schedule by it (``CosineAnnealingLR(T_max=self.trainer.max_epochs)``)
-        reads it in a normal run. With -1 that cosine climbs back to its peak LR every
-        other epoch."""
-        if self._autoaccel.trial is not None and self._autoaccel.limits_set:
-            return self._autoaccel.own_limits()[0]
-        return super().max_epochs
-
-    @property
-    def max_steps(self) -> int:
-        """Lightning's ``max_steps``; in a trial, once its loop limits are set (the trial
-        trains until it is measured: -1), your own, as a ``configure_optimizers`` that
-        sizes a schedule by it (``get_linear_schedule_with_warmup(..., self.trainer.
-        max_steps)``, ``OneCycleLR(total_steps=self.trainer.max_steps)``) reads it in a
-        normal run. With -1 the linear decay trained at LR 0 and OneCycleLR raised. The
-        trial's own loop still runs on (``fit_loop.max_steps`` stays -1)."""
-        if self._autoaccel.trial is not None and self._autoaccel.limits_set:
-            return self._autoaccel.own_limits()[1]
-        return super().max_steps
-
-    @property
-    def estimated_stepping_batches(self) -> int | float:
-        """Lightning's estimate of the optimizer steps training makes; in a trial, which
-        trains until it is measured (``max_epochs`` -1), the steps your own ``max_epochs`` /
-        ``max_steps`` make at the trial's batch, as Lightning counts them. A scheduler your
-        ``configure_optimizers`` sizes by it (Lightning's own OneCycleLR recipe) then spans
-        your training, as it would in a normal run: Lightning's answer in a trial, infinity,
-        made OneCycleLR raise and every trial fail."""
-        if self._autoaccel.trial is None:
-            return super().estimated_stepping_batches
-        loop, steps = self.fit_loop, self.fit_loop.epoch_loop  # max_steps lives in the latter
-        held = loop.max_epochs, steps.max_steps
-        loop.max_epochs, steps.max_steps = self._autoaccel.own_limits()
-        try:
-            return super().estimated_stepping_batches
-        finally:
-            loop.max_epochs, steps.max_steps = held
-
-
-def _defines_train_loader(datamodule: pl.LightningDataModule | None) -> bool:
-    if datamodule is None:
-        return False
-    own = type(datamodule).train_dataloader
-    return own is not pl.LightningDataModule.train_dataloader
-
-
-class _Tuning:
+class Tuning:
     """What one Trainer applies: the config (None: your own settings), your explicit
     arguments, the trial (None in a normal run), and what training start needs."""
 
@@ -235,7 +86,7 @@ class _Tuning:
     @classmethod
     def start(
         cls, kwargs: dict[str, Any], config: TrainingConfig | str | os.PathLike[str] | None
-    ) -> _Tuning:
+    ) -> Tuning:
         """Read the trial or the config, and set the process settings it holds."""
         _check_precision(kwargs.get("precision"))
         threads = torch.get_num_threads()
@@ -257,7 +108,7 @@ class _Tuning:
             # no logs, no checkpoints.
             kwargs |= {"max_epochs": -1, "max_steps": -1, "max_time": None, "logger": False}
             kwargs |= {"enable_checkpointing": False}
-            # The trial scores held-out data at its own times (``_HeldOut``); Lightning's
+            # The trial scores held-out data at its own times (``HeldOut``); Lightning's
             # validation would pause its measured steps.
             kwargs |= {"limit_val_batches": 0, "num_sanity_val_steps": 0}
         if self.chosen is None:
@@ -297,7 +148,7 @@ class _Tuning:
         return replace(
             self.spec.user_config(),
             grad_accum_steps=int(self.given.get("accumulate_grad_batches", 1)),
-            precision=_PRECISIONS[self.given.get("precision") or "32-true"],
+            precision=PRECISIONS[self.given.get("precision") or "32-true"],
             processes=processes,
             strategy=("fsdp" if "fsdp" in strategy else "ddp") if processes > 1 else "none",
             num_threads=self.threads,
@@ -394,7 +245,7 @@ class _Tuning:
                     print(f"autoaccel: {note}", file=sys.stderr)
             return
         _held_after_your_training(trainer, *self.own_limits())
-        evaluate = _HeldOut.of(trainer, module, self.val_loaders)
+        evaluate = HeldOut.of(trainer, module, self.val_loaders)
         facts = trial_facts(module, optimizers[0], self.spec, user, device, notes)
         facts |= {"tensor_data": False, "fixed": self.fixed()}
         facts["own_samples"] = self.own_samples(user)
@@ -424,10 +275,10 @@ def _held_after_your_training(trainer: pl.Trainer, epochs: int, steps: int) -> N
         hold_after(config.scheduler, span // max(int(config.frequency), 1))
 
 
-class _Callback(pl.Callback):
+class TuningCallback(pl.Callback):
     """The Trainer's own callback: channels_last, training start, and a trial's meter."""
 
-    def __init__(self, tuning: _Tuning) -> None:
+    def __init__(self, tuning: Tuning) -> None:
         self.tuning = tuning
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
@@ -469,115 +320,6 @@ class _Callback(pl.Callback):
             tuning.observer.fetch_start()
 
 
-class _HeldOut:
-    """Your ``validation_step`` over your validation loader, called as a tuner's
-    ``evaluate`` hook: the batch-weighted mean of each value it logs."""
-
-    #: The names a validation loss goes by, in the order they are taken.
-    LOSS_NAMES = ("val_loss", "val/loss", "validation_loss", "valid_loss", "loss")
-
-    def __init__(self, trainer: pl.Trainer, module: pl.LightningModule, source: Any) -> None:
-        self.trainer, self.module, self.source = trainer, module, source
-
-    @classmethod
-    def of(cls, trainer: pl.Trainer, module: pl.LightningModule, given: Any) -> _HeldOut | None:
-        """The scorer, or None when the script has no validation_step or no validation
-        loader (passed to fit, or from the datamodule's or the module's val_dataloader)."""
-        if type(module).validation_step is pl.LightningModule.validation_step:
-            return None
-        datamodule = getattr(trainer, "datamodule", None)  # set by fit(datamodule=)
-        if given is not None:
-            return cls(trainer, module, lambda: given)
-        if datamodule is not None and _overrides(datamodule, pl.LightningDataModule):
-            return cls(trainer, module, datamodule.val_dataloader)
-        if _overrides(module, pl.LightningModule):
-            return cls(trainer, module, module.val_dataloader)
-        return None
-
-    def __call__(self) -> dict[str, float]:
-        logged = _Logged()
-        module = self.module
-        module.log, module.log_dict = logged.log, logged.log_dict  # type: ignore[method-assign, assignment]
-        try:
-            found = self.source()
-            loaders = list(found) if isinstance(found, (list, tuple)) else [found]
-            for index, loader in enumerate(loaders):
-                more = {"dataloader_idx": index} if len(loaders) > 1 else {}
-                for i, batch in enumerate(loader):
-                    logged.size = extract_batch_size(batch)
-                    batch = self.trainer.strategy.batch_to_device(batch)
-                    with self.trainer.precision_plugin.val_step_context():
-                        logged.returned(module.validation_step(batch, i, **more))
-        finally:
-            del module.log, module.log_dict
-        means = logged.means()
-        short = {_short(name): value for name, value in means.items()}
-        return {**short, **means, "loss": self._loss(means, logged)}
-
-    def _loss(self, means: dict[str, float], logged: _Logged) -> float:
-        named = [name for name in self.LOSS_NAMES if name in means]
-        losses = named[:1] or [name for name in means if "loss" in name.lower()]
-        if len(losses) == 1:
-            return means[losses[0]]
-        if not losses and logged.returns:
-            return sum(v * w for v, w in logged.returns) / sum(w for _, w in logged.returns)
-        found = ", ".join(means) or "nothing"
-        raise DataError(
-            f"validation_step logged {found}: autoaccel scores the held-out loss logged as "
-            "val_loss (self.log('val_loss', loss)) or returned"
-        )
-
-
-class _Logged:
-    """What ``validation_step`` logs over a loader: sums weighted by batch size."""
-
-    def __init__(self) -> None:
-        self.size = 1  # the batch's samples, the weight of what it logs
-        self.sums: dict[str, float] = {}
-        self.weights: dict[str, float] = {}
-        self.metrics: dict[str, Any] = {}  # torchmetrics objects: computed at the end
-        self.returns: list[tuple[float, float]] = []
-
-    def log(
-        self, name: str, value: Any, *args: Any, batch_size: int | None = None, **_: Any
-    ) -> None:
-        if hasattr(value, "compute") and hasattr(value, "reset"):
-            self.metrics[name] = value
-            return
-        weight = float(batch_size or self.size)
-        self.sums[name] = self.sums.get(name, 0.0) + float(value) * weight
-        self.weights[name] = self.weights.get(name, 0.0) + weight
-
-    def log_dict(self, values: Mapping[str, Any], *args: Any, **kwargs: Any) -> None:
-        for name, value in values.items():
-            self.log(name, value, batch_size=kwargs.get("batch_size"))
-
-    def returned(self, out: Any) -> None:
-        loss = out.get("loss") if isinstance(out, Mapping) else out
-        if isinstance(loss, torch.Tensor) and loss.numel() == 1:
-            self.returns.append((float(loss), float(self.size)))
-
-    def means(self) -> dict[str, float]:
-        found = {name: total / self.weights[name] for name, total in self.sums.items()}
-        for name, metric in self.metrics.items():
-            found[name] = float(metric.compute())
-            metric.reset()
-        return found
-
-
-def _short(name: str) -> str:
-    """A logged name without its validation prefix: val_accuracy -> accuracy."""
-    for prefix in ("validation_", "validation/", "valid_", "val_", "val/"):
-        if name.startswith(prefix):
-            return name.removeprefix(prefix)
-    return name
-
-
-def _overrides(source: Any, base: Any) -> bool:
-    """Whether ``source`` defines val_dataloader (Lightning's own raises or returns [])."""
-    return type(source).val_dataloader is not base.val_dataloader
-
-
 class _ChannelsLast:
     """A collate function whose 4-d tensors come out in channels_last (a class: loader
     workers pickle it)."""
@@ -600,7 +342,7 @@ def _to_channels_last(batch: Any) -> Any:
 
 
 def _check_precision(precision: Any) -> None:
-    if precision is not None and precision not in _PRECISIONS:
+    if precision is not None and precision not in PRECISIONS:
         raise UsageError(
             f"Trainer(precision={precision!r}) is not a precision autoaccel measures; use "
             "32-true, bf16-mixed or 16-mixed, or lightning.Trainer to train without autoaccel"
@@ -610,7 +352,7 @@ def _check_precision(precision: Any) -> None:
 def _same(name: str, given: Any, tuned: Any) -> bool:
     """Whether your explicit argument already says what the config does."""
     if name == "precision":
-        return _PRECISIONS.get(given) == tuned
+        return PRECISIONS.get(given) == tuned
     if name == "accelerator" and given in ("gpu", "cuda"):
         return tuned == "gpu"
     return bool(given == tuned)

@@ -1,44 +1,6 @@
-"""Hugging Face ``Trainer`` scripts tuned with one changed line.
-
-    from transformers import Trainer, TrainingArguments      # before
-    from autoaccel.hf import Trainer, TrainingArguments      # after
-
-(or ``transformers.Trainer(...)`` -> ``autoaccel.hf.Trainer(...)``; ``TrainingArguments``
-here is transformers' own, named so that the import line is all that changes).
-
-``autoaccel tune train.py`` then measures its trials and a normal run applies
-``autoaccel.yaml``. A subclass of ``transformers.Trainer`` with the same arguments: the
-config is applied to a copy of your ``TrainingArguments`` before the Trainer builds its
-accelerator from them, and a trial is measured around the Trainer's own steps (the batches
-it fetches, each micro-batch's loss, each optimizer step).
-
-What it applies, as ``TrainingArguments`` fields (your values are the baseline; a normal
-run names each one it changes, in one line):
-
-- batch size per device, accumulation: ``per_device_train_batch_size``,
-  ``gradient_accumulation_steps``;
-- precision: ``bf16`` / ``fp16`` (TF32: ``tf32``); the device: ``use_cpu``;
-- loader workers, pinning, persistence, prefetch: ``dataloader_*``;
-- compilation: ``torch_compile``;
-- the LR (the config's, or yours scaled with the global batch by its rule):
-  ``learning_rate``.
-
-The tuned warm-up and schedule are autoaccel's own scheduler (the one ``prepare()`` runs,
-one-cycle included), made where the Trainer makes its own and stretched over the whole
-run, as ``prepare(total_steps=)`` does; a scheduler you pass the Trainer wins. The tuned
-momentum (Adam's beta1, SGD's momentum) is set in the optimizer the Trainer made. Threads
-and cuDNN autotuning are process settings; channels_last converts the model. Several
-processes run as HF runs them, under torchrun (``autoaccel run`` and the trials start it).
-Not applied: a fused optimizer (HF's ``optim`` picks it), said when a config holds one.
-
-Under ``accelerate launch``, its config file's precision and compile backend (which HF
-takes from the environment where your arguments name none) count as yours; a config's
-precision and compilation overrule them, said in the same line.
-
-With an ``eval_dataset``, the Trainer's own ``evaluate()`` (its ``eval_loss``, and each
-``eval_*`` metric under its name without the prefix) is the held-out score of a tuner's
-loss curves, so ``autoaccel tune --objective time-to-loss`` needs no hook of its own.
-"""
+"""What one ``autoaccel.hf.Trainer`` applies and when: your ``TrainingArguments`` against the
+config (as fields of a copy, ``accelerate launch``'s environment included), the tuned
+schedule where the Trainer makes its own, and a trial's session through its callback."""
 
 from __future__ import annotations
 
@@ -54,24 +16,32 @@ import torch
 import transformers
 
 from autoaccel.config import TrainingConfig
-from autoaccel.errors import DataError, UsageError
-from autoaccel.process import apply_process_settings, preserved_process_state
+from autoaccel.errors import UsageError
+from autoaccel.process import apply_process_settings
 from autoaccel.runtime.prepare import (
     check_processes,
-    for_this_model,
     hook_facts,
     run_config,
     trial_facts,
     trial_session,
 )
-from autoaccel.runtime.run import StepObserver, has_conv
+from autoaccel.runtime.run import StepObserver
 from autoaccel.schedule import apply_lr, apply_momentum, build_scheduler, lr_multiplier
 from autoaccel.trials.hook import EvaluateFn
 from autoaccel.trials.protocol import TrialSpec
 
-__all__ = ["FIXED", "Trainer", "TrainingArguments"]
-
-TrainingArguments = transformers.TrainingArguments
+__all__ = [
+    "FIXED",
+    "LAUNCHER_COMPILE",
+    "LAUNCHER_PRECISION",
+    "Tuning",
+    "TuningCallback",
+    "launcher_overruled",
+    "loss_of",
+    "rank",
+    "samples_in",
+    "world_size",
+]
 
 #: Knobs a Hugging Face Trainer does not take from autoaccel, and why: not searched.
 FIXED = {
@@ -89,155 +59,7 @@ LAUNCHER_COMPILE = "ACCELERATE_DYNAMO_BACKEND"
 _PRECISIONS = {"no": "32-true", "bf16": "bf16-mixed", "fp16": "16-mixed"}
 
 
-class Trainer(transformers.Trainer):
-    """``transformers.Trainer`` that trains with ``autoaccel.yaml`` (or a tuner's trial).
-
-    Args:
-        autoaccel_config: A ``TrainingConfig`` or the path of a config; the default looks
-            for autoaccel.yaml as ``prepare()`` does.
-        **kwargs: ``transformers.Trainer``'s arguments, unchanged (``args`` included).
-
-    Raises:
-        UsageError: positional arguments, no ``args`` or ``train_dataset`` without a
-            length, or a config whose strategy is FSDP.
-
-    Example:
-        >>> trainer = autoaccel.hf.Trainer(model=model, args=args,      # doctest: +SKIP
-        ...                                train_dataset=train, eval_dataset=val)
-        >>> trainer.train()                                             # doctest: +SKIP
-    """
-
-    def __init__(
-        self,
-        *args: Any,
-        autoaccel_config: TrainingConfig | str | os.PathLike[str] | None = None,
-        **kwargs: Any,
-    ) -> None:
-        if args:
-            raise UsageError(
-                "autoaccel.hf.Trainer takes its arguments by name (e.g. Trainer(model=model, "
-                "args=training_args, train_dataset=data))"
-            )
-        given = kwargs.get("args")
-        if not isinstance(given, transformers.TrainingArguments):
-            raise UsageError(
-                "autoaccel.hf.Trainer needs args=TrainingArguments(...): they are the "
-                "settings autoaccel measures as yours"
-            )
-        model = kwargs.get("model")
-        self._autoaccel = _Tuning.start(given, kwargs.get("train_dataset"), autoaccel_config)
-        chosen = self._autoaccel.chosen
-        if chosen is not None and isinstance(model, torch.nn.Module):
-            # tuned for another script or model: its LR settings are not applied (warned)
-            chosen = self._autoaccel.chosen = for_this_model(chosen, model)
-        own_optimizer = (kwargs.get("optimizers") or (None, None))[0] is not None
-        kwargs["args"] = self._autoaccel.arguments(given, own_optimizer)
-        callbacks = [*(kwargs.pop("callbacks", None) or []), _Callback(self._autoaccel)]
-        if chosen is not None and chosen.channels_last and model is not None and has_conv(model):
-            model.to(memory_format=torch.channels_last)
-        with _launcher_overruled(chosen is not None):  # the accelerator reads it here
-            super().__init__(**kwargs, callbacks=callbacks)
-        if self.eval_dataset is not None:
-            self._autoaccel.evaluate = self._held_out
-
-    def _held_out(self) -> dict[str, float]:
-        """``evaluate()`` on your eval_dataset, as a tuner's held-out score: ``loss`` and
-        each metric, named without HF's ``eval_`` prefix."""
-        if self._autoaccel.loss_scaling_unchecked(self):
-            with preserved_process_state(rng=True):  # a loader's iterator draws a seed
-                first = next(iter(self.get_eval_dataloader()), None)
-            self._check_loss_scaling([] if first is None else [first])
-        found = self.evaluate()
-        if "eval_loss" not in found:
-            raise DataError(
-                f"Trainer.evaluate() gave no eval_loss (it gave {', '.join(found)}); the "
-                "eval_dataset needs labels for the model to return a loss"
-            )
-        return {
-            name.removeprefix("eval_"): value
-            for name, value in found.items()
-            if name.startswith("eval_") and isinstance(value, (int, float))
-        }
-
-    def create_scheduler(
-        self, num_training_steps: int, optimizer: torch.optim.Optimizer | None = None
-    ) -> Any:
-        """HF's scheduler, or the tuned schedule where the config has one (a scheduler you
-        passed the Trainer wins). In a trial, HF's spans the run your arguments would make
-        with the trial's batch (``_Tuning.run_steps``), not the trial's open-ended one."""
-        yours = self.lr_scheduler
-        steps = self._autoaccel.run_steps(self.args, num_training_steps)
-        scheduler = super().create_scheduler(steps, optimizer)
-        tuned = self._autoaccel.schedule(scheduler.optimizer, num_training_steps, yours is not None)
-        if tuned is not None:
-            self.lr_scheduler = scheduler = tuned
-        return scheduler
-
-    def get_batch_samples(self, *args: Any, **kwargs: Any) -> Any:
-        """The Trainer's fetch of one optimizer step's batches, timed in a trial."""
-        observer = self._autoaccel.observer
-        if observer is None:
-            batches, items = super().get_batch_samples(*args, **kwargs)
-            self._check_loss_scaling(batches)
-            return batches, items
-        observer.fetch_start()
-        batches, items = super().get_batch_samples(*args, **kwargs)
-        self._check_loss_scaling(batches)
-        self._autoaccel.fetched = sum(_samples(b) for b in batches)
-        observer.fetch_end(self._autoaccel.fetched)
-        self._autoaccel.losses = []
-        return batches, items
-
-    def _check_loss_scaling(self, batches: list[Any]) -> None:
-        """Under several processes, once: whether HF would scale a loss the model does not
-        take ``num_items_in_batch`` for by the process count, and if so, stop it.
-
-        HF multiplies the loss by the process count when the model's ``forward`` takes
-        ``**kwargs`` (``average_tokens_across_devices``, on by default): right for a loss
-        that divides by the item count gathered over all processes, but a model that
-        averages its own batch (``BertForSequenceClassification``, say) then trains on a
-        loss and gradients 2x over 2 processes, and ``eval_loss`` reads 2x
-        (transformers#35078). A tuner compared such a candidate's losses with your one
-        process's. Checked on the first batch: the model's loss with and without a
-        different item count, in eval mode; where they agree, HF's own switch
-        (``model_accepts_loss_kwargs``) is turned off, and a note says so."""
-        if not self._autoaccel.loss_scaling_unchecked(self):
-            return
-        self._autoaccel.loss_checked = True
-        batch = batches[0] if batches else None
-        if not isinstance(batch, dict) or "labels" not in batch:
-            return  # HF counts no items without labels: nothing is scaled
-        model = self.accelerator.unwrap_model(self.model)
-        inputs = self._prepare_inputs(dict(batch))
-        items = int(inputs["labels"].ne(-100).sum())
-        was_training = model.training
-        with preserved_process_state(rng=True), torch.no_grad():
-            model.eval()
-            try:
-                plain = _loss_of(model(**inputs))
-                counted = _loss_of(model(**inputs, num_items_in_batch=2 * max(items, 1)))
-            finally:
-                model.train(was_training)
-        if plain is None or counted is None or not torch.allclose(plain, counted):
-            return  # the model divides by the count: HF's scaling is right for it
-        self.model_accepts_loss_kwargs = False
-        if _rank() == 0:
-            print(
-                f"autoaccel: {type(model).__name__} ignores num_items_in_batch, so HF would "
-                f"scale its loss by the {_world()} processes (its eval_loss too; "
-                "transformers#35078): model_accepts_loss_kwargs is off",
-                file=sys.stderr,
-            )
-
-    def training_step(self, *args: Any, **kwargs: Any) -> torch.Tensor:
-        """One micro-batch; a trial keeps its loss."""
-        loss: torch.Tensor = super().training_step(*args, **kwargs)
-        if self._autoaccel.observer is not None:
-            self._autoaccel.losses.append(loss.detach())
-        return loss
-
-
-class _Tuning:
+class Tuning:
     """What one Trainer applies: the config (None: your own settings) and the trial."""
 
     def __init__(
@@ -265,7 +87,7 @@ class _Tuning:
         return (
             not self.loss_checked
             and (self.chosen is not None or self.trial is not None)
-            and _world() > 1
+            and world_size() > 1
             and bool(trainer.model_accepts_loss_kwargs)
             and bool(trainer.args.average_tokens_across_devices)
             and trainer.compute_loss_func is None
@@ -277,7 +99,7 @@ class _Tuning:
         given: transformers.TrainingArguments,
         dataset: Any,
         config: TrainingConfig | str | os.PathLike[str] | None,
-    ) -> _Tuning:
+    ) -> Tuning:
         try:
             size = len(dataset)
         except TypeError:
@@ -293,7 +115,7 @@ class _Tuning:
             )
         tuning = cls(chosen, trial, size)
         if chosen is not None:
-            check_processes(chosen, _world(), in_trial=trial is not None)
+            check_processes(chosen, world_size(), in_trial=trial is not None)
             apply_process_settings(chosen)
         return tuning
 
@@ -303,7 +125,7 @@ class _Tuning:
         """A copy of your arguments with the config's fields (``learning_rate`` does not
         reach an optimizer you passed: the LR is set in it when training starts); in a
         trial, training that goes on until it is measured and saves and reports nothing."""
-        self.user = _user_config(given, self.threads)
+        self.user = user_config_of(given, self.threads)
         self.own_samples = _own_samples(given, self.user, self.dataset_size)
         self.own_length = (given.max_steps, float(given.num_train_epochs))
         self.user_lr = given.learning_rate
@@ -331,7 +153,7 @@ class _Tuning:
             changes |= {"load_best_model_at_end": False}
         if not changes:
             return given
-        with _launcher_overruled(self.chosen is not None):  # HF reads it in __post_init__
+        with launcher_overruled(self.chosen is not None):  # HF reads it in __post_init__
             return dataclasses.replace(given, **changes)
 
     def run_steps(self, args: transformers.TrainingArguments, steps: int) -> int:
@@ -350,7 +172,7 @@ class _Tuning:
             return max_steps
         size, per_device = self.dataset_size, args.per_device_train_batch_size
         batches = size // per_device if args.dataloader_drop_last else -(-size // per_device)
-        shard = -(-batches // _world())  # accelerate's even split over the processes
+        shard = -(-batches // world_size())  # accelerate's even split over the processes
         per_epoch = max(-(-shard // args.gradient_accumulation_steps), 1)
         return max(math.ceil(epochs * per_epoch), 1)
 
@@ -387,7 +209,7 @@ class _Tuning:
         if self.chosen is not None and self.chosen.momentum is not None:
             self.notes += apply_momentum(optimizer, self.chosen.momentum)
         if self.trial is None:
-            if _rank() == 0:
+            if rank() == 0:
                 for note in dict.fromkeys(self.notes):
                     print(f"autoaccel: {note}", file=sys.stderr)
             return
@@ -401,7 +223,7 @@ class _Tuning:
         # The meter sees optimizer steps (the Trainer fetches a step's micro-batches at
         # once): a loss-curve session counts them as steps of no accumulation.
         per_step = dataclasses.replace(self.chosen or self.user, grad_accum_steps=1)
-        processes = (_rank(), _world())
+        processes = (rank(), world_size())
         self.observer = trial_session(
             self.trial, facts, model, optimizer, self.evaluate, per_step, processes, device
         )
@@ -415,8 +237,8 @@ class _Tuning:
         self.observer.step_end(loss, self.fetched)
 
 
-class _Callback(transformers.TrainerCallback):
-    def __init__(self, tuning: _Tuning) -> None:
+class TuningCallback(transformers.TrainerCallback):
+    def __init__(self, tuning: Tuning) -> None:
         self.tuning = tuning
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
@@ -432,13 +254,13 @@ class _Callback(transformers.TrainerCallback):
         self.tuning.step_ended()
 
 
-def _user_config(given: transformers.TrainingArguments, threads: int) -> TrainingConfig:
+def user_config_of(given: transformers.TrainingArguments, threads: int) -> TrainingConfig:
     """Your own arguments as a config: what your run trains with, ``accelerate launch``'s
     precision and compile backend included (HF takes them from the launcher where your
     arguments set none)."""
     precision = "bf16-mixed" if given.bf16 else "16-mixed" if given.fp16 else _launched()
     workers = given.dataloader_num_workers
-    world = max(1, _world())
+    world = max(1, world_size())
     return TrainingConfig(
         batch_size=given.per_device_train_batch_size,
         grad_accum_steps=given.gradient_accumulation_steps,
@@ -488,7 +310,7 @@ def _launcher_changes(user: TrainingConfig, chosen: TrainingConfig) -> list[str]
 
 
 @contextlib.contextmanager
-def _launcher_overruled(overruled: bool) -> Iterator[None]:
+def launcher_overruled(overruled: bool) -> Iterator[None]:
     """Where a config applies, ``accelerate launch``'s precision and compile backend out of
     the environment while HF reads them: the config's ``bf16`` / ``fp16`` /
     ``torch_compile`` decide (HF falls back on the launcher's where they name none, so a
@@ -549,7 +371,7 @@ def _not_applied(chosen: TrainingConfig) -> list[str]:
     return notes
 
 
-def _loss_of(outputs: Any) -> torch.Tensor | None:
+def loss_of(outputs: Any) -> torch.Tensor | None:
     """The loss a model's forward returned (a ModelOutput, a dict or a tuple)."""
     if isinstance(outputs, dict):
         loss = outputs.get("loss")
@@ -558,7 +380,7 @@ def _loss_of(outputs: Any) -> torch.Tensor | None:
     return loss if isinstance(loss, torch.Tensor) else None
 
 
-def _samples(batch: Any) -> int:
+def samples_in(batch: Any) -> int:
     """Samples in one batch of the Trainer's loader (a dict of tensors, usually)."""
     if isinstance(batch, dict):
         first = next((v for v in batch.values() if isinstance(v, torch.Tensor)), None)
@@ -568,13 +390,13 @@ def _samples(batch: Any) -> int:
     return len(batch) if isinstance(batch, torch.Tensor) else 0
 
 
-def _rank() -> int:
+def rank() -> int:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_rank()
     return 0
 
 
-def _world() -> int:
+def world_size() -> int:
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_world_size()
     return int(os.environ.get("WORLD_SIZE", "1"))

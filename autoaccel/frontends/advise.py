@@ -217,7 +217,8 @@ def _job(
         tensor_data=spec.tensors is not None,
         device=workload.device,
         start_s=ADVISE.start_s,
-        optimizer=type(workload.fresh()[1]).__name__,
+        optimizer=type(optimizer := workload.fresh()[1]).__name__,
+        optimizer_lr=float(optimizer.param_groups[0]["lr"]),
     )
     return Job(
         measure,

@@ -226,6 +226,7 @@ def _job(
         fixed=report.fixed or {},
         own_samples=report.own_samples,
         unpassed_scheduler=report.unpassed_scheduler,
+        optimizer_lr=report.optimizer_lr,
     )
 
     def measure(config: TrainingConfig, prune: PruneBelow | None = None) -> Measurement:

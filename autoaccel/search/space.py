@@ -49,6 +49,9 @@ class WorkloadFacts:
     own_samples: int | None = None
     # The script steps a scheduler it made but did not give prepare(): that sets the LR.
     unpassed_scheduler: bool = False
+    # Your optimizer's LR: each trial trains with it (the loss curves the guard reads), so
+    # a rerun with another LR is another study.
+    optimizer_lr: float | None = None
 
 
 def _line_fit(points: list[tuple[int, int]]) -> tuple[float, float]:

@@ -189,3 +189,28 @@ def test_a_conv_model_on_a_dataset(tmp_path: Path) -> None:
     assert "channels_last" in advice.space.names
     assert "batch_fetch" not in advice.space.names
     assert advice.search.baseline.config.batch_size == 16
+
+
+def test_a_rerun_resumes_only_the_setup_its_trials_measured(tmp_path: Path) -> None:
+    """Every trial trains with your optimizer's LR (its loss curve is the guard's evidence),
+    so a rerun with another LR is another study; the same call again resumes its own."""
+    x, y = tabular(1024)
+
+    def tune(lr: float) -> list[str]:
+        model = mlp()
+        advice = advise(
+            model,
+            (x, y),
+            optimizer=torch.optim.SGD(model.parameters(), lr=lr),
+            budget_s=20,
+            max_trials=2,
+            storage=str(tmp_path / "s.db"),
+            settings=FAST,
+            progress=False,
+            seed=0,
+        )
+        return [advice.search.study_name, *(r.source for r in advice.search.records)]
+
+    first, other, again = tune(0.1), tune(0.01), tune(0.1)
+    assert other[0] != first[0] and "resumed" not in other
+    assert again[0] == first[0] and "resumed" in again

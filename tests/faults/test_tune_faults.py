@@ -216,8 +216,11 @@ def test_a_short_budget_searches_ends_in_time_and_keeps_secrets(tmp_path: Path) 
     trials = sorted((tmp_path / ".autoaccel" / "trials").glob("train-*/*/log.txt"))
     # the budget buys a search, not the baseline alone ...
     assert data["search"]["trials_measured"] >= 2, data["search"]
-    # ... and the run ends within the budget plus one trial (start-up included)
-    assert wall_s < budget_s + 12, (wall_s, data["search"]["stop_reason"])
+    # ... and the run ends within the budget plus one trial (its longest, as this machine
+    # measured it: the last one may run past the budget) and the CLI's start-up
+    (summary,) = (tmp_path / ".autoaccel" / "trials").glob("train-*/summary.json")
+    longest = max(t["elapsed_s"] for t in json.loads(summary.read_text())["trials"])
+    assert wall_s < budget_s + longest + 6, (wall_s, longest, data["search"]["stop_reason"])
     # the secret argument reached the script but no file, output or log
     config = load_config(tmp_path / "autoaccel.yaml")
     assert config.provenance.command is not None and "--api-key '***'" in config.provenance.command

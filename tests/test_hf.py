@@ -270,6 +270,7 @@ dynamo_config:
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("config", [False, True])
 def test_accelerate_launchs_precision_and_compile_are_yours_and_a_config_overrules_them(
     tmp_path: Path, config: bool
@@ -327,6 +328,7 @@ def _runner(tmp_path: Path) -> ScriptRunner:
     return ScriptRunner(path, (), trials_dir=tmp_path / "trials", settings=SHORT, timeout_s=120)
 
 
+@pytest.mark.slow
 def test_a_baseline_trial_reports_your_arguments_and_evaluate_scores_a_curve(
     tmp_path: Path,
 ) -> None:
@@ -367,6 +369,7 @@ def test_the_lr_range_test_sets_each_steps_lr_in_the_trainers_optimizer(tmp_path
     assert finding.suggestion is None or finding.suggestion < finding.lrs[-1]
 
 
+@pytest.mark.slow
 def test_a_trial_applies_its_config_in_two_processes_under_torchrun(tmp_path: Path) -> None:
     """The batch size, threads and process count of a trial's config (the precision and
     the rest are applied as in a normal run, tested in-process above)."""
@@ -378,6 +381,7 @@ def test_a_trial_applies_its_config_in_two_processes_under_torchrun(tmp_path: Pa
     assert not list((tmp_path / "out").glob("checkpoint-*"))
 
 
+@pytest.mark.slow
 def test_two_processes_score_the_loss_one_process_would(tmp_path: Path) -> None:
     """HF scales a loss by the process count when the model's forward takes ``**kwargs``,
     though BertForSequenceClassification averages its own batch: over 2 processes its
@@ -424,6 +428,7 @@ autoaccel.hf.Trainer(
 """
 
 
+@pytest.mark.slow
 def test_a_trials_lr_decays_over_your_own_training(tmp_path: Path) -> None:
     """A trial trains until it is measured (max_steps 10**9), and HF's linear decay spanned
     that: your LR was held all the way, so a time-to-loss study or a convergence check

@@ -188,6 +188,7 @@ def test_tune_refuses_a_bad_launch_config_before_any_trial(
     assert "ZeRO stage 1 has no counterpart" in err
 
 
+@pytest.mark.slow
 def test_the_baseline_is_your_script_as_your_launch_runs_it(tmp_path: Path) -> None:
     """Your script trains 1 process at 32-true; your Accelerate launch, 2 processes at
     bf16: that is the baseline every pick is measured against, and what a kept setup

@@ -316,6 +316,7 @@ def test_max_steps_is_your_own_training(tmp_path: Path) -> None:
     assert trial.measurement.window_steps > 5
 
 
+@pytest.mark.slow
 def test_validation_step_is_the_held_out_score(tmp_path: Path) -> None:
     """--objective time-to-loss with no hook of the script's own: what validation_step
     logs over the validation loader, batch-weighted, on the untrained model inside fit()
@@ -360,6 +361,7 @@ def test_the_lr_range_test_sets_each_steps_lr_in_the_trainers_optimizer(
     assert finding.suggestion is None or finding.suggestion < finding.lrs[-1]
 
 
+@pytest.mark.slow
 def test_a_trial_applies_its_config_in_two_processes_under_torchrun(tmp_path: Path) -> None:
     """The batch size, threads and process count of a trial's config (the precision and
     the rest are applied as in a normal run, tested in-process above)."""

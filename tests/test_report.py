@@ -60,6 +60,7 @@ def record_path(tmp_path: Path) -> Path:
     return copy
 
 
+@pytest.mark.slow
 def test_advise_writes_the_record_of_its_run(advised: Path) -> None:
     record = json.loads(advised.read_text())
     assert record["kind"] == "advise" and record["record_version"] == 1

@@ -191,6 +191,7 @@ def test_a_conv_model_on_a_dataset(tmp_path: Path) -> None:
     assert advice.search.baseline.config.batch_size == 16
 
 
+@pytest.mark.slow
 def test_a_rerun_resumes_only_the_setup_its_trials_measured(tmp_path: Path) -> None:
     """Every trial trains with your optimizer's LR (its loss curve is the guard's evidence),
     so a rerun with another LR is another study; the same call again resumes its own."""

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import psutil
+import pytest
 from trials.test_script_trials import SHORT, script
 
 from autoaccel.config import TrainingConfig
@@ -75,6 +76,7 @@ def test_a_loss_curve_run_whose_rank_1_runs_out_of_memory_is_reported_as_oom(
     assert _left_running(path) == []
 
 
+@pytest.mark.slow
 def test_a_rank_that_hangs_is_killed_with_the_others_at_the_timeout(tmp_path: Path) -> None:
     """Rank 1 stops in a sleep; rank 0 waits for it in the gradient all-reduce. The trial
     timeout ends the trial, and every rank goes with torchrun, though torchrun starts

@@ -267,6 +267,7 @@ def test_a_stop_keeps_the_best_so_far_and_the_study_resumes(tmp_path: Path) -> N
     assert "trial #0" not in again.stderr  # the baseline came from the stored study
 
 
+@pytest.mark.slow
 def test_a_two_process_ddp_trial_under_torchrun(tmp_path: Path) -> None:
     config = TrainingConfig(batch_size=64, strategy="ddp", processes=2, num_threads=1)
     trial = runner(script(tmp_path), tmp_path, timeout_s=120).run(config)

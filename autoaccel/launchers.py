@@ -22,6 +22,7 @@ refused in one line, before any trial.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,7 +33,7 @@ import yaml
 from autoaccel.config import TrainingConfig
 from autoaccel.errors import ConfigError, UsageError
 
-__all__ = ["Launch", "read_launch"]
+__all__ = ["Launch", "deepspeed_pins", "read_launch"]
 
 _ACCELERATE_PRECISIONS = {"no": "32-true", "bf16": "bf16-mixed", "fp16": "16-mixed"}
 _ACCELERATE_KEYS = {"compute_environment", "distributed_type", "num_processes", "mixed_precision"}
@@ -44,6 +45,7 @@ _DEEPSPEED_KEYS = {
     "bf16",
     "fp16",
 }
+_GLOBAL_BATCH_KNOBS = ("batch_size", "grad_accum_steps", "processes")
 _DDP_KINDS = {"MULTI_GPU", "MULTI_CPU", "MULTI_XPU", "MULTI_NPU", "MULTI_MLU", "MULTI_HPU"}
 
 
@@ -243,6 +245,51 @@ def _deepspeed(data: dict[str, Any], path: Path) -> dict[str, Any]:
     if strategy == "fsdp" or "processes" in knobs:
         knobs["strategy"] = strategy
     return knobs
+
+
+def deepspeed_pins(data: Mapping[str, Any]) -> dict[str, str]:
+    """The knobs a DeepSpeed config sets itself (a value other than ``"auto"``), each with
+    the settings that set it: given to Hugging Face's ``TrainingArguments(deepspeed=...)``,
+    they are yours, as HF refuses arguments that differ from them ("DeepSpeed config values
+    that mismatch TrainingArguments values"), and DeepSpeed's own ``optimizer`` and
+    ``scheduler`` sections set the LR and its schedule where HF's would.
+
+    Example:
+        >>> deepspeed_pins({"train_micro_batch_size_per_gpu": 16, "bf16": {"enabled": "auto"},
+        ...                 "optimizer": {"type": "AdamW", "params": {"lr": 3e-5}}})
+        {'batch_size': 'train_micro_batch_size_per_gpu 16', 'lr': 'optimizer.params.lr 3e-05'}
+    """
+    pins: dict[str, list[str]] = {}
+
+    def pin(knobs: tuple[str, ...], key: str, value: Any) -> None:
+        if value is not None and value != "auto":
+            for knob in knobs:
+                pins.setdefault(knob, []).append(f"{key} {value}")
+
+    pin(
+        ("batch_size",),
+        "train_micro_batch_size_per_gpu",
+        data.get("train_micro_batch_size_per_gpu"),
+    )
+    pin(
+        ("grad_accum_steps",),
+        "gradient_accumulation_steps",
+        data.get("gradient_accumulation_steps"),
+    )
+    # DeepSpeed checks micro-batch x accumulation x processes against it
+    pin(_GLOBAL_BATCH_KNOBS, "train_batch_size", data.get("train_batch_size"))
+    for name in ("bf16", "fp16"):
+        pin(("precision",), f"{name}.enabled", (data.get(name) or {}).get("enabled"))
+    optimizer = (data.get("optimizer") or {}).get("params") or {}
+    pin(("lr",), "optimizer.params.lr", optimizer.get("lr"))
+    pin(("momentum",), "optimizer.params.betas", optimizer.get("betas"))
+    scheduler = data.get("scheduler")
+    if scheduler:
+        kind = scheduler.get("type", "of its own") if isinstance(scheduler, Mapping) else ""
+        pin(("schedule", "warmup_steps"), "scheduler", kind)
+        params = (scheduler.get("params") or {}) if isinstance(scheduler, Mapping) else {}
+        pin(("lr",), "scheduler.params.warmup_max_lr", params.get("warmup_max_lr"))
+    return {knob: ", ".join(settings) for knob, settings in pins.items()}
 
 
 def _zero(stage: Any, path: Path, processes: int) -> str:

@@ -100,3 +100,18 @@ def test_a_changed_batch_gets_no_lr_rule_where_a_scheduler_prepare_is_not_given_
     assert kept == pick and not sets_lr(kept, user)
     assert advice is not None and not advice.measured
     assert advice.text.startswith("pass your LR scheduler to prepare(..., scheduler=...)")
+
+
+def test_a_changed_batch_gets_no_lr_rule_where_the_script_holds_the_lr() -> None:
+    """A DeepSpeed config given to HF's TrainingArguments with an LR of its own holds the
+    LR (HF refuses arguments that differ from it): the pick's trials trained it, so no rule
+    is written, and the advice names what holds it."""
+    held = (
+        'your DeepSpeed config sets it (optimizer.params.lr 0.001; "auto" lets autoaccel tune it)'
+    )
+    facts = WorkloadFacts("Net", 10_000, 4096, True, False, torch.device("cpu"), 3.0, "AdamW")
+    user, pick = TrainingConfig(batch_size=32), TrainingConfig(batch_size=128)
+    kept, advice = lr_follows_batch(pick, user, replace(facts, fixed={"lr": held}))
+    assert kept == pick and not sets_lr(kept, user)
+    assert advice is not None and not advice.measured
+    assert advice.text == (f"let the LR follow the global batch (32 -> 128) and tune again: {held}")

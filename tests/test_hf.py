@@ -9,6 +9,7 @@ applies its config in two processes under torchrun.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -21,14 +22,17 @@ from torch.utils.data import Dataset, IterableDataset
 transformers = pytest.importorskip("transformers")
 pytestmark = pytest.mark.usefixtures("process_state_kept")
 
+from test_export_runs import free_port  # noqa: E402
 from trials.test_script_trials import SHORT  # noqa: E402
 
-from autoaccel.config import TrainingConfig  # noqa: E402
+from autoaccel.config import TrainingConfig, save_config  # noqa: E402
 from autoaccel.errors import UsageError  # noqa: E402
+from autoaccel.frontends.script import check_hook  # noqa: E402
 from autoaccel.hf import Trainer  # noqa: E402
+from autoaccel.pipeline import PipelineOptions  # noqa: E402
 from autoaccel.schedule import lr_factor  # noqa: E402
 from autoaccel.scoring import Scoring  # noqa: E402
-from autoaccel.states import Outcome  # noqa: E402
+from autoaccel.states import Objective, Outcome  # noqa: E402
 from autoaccel.trials.script import ScriptRunner  # noqa: E402
 from autoaccel.trials.script_curves import ScriptTrainer, sweep_script  # noqa: E402
 
@@ -450,3 +454,101 @@ def test_a_trials_lr_decays_over_your_own_training(tmp_path: Path) -> None:
         assert lrs[0] == pytest.approx(1e-3)
         assert lrs[steps // 2] == pytest.approx(5e-4)  # half way through your epoch
         assert lrs[steps:] == [0.0] * (len(lrs) - steps)
+
+
+# --- a DeepSpeed config given to TrainingArguments (deepspeed=...) -----------------------
+
+DEEPSPEED_SCRIPT = """
+import os, sys
+os.chdir(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, {tests!r})
+from pathlib import Path
+import transformers
+from test_hf import Tokens, arguments, tiny_model
+import autoaccel.hf
+
+class Seen(transformers.TrainerCallback):
+    def on_step_begin(self, args, state, control, optimizer=None, **kwargs):
+        group = optimizer.param_groups[0]
+        print("SEEN", group["lr"], group["betas"][0], flush=True)
+
+# the micro-batch and the LR are this file's; the accumulation and precision are left to HF
+ds = {{"train_micro_batch_size_per_gpu": 8, "gradient_accumulation_steps": "auto",
+      "optimizer": {{"type": "AdamW", "params": {{"lr": 1e-3, "betas": "auto"}}}},
+      "zero_optimization": {{"stage": 0}}}}
+args = arguments(Path("out"), max_steps=4, deepspeed=ds, use_cpu=True)
+trainer = autoaccel.hf.Trainer(
+    model=tiny_model(), args=args, train_dataset=Tokens(), eval_dataset=Tokens(64),
+    callbacks=[Seen()], autoaccel_config={config!r},
+)
+trainer.train()
+print("TRAINED", trainer.args.per_device_train_batch_size, flush=True)
+"""
+
+
+def _deepspeed_script(tmp_path: Path, config: str | None) -> Path:
+    pytest.importorskip("deepspeed", reason="DeepSpeed does not install here")
+    path = tmp_path / "train.py"
+    path.write_text(DEEPSPEED_SCRIPT.format(tests=str(Path(__file__).parent), config=config))
+    return path
+
+
+@pytest.mark.slow
+def test_a_deepspeed_configs_own_values_win_over_the_config_and_are_said(tmp_path: Path) -> None:
+    """HF refuses TrainingArguments that differ from the DeepSpeed config's own values: a
+    config of batch 16 at another LR stopped the run at its start ("DeepSpeed config values
+    that mismatch"). Its micro-batch and LR now win, each said in one line; what it leaves
+    to HF ("auto": the accumulation, the betas) the config sets."""
+    tuned = TrainingConfig(batch_size=16, grad_accum_steps=2, lr=0.01, momentum=0.8, device="cpu")
+    config = save_config(tuned, tmp_path / "autoaccel.yaml")
+    path = _deepspeed_script(tmp_path, str(config))
+    rendezvous = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "RANK": "0",
+                  "WORLD_SIZE": "1", "LOCAL_RANK": "0"}  # fmt: skip
+    env = {**os.environ, **rendezvous}  # as `deepspeed train.py` starts one process
+    done = subprocess.run(
+        [sys.executable, str(path)], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "TRAINED 8" in done.stdout  # the micro-batch is the DeepSpeed config's
+    assert "gradient_accumulation_steps 1 -> 2" in done.stderr
+    assert (
+        "autoaccel: your DeepSpeed config's train_micro_batch_size_per_gpu 8 wins over the "
+        'config\'s batch_size 16 (set it to "auto" to apply the tuned value)'
+    ) in done.stderr
+    assert "your DeepSpeed config's optimizer.params.lr 0.001 wins over the config's lr 0.01" in (
+        done.stderr
+    )
+    seen = [line.split()[1:] for line in done.stdout.splitlines() if line.startswith("SEEN")]
+    assert seen and {float(beta1) for _, beta1 in seen} == {0.8}  # "auto": the config's
+    assert float(seen[0][0]) <= 1e-3  # HF's linear decay from the DeepSpeed config's LR
+
+
+@pytest.mark.slow
+def test_a_trial_of_a_deepspeed_script_runs_and_searches_none_of_its_values(
+    tmp_path: Path,
+) -> None:
+    """A trial of one process runs as ``python train.py``, where DeepSpeed looked for MPI
+    and the baseline failed; it is now told it is the whole group, as its launcher would.
+    The knobs the DeepSpeed config sets are reported as the script's (not searched), and
+    a tune that would set the LR (time-to-loss, the LR range test) is refused."""
+    runner = ScriptRunner(
+        _deepspeed_script(tmp_path, None), (), trials_dir=tmp_path / "trials", settings=SHORT,
+        timeout_s=300,
+    )  # fmt: skip
+    trial = runner.run(None)
+    assert trial.measurement.ok, trial.log_tail()
+    report = trial.report
+    assert report is not None and report.user_config["batch_size"] == 8
+    fixed = report.fixed or {}
+    assert fixed["batch_size"] == (
+        'your DeepSpeed config sets it (train_micro_batch_size_per_gpu 8; "auto" lets '
+        "autoaccel tune it)"
+    )
+    assert "optimizer.params.lr 0.001" in fixed["lr"] and "batch_fetch" in fixed
+    assert "grad_accum_steps" not in fixed and "precision" not in fixed  # "auto", left out
+    with pytest.raises(UsageError, match=r"^--objective time-to-loss sets the LR at each step"):
+        check_hook(
+            report,
+            PipelineOptions(objective=Objective.TIME_TO_LOSS),
+            runner.script,
+        )

@@ -20,7 +20,7 @@ from autoaccel.config import TrainingConfig, load_config
 from autoaccel.errors import UsageError
 from autoaccel.export import export
 from autoaccel.frontends.script import tune_script
-from autoaccel.launchers import read_launch
+from autoaccel.launchers import deepspeed_pins, read_launch
 from autoaccel.pipeline import TUNE, PipelineOptions
 
 CONFIGS = [
@@ -229,3 +229,33 @@ def test_the_baseline_is_your_script_as_your_launch_runs_it(tmp_path: Path) -> N
     assert baseline.value == pytest.approx(result.advice.baseline.samples_per_s)
     config = load_config(result.config_path)
     assert "--launch-config" in (config.provenance.command or "")
+
+
+def test_what_a_deepspeed_config_given_to_hf_sets_is_yours() -> None:
+    """HF refuses TrainingArguments that differ from a DeepSpeed config's own values, and
+    DeepSpeed's optimizer and scheduler sections set the LR and its schedule: those knobs
+    are the script's. "auto" (HF fills it in) leaves a knob to autoaccel."""
+    assert (
+        deepspeed_pins({"train_micro_batch_size_per_gpu": "auto", "bf16": {"enabled": "auto"}})
+        == {}
+    )
+    pins = deepspeed_pins(
+        {
+            "train_batch_size": 64,
+            "gradient_accumulation_steps": 2,
+            "fp16": {"enabled": False},
+            "optimizer": {"type": "AdamW", "params": {"lr": "auto", "betas": [0.8, 0.99]}},
+            "scheduler": {"type": "WarmupLR", "params": {"warmup_max_lr": 0.01}},
+            "zero_optimization": {"stage": 2},  # HF's to run: no knob of autoaccel's
+        }
+    )
+    assert pins == {
+        "batch_size": "train_batch_size 64",
+        "grad_accum_steps": "gradient_accumulation_steps 2, train_batch_size 64",
+        "processes": "train_batch_size 64",
+        "precision": "fp16.enabled False",
+        "momentum": "optimizer.params.betas [0.8, 0.99]",
+        "schedule": "scheduler WarmupLR",
+        "warmup_steps": "scheduler WarmupLR",
+        "lr": "scheduler.params.warmup_max_lr 0.01",
+    }

@@ -201,7 +201,8 @@ def lr_follows_batch(
 ) -> tuple[TrainingConfig, Recommendation | None]:
     """A changed global batch gets the optimizer family's LR scaling rule and a warm-up;
     not where the script steps a scheduler it did not give ``prepare()`` (that sets the LR
-    from its own copy: the recommendation says how to let the LR follow)."""
+    from its own copy) or holds the LR itself (``facts.fixed``: a DeepSpeed config's): the
+    recommendation says how to let the LR follow."""
     if config.global_batch == user.global_batch or config.lr is not None:
         return config, None
     if facts.unpassed_scheduler:
@@ -210,6 +211,15 @@ def lr_follows_batch(
             f"can follow the global batch ({user.global_batch} -> {config.global_batch})",
             "your script makes a scheduler that prepare() is not given: it sets the LR at "
             "each step, so no scaling rule is written (the pick's trials trained your LR)",
+            False,
+            "lr_scaling",
+        )
+    if "lr" in facts.fixed:
+        return config, Recommendation(
+            f"let the LR follow the global batch ({user.global_batch} -> "
+            f"{config.global_batch}) and tune again: {facts.fixed['lr']}",
+            "your script holds the LR, so no scaling rule is written (the pick's trials "
+            "trained your LR)",
             False,
             "lr_scaling",
         )

@@ -291,17 +291,27 @@ def check_hook(report: TrialReport, options: PipelineOptions, script: Path) -> G
     before any search; the goal to aim at, when a target was given.
 
     Raises:
-        UsageError: time-to-loss without a hook; a hook that raises, gives no number or
+        UsageError: time-to-loss or an LR range test where the script holds the LR (a
+            scheduler prepare() is not given, a DeepSpeed config's); time-to-loss without a
+            hook; a hook that raises, gives no number or
             NaN, lacks the metric; a target the untrained model already meets.
     """
     objective, target = options.objective, options.target
     metric = options.hook_metric
-    if report.unpassed_scheduler and (objective is Objective.TIME_TO_LOSS or options.lr_find):
-        flag = "--lr-find" if objective is Objective.THROUGHPUT else "--objective time-to-loss"
+    sets_lr = objective is Objective.TIME_TO_LOSS or options.lr_find
+    flag = "--lr-find" if objective is Objective.THROUGHPUT else "--objective time-to-loss"
+    if sets_lr and report.unpassed_scheduler:
         raise UsageError(
             f"{script.name} makes an LR scheduler that it does not give prepare(), so each of "
             f"its steps puts your LR back and {flag} would measure your LR only: pass it as "
             "prepare(..., scheduler=your_scheduler), or leave out " + flag
+        )
+    fixed = report.fixed or {}
+    held = [f"{knob}: {fixed[knob]}" for knob in ("lr", "schedule") if knob in fixed]
+    if sets_lr and held:
+        raise UsageError(
+            f"{flag} sets the LR at each step, which {script.name} holds ({'; '.join(held)}), "
+            f"so it would measure your LR only: let autoaccel set it, or leave out {flag}"
         )
     hook = f"{script.name}'s evaluate hook"
     if report.hook_error:

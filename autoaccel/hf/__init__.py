@@ -35,6 +35,11 @@ Under ``accelerate launch``, its config file's precision and compile backend (wh
 takes from the environment where your arguments name none) count as yours; a config's
 precision and compilation overrule them, said in the same line.
 
+A DeepSpeed config in your arguments (``deepspeed=``) is yours where it sets a value itself
+(not ``"auto"``): HF refuses arguments that differ from it, so its batch, accumulation,
+precision, LR, betas and scheduler win over the config (said in one line) and are not
+searched (``autoaccel.launchers.deepspeed_pins``).
+
 With an ``eval_dataset``, the Trainer's own ``evaluate()`` (its ``eval_loss``, and each
 ``eval_*`` metric under its name without the prefix) is the held-out score of a tuner's
 loss curves, so ``autoaccel tune --objective time-to-loss`` needs no hook of its own.
@@ -111,7 +116,10 @@ class Trainer(transformers.Trainer):
         if chosen is not None and isinstance(model, torch.nn.Module):
             # tuned for another script or model: its LR settings are not applied (warned)
             chosen = self._autoaccel.chosen = for_this_model(chosen, model)
-        own_optimizer = (kwargs.get("optimizers") or (None, None))[0] is not None
+        own_optimizer, own_scheduler = (
+            x is not None for x in kwargs.get("optimizers") or (None, None)
+        )
+        self._autoaccel.own_scheduler = own_scheduler
         kwargs["args"] = self._autoaccel.arguments(given, own_optimizer)
         callbacks = [*(kwargs.pop("callbacks", None) or []), TuningCallback(self._autoaccel)]
         if chosen is not None and chosen.channels_last and model is not None and has_conv(model):
@@ -146,10 +154,14 @@ class Trainer(transformers.Trainer):
         """HF's scheduler, or the tuned schedule where the config has one (a scheduler you
         passed the Trainer wins). In a trial, HF's spans the run your arguments would make
         with the trial's batch (``Tuning.run_steps``), not the trial's open-ended one."""
-        yours = self.lr_scheduler
+        if self.lr_scheduler is not None and not self._autoaccel.own_scheduler:
+            # made already: under DeepSpeed, through HF's copy of this Trainer, or by the
+            # scheduler section of its config
+            return self.lr_scheduler
         steps = self._autoaccel.run_steps(self.args, num_training_steps)
         scheduler = super().create_scheduler(steps, optimizer)
-        tuned = self._autoaccel.schedule(scheduler.optimizer, num_training_steps, yours is not None)
+        own = self._autoaccel.own_scheduler
+        tuned = self._autoaccel.schedule(scheduler.optimizer, num_training_steps, own)
         if tuned is not None:
             self.lr_scheduler = scheduler = tuned
         return scheduler

@@ -4,12 +4,16 @@ schedule where the Trainer makes its own, and a trial's session through its call
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import dataclasses
+import json
 import math
 import os
+import socket
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -17,6 +21,7 @@ import transformers
 
 from autoaccel.config import TrainingConfig
 from autoaccel.errors import UsageError
+from autoaccel.launchers import deepspeed_pins
 from autoaccel.process import apply_process_settings
 from autoaccel.runtime.prepare import (
     check_processes,
@@ -36,6 +41,7 @@ __all__ = [
     "LAUNCHER_PRECISION",
     "Tuning",
     "TuningCallback",
+    "deepspeed_config_of",
     "launcher_overruled",
     "loss_of",
     "rank",
@@ -58,6 +64,16 @@ LAUNCHER_PRECISION = "ACCELERATE_MIXED_PRECISION"
 LAUNCHER_COMPILE = "ACCELERATE_DYNAMO_BACKEND"
 _PRECISIONS = {"no": "32-true", "bf16": "bf16-mixed", "fp16": "16-mixed"}
 
+#: The knob each ``TrainingArguments`` field that carries a config sets, where a DeepSpeed
+#: config can set it too.
+_KNOB_OF_FIELD = {
+    "per_device_train_batch_size": "batch_size",
+    "gradient_accumulation_steps": "grad_accum_steps",
+    "bf16": "precision",
+    "fp16": "precision",
+    "learning_rate": "lr",
+}
+
 
 class Tuning:
     """What one Trainer applies: the config (None: your own settings) and the trial."""
@@ -79,6 +95,8 @@ class Tuning:
         self.loss_checked = False  # HF's loss scaling under several processes
         self.own_samples: int | None = None  # your arguments' training, in samples
         self.own_length = (-1, 0.0)  # your max_steps and num_train_epochs
+        self.pins: dict[str, str] = {}  # knobs your DeepSpeed config sets, with its settings
+        self.own_scheduler = False  # you passed the Trainer a scheduler
 
     def loss_scaling_unchecked(self, trainer: transformers.Trainer) -> bool:
         """Whether the Trainer would scale the loss by the process count and autoaccel has
@@ -114,6 +132,8 @@ class Tuning:
                 "Trainer's fsdp argument does): tune again with --strategy ddp"
             )
         tuning = cls(chosen, trial, size)
+        if trial is not None and given.deepspeed:
+            _one_process_rendezvous()
         if chosen is not None:
             check_processes(chosen, world_size(), in_trial=trial is not None)
             apply_process_settings(chosen)
@@ -130,10 +150,11 @@ class Tuning:
         self.own_length = (given.max_steps, float(given.num_train_epochs))
         self.user_lr = given.learning_rate
         self.scheduler_type = str(getattr(given.lr_scheduler_type, "value", "linear"))
+        self.pins = deepspeed_pins(deepspeed_config_of(given))
         changes: dict[str, Any] = {}
         if self.chosen is not None:
             chosen = self.chosen
-            changes = _fields(chosen, self.user, given.learning_rate)
+            changes = self._unpinned(_fields(chosen, self.user, given.learning_rate), given)
             if own_optimizer:
                 self.lr = changes.pop("learning_rate", None)
             self.notes += _not_applied(chosen)
@@ -155,6 +176,36 @@ class Tuning:
             return given
         with launcher_overruled(self.chosen is not None):  # HF reads it in __post_init__
             return dataclasses.replace(given, **changes)
+
+    def _unpinned(
+        self, fields: dict[str, Any], given: transformers.TrainingArguments
+    ) -> dict[str, Any]:
+        """``fields`` less those your DeepSpeed config sets (HF refuses arguments that
+        differ from it): its values win, each said once; so does its scheduler."""
+        chosen = self.chosen
+        assert chosen is not None, "only a config is applied"
+        said = set()
+        for name in [n for n in fields if _KNOB_OF_FIELD.get(n) in self.pins]:
+            if fields[name] == getattr(given, name):
+                continue
+            value = fields.pop(name)
+            knob = _KNOB_OF_FIELD[name]
+            if knob not in said:
+                said.add(knob)
+                tuned = value if knob == "lr" else getattr(chosen, knob)
+                self.notes.append(_wins(self.pins[knob], f"the config's {knob} {tuned}"))
+        tuned_schedule = chosen.schedule != "constant" or chosen.warmup_steps
+        if "schedule" in self.pins and tuned_schedule:
+            self.notes.append(_wins(self.pins["schedule"], f"the tuned {chosen.schedule} schedule"))
+        return fields
+
+    def fixed(self) -> dict[str, str]:
+        """The knobs the tuner does not search here, with why: what the Trainer does not
+        take from autoaccel, and what your DeepSpeed config sets."""
+        return FIXED | {
+            knob: f'your DeepSpeed config sets it ({words}; "auto" lets autoaccel tune it)'
+            for knob, words in self.pins.items()
+        }
 
     def run_steps(self, args: transformers.TrainingArguments, steps: int) -> int:
         """The optimizer steps HF's scheduler spans: ``steps`` in a normal run; in a trial,
@@ -207,7 +258,11 @@ class Tuning:
         if self.lr is not None:
             self.notes += apply_lr(optimizer, self.lr, scheduler=scheduler)
         if self.chosen is not None and self.chosen.momentum is not None:
-            self.notes += apply_momentum(optimizer, self.chosen.momentum)
+            if "momentum" in self.pins:
+                tuned = f"the config's momentum {self.chosen.momentum}"
+                self.notes.append(_wins(self.pins["momentum"], tuned))
+            else:
+                self.notes += apply_momentum(optimizer, self.chosen.momentum)
         if self.trial is None:
             if rank() == 0:
                 for note in dict.fromkeys(self.notes):
@@ -216,7 +271,7 @@ class Tuning:
         assert self.user is not None, "arguments() runs first, in __init__"
         device = next(model.parameters()).device
         facts = trial_facts(model, optimizer, None, self.user, device, self.notes)
-        facts |= {"dataset_size": self.dataset_size, "fixed": FIXED}
+        facts |= {"dataset_size": self.dataset_size, "fixed": self.fixed()}
         facts["own_samples"] = self.own_samples
         facts |= hook_facts(self.trial, model, self.evaluate, "Trainer.evaluate()")
         facts["optimizer_lr"] = self.user_lr
@@ -324,6 +379,41 @@ def launcher_overruled(overruled: bool) -> Iterator[None]:
         yield
     finally:
         os.environ.update(held)
+
+
+def deepspeed_config_of(given: transformers.TrainingArguments) -> dict[str, Any]:
+    """Your ``TrainingArguments``' DeepSpeed config as you wrote it (``"auto"`` values kept):
+    the dict, or the JSON file it names (or base64 JSON, as Accelerate reads it); {} with
+    none. HF has read it already, so it is well formed."""
+    value = given.deepspeed
+    if not value:
+        return {}
+    if isinstance(value, Mapping):
+        return dict(value)
+    path = Path(value)
+    text = path.read_text() if path.is_file() else base64.urlsafe_b64decode(value).decode()
+    data = json.loads(text)
+    return data if isinstance(data, dict) else {}
+
+
+def _wins(settings: str, tuned: str) -> str:
+    return (
+        f'your DeepSpeed config\'s {settings} wins over {tuned} (set it to "auto" to apply '
+        "the tuned value)"
+    )
+
+
+def _one_process_rendezvous() -> None:
+    """A trial of one process runs as ``python train.py``; DeepSpeed, which your arguments
+    start, then looks for MPI to find its process group. Its own launcher (``deepspeed
+    train.py``) tells it this process is the whole group, on this machine: so does this."""
+    if "RANK" in os.environ:
+        return  # under torchrun (several processes)
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    os.environ |= {"RANK": "0", "LOCAL_RANK": "0", "WORLD_SIZE": "1"}
+    os.environ |= {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)}
 
 
 def _own_samples(

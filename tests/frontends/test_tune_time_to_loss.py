@@ -211,24 +211,39 @@ def test_the_hook_and_the_target_are_checked_on_the_untrained_model(
         check_hook(report(**hook), _options(objective, target, metric), SCRIPT_PATH)
 
 
+HELD = 'your DeepSpeed config sets it (scheduler WarmupLR; "auto" lets autoaccel tune it)'
+
+
 @pytest.mark.parametrize(
     ("objective", "lr_find", "flag"),
     [(TTL, False, "--objective time-to-loss"), (Objective.THROUGHPUT, True, "--lr-find")],
 )
-def test_a_scheduler_prepare_is_not_given_is_refused_where_the_tune_sets_the_lr(
-    objective: Objective, lr_find: bool, flag: str
+@pytest.mark.parametrize(
+    ("holds", "says"),
+    [
+        (  # its step puts your LR back
+            {"unpassed_scheduler": True},
+            r"train.py makes an LR scheduler that it does not give prepare\(\), so each of "
+            r"its steps puts your LR back and {flag} would measure your LR only: pass it as "
+            r"prepare\(\.\.\., scheduler=your_scheduler\), or leave out {flag}",
+        ),
+        (  # a DeepSpeed config's LR or scheduler (HF's TrainingArguments(deepspeed=...))
+            {"fixed": {"schedule": HELD}},
+            r"{flag} sets the LR at each step, which train.py holds \(schedule: your "
+            r"DeepSpeed config sets it \(scheduler WarmupLR; .+\)\), so it would measure "
+            r"your LR only: let autoaccel set it, or leave out {flag}",
+        ),
+    ],
+)
+def test_an_lr_the_script_sets_itself_is_refused_where_the_tune_sets_the_lr(
+    objective: Objective, lr_find: bool, flag: str, holds: dict[str, object], says: str
 ) -> None:
-    """Its step puts your LR back: every candidate LR (and the range test's sweep) would
-    train at yours. Tuning for throughput alone leaves the LR to it and goes on."""
-    hidden = report(has_hook=True, held_out_start=[1.4, None], unpassed_scheduler=True)
-    with pytest.raises(
-        UsageError,
-        match=rf"train.py makes an LR scheduler that it does not give prepare\(\), so each of "
-        rf"its steps puts your LR back and {flag} would measure your LR only: pass it as "
-        rf"prepare\(\.\.\., scheduler=your_scheduler\), or leave out {flag}",
-    ):
-        check_hook(hidden, _options(objective, lr_find=lr_find), SCRIPT_PATH)
-    assert check_hook(hidden, _options(Objective.THROUGHPUT), SCRIPT_PATH) is None
+    """Every candidate LR (and the range test's sweep) would train at yours. Tuning for
+    throughput alone leaves the LR to the script and goes on."""
+    held = report(has_hook=True, held_out_start=[1.4, None], **holds)
+    with pytest.raises(UsageError, match="^" + says.format(flag=flag) + "$"):
+        check_hook(held, _options(objective, lr_find=lr_find), SCRIPT_PATH)
+    assert check_hook(held, _options(Objective.THROUGHPUT), SCRIPT_PATH) is None
 
 
 def test_a_target_to_learn_becomes_the_goal() -> None:

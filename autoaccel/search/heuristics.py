@@ -10,6 +10,7 @@ threads and loses.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Any
 
 from autoaccel.config import TrainingConfig
 from autoaccel.measure import Measurement
@@ -112,7 +113,7 @@ def guesses(
     names = space.names
     first = speed_only_guess(space, user)
     guess = dict(params)
-    sizes = space.knob("batch_size").choices
+    sizes = _choices(space, "batch_size")
     # Compute-bound: a larger batch amortises per-step overhead (8x, as far as memory allows).
     larger = [b for b in sizes if b <= user.batch_size * 8 and space.memory.fits(b)]
     if larger:
@@ -123,7 +124,7 @@ def guesses(
         guess["channels_last"] = True
     if "batch_fetch" in names:
         guess["batch_fetch"] = True
-    bf16 = fast_low_precision(profile) and Precision.BF16_MIXED in space.knob("precision").choices
+    bf16 = fast_low_precision(profile) and Precision.BF16_MIXED in _choices(space, "precision")
     if bf16:
         guess["precision"] = Precision.BF16_MIXED.value
     if "pin_memory" in names:
@@ -133,7 +134,7 @@ def guesses(
         nearer.append(first)
     start = first if first is not None else user
     full = Precision.FP32.value
-    if user.precision != full and full in space.knob("precision").choices:
+    if user.precision != full and full in _choices(space, "precision"):
         # Your batch at full precision: low precision pays only where the matmuls are large
         # enough (a tiny transformer's lose more to autocast's casts than they gain).
         nearer.append(space.config_for({**space.params_of(start), "precision": full}))
@@ -152,7 +153,7 @@ def guesses(
     if ddp is not None:
         found.append(space.config_for(ddp))
     if diagnosis.bound is Bound.INPUT or diagnosis.data_wait_fraction >= SOME_INPUT_WAIT:
-        workers = [w for w in space.knob("num_workers").choices if w > user.num_workers]
+        workers = [w for w in _choices(space, "num_workers") if w > user.num_workers]
         if workers:
             found.append(space.config_for({**guess, "num_workers": min(workers[-1], 4)}))
     return found
@@ -162,7 +163,7 @@ def next_batch_guess(space: SearchSpace, start: TrainingConfig) -> TrainingConfi
     """``start`` at the next batch size up (that fits in memory): a step small enough that
     the trials' own loss curves can show it keeping pace with yours, which an 8x larger
     batch seldom does in the second or two a trial trains. None when there is none."""
-    larger = [b for b in space.knob("batch_size").choices if b > start.batch_size]
+    larger = [b for b in _choices(space, "batch_size") if b > start.batch_size]
     if not larger or not space.memory.fits(larger[0]):
         return None
     return space.config_for({**space.params_of(start), "batch_size": larger[0]})
@@ -198,6 +199,12 @@ def speed_only_guess(space: SearchSpace, user: TrainingConfig) -> TrainingConfig
     return None if guess == params else space.config_for(guess)
 
 
+def _choices(space: SearchSpace, name: str) -> tuple[Any, ...]:
+    """The values the space tries for ``name``; none where it is not searched (your script
+    pins it, or it does not apply here)."""
+    return tuple(space.knob(name).choices) if name in space.names else ()
+
+
 def _ddp_guess(space: SearchSpace, guess: dict[str, object]) -> dict[str, object] | None:
     """The guess over two processes (DDP) at the same global batch: each process half the
     batch and its share of the cores. None when the space searches no processes or the
@@ -208,6 +215,6 @@ def _ddp_guess(space: SearchSpace, guess: dict[str, object]) -> dict[str, object
     batch = guess.get("batch_size")
     if not counts or not isinstance(batch, int) or batch % counts[0]:
         return None
-    if batch // counts[0] not in space.knob("batch_size").choices:
+    if batch // counts[0] not in _choices(space, "batch_size"):
         return None
     return {**guess, "processes": counts[0], "batch_size": batch // counts[0]}

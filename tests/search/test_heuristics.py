@@ -30,7 +30,9 @@ def test_diagnosis_thresholds() -> None:
     assert isinstance(diagnose(busy, Space), Diagnosis)  # type: ignore[arg-type]
 
 
-def _cpu_space(flags: tuple[str, ...]) -> tuple[SearchSpace, TrainingConfig, HardwareProfile]:
+def _cpu_space(
+    flags: tuple[str, ...], fixed: dict[str, str] | None = None
+) -> tuple[SearchSpace, TrainingConfig, HardwareProfile]:
     profile = probe_system(nvml=FakeNvml([]), light=True)
     profile = replace(profile, cpu=replace(profile.cpu, flags=flags, usable_cores=2))
     user = TrainingConfig(batch_size=32, lr=0.05)
@@ -44,6 +46,7 @@ def _cpu_space(flags: tuple[str, ...]) -> tuple[SearchSpace, TrainingConfig, Har
         baseline_memory_bytes=None,
         include_parallel=True,
         optimizer="SGD",
+        fixed=fixed,
     )
     return space, user, profile
 
@@ -82,3 +85,19 @@ def test_without_native_bf16_the_next_batch_up_keeps_your_precision() -> None:
     steps = [(g.batch_size * g.processes, g.precision) for g in found]
     assert steps[:3] == [(32, "32-true"), (64, "32-true"), (256, "32-true")]
     assert next_batch_guess(space, replace(user, batch_size=2048)) is None  # the grid's top
+
+
+def test_the_guesses_keep_what_your_script_pins() -> None:
+    """A knob the script pins is not searched: a DeepSpeed config's micro-batch and
+    precision (HF's TrainingArguments(deepspeed=...)), a Lightning Trainer's precision.
+    The guesses looked up the batch size and precision knobs all the same, and the tune
+    stopped with an internal error (KeyError: 'batch_size') after its baseline."""
+    pinned = {"batch_size": "your DeepSpeed config sets it", "precision": "Trainer(precision)"}
+    space, user, profile = _cpu_space(("avx2", "avx512_bf16"), fixed=pinned)
+    assert "batch_size" not in space.names and "precision" not in space.names
+    found = guesses(space, user, Diagnosis(Bound.INPUT, 0.3, None, 0, ()), profile)
+    assert found and {(g.batch_size, g.processes, g.precision) for g in found} == {
+        (32, 1, "32-true")
+    }
+    assert found[0].channels_last and any(g.num_workers > 0 for g in found)
+    assert next_batch_guess(space, user) is None

@@ -17,7 +17,7 @@ from autoaccel.progress import say
 from autoaccel.record import run_record
 from autoaccel.report import render_report
 from autoaccel.search import TrialRecord
-from autoaccel.time_to_loss.study import at_global
+from autoaccel.time_to_loss.shapes import at_global
 
 
 def record(n: int, rate: float, outcome: str = "ok", **knobs: object) -> TrialRecord:

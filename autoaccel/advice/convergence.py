@@ -15,7 +15,7 @@ from autoaccel.advice.render import same_system
 from autoaccel.advice.types import Advice, Recommendation
 from autoaccel.config import TrainingConfig
 from autoaccel.time_to_loss import ConvergenceResult
-from autoaccel.time_to_loss.study import batch_words, schedule_words
+from autoaccel.time_to_loss.shapes import batch_words, schedule_words
 
 __all__ = ["with_convergence"]
 

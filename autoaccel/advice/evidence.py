@@ -17,7 +17,7 @@ from autoaccel.config import TrainingConfig
 from autoaccel.schedule import lr_multiplier, scaling_rule
 from autoaccel.search import PRUNE_BELOW, Diagnosis, SearchResult, TrialRecord, WorkloadFacts
 from autoaccel.states import Bound, Outcome
-from autoaccel.time_to_loss.study import split_words
+from autoaccel.time_to_loss.shapes import split_words
 
 __all__ = ["lr_follows_batch", "recommendations"]
 

@@ -57,7 +57,7 @@ from autoaccel.time_to_loss.guard import (
     learns_as_yours,
     steps_as_yours,
 )
-from autoaccel.time_to_loss.study import batch_words, step_floor
+from autoaccel.time_to_loss.shapes import batch_words, step_floor
 from autoaccel.time_to_loss.trial_curves import curve_verdict
 
 __all__ = [

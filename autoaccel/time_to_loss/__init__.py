@@ -12,6 +12,8 @@ reaches (or the goal you name).
 - ``training``: the ``Trainer`` the study trains through, in-process runs scored on
   held-out data, and the LR range test;
 - ``study``: the schedule study, stage by stage;
+- ``candidates``: what its candidates are drawn from; ``shapes``: a candidate's batch at the
+  settings measured nearest, the steps a run of it holds, and how it is said;
 - ``final``: its final round on other data orders.
 """
 

@@ -1,7 +1,8 @@
 """The schedule study: batch size, peak LR, warm-up, decay shape and length, and momentum,
 searched for the soonest to reach your setup's held-out losses.
 
-Stages, each a method of ``_ScheduleStudy``:
+Stages, each a method of ``_ScheduleStudy`` (what candidates are drawn from:
+``candidates.CandidateSpace``; how a candidate's batch is made up and said: ``shapes``):
 
 1. your setup trains for the horizon; its curve gives the levels to beat (or your goal,
    your time to it measured again on two data orders);
@@ -20,18 +21,16 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from statistics import geometric_mean
 from typing import Any
 
 import optuna
-from optuna.distributions import CategoricalDistribution, FloatDistribution
 from optuna.trial import TrialState
 from rich.console import Console
 
 from autoaccel.budget import CANDIDATE_CAP, CANDIDATE_OVERHEAD, SWEEP_STEPS, Budget
-from autoaccel.config import SCHEDULES, TrainingConfig
+from autoaccel.config import TrainingConfig
 from autoaccel.curves import (
     CurvePoint,
     Goal,
@@ -47,12 +46,14 @@ from autoaccel.curves import (
 from autoaccel.progress import say
 from autoaccel.schedule import LrFinding, lr_multiplier, scaling_rule
 from autoaccel.scoring import EVALS, Scoring
-from autoaccel.search import powers_of_two, storage_url
+from autoaccel.search import storage_url
 from autoaccel.states import Outcome
+from autoaccel.time_to_loss.candidates import CandidateSpace
 from autoaccel.time_to_loss.final import final_plan, final_round, measured_plan, outcome_line
+from autoaccel.time_to_loss.shapes import at_global, batch_words, schedule_words, steps_per_s
 from autoaccel.time_to_loss.training import Trainer
 
-__all__ = ["ConvergenceResult", "ScheduleInputs", "at_global", "search_schedule"]
+__all__ = ["ConvergenceResult", "ScheduleInputs", "search_schedule"]
 
 # With a goal, evaluated this often instead: a noisy metric (accuracy) first touches the
 # goal between sparse evaluations, and evaluating as often as you would finds it there.
@@ -61,23 +62,6 @@ MAX_EVALS = 120  # at most, for the pick's run over the whole horizon
 # Data orders your time to a goal is measured on: the candidates' own, and the final
 # round's first (so that round reuses it). One order alone varied 3x on the reference CNN.
 YOUR_ORDERS = 2
-WARMUP_FRACTIONS = (0.0, 0.05, 0.1, 0.2)  # of the steps the decay spans
-DECAY_SPANS = (0.5, 1.0, 2.0)  # the decay's length, in multiples of your time to the last level
-MOMENTA = (0.8, 0.9, 0.95, 0.99)
-LR_SPREAD = 4.0  # peak LR searched from 1/4x to 4x the middle, at least
-# A candidate's run must hold this many optimizer steps of its batch. The HF example's
-# study (a 6 s horizon, 4,096 samples) spent 8 of its 25 candidates on batches of 512 to
-# 4,096, 4 to 25 steps each, all pruned at the first rung near the untrained loss.
-MIN_RUN_STEPS = 50
-
-
-def step_floor(yours: int) -> int:
-    """The optimizer steps a run of another batch must hold to show how it learns, when a
-    run of yours holds ``yours``: ``MIN_RUN_STEPS``, or yours where fewer (a slow script's
-    own run may hold fewer than 50; a setup with as many steps as yours can tell)."""
-    return min(MIN_RUN_STEPS, yours)
-
-
 END_PHASES = "the final round and the pick's whole-horizon run"
 
 
@@ -160,72 +144,6 @@ def search_schedule(
     return _ScheduleStudy(trainer, inputs, budget, console).run()
 
 
-def _steps_per_s(config: TrainingConfig, rates: dict[int, float]) -> float:
-    """Optimizer steps per second at this global batch, from the measured samples/s (of the
-    nearest measured global batch when this one was not measured)."""
-    nearest = _nearest_log(config.global_batch, rates)
-    return rates.get(config.global_batch, rates[nearest]) / config.global_batch
-
-
-def _nearest_log(value: int, measured: Any) -> int:
-    """The measured batch nearest to ``value`` on a log scale."""
-    return min(measured, key=lambda b: abs(math.log(b / value)))
-
-
-def at_global(settings: dict[int, TrainingConfig], global_batch: int) -> TrainingConfig:
-    """The settings measured at the nearest global batch, at ``global_batch``: the same
-    processes and accumulation when they divide it (the per-process batch follows), else
-    one process."""
-    shaped = settings[_nearest_log(global_batch, settings)]
-    split = shaped.processes * shaped.grad_accum_steps
-    if global_batch % split == 0:
-        return replace(shaped, batch_size=global_batch // split)
-    return replace(
-        shaped, batch_size=global_batch, grad_accum_steps=1, processes=1, strategy="none"
-    )
-
-
-def split_words(config: TrainingConfig) -> str:
-    """How the global batch is made up: '2 processes x 32', '16 x 4 accumulated'."""
-    parts = [f"{config.processes} processes"] if config.processes > 1 else []
-    parts.append(f"{config.batch_size}")
-    if config.grad_accum_steps > 1:
-        parts.append(f"{config.grad_accum_steps} accumulated")
-    return " x ".join(parts)
-
-
-def schedule_words(config: TrainingConfig) -> str:
-    """'cosine, warm-up 20/391 steps'; a constant LR with no warm-up is no schedule of
-    autoaccel's, so your script's own runs (a Trainer's ``lr_scheduler_type``, linear by
-    default in HF's; none in a plain loop: the LR held).
-
-    Example:
-        >>> schedule_words(TrainingConfig(schedule="cosine", warmup_steps=20, schedule_steps=391))
-        'cosine, warm-up 20/391 steps'
-        >>> schedule_words(TrainingConfig(schedule_steps=391))
-        "your script's own schedule (none of autoaccel's)"
-    """
-    if config.schedule == "constant" and not config.warmup_steps:
-        return "your script's own schedule (none of autoaccel's)"
-    return f"{config.schedule}, warm-up {config.warmup_steps}/{config.schedule_steps} steps"
-
-
-def batch_words(config: TrainingConfig) -> str:
-    """'batch 64', or 'batch 64 (2 processes x 32)' when it is split."""
-    if config.global_batch == config.batch_size:
-        return f"batch {config.batch_size}"
-    return f"batch {config.global_batch} ({split_words(config)})"
-
-
-def _horizon_steps(config: TrainingConfig, rates: dict[int, float], seconds: float) -> int:
-    """Optimizer steps ``seconds`` of training hold at this batch size."""
-    return max(1, int(seconds * _steps_per_s(config, rates)))
-
-
-def _nearest(value: float, options: Sequence[Any]) -> Any:
-    return min(options, key=lambda o: abs(o - value))
-
-
 class _ScheduleStudy:
     """One schedule study; each stage is a method, the shared facts are attributes."""
 
@@ -245,7 +163,7 @@ class _ScheduleStudy:
         self.start: tuple[float | None, float | None] | None = None
         self.plan = (0, 0)  # (finalists, data orders) of the final round
         self.yours_on: dict[int, LossRun] = {}  # your setup's runs to the goal, by data order
-        # Candidates that train exactly as your setup (``_trains_as_yours``), by trial.
+        # Candidates that train exactly as your setup (``trains_as_yours``), by trial.
         self.yours_again: dict[int, LossRun] = {}
         # Wall seconds of runs (``_train``): each candidate's by trial, "yours" (your last
         # run to the goal), "horizon" (your run for the whole horizon).
@@ -268,11 +186,14 @@ class _ScheduleStudy:
     def run(self) -> ConvergenceResult:
         baseline, flattened = self._your_setup()
         finding, tested = self._range_test()
-        at_user = self._lr_anchors(finding, tested)
-        batches = self._batch_sizes()
+        space = self._space(self._lr_anchors(finding, tested))
+        batches, left_out = space.batch_sizes()
+        if left_out:
+            self.say(left_out)
         study = self._open_study()
-        self._enqueue_first(study, batches, at_user)
-        runs, stop = self._candidates(study, self._distributions(batches, at_user), at_user)
+        for params in space.first(batches):
+            study.enqueue_trial(params, skip_if_exists=True)
+        runs, stop = self._candidates(study, space, batches)
         best, runs = self._pick(baseline, runs)
         self._noise_note()
         best, check = self._check_pick(baseline, best)
@@ -370,7 +291,7 @@ class _ScheduleStudy:
         system, user, rates = self.inputs.system, self.inputs.user, self.inputs.rates
         sweep_s = max(10.0, self.inputs.horizon_s)
         tested = system
-        if SWEEP_STEPS / _steps_per_s(system, rates) > sweep_s:
+        if SWEEP_STEPS / steps_per_s(system, rates) > sweep_s:
             tested = at_global(self.settings, user.global_batch)
         finding = self.trainer.find_lr(tested, steps=SWEEP_STEPS, max_s=sweep_s)
         self.say(f"LR range test at {batch_words(tested)}: {finding}")
@@ -385,73 +306,20 @@ class _ScheduleStudy:
             anchors.append((finding.suggestion, tested.global_batch))
         return [lr * lr_multiplier(self.rule, b, user.global_batch) for lr, b in anchors]
 
-    def _batch_sizes(self) -> list[int]:
-        """Every global batch the throughput search ran without failing, and smaller ones
-        down to a quarter of yours (on a CPU smaller batches cost little per sample), less
-        those a candidate's run holds fewer than ``MIN_RUN_STEPS`` optimizer steps of, and
-        fewer than of yours (which always stays)."""
-        rates, user = self.inputs.rates, self.inputs.user
-        found = sorted({*rates, *powers_of_two(max(1, user.global_batch // 4), max(rates))})
-        seconds = self._candidate_s()
-        yours = _horizon_steps(at_global(self.settings, user.global_batch), rates, seconds)
-        floor = step_floor(yours)
-        kept = [
-            b
-            for b in found
-            if b == user.global_batch
-            or _horizon_steps(at_global(self.settings, b), rates, seconds) >= floor
-        ]
-        left_out = [b for b in found if b not in kept]
-        if left_out:
-            self.say(
-                f"batches {', '.join(map(str, left_out))} left out: the {seconds:.0f} s a "
-                f"candidate trains holds fewer than {floor} optimizer steps of them"
-            )
-        return kept
-
-    @staticmethod
-    def _middle(at_user: list[float]) -> float:
-        """The geometric middle of the anchors (at your global batch)."""
-        return math.sqrt(min(at_user) * max(at_user))
-
-    def _distributions(self, batches: list[int], at_user: list[float]) -> dict[str, Any]:
-        spread = max(LR_SPREAD, 2 * math.sqrt(max(at_user) / min(at_user)))
-        distributions: dict[str, Any] = {
-            "global_batch": CategoricalDistribution(batches),
-            "lr_scale": FloatDistribution(1 / spread, spread, log=True),
-            "warmup": CategoricalDistribution(WARMUP_FRACTIONS),
-            "schedule": CategoricalDistribution(SCHEDULES),
-        }
-        if self.momentum is not None:
-            distributions["momentum"] = CategoricalDistribution(MOMENTA)
-        if self.levels:  # how long the decay lasts, in multiples of your time to the last level
-            distributions["decay_span"] = CategoricalDistribution(DECAY_SPANS)
-        return distributions
-
-    def _config_of(self, params: dict[str, Any], at_user: list[float]) -> TrainingConfig:
-        """A candidate's config: the settings measured fastest at its global batch, the LR
-        moved there by the rule, and its schedule sized to the steps it will take."""
+    def _space(self, at_user: list[float]) -> CandidateSpace:
         inputs = self.inputs
-        shaped = at_global(self.settings, int(params["global_batch"]))
-        # The decay ends after a multiple of your time to the last level (a schedule that
-        # anneals by then gets there sooner than one spread over the horizon), or with the
-        # horizon when there are no levels.
-        horizon_s = inputs.horizon_s
-        span_s = (
-            params["decay_span"] * self.levels[-1].seconds if "decay_span" in params else horizon_s
-        )
-        steps = _horizon_steps(shaped, inputs.rates, min(horizon_s, span_s))
-        middle = self._middle(at_user) * lr_multiplier(
-            self.rule, inputs.user.global_batch, shaped.global_batch
-        )
-        return replace(
-            shaped,
-            lr=float(f"{middle * params['lr_scale']:.4g}"),
-            momentum=params.get("momentum"),
-            warmup_steps=round(params["warmup"] * steps),
-            schedule=params["schedule"],
-            schedule_steps=steps,
-            lr_scaling="none",
+        return CandidateSpace(
+            user=inputs.user,
+            system=inputs.system,
+            settings=self.settings,
+            rates=inputs.rates,
+            horizon_s=inputs.horizon_s,
+            candidate_s=self._candidate_s(),
+            levels=self.levels,
+            rule=self.rule,
+            user_lr=self.user_lr,
+            momentum=self.momentum,
+            at_user=at_user,
         )
 
     # --- 4. the candidates ------------------------------------------------------------------
@@ -469,43 +337,6 @@ class _ScheduleStudy:
             load_if_exists=True,
         )
 
-    def _enqueue_first(self, study: optuna.Study, batches: list[int], at_user: list[float]) -> None:
-        """The middle and your LR, each at both batch sizes, and Smith's one-cycle at the
-        range test's LR, first."""
-        user, system = self.inputs.user, self.inputs.system
-        middle = self._middle(at_user)
-        # Your LR (moved by the rule) as a multiple of the middle of the searched range.
-        yours = float(f"{self.user_lr / middle:.4g}")
-        # The throughput pick's batch, or the nearest a candidate's run holds enough of
-        mine, fast = _nearest(user.global_batch, batches), _nearest(system.global_batch, batches)
-        first: list[dict[str, Any]] = [
-            {"global_batch": mine, "warmup": 0.1, "schedule": "one-cycle"},
-            {"global_batch": mine, "warmup": 0.0, "schedule": "constant", "lr_scale": yours},
-            {"global_batch": fast, "warmup": 0.05, "schedule": "constant", "lr_scale": yours},
-            {"global_batch": fast, "warmup": 0.1, "schedule": "one-cycle"},
-            {"global_batch": mine, "warmup": 0.05, "schedule": "cosine", "decay_span": 2.0},
-            {"global_batch": fast, "warmup": 0.05, "schedule": "cosine", "decay_span": 2.0},
-        ]
-        if len(at_user) > 1:  # Smith's one-cycle recipe: the range test's LR as the peak
-            suggested = float(f"{at_user[1] / middle:.4g}")
-            first.insert(
-                1,
-                {
-                    "global_batch": mine,
-                    "warmup": 0.1,
-                    "schedule": "one-cycle",
-                    "lr_scale": suggested,
-                },
-            )
-        span = {"decay_span": 1.0} if self.levels else {}
-        momentum = {"momentum": _nearest(self.momentum[1], MOMENTA)} if self.momentum else {}
-        for params in first:
-            if not self.levels:
-                params.pop("decay_span", None)
-            study.enqueue_trial(
-                {"lr_scale": 1.0, **span, **params, **momentum}, skip_if_exists=True
-            )
-
     def _candidate_s(self) -> float:
         """A candidate that has not reached your lowest level in ``CANDIDATE_CAP`` x your
         time to it cannot be much sooner: it stops there (its pace counts the miss)."""
@@ -513,7 +344,7 @@ class _ScheduleStudy:
         return min(horizon_s, CANDIDATE_CAP * self.levels[-1].seconds) if self.levels else horizon_s
 
     def _candidates(
-        self, study: optuna.Study, distributions: dict[str, Any], at_user: list[float]
+        self, study: optuna.Study, space: CandidateSpace, batches: list[int]
     ) -> tuple[list[LossRun], str]:
         """Candidates until the budget, less the end phases' share, is spent."""
         per_candidate = self._candidate_s() * CANDIDATE_OVERHEAD
@@ -523,19 +354,21 @@ class _ScheduleStudy:
         kept = (self.inputs.horizon_s * CANDIDATE_OVERHEAD + final_s) if self.levels else 0.0
         self.budget.keep(END_PHASES, kept)
         runs: list[LossRun] = []
+        distributions = space.distributions(batches)
         try:
             while self.budget.allows(per_candidate):
                 trial = study.ask(distributions)
-                config = self._config_of(dict(trial.params), at_user)
-                runs.append(self._candidate(study, trial, config))
+                config = space.config_of(dict(trial.params))
+                runs.append(self._candidate(study, trial, config, space.trains_as_yours(config)))
             return runs, self.budget.stop_reason()
         finally:
             self.budget.release(END_PHASES)
 
     def _candidate(
-        self, study: optuna.Study, trial: optuna.Trial, config: TrainingConfig
+        self, study: optuna.Study, trial: optuna.Trial, config: TrainingConfig, yours: bool
     ) -> LossRun:
-        """One candidate trained, scored and told to the study."""
+        """One candidate trained, scored and told to the study (``yours``: it trains exactly
+        as your setup, ``CandidateSpace.trains_as_yours``)."""
         levels = self.levels
 
         def report(k: int, point: CurvePoint) -> bool:
@@ -552,7 +385,7 @@ class _ScheduleStudy:
             on_eval=report,
         )
         result = replace(result, number=trial.number, pace=pace_of(result, levels, candidate_s))
-        again = " (your setup again)" if self._trains_as_yours(config) else ""
+        again = " (your setup again)" if yours else ""
         if again:
             result = replace(result, label=f"#{trial.number}{again}")
             self.yours_again[trial.number] = result
@@ -571,28 +404,6 @@ class _ScheduleStudy:
             f"{outcome_line(result)}"
         )
         return result
-
-    def _trains_as_yours(self, config: TrainingConfig) -> bool:
-        """Whether a candidate trains exactly as your setup: your system settings, global
-        batch, LR and momentum, with no warm-up and no schedule of autoaccel's (your own
-        scheduler, if any, then runs as it does for you). The study may propose it (your
-        LR at your batch is enqueued first); it is your setup measured again, never a pick.
-        """
-        user, mine = self.inputs.user, self.momentum
-        if (config.schedule, config.warmup_steps) != (user.schedule, user.warmup_steps):
-            return False
-        same_lr = config.lr is None or math.isclose(config.lr, self.user_lr, rel_tol=1e-3)
-        same_momentum = config.momentum is None or (
-            mine is not None and math.isclose(config.momentum, mine[1], rel_tol=1e-6)
-        )
-        steps = replace(
-            config,
-            lr=user.lr,
-            momentum=user.momentum,
-            schedule_steps=user.schedule_steps,
-            lr_scaling=user.lr_scaling,
-        )
-        return same_lr and same_momentum and steps.knobs() == user.knobs()
 
     def _scoring(self, stop_at: Level | None) -> Scoring:
         return Scoring(self.evals, stop_at=stop_at, start=self.start)

@@ -14,7 +14,7 @@ from dataclasses import replace
 from autoaccel.advice.render import same_system
 from autoaccel.advice.types import Advice, Recommendation
 from autoaccel.config import TrainingConfig
-from autoaccel.time_to_loss import ConvergenceResult
+from autoaccel.time_to_loss import ConvergenceResult, runs_after_words
 from autoaccel.time_to_loss.shapes import batch_words, schedule_words
 
 __all__ = ["with_convergence"]
@@ -141,6 +141,8 @@ def _pick_line(converged: ConvergenceResult) -> str:
         line += f"; measured again for the whole horizon: {again.speedup:.2f}x"
     elif again is not None:
         line += f"; measured again: {again.outcome} ({again.message})"
+    if converged.after_search:
+        line += f"; {runs_after_words(converged.after_search)}"
     return line
 
 

@@ -11,7 +11,7 @@ from rich.table import Table
 
 from autoaccel.progress import plain_console
 from autoaccel.schedule import LR_KNOBS
-from autoaccel.time_to_loss import ConvergenceResult, LossRun
+from autoaccel.time_to_loss import ConvergenceResult, LossRun, runs_after_words
 
 if TYPE_CHECKING:  # the types module calls these functions from its methods
     from autoaccel.advice.types import Advice
@@ -259,10 +259,10 @@ def _levels_line(c: ConvergenceResult) -> str:
         )
     took = c.time_to_baseline_loss
     if c.best is not c.baseline and took is not None and c.speedup:
-        again = " measured again" if c.check is not None else ""
+        sooner = runs_after_words(c.after_search) if c.after_search else f"{c.speedup:.2f}x"
         line += (
             f"\nthe pick reached {c.levels[-1].value:.4g} in {took:.1f} s (yours "
-            f"{c.levels[-1].seconds:.1f} s); {c.speedup:.2f}x sooner{again}"
+            f"{c.levels[-1].seconds:.1f} s); {sooner}"
         )
     if c.finding is not None:
         line += f"\nLR range test: {c.finding}"

@@ -34,7 +34,12 @@ from autoaccel.curves import (
 from autoaccel.scoring import EVALS, Scoring
 from autoaccel.time_to_loss.final import final_plan, final_round, measured_plan
 from autoaccel.time_to_loss.holdout import Holdout, holdout_split
-from autoaccel.time_to_loss.study import ConvergenceResult, ScheduleInputs, search_schedule
+from autoaccel.time_to_loss.study import (
+    ConvergenceResult,
+    ScheduleInputs,
+    runs_after_words,
+    search_schedule,
+)
 from autoaccel.time_to_loss.training import (
     HeldOut,
     InProcessTrainer,
@@ -72,6 +77,7 @@ __all__ = [
     "measured_plan",
     "pace_of",
     "prepared_run",
+    "runs_after_words",
     "search_schedule",
     "target_levels",
     "train_for",

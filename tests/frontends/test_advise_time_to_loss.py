@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+import statistics
 from pathlib import Path
 
 import pytest
@@ -58,7 +59,9 @@ def test_advise_time_to_loss_picks_by_held_out_loss(tmp_path: Path) -> None:
         assert config.lr == c.best.config.lr and config.schedule == c.best.config.schedule
         assert config.provenance.measured["heldout_loss"] == pytest.approx(c.best.final, rel=1e-3)
         assert c.check is not None and c.check.config == c.best.config
-        assert c.speedup == c.check.speedup
+        # told over its runs after the search (the final round's and the check's)
+        assert c.after_search and c.after_search[-1] == c.check.pace
+        assert c.speedup == pytest.approx(1 / statistics.geometric_mean(c.after_search))
     assert "Time to loss" in advice.summary(width=160)
     assert advice.to_dict()["convergence"]["horizon_s"] == 1.5
 

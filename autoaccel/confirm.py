@@ -28,7 +28,7 @@ from autoaccel.config import TrainingConfig
 
 if TYPE_CHECKING:  # only for annotations: the CLI reads CONFIRM_PAIRS without torch or Optuna
     from autoaccel.measure import Measurement
-    from autoaccel.search.study import TrialRecord
+    from autoaccel.search.records import TrialRecord
 
 __all__ = [
     "CONFIRM_PAIRS",

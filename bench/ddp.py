@@ -26,7 +26,7 @@ from autoaccel.frontends.script import tune_script  # noqa: E402
 from autoaccel.measure import MeterSettings  # noqa: E402
 from autoaccel.pipeline import TUNE, PipelineOptions  # noqa: E402
 from autoaccel.probe import probe_system  # noqa: E402
-from autoaccel.search.study import TrialRecord  # noqa: E402
+from autoaccel.search.records import TrialRecord  # noqa: E402
 from autoaccel.trials.script import ScriptRunner  # noqa: E402
 
 SCRIPT = ROOT / "examples" / "train_cnn.py"

@@ -1,9 +1,11 @@
 """The throughput search: the knobs that apply here (``space``), where to start
-(``heuristics``) and the Optuna study that measures its way to the fastest (``study``)."""
+(``heuristics``) and the Optuna study that measures its way to the fastest (``study``;
+what it keeps of each trial: ``records``)."""
 
 from __future__ import annotations
 
 from autoaccel.search.heuristics import Diagnosis, diagnose, guesses, knob_priority
+from autoaccel.search.records import SearchResult, TrialFn, TrialRecord
 from autoaccel.search.space import (
     Knob,
     MemoryModel,
@@ -16,9 +18,6 @@ from autoaccel.search.study import (
     DEFAULT_STORAGE,
     PRUNE_BELOW,
     Search,
-    SearchResult,
-    TrialFn,
-    TrialRecord,
     check_storage,
     record_end_phase,
     storage_url,

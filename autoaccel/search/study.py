@@ -17,13 +17,11 @@ storage URL works), so an interrupted search resumes where it stopped.
 
 from __future__ import annotations
 
-import json
 import statistics
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import optuna
 from optuna.trial import TrialState
@@ -31,10 +29,16 @@ from rich.console import Console
 
 from autoaccel.budget import Budget
 from autoaccel.config import TrainingConfig
-from autoaccel.errors import UsageError
 from autoaccel.measure import Measurement, PruneBelow
 from autoaccel.progress import say
 from autoaccel.redact import mask_url
+from autoaccel.search.records import (
+    SearchResult,
+    TrialFn,
+    TrialRecord,
+    one_workload,
+    params_key,
+)
 from autoaccel.search.shared import (
     DUPLICATE_ATTR,
     FINGERPRINT_ATTR,
@@ -65,11 +69,7 @@ from autoaccel.states import Outcome
 
 __all__ = [
     "DEFAULT_STORAGE",
-    "PruneBelow",
     "Search",
-    "SearchResult",
-    "TrialFn",
-    "TrialRecord",
     "check_storage",
     "record_end_phase",
     "storage_url",
@@ -79,77 +79,6 @@ PRUNE_BELOW = 0.7  # a trial running under this share of the best so far is stop
 GAIN = 1.01  # an improvement must beat the best by this factor to count
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
-
-
-class TrialFn(Protocol):
-    """Runs one trial of ``config`` (in-process or as a script subprocess), stopping it
-    early through ``prune`` when it runs clearly slower than the best so far."""
-
-    def __call__(self, config: TrainingConfig, prune: PruneBelow | None = None) -> Measurement: ...
-
-
-@dataclass(frozen=True)
-class TrialRecord:
-    """One trial: its knob values, its figures and why it was tried."""
-
-    number: int
-    params: dict[str, Any]
-    config: TrainingConfig
-    measurement: Measurement
-    source: str  # baseline | guess | neighbour | sampler | resumed | predicted
-    parent: int | None = None  # the trial this one changed one knob of
-    changed: str | None = None  # which knob
-    elapsed_s: float = 0.0
-
-    @property
-    def value(self) -> float:
-        return self.measurement.samples_per_s if self.measurement.ok else 0.0
-
-
-WORKLOAD_ATTR = "workload"  # the study's: which script and model its trials measured
-
-
-def _one_workload(study: optuna.Study, workload: str) -> None:
-    """Keep a study to one workload: trials of another script or model are not comparable
-    (their samples/s rank and prune nothing here).
-
-    Raises:
-        UsageError: the study holds another workload's trials, naming both and the fix.
-    """
-    held = study.user_attrs.get(WORKLOAD_ATTR)
-    if held is None:
-        study.set_user_attr(WORKLOAD_ATTR, workload)
-    elif held != workload:
-        raise UsageError(
-            f"study {study.study_name!r} holds the trials of {held}, not of {workload}: their "
-            "figures do not compare; give this one another --study (or none: each script "
-            "gets its own)"
-        )
-
-
-@dataclass
-class SearchResult:
-    """Every trial, the best one, and why the search stopped."""
-
-    records: list[TrialRecord]
-    baseline: TrialRecord
-    best: TrialRecord
-    stop_reason: str
-    wall_s: float
-    study_name: str
-    storage: str
-    trials_measured: int
-    grid_size: int
-    failures: dict[str, int] = field(default_factory=dict)  # outcome -> count (OOM, ...)
-    pruned: int = 0  # trials stopped early as clearly slower: not failures
-    shared: bool = False  # the study lives in a database other workers may share
-    other_hardware: int = 0  # trials in the study measured on other hardware: not ranked
-    by_worker: dict[str, int] = field(default_factory=dict)  # trials each worker measured
-    marks: dict[str, str] = field(default_factory=dict)  # what this worker's trials record
-
-
-def _key(params: dict[str, Any]) -> str:
-    return json.dumps(params, sort_keys=True, default=str)
 
 
 class Search:
@@ -222,7 +151,7 @@ class Search:
             load_if_exists=True,
         )
         if workload is not None:
-            _one_workload(self.study, workload)
+            one_workload(self.study, workload)
         with warnings.catch_warnings():  # "experimental" since Optuna 3.2, and still there
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             self.study.set_metric_names([OBJECTIVE_NAME])  # the value's name in the dashboard
@@ -293,7 +222,7 @@ class Search:
 
     def _key(self, params: dict[str, Any]) -> str:
         """One key per config as it runs (``SearchSpace.normal``)."""
-        return _key(self.space.normal(params))
+        return params_key(self.space.normal(params))
 
     # --- what to try next ----------------------------------------------------------------
 

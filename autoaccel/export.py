@@ -101,15 +101,11 @@ def _model_knobs(config: TrainingConfig) -> dict[str, str]:
         )
     if config.momentum is not None:
         knobs["momentum"] = f"SGD momentum (or Adam beta1) = {config.momentum:g}"
-    if _scheduled(config):
+    if config.scheduled:
         knobs["schedule"] = f"an LR scheduler stepped once per optimizer step: {_plan(config)}"
         for name in ("warmup_steps", "schedule_steps"):
             knobs[name] = "in the LR scheduler above"
     return knobs
-
-
-def _scheduled(config: TrainingConfig) -> bool:
-    return bool(config.warmup_steps) or config.schedule != "constant"
 
 
 def _plan(config: TrainingConfig) -> str:
@@ -131,7 +127,7 @@ def _schedule_code(config: TrainingConfig, calls_per_step: int = 1) -> str:
     ``autoaccel.prepare()`` does (``lr_scheduler(optimizer)``: a ``LambdaLR``), or "" when
     the LR stays constant. ``calls_per_step``: how often the target steps a scheduler per
     optimizer step (Accelerate's prepared scheduler: once per process)."""
-    if not _scheduled(config):
+    if not config.scheduled:
         return ""
     plan = TrainingConfig(
         warmup_steps=config.warmup_steps,

@@ -45,7 +45,6 @@ _DEEPSPEED_KEYS = {
     "bf16",
     "fp16",
 }
-_GLOBAL_BATCH_KNOBS = ("batch_size", "grad_accum_steps", "processes")
 _DDP_KINDS = {"MULTI_GPU", "MULTI_CPU", "MULTI_XPU", "MULTI_NPU", "MULTI_MLU", "MULTI_HPU"}
 
 
@@ -277,7 +276,11 @@ def deepspeed_pins(data: Mapping[str, Any]) -> dict[str, str]:
         data.get("gradient_accumulation_steps"),
     )
     # DeepSpeed checks micro-batch x accumulation x processes against it
-    pin(_GLOBAL_BATCH_KNOBS, "train_batch_size", data.get("train_batch_size"))
+    pin(
+        ("batch_size", "grad_accum_steps", "processes"),
+        "train_batch_size",
+        data.get("train_batch_size"),
+    )
     for name in ("bf16", "fp16"):
         pin(("precision",), f"{name}.enabled", (data.get(name) or {}).get("enabled"))
     optimizer = (data.get("optimizer") or {}).get("params") or {}

@@ -98,7 +98,7 @@ def build_scheduler(
     optimizer: torch.optim.Optimizer, config: TrainingConfig
 ) -> torch.optim.lr_scheduler.LambdaLR | None:
     """A scheduler for the config's warm-up and decay, or None when the LR stays constant."""
-    if config.schedule == "constant" and config.warmup_steps == 0:
+    if not config.scheduled:
         return None
     return torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(config))
 

@@ -205,24 +205,24 @@ def lr_follows_batch(
     recommendation says how to let the LR follow."""
     if config.global_batch == user.global_batch or config.lr is not None:
         return config, None
+    batches = f"{user.global_batch} -> {config.global_batch}"
+    held = None  # what to do, and why no rule is written, where the script sets the LR
     if facts.unpassed_scheduler:
-        return config, Recommendation(
-            f"pass your LR scheduler to prepare(..., scheduler=...) and tune again, so the LR "
-            f"can follow the global batch ({user.global_batch} -> {config.global_batch})",
+        held = (
+            "pass your LR scheduler to prepare(..., scheduler=...) and tune again, so the LR "
+            f"can follow the global batch ({batches})",
             "your script makes a scheduler that prepare() is not given: it sets the LR at "
-            "each step, so no scaling rule is written (the pick's trials trained your LR)",
-            False,
-            "lr_scaling",
+            "each step",
         )
-    if "lr" in facts.fixed:
-        return config, Recommendation(
-            f"let the LR follow the global batch ({user.global_batch} -> "
-            f"{config.global_batch}) and tune again: {facts.fixed['lr']}",
-            "your script holds the LR, so no scaling rule is written (the pick's trials "
-            "trained your LR)",
-            False,
-            "lr_scaling",
+    elif "lr" in facts.fixed:
+        held = (
+            f"let the LR follow the global batch ({batches}) and tune again: {facts.fixed['lr']}",
+            "your script holds the LR",
         )
+    if held is not None:
+        text, why = held
+        why += ", so no scaling rule is written (the pick's trials trained your LR)"
+        return config, Recommendation(text, why, False, "lr_scaling")
     rule, why = scaling_rule(facts.optimizer or "unknown")
     if facts.dataset_size:  # one epoch of warm-up, within reason
         warmup = min(max(facts.dataset_size // config.global_batch, 10), 500)

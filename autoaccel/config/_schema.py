@@ -296,6 +296,12 @@ class TrainingConfig:
         """Samples per optimizer step over all processes."""
         return self.batch_size * self.grad_accum_steps * self.processes
 
+    @property
+    def scheduled(self) -> bool:
+        """Whether the config holds an LR schedule of its own: a warm-up or a decay (else
+        the LR is left as the script sets it)."""
+        return self.schedule != "constant" or bool(self.warmup_steps)
+
     def to_dict(self) -> dict[str, Any]:
         """A plain copy, ready for YAML or JSON; the config is not changed."""
         return dataclasses.asdict(self)

@@ -41,7 +41,6 @@ __all__ = [
     "LAUNCHER_PRECISION",
     "Tuning",
     "TuningCallback",
-    "deepspeed_config_of",
     "launcher_overruled",
     "loss_of",
     "rank",
@@ -150,7 +149,7 @@ class Tuning:
         self.own_length = (given.max_steps, float(given.num_train_epochs))
         self.user_lr = given.learning_rate
         self.scheduler_type = str(getattr(given.lr_scheduler_type, "value", "linear"))
-        self.pins = deepspeed_pins(deepspeed_config_of(given))
+        self.pins = deepspeed_pins(_deepspeed_config_of(given))
         changes: dict[str, Any] = {}
         if self.chosen is not None:
             chosen = self.chosen
@@ -194,8 +193,7 @@ class Tuning:
                 said.add(knob)
                 tuned = value if knob == "lr" else getattr(chosen, knob)
                 self.notes.append(_wins(self.pins[knob], f"the config's {knob} {tuned}"))
-        tuned_schedule = chosen.schedule != "constant" or chosen.warmup_steps
-        if "schedule" in self.pins and tuned_schedule:
+        if "schedule" in self.pins and chosen.scheduled:
             self.notes.append(_wins(self.pins["schedule"], f"the tuned {chosen.schedule} schedule"))
         return fields
 
@@ -233,7 +231,7 @@ class Tuning:
         """The config's warm-up and decay as a scheduler (None: HF's stands): over the whole
         run in a normal run (``total_steps``), over the steps it was tuned for in a trial."""
         chosen = self.chosen
-        if chosen is None or (chosen.schedule == "constant" and not chosen.warmup_steps):
+        if chosen is None or not chosen.scheduled:
             return None
         if yours:
             self.notes.append(
@@ -381,7 +379,7 @@ def launcher_overruled(overruled: bool) -> Iterator[None]:
         os.environ.update(held)
 
 
-def deepspeed_config_of(given: transformers.TrainingArguments) -> dict[str, Any]:
+def _deepspeed_config_of(given: transformers.TrainingArguments) -> dict[str, Any]:
     """Your ``TrainingArguments``' DeepSpeed config as you wrote it (``"auto"`` values kept):
     the dict, or the JSON file it names (or base64 JSON, as Accelerate reads it); {} with
     none. HF has read it already, so it is well formed."""

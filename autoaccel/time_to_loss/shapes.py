@@ -82,7 +82,7 @@ def schedule_words(config: TrainingConfig) -> str:
         >>> schedule_words(TrainingConfig(schedule_steps=391))
         "your script's own schedule (none of autoaccel's)"
     """
-    if config.schedule == "constant" and not config.warmup_steps:
+    if not config.scheduled:
         return "your script's own schedule (none of autoaccel's)"
     return f"{config.schedule}, warm-up {config.warmup_steps}/{config.schedule_steps} steps"
 

@@ -69,6 +69,7 @@ def advice_dict(advice: Advice) -> dict[str, Any]:
             "stop_reason": s.stop_reason,
             "failures": s.failures,
             "pruned": s.pruned,
+            "out_of_reach": s.out_of_reach,
             "study_name": s.study_name,
             "storage": s.storage,
             "space": [list(row) for row in advice.space.describe()],
@@ -183,10 +184,16 @@ def _search_table(advice: Advice) -> Table:
     search = Table(title="Search", title_justify="left", show_header=False)
     search.add_column("")
     search.add_column("")
+    unreached = (
+        f"; {s.out_of_reach} not run: too few optimizer steps for the convergence check to "
+        "show they learn as yours at this budget"
+        if s.out_of_reach
+        else ""
+    )
     search.add_row(
         "trials",
         f"{s.trials_measured} measured of a {s.grid_size}-configuration "
-        f"grid; {s.pruned} stopped early as clearly slower; failures: "
+        f"grid; {s.pruned} stopped early as clearly slower{unreached}; failures: "
         f"{', '.join(f'{n} {k}' for k, n in s.failures.items()) or 'none'}",
     )
     if advice.objective:

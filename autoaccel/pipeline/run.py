@@ -38,6 +38,7 @@ from autoaccel.pipeline.guard import (
     GUARD_PHASE,
     can_stand,
     guard_pick,
+    out_of_reach,
     search_ratio,
     steps_words,
 )
@@ -412,6 +413,7 @@ def _search(
         on_best=on_best,
         fingerprint=job.profile.fingerprint(),
         workload=f"{options.script or job.facts.model_name} (model {job.model or '?'})",
+        out_of_reach=out_of_reach(job, budget) if _guarded(options) else None,
     )
     try:
         return search.run(

@@ -77,6 +77,8 @@ class SearchResult:
     grid_size: int
     failures: dict[str, int] = field(default_factory=dict)  # outcome -> count (OOM, ...)
     pruned: int = 0  # trials stopped early as clearly slower: not failures
+    # Setups not measured because the guard could never write them at this budget.
+    out_of_reach: int = 0
     shared: bool = False  # the study lives in a database other workers may share
     other_hardware: int = 0  # trials in the study measured on other hardware: not ranked
     by_worker: dict[str, int] = field(default_factory=dict)  # trials each worker measured

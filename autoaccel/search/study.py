@@ -77,6 +77,7 @@ __all__ = [
 
 PRUNE_BELOW = 0.7  # a trial running under this share of the best so far is stopped
 GAIN = 1.01  # an improvement must beat the best by this factor to count
+OUT_OF_REACH = "out of reach"  # a record's source: not measured, the guard could not write it
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -100,6 +101,9 @@ class Search:
             interrupted search leaves the best config so far).
         fingerprint: This machine's hardware fingerprint: each trial records it, and only
             trials measured on the same hardware are ranked together.
+        out_of_reach: Why a config could never be written, given the best trial so far
+            (the pipeline's guard: ``autoaccel.pipeline.guard.out_of_reach``), or None; such
+            a config is recorded unmeasured, as one the memory model rules out is.
 
     In a shared study (a database server, ``autoaccel.search.shared``) other workers'
     trials join the ranking as they finish, count towards ``max_trials``, and a config
@@ -122,8 +126,10 @@ class Search:
         on_best: Callable[[TrialRecord], None] | None = None,
         fingerprint: str | None = None,
         workload: str | None = None,
+        out_of_reach: Callable[[TrainingConfig, TrialRecord], str | None] | None = None,
     ) -> None:
         self.space = space
+        self.out_of_reach = out_of_reach
         self.trial_fn = trial_fn
         self.budget = budget
         self.max_trials = max_trials
@@ -202,6 +208,8 @@ class Search:
             return None
         if "measurement" not in attrs or set(frozen.params) != set(self.space.names):
             return None
+        if attrs.get("source") == OUT_OF_REACH:
+            return None  # judged at that run's budget: this run judges it again
         recorded = attrs.get(FINGERPRINT_ATTR)
         if recorded and self.fingerprint and recorded != self.fingerprint:
             self._other_hardware += 1
@@ -363,6 +371,9 @@ class Search:
                 f"{config.batch_size} exceeds the budget, not run",
             )
             source = "predicted"
+        elif (why := self._out_of_reach(config, best)) is not None:
+            measurement = Measurement(outcome=Outcome.PRUNED, message=why)
+            source = OUT_OF_REACH
         else:
             prune = PruneBelow(PRUNE_BELOW * best.value) if best is not None else None
             with Heartbeat(self.rdb, trial):  # a shared study fails it if this worker dies
@@ -400,6 +411,11 @@ class Search:
         self._report(record)
         return record
 
+    def _out_of_reach(self, config: TrainingConfig, best: TrialRecord | None) -> str | None:
+        if self.out_of_reach is None or best is None:
+            return None
+        return self.out_of_reach(config, best)
+
     def _report(self, record: TrialRecord) -> None:
         if self.console is None:
             return
@@ -408,6 +424,8 @@ class Search:
         base = next((r for r in self.records if r.source == "baseline"), None)
         shown = ", ".join(f"{k}={v}" for k, v in record.params.items())
         result = f"{m.samples_per_s:,.0f} samples/s" if m.ok else f"{m.outcome}: {m.message}"
+        if record.source == OUT_OF_REACH:
+            result = m.message
         ratio = ""
         if best is not None and base is not None and base.value > 0:
             ratio = f" ({best.value / base.value:.2f}x baseline)"
@@ -477,7 +495,11 @@ class Search:
             trials_measured=self._measured,
             grid_size=self.space.grid_size(),
             failures=failures,
-            pruned=sum(r.measurement.outcome is Outcome.PRUNED for r in self.records),
+            pruned=sum(
+                r.measurement.outcome is Outcome.PRUNED and r.source != OUT_OF_REACH
+                for r in self.records
+            ),
+            out_of_reach=sum(r.source == OUT_OF_REACH for r in self.records),
             shared=self.shared,
             other_hardware=self._other_hardware,
             by_worker=self._by_worker(),
@@ -504,7 +526,7 @@ class Search:
         """How many of the ranked trials each worker measured (this one as ``here``)."""
         counts: dict[str, int] = {}
         for r in self.records:
-            if r.source in ("predicted", "resumed"):
+            if r.source in ("predicted", "resumed", OUT_OF_REACH):
                 continue
             who = r.source.removeprefix("worker ") if r.source.startswith("worker ") else "here"
             counts[who] = counts.get(who, 0) + 1

@@ -37,6 +37,7 @@ __all__ = [
     "CURVE_POINTS",
     "MIN_DROP",
     "MIN_POINTS",
+    "could_decide",
     "curve_verdict",
     "trial_run",
 ]
@@ -52,6 +53,20 @@ def trained_s(measurement: Measurement) -> float:
     if not measurement.loss_samples or measurement.samples_per_s <= 0:
         return 0.0
     return measurement.loss_samples[-1] / measurement.samples_per_s
+
+
+def could_decide(yours: Measurement, steps_per_s: float) -> bool:
+    """Whether a trial taking up to ``steps_per_s`` optimizer steps a second could hold the
+    steps ``curve_verdict`` needs over the time your trial's curve covers (its horizon is
+    the shorter of the two curves).
+
+    Example:
+        >>> yours = Measurement("ok", samples_per_s=100.0, losses=(1.0,) * 20,
+        ...                     loss_samples=tuple(10 * (i + 1) for i in range(20)))
+        >>> could_decide(yours, 5.0), could_decide(yours, 4.0)  # 2 s of your curve
+        (True, False)
+    """
+    return trained_s(yours) * steps_per_s >= MIN_POINTS * STEPS_PER_POINT
 
 
 def trial_run(

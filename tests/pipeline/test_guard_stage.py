@@ -15,7 +15,7 @@ from autoaccel.config import TrainingConfig
 from autoaccel.curves import CurvePoint, LossRun
 from autoaccel.measure import Measurement
 from autoaccel.pipeline import Job, PhaseCosts, faster_than_yours, guard_pick, plan_budget
-from autoaccel.pipeline.guard import can_stand
+from autoaccel.pipeline.guard import can_stand, out_of_reach
 from autoaccel.probe import probe_system
 from autoaccel.scoring import Scoring
 from autoaccel.search import SearchResult, TrialRecord, WorkloadFacts
@@ -303,3 +303,25 @@ def test_a_setup_the_final_round_put_behind_its_winner_can_be_the_sooner_one() -
     written, verdict, _ = guard([BASELINE, WIDE, quick], best=WIDE)
     assert written.best is quick and not verdict.kept
     assert verdict.line.endswith("(2.50x your pace overall): that is kept")
+
+
+def test_the_search_is_told_what_the_guard_could_never_write() -> None:
+    """Before a setup is measured: at 3x the best samples/s so far, would a 9 s check run
+    (3m) or its trial's curve hold enough of its steps for the guard to write it? Batch
+    1024 would hold 26 check-run steps at 3,000 samples/s: not run. At 6,000 it would hold
+    52, and batch 512 at 3,000 holds 52: both run. Your steps never need the guard."""
+    baseline = replace(BASELINE, measurement=curve(1_000.0, 32, 50))  # a 1.6 s trial curve
+    facts = WorkloadFacts("m", 1, 4096, False, True, torch.device("cpu"), 0.5)
+    job = Job(lambda *_: None, USER, baseline.measurement, facts, probe_system(), 5.0)  # type: ignore[arg-type]
+    why = out_of_reach(replace(job, trainer=CountingTrainer()), Budget(180))  # type: ignore[arg-type]
+    big, mid = replace(USER, batch_size=1024), replace(USER, batch_size=512)
+    assert why(big, baseline) == (
+        "not run: even at 3x the best samples/s so far, a 9 s check run holds 26 optimizer "
+        "steps of it (of yours 281), fewer than the 50 that could show it learns as yours, "
+        "and its trial's curve would hold too few to decide"
+    )
+    faster = replace(baseline, measurement=curve(2_000.0, 32, 50))
+    assert why(big, faster) is None and why(mid, baseline) is None
+    two = replace(USER, batch_size=16, processes=2, strategy="ddp")  # your steps, split
+    assert why(two, baseline) is None
+    assert out_of_reach(job, Budget(180))(big, baseline) is None  # no check runs to draw

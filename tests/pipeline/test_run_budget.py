@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from autoaccel.advice.render import advice_dict, summary_text
 from autoaccel.budget import Budget
 from autoaccel.config import TrainingConfig
 from autoaccel.measure import Measurement, PruneBelow
@@ -36,12 +37,14 @@ def _rate(config: TrainingConfig) -> float:
     return rate * (1.4 if config.precision == "bf16-mixed" else 1.0)
 
 
-def _job(clock: Clock) -> Job:
+def _job(clock: Clock, curve_s: float = 4.5) -> Job:
+    """Stated trials whose loss curves cover ``curve_s`` seconds of training."""
+
     def measure(config: TrainingConfig, prune: PruneBelow | None = None) -> Measurement:
         clock.now += TRIAL_S
         rate, batch = _rate(config), config.global_batch
         # Every setup learns alike per sample: the faster one keeps pace, the guard keeps it.
-        seen = [batch * (k + 1) for k in range(int(4.5 * rate) // batch)]
+        seen = [batch * (k + 1) for k in range(int(curve_s * rate) // batch)]
         return Measurement(
             outcome="ok",
             samples_per_s=rate,
@@ -135,3 +138,28 @@ def test_a_pick_that_runs_slower_than_yours_in_the_pairs_is_not_written(
         )
         assert any(n.startswith(yours) for n in advice.notes), advice.notes
         assert not later_s or not any("the pick is your own" in n for n in advice.notes)
+
+
+def test_setups_the_guard_could_never_write_are_not_measured(tmp_path: Path) -> None:
+    """A 3m run whose trials' curves cover 1.5 s, with check runs to draw: the batches a
+    9 s check run would hold too few steps of (even at 3x the best so far) are recorded
+    unmeasured and said in the search's line; the time goes to setups it can write."""
+    from tests.pipeline.test_guard_stage import CountingTrainer
+
+    clock = Clock()
+    job = _job(clock, curve_s=1.5)
+    job = replace(job, trainer=CountingTrainer())  # type: ignore[arg-type]
+    options = PipelineOptions.checked(
+        ADVISE, budget_s=180.0, storage=str(tmp_path / "s.db"), seed=0
+    )
+    advice = run_pipeline(job, options, Budget(180.0, clock=clock))
+    unreached = [r for r in advice.search.records if r.source == "out of reach"]
+    assert unreached and advice.search.out_of_reach == len(unreached)
+    for record in unreached:
+        assert record.measurement.message.startswith("not run: even at 3x the best samples/s")
+        assert record.config.global_batch >= 1024
+        # not measured: each stated trial moves the clock 5 s
+        assert record.measurement.samples_per_s == 0 and record.elapsed_s < 1
+    said = summary_text(advice, width=400)
+    assert f"; {len(unreached)} not run: too few optimizer steps for the convergence" in said
+    assert advice_dict(advice)["search"]["out_of_reach"] == len(unreached)

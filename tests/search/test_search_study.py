@@ -14,6 +14,7 @@ from autoaccel.config import TrainingConfig
 from autoaccel.probe import probe_system
 from autoaccel.runtime.data import describe_data
 from autoaccel.search import Search, storage_url
+from autoaccel.search.records import params_key
 from autoaccel.search.space import build_space
 from autoaccel.trials.in_process import run_trial
 from autoaccel.trials.workload import make_workload
@@ -127,3 +128,35 @@ def test_a_study_holds_one_workload(tmp_path: Path) -> None:
     setup(mlp(), tmp_path, workload="train_a.py (model 1d4044de00cc)")  # the same: resumes
     with pytest.raises(UsageError, match=r"holds the trials of train_a\.py .*not of train_b\.py"):
         setup(mlp(), tmp_path, workload="train_b.py (model 9f00aa11bb22)")
+
+
+def test_a_config_out_of_the_guards_reach_is_recorded_unmeasured(tmp_path: Path) -> None:
+    """The pipeline's guard tells the search which configs it could never write (too few
+    optimizer steps for its check runs): those are recorded, not measured; they count
+    neither as measured nor as stopped early, and a resumed study judges them again (at
+    its own budget, the answer may differ)."""
+    measured: list[int] = []
+    calls: list[float] = []
+
+    def beyond_64(config: TrainingConfig, best: object) -> str | None:
+        calls.append(best.value)  # type: ignore[attr-defined]
+        return f"not run: batch {config.batch_size}" if config.batch_size > 64 else None
+
+    search, user = setup(
+        mlp(), tmp_path, max_trials=6, priority=["batch_size"], out_of_reach=beyond_64
+    )
+    trial_fn = search.trial_fn
+    search.trial_fn = lambda c, p: measured.append(c.batch_size) or trial_fn(c, p)  # type: ignore[func-returns-value]
+    result = search.run(user)
+    unreached = [r for r in result.records if r.source == "out of reach"]
+    assert unreached and all(r.config.batch_size > 64 for r in unreached)
+    assert all(r.measurement.message == f"not run: batch {r.config.batch_size}" for r in unreached)
+    assert max(measured) <= 64 and all(b > 0 for b in calls)  # judged against a measured best
+    assert result.out_of_reach == len(unreached)
+    assert result.trials_measured == len(measured)  # the baseline among them
+    assert result.pruned == sum(
+        r.measurement.outcome == "pruned" and r.source != "out of reach" for r in result.records
+    )
+    again, _ = setup(mlp(), tmp_path, max_trials=6)
+    keys = {params_key(r.params) for r in again.records}
+    assert keys and not keys & {params_key(r.params) for r in unreached}

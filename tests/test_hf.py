@@ -190,6 +190,34 @@ def test_no_config_keeps_your_arguments(
     assert "no autoaccel.yaml found" in capsys.readouterr().err
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="the CPU-only reading of device: auto")
+def test_device_auto_on_a_machine_without_a_gpu_keeps_the_trainer_on_the_cpu(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``device: auto`` (a hand-written config's default) means a GPU where torch can use
+    one, else the CPU: here the CPU, so your ``use_cpu=True`` stays, unsaid (it was turned
+    off and said as ``use_cpu True -> False``); and a bf16 config without ``use_cpu`` in
+    your arguments trains (HF refused it: "Your setup doesn't support bf16/gpu")."""
+    config = TrainingConfig(batch_size=16, device="auto")
+    given = arguments(tmp_path, max_steps=1, use_cpu=True)
+    trainer = Trainer(
+        autoaccel_config=config, model=tiny_model(), args=given, train_dataset=Tokens()
+    )
+    assert trainer.args.use_cpu is True
+    trainer.train()
+    err = capsys.readouterr().err
+    assert "per_device_train_batch_size 8 -> 16" in err and "use_cpu" not in err
+    bf16 = TrainingConfig(precision="bf16-mixed")  # device: auto, the default
+    trainer = Trainer(
+        autoaccel_config=bf16,
+        model=tiny_model(),
+        args=arguments(tmp_path, max_steps=1),
+        train_dataset=Tokens(),
+    )
+    assert trainer.args.bf16 and trainer.args.use_cpu
+    trainer.train()
+
+
 class Stream(IterableDataset[dict[str, torch.Tensor]]):
     def __iter__(self) -> Any:
         return iter(())

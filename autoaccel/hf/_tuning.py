@@ -440,8 +440,9 @@ def _fields(chosen: TrainingConfig, user: TrainingConfig, user_lr: float) -> dic
     if torch.cuda.is_available():  # without a GPU, pinning changes nothing
         fields["dataloader_pin_memory"] = chosen.pin_memory
     # Without use_cpu, HF refuses bf16 on a machine with no GPU ("Your setup doesn't
-    # support bf16/gpu"): every bf16 trial of a CPU tune failed so.
-    fields["use_cpu"] = chosen.device == "cpu"
+    # support bf16/gpu"): every bf16 trial of a CPU tune failed so. "auto" is the CPU where
+    # torch can use no GPU.
+    fields["use_cpu"] = chosen.device == "cpu" or not torch.cuda.is_available()
     if chosen.precision == "tf32":
         fields["tf32"] = True
     if chosen.lr is not None:

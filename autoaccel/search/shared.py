@@ -59,6 +59,10 @@ CLAIM_SKEW_S = 5.0  # machines' clocks (NTP) may differ by this much
 WORKER_ATTR = "worker"
 FINGERPRINT_ATTR = "hardware_fingerprint"
 DUPLICATE_ATTR = "duplicate_of"
+SOURCE_ATTR = "source"  # why the trial was run: baseline, guess, neighbour, sampler, ...
+# A trial's source when it was recorded unmeasured: the guard could not write its config at
+# the budget of the worker that judged it (another worker's budget may differ).
+OUT_OF_REACH = "out of reach"
 
 
 def is_shared(url: str) -> bool:
@@ -160,12 +164,16 @@ class Heartbeat(contextlib.AbstractContextManager["Heartbeat"]):
 def taken_elsewhere(study: optuna.Study, trial: optuna.Trial, key_of: Any, key: str) -> int | None:
     """The number of another trial that claims the same config (``key``), or None.
 
-    A claim is a running or finished trial that is not itself a step-back; ``key_of`` maps
-    a trial's params to the config key.
+    A claim is a running or finished trial that is not itself a step-back, nor a config
+    another worker left unmeasured as out of its guard's reach (this worker judges it at its
+    own budget); ``key_of`` maps a trial's params to the config key.
     """
     states = (TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED)
     for other in study.get_trials(deepcopy=False, states=states):
-        if other.number == trial.number or DUPLICATE_ATTR in other.user_attrs:
+        attrs = other.user_attrs
+        if other.number == trial.number or DUPLICATE_ATTR in attrs:
+            continue
+        if attrs.get(SOURCE_ATTR) == OUT_OF_REACH:
             continue
         if other.params and key_of(dict(other.params)) == key:
             return other.number

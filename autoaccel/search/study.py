@@ -44,6 +44,8 @@ from autoaccel.search.shared import (
     FINGERPRINT_ATTR,
     GRACE_S,
     HEARTBEAT_S,
+    OUT_OF_REACH,
+    SOURCE_ATTR,
     WORKER_ATTR,
     Heartbeat,
     beat,
@@ -77,7 +79,6 @@ __all__ = [
 
 PRUNE_BELOW = 0.7  # a trial running under this share of the best so far is stopped
 GAIN = 1.01  # an improvement must beat the best by this factor to count
-OUT_OF_REACH = "out of reach"  # a record's source: not measured, the guard could not write it
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -208,7 +209,7 @@ class Search:
             return None
         if "measurement" not in attrs or set(frozen.params) != set(self.space.names):
             return None
-        if attrs.get("source") == OUT_OF_REACH:
+        if attrs.get(SOURCE_ATTR) == OUT_OF_REACH:
             return None  # judged at that run's budget: this run judges it again
         recorded = attrs.get(FINGERPRINT_ATTR)
         if recorded and self.fingerprint and recorded != self.fingerprint:
@@ -389,7 +390,7 @@ class Search:
         trial.set_user_attr("measurement", measurement_attrs(measurement))  # read to resume
         for name, value in flat_attrs(measurement).items():  # sortable in the dashboard
             trial.set_user_attr(name, value)
-        trial.set_user_attr("source", source)
+        trial.set_user_attr(SOURCE_ATTR, source)
         if parent is not None:
             trial.set_user_attr("parent", parent)
             trial.set_user_attr("changed", changed)

@@ -160,3 +160,26 @@ def test_a_config_out_of_the_guards_reach_is_recorded_unmeasured(tmp_path: Path)
     again, _ = setup(mlp(), tmp_path, max_trials=6)
     keys = {params_key(r.params) for r in again.records}
     assert keys and not keys & {params_key(r.params) for r in unreached}
+
+
+def test_a_config_another_worker_left_out_of_reach_is_no_claim_on_it(tmp_path: Path) -> None:
+    """In a shared study, a trial another worker recorded unmeasured as out of its guard's
+    reach does not claim its config (this worker would step back from it on every try and
+    propose it again: it judges it at its own budget); a measured trial does."""
+    from autoaccel.search.shared import OUT_OF_REACH, taken_elsewhere
+
+    study = optuna.create_study(storage=storage_url(str(tmp_path / "s.db")), direction="maximize")
+    space = {"batch_size": optuna.distributions.CategoricalDistribution([32, 4096])}
+    big = {"batch_size": 4096}
+    study.enqueue_trial(big)
+    left = study.ask(space)
+    left.set_user_attr("source", OUT_OF_REACH)
+    study.tell(left, state=TrialState.PRUNED)
+    study.enqueue_trial(big)
+    mine = study.ask(space)
+    assert taken_elsewhere(study, mine, params_key, params_key(big)) is None
+    study.enqueue_trial(big)
+    measured = study.ask(space)
+    measured.set_user_attr("source", "sampler")
+    study.tell(measured, 1.0)
+    assert taken_elsewhere(study, mine, params_key, params_key(big)) == measured.number

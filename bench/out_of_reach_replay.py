@@ -1,7 +1,7 @@
 """What the search's out-of-reach rule would have saved on the stored tunes, and whether it
 would have kept any of them from writing what they wrote.
 
-``pipeline/guard.out_of_reach`` tells the search, before a setup is measured, that the
+``pipeline/reach.out_of_reach`` tells the search, before a setup is measured, that the
 guard could never write it at this budget: even at 3x the best samples/s so far, a check
 run would hold fewer optimizer steps of it than the guard needs, and its trial's curve too
 few to decide. This replays that very function over every stored tune log in
@@ -32,7 +32,8 @@ from autoaccel.budget import Budget
 from autoaccel.config import TrainingConfig
 from autoaccel.measure import Measurement
 from autoaccel.pipeline import Job
-from autoaccel.pipeline.guard import HEADROOM, out_of_reach, steps_words
+from autoaccel.pipeline.guard import steps_words
+from autoaccel.pipeline.reach import HEADROOM, out_of_reach
 from autoaccel.probe import probe_system
 from autoaccel.search import TrialRecord, WorkloadFacts
 
@@ -49,8 +50,9 @@ DEFAULT_CURVE_S = 1.7  # a trial's curve, where the log names none (1.5 s window
 class Trial:
     number: int
     config: TrainingConfig
-    rate: float | None  # None: not measured to the end (pruned, failed)
+    rate: float | None  # None: not measured to the end (pruned, failed) or not run
     seconds: float
+    ran: bool = True  # False: the rule itself left it out (a tune that had it)
 
 
 def _config(params: str) -> TrainingConfig:
@@ -77,7 +79,9 @@ def _trials(lines: list[str]) -> list[Trial]:
         rate = RATE.match(m.group(3))
         value = float(rate.group(1).replace(",", "")) if rate else None
         took = (left - now) if left is not None else 0.0
-        found.append(Trial(int(m.group(1)), _config(m.group(2)), value, max(0.0, took)))
+        ran = not m.group(3).startswith("not run")
+        trial = Trial(int(m.group(1)), _config(m.group(2)), value, max(0.0, took), ran)
+        found.append(trial)
         left = now
     return found
 
@@ -170,6 +174,7 @@ def main() -> int:
                 hit = stood(run, words)
                 cost += hit
                 rate = f"{trial.rate:,.0f} samples/s" if trial.rate else "stopped early"
+                rate = rate if trial.ran else "not run (that tune had the rule)"
                 mark = "  <- the guard let it stand in that tune" if hit else ""
                 print(f"  trial #{trial.number} {words}: {rate}, {trial.seconds:.0f} s{mark}")
             print(f"  (the first: {skipped[0][1]})")

@@ -38,12 +38,12 @@ from autoaccel.pipeline.guard import (
     GUARD_PHASE,
     can_stand,
     guard_pick,
-    out_of_reach,
     search_ratio,
     steps_words,
 )
 from autoaccel.pipeline.options import Job, PipelineOptions, study_name_for
 from autoaccel.pipeline.plan import BudgetPlan, PhaseCosts, plan_budget
+from autoaccel.pipeline.reach import out_of_reach
 from autoaccel.progress import Phases, say
 from autoaccel.search import (
     Diagnosis,

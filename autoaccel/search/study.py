@@ -103,7 +103,7 @@ class Search:
         fingerprint: This machine's hardware fingerprint: each trial records it, and only
             trials measured on the same hardware are ranked together.
         out_of_reach: Why a config could never be written, given the best trial so far
-            (the pipeline's guard: ``autoaccel.pipeline.guard.out_of_reach``), or None; such
+            (the pipeline's guard: ``autoaccel.pipeline.reach.out_of_reach``), or None; such
             a config is recorded unmeasured, as one the memory model rules out is.
 
     In a shared study (a database server, ``autoaccel.search.shared``) other workers'

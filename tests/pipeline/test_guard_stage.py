@@ -15,7 +15,8 @@ from autoaccel.config import TrainingConfig
 from autoaccel.curves import CurvePoint, LossRun
 from autoaccel.measure import Measurement
 from autoaccel.pipeline import Job, PhaseCosts, faster_than_yours, guard_pick, plan_budget
-from autoaccel.pipeline.guard import can_stand, out_of_reach
+from autoaccel.pipeline.guard import can_stand
+from autoaccel.pipeline.reach import out_of_reach
 from autoaccel.probe import probe_system
 from autoaccel.scoring import Scoring
 from autoaccel.search import SearchResult, TrialRecord, WorkloadFacts

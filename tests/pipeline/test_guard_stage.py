@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import math
 from dataclasses import replace
+from typing import Any
 
 import torch
 from rich.console import Console
@@ -326,3 +327,46 @@ def test_the_search_is_told_what_the_guard_could_never_write() -> None:
     two = replace(USER, batch_size=16, processes=2, strategy="ddp")  # your steps, split
     assert why(two, baseline) is None
     assert out_of_reach(job, Budget(180))(big, baseline) is None  # no check runs to draw
+
+
+class ClockedTrainer(CountingTrainer):
+    """Each run takes its seconds on ``clock``; batches up to 64 learn as yours, larger ones
+    fall behind (as every larger batch the stored benches' check runs checked did)."""
+
+    def __init__(self, clock: list[float]) -> None:
+        super().__init__()
+        self.clock = clock
+
+    def train_for(self, config: TrainingConfig, *, seconds: float, **kwargs: Any) -> LossRun:
+        self.clock[0] += seconds
+        run = super().train_for(
+            USER if config.global_batch <= 64 else config, seconds=seconds, **kwargs
+        )
+        self.runs[-1] = config
+        return replace(run, config=config)
+
+
+def test_time_left_over_checks_the_setup_nearest_your_batch_first() -> None:
+    """A 3m plan keeps no time for check runs; what the end phases leave over holds one
+    pair. Batch 256 over 2 processes (2x your samples/s) and batch 64 (1.4x): the trials'
+    curves decide neither. The pair goes to batch 64, which keeps pace, and it is written
+    (fastest first, it went to batch 256, which fell behind, and your setup was written)."""
+    clock = [0.0]
+    trainer = ClockedTrainer(clock)
+    baseline = replace(BASELINE, measurement=curve(1_000.0, 32, 200))
+    big = record(5, curve(2_000.0, 256, 4), batch_size=128, processes=2, strategy="ddp")
+    near = record(6, curve(1_400.0, 64, 4), batch_size=64)
+    facts = WorkloadFacts("m", 1, 4096, False, True, torch.device("cpu"), 0.5)
+    job = Job(lambda *_: None, USER, baseline.measurement, facts, probe_system(), 5.0)  # type: ignore[arg-type]
+    job = replace(job, trainer=trainer)
+    result = SearchResult([baseline, big, near], baseline, big, "done", 1.0, "s", "", 3, 9)
+    plan = plan_budget(180, 175, PhaseCosts(5.0, 3.0), guarded=True)
+    assert not plan.check_runs
+    budget = Budget(180, clock=lambda: clock[0])
+    one_pair = 2 * plan.costs.check_run_s(180) + 2 * 5.0 + 1  # the pair, a confirmation pair
+    clock[0] = 180 - one_pair
+    console = Console(file=io.StringIO(), width=10_000)
+    written, verdict = guard_pick(job, result, plan, budget, console)
+    assert [c.global_batch for c in trainer.runs] == [32, 64]  # yours, then batch 64
+    assert written.best is near and verdict.how == "measured"
+    assert "batch 64, 32-true: its held-out loss kept pace" in verdict.line

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import replace
 
 import pytest
@@ -57,6 +58,33 @@ def test_curves_too_short_or_flat_decide_nothing() -> None:
     verdict = curve_verdict(trial(170.0, 32, 300), USER, flat, USER)
     assert verdict.how == "unchecked"
     assert verdict.line.startswith("your training loss fell 0% in the")
+
+
+def noisy(rate: float, steps: int, noise: float) -> Measurement:
+    """A binary classifier's first steps at batch 32: its loss falls 10% from ln 2, each
+    step's loss off that by +-``noise`` in turn (the HF example's first 1.7 s)."""
+    losses = tuple(math.log(2) * (1 - 0.1 * i / steps) + noise * (-1) ** i for i in range(steps))
+    samples = tuple(32 * (i + 1) for i in range(steps))
+    return Measurement("ok", samples_per_s=rate, losses=losses, loss_samples=samples)
+
+
+def test_a_fall_within_twice_the_noise_decides_nothing() -> None:
+    """Your loss fell 20% (more than the 5% asked), but by little more than the noise of
+    the curve's stretches: every level is "reached within the noise" and the pace read is
+    noise (the HF example's batch 64 kept pace at 1.65x on such curves, then read 0.62x
+    your pace on held-out data over 9 s). With a tenth of the noise, the curves decide."""
+    pick = noisy(140.0, 280, 0.045)  # 1.4x your samples/s, learning as yours per sample
+    verdict = curve_verdict(pick, replace(USER, batch_size=64), noisy(100.0, 200, 0.045), USER)
+    assert verdict.how == "unchecked" and not verdict.kept
+    assert re.fullmatch(
+        r"your training loss fell 0\.\d+ in the 64\.0 s both trials trained, 1\.\dx the noise "
+        r"of its stretches \(0\.\d+; 2x needed to tell the curves apart\)",
+        verdict.line,
+    ), verdict.line
+    calm = curve_verdict(
+        noisy(140.0, 280, 0.005), replace(USER, batch_size=64), noisy(100.0, 200, 0.005), USER
+    )
+    assert calm.how == "guarded" and calm.decided_by == "trials"
 
 
 def test_the_curve_is_a_sliding_mean_over_a_window_of_samples() -> None:

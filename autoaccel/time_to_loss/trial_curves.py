@@ -49,8 +49,9 @@ MIN_DROP = 0.05  # your loss must fall this much (relative) over the common time
 # ... and by this many times the noise of its stretches' means: within less, every level
 # is reached "within the noise" and the pace read is noise. Of the 102 trial-curve verdicts
 # that kept pace on the stored benches, the CNN examples' 100 fell 2.7-11x their noise
-# (median 4.7); the HF example's 2 fell 1.2x and less, and a check run of the same setup
-# (batch 64 over your 32) on held-out data then read 0.62x your pace, not the curve's 1.65x.
+# (median 4.7); the HF example's 2 fell 1.2x and less: one read batch 64 at 1.65x your
+# pace, where 9 s runs on 4 data orders read it at 0.87-1.18x (median 0.95x) and your
+# setup against itself at 0.79-1.29x (bench/results/hf-batch-64-pace-epyc-2026-12-07.txt).
 NOISE_FALLS = 2.0
 
 

@@ -156,7 +156,8 @@ def guard_pick(
     check_yours: LossRun | None = None  # your setup's check-run curve, drawn once
     # Setups the trials' curves cannot decide, when the plan kept no time for check runs:
     # checked only if nothing else stands, on the time the end phases left over.
-    later: list[tuple[int, TrialRecord, int]] = []
+    later: list[tuple[int, TrialRecord, int, str]] = []
+    named: dict[str, TrainingConfig] = {}  # the first setup named by each steps' words
     # Check-run refusals: a setup with the same steps learns the same (``steps_as_yours``),
     # so it is refused on that run, not checked again (HF: batch 2048 bf16 with 0 and with
     # 1 loader worker took both check runs of a 3m tune).
@@ -183,7 +184,7 @@ def guard_pick(
         key = knobs_key(candidate.config.knobs())
         if winner not in (None, key) and can_stand(candidate, result, user):
             continue  # it could stand, but the final round put the winner ahead of it
-        words = steps_words(candidate.config)
+        words = _words_apart(candidate.config, named)
         if learns_as_yours(candidate.config, user):
             line = f"{words}: {_as_yours(candidate.config, user)}"
             return _written(result, candidate, findings, line, n == 0, "unchanged")
@@ -193,7 +194,7 @@ def guard_pick(
             if few is not None:
                 verdict = few
             elif not plan.check_runs:
-                later.append((n, candidate, len(findings)))
+                later.append((n, candidate, len(findings), words))
             else:
                 verdict = checked(candidate.config) or check(candidate.config)
         findings.append(f"{words}: {verdict.line}")
@@ -201,12 +202,12 @@ def guard_pick(
         if verdict.kept:
             return _kept(result, user, candidate, findings.pop(), findings, verdict, n, console)
     later.sort(key=lambda entry: (_batch_distance(entry[1].config, user), entry[0]))
-    for n, candidate, at in later:  # nearest your batch first, while their check runs fit
+    for n, candidate, at, words in later:  # nearest your batch first, while checks fit
         again = checked(candidate.config)
         if again is None and (job.trainer is None or not _check_fits(plan, budget, check_yours)):
             break
         verdict = again or check(candidate.config)
-        findings[at] = f"{steps_words(candidate.config)}: {verdict.line}"
+        findings[at] = f"{words}: {verdict.line}"
         say(console, findings[at])
         if verdict.kept:
             line = findings.pop(at)
@@ -218,6 +219,26 @@ def guard_pick(
     written, verdict = _written(result, result.baseline, findings, line, False, how)
     say(console, verdict.line.rsplit("; ", 1)[-1])
     return written, verdict
+
+
+def _words_apart(config: TrainingConfig, named: dict[str, TrainingConfig]) -> str:
+    """``steps_words``, and what tells ``config`` apart from the setup named so before it
+    (in ``named``), which it joins: setups with the same steps and other loader workers or
+    threads are each judged on their own trial, and the line names each (a Lightning run
+    named "batch 256 (2 processes x 128), 32-true" twice).
+
+    Example:
+        >>> named = {}
+        >>> _words_apart(TrainingConfig(batch_size=64), named)
+        'batch 64, 32-true'
+        >>> _words_apart(TrainingConfig(batch_size=64, num_workers=1), named)
+        'batch 64, 32-true (num_workers 1)'
+    """
+    words = steps_words(config)
+    first = named.setdefault(words, config)
+    theirs = first.knobs()
+    apart = [f"{k} {v}" for k, v in config.knobs().items() if theirs[k] != v]
+    return f"{words} ({', '.join(apart)})" if apart else words
 
 
 def _batch_distance(config: TrainingConfig, user: TrainingConfig) -> float:

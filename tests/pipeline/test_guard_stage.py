@@ -224,7 +224,10 @@ def test_a_setup_with_the_steps_of_one_refused_by_its_check_run_is_not_checked_a
     assert written.best is BASELINE and verdict.line.endswith("your setup is kept")
     assert trainer.runs == [USER, replace(first.config, lr_scaling="sqrt", warmup_steps=10)]
     assert verdict.line.startswith("batch 2048 (2 processes x 1024), bf16-mixed: its held-out")
-    again = "batch 2048 (2 processes x 1024), bf16-mixed: the same steps as a setup checked above"
+    again = (  # named apart from the first by what differs
+        "batch 2048 (2 processes x 1024), bf16-mixed (num_workers 1): the same steps as a "
+        "setup checked above"
+    )
     assert verdict.line.count(again) == 1
 
 
@@ -370,3 +373,16 @@ def test_time_left_over_checks_the_setup_nearest_your_batch_first() -> None:
     assert [c.global_batch for c in trainer.runs] == [32, 64]  # yours, then batch 64
     assert written.best is near and verdict.how == "measured"
     assert "batch 64, 32-true: its held-out loss kept pace" in verdict.line
+
+
+def test_setups_with_the_same_steps_are_named_apart() -> None:
+    """Batch 256 in bf16 with 0 and with 1 loader worker: each falls behind on its own
+    trial's curve, and the line says which is which (it named both alike)."""
+    workers = record(
+        7, curve(230.0, 256, 40), batch_size=256, precision="bf16-mixed", num_workers=1
+    )
+    written, verdict, _ = guard([BASELINE, BIG, workers, THREADS])
+    assert written.best is THREADS
+    first, second = verdict.line.split("; ")[:2]
+    assert first.startswith("batch 256, bf16-mixed: on the trials' own curves")
+    assert second.startswith("batch 256, bf16-mixed (num_workers 1): on the trials' own curves")

@@ -61,6 +61,15 @@ FAILURES = {
 }
 
 
+def running(script: str) -> bool:
+    """Whether a process runs ``script``. Processes psutil cannot read (another test's
+    zombie, one that ends while it reads) hold no cmdline here: ``process_iter``'s
+    ``info`` has None for them, where ``cmdline()`` raised (a CI run failed on a zombie)."""
+    return any(
+        script in " ".join(p.info["cmdline"] or ()) for p in psutil.process_iter(["cmdline"])
+    )
+
+
 def trainer_for(
     tmp_path: Path,
     *,
@@ -132,7 +141,7 @@ def test_the_pruner_stops_the_script_while_it_trains(trainer: ScriptTrainer) -> 
     folder = trainer.runner.trials_dir / f"{trainer.runner.count - 1:04d}"
     assert (folder / POINTS_FILE).exists()
     script = str(trainer.runner.script)  # this test's own: other tests run a train.py too
-    assert not any(script in " ".join(p.cmdline()) for p in psutil.process_iter(["cmdline"]))
+    assert not running(script)
 
 
 def test_another_seed_is_another_data_order_and_the_same_seed_repeats(
@@ -171,7 +180,7 @@ def test_a_hook_that_hangs_later_is_stopped_with_its_run(tmp_path: Path) -> None
     run = trainer.train_for(TrainingConfig(batch_size=32), seconds=2.0, scoring=Scoring(evals=4))
     assert run.outcome is Outcome.TIMEOUT, run.message
     script = str(tmp_path / "train.py")
-    assert not any(script in " ".join(p.cmdline()) for p in psutil.process_iter(["cmdline"]))
+    assert not running(script)
 
 
 def test_the_range_test_is_the_scripts_own(trainer: ScriptTrainer) -> None:

@@ -34,7 +34,7 @@ from autoaccel.measure import Measurement
 from autoaccel.pipeline import Job
 from autoaccel.pipeline.guard import steps_words
 from autoaccel.pipeline.reach import HEADROOM, out_of_reach
-from autoaccel.probe import probe_system
+from autoaccel.probe import HardwareProfile, probe_system
 from autoaccel.search import TrialRecord, WorkloadFacts
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -103,7 +103,9 @@ def runs(path: Path) -> list[list[str]]:
     ]
 
 
-def replay(lines: list[str]) -> tuple[list[tuple[Trial, str]], float] | None:
+def replay(
+    lines: list[str], profile: HardwareProfile
+) -> tuple[list[tuple[Trial, str]], float] | None:
     """The trials of one tune's log ``out_of_reach`` would not have run, and the search's
     measured seconds; None when it holds no search to replay."""
     budget = next((int(m.group(1)) for line in lines if (m := BUDGET.search(line))), None)
@@ -122,7 +124,7 @@ def replay(lines: list[str]) -> tuple[list[tuple[Trial, str]], float] | None:
         loss_samples=tuple(curve_s * base.rate * (k + 1) / steps for k in range(steps)),
     )
     facts = WorkloadFacts("replay", 1, None, False, False, torch.device("cpu"), 1.0)
-    job = Job(None, base.config, yours, facts, PROFILE, trainer=object())  # type: ignore[arg-type]
+    job = Job(None, base.config, yours, facts, profile, trainer=object())  # type: ignore[arg-type]
     why = out_of_reach(job, Budget(budget))
     skipped, best = [], base.rate
     for trial in trials[1:]:
@@ -143,19 +145,17 @@ def stood(lines: list[str], words: str) -> bool:
     )
 
 
-PROFILE = probe_system(light=True)
-
-
 def main() -> int:
     print(
         f"out_of_reach replayed on the stored tune logs (HEADROOM {HEADROOM:g}x the best so "
         "far); reads files only\n"
     )
+    profile = probe_system(light=True)
     total_s = saved_s = 0.0
     logs = cost = 0
     for path in sorted(RESULTS.glob("*.txt")):
         for n, run in enumerate(runs(path)):
-            done = replay(run)
+            done = replay(run, profile)
             if done is None:
                 continue
             skipped, search_s = done

@@ -59,13 +59,14 @@ def out_of_reach(job: Job, budget: Budget) -> Callable[[TrainingConfig, TrialRec
     Only with check runs to draw (``job.trainer``): without them, what the trials' curves
     can decide is all the evidence, and the search measures as before."""
 
+    yours = job.baseline.samples_per_s / job.user.global_batch  # your steps a second
+
     def why(config: TrainingConfig, best: TrialRecord) -> str | None:
         if job.trainer is None or learns_as_yours(config, job.user):
             return None
         rate = HEADROOM * best.value
         if could_decide(job.baseline, rate / config.global_batch):
             return None
-        yours = job.baseline.samples_per_s / job.user.global_batch
         short = short_of_steps(config, rate, yours, budget)
         if short is None:
             return None

@@ -151,6 +151,27 @@ def _steps_within(measurement: Measurement, horizon_s: float) -> int:
     return sum(1 for n in measurement.loss_samples if n <= limit)
 
 
+def _too_flat(mine: LossRun, levels: int, margin: float, horizon: float) -> str | None:
+    """Why your curve (``mine``, with ``levels`` levels) fell too little to tell the curves
+    apart: less than ``MIN_DROP`` of its first loss, or than ``NOISE_FALLS`` times the noise
+    ``margin``; None when it fell enough."""
+    first = mine.curve[0].loss
+    fell = first - mine.best_loss
+    drop = fell / first if first > 0 else 0.0
+    within = f"in the {horizon:.1f} s both trials trained"
+    if drop < MIN_DROP or levels < 2:
+        return (
+            f"your training loss fell {drop:.0%} {within} ({MIN_DROP:.0%} needed to tell the "
+            "curves apart)"
+        )
+    if fell < NOISE_FALLS * margin:
+        return (
+            f"your training loss fell {fell:.3g} {within}, {fell / margin:.1f}x the noise of "
+            f"its stretches ({margin:.3g}; {NOISE_FALLS:g}x needed to tell the curves apart)"
+        )
+    return None
+
+
 def curve_verdict(
     pick: Measurement,
     pick_config: TrainingConfig,
@@ -190,31 +211,12 @@ def curve_verdict(
         )
     theirs = trial_run(pick, pick_config, horizon_s=trained_s(pick), window=window)
     mine = trial_run(yours, user, horizon_s=horizon, window=window, every=window)
-    first = mine.curve[0].loss
-    fell = first - mine.best_loss
-    drop = fell / first if first > 0 else 0.0
     levels = target_levels(mine, find_plateau(mine.curve))
     # A level counts as reached within the noise of two window means (``noise_margin``).
     margin = noise_margin(yours, horizon, window)
-    within = f"in the {horizon:.1f} s both trials trained"
-    if drop < MIN_DROP or len(levels) < 2:
-        return GuardVerdict(
-            False,
-            "unchecked",
-            f"your training loss fell {drop:.0%} {within} ({MIN_DROP:.0%} needed to tell the "
-            "curves apart)",
-            yours=mine,
-            pick=theirs,
-        )
-    if fell < NOISE_FALLS * margin:
-        return GuardVerdict(
-            False,
-            "unchecked",
-            f"your training loss fell {fell:.3g} {within}, {fell / margin:.1f}x the noise of "
-            f"its stretches ({margin:.3g}; {NOISE_FALLS:g}x needed to tell the curves apart)",
-            yours=mine,
-            pick=theirs,
-        )
+    flat = _too_flat(mine, len(levels), margin, horizon)
+    if flat is not None:
+        return GuardVerdict(False, "unchecked", flat, yours=mine, pick=theirs)
     ratios = level_ratios(theirs, [replace(v, value=v.value + margin) for v in levels], horizon)
     worst = max(ratios)  # decides, within the noise
     pace = geometric_mean(level_ratios(theirs, levels, horizon))  # reported, as measured

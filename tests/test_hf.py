@@ -23,7 +23,7 @@ transformers = pytest.importorskip("transformers")
 pytestmark = pytest.mark.usefixtures("process_state_kept")
 
 from test_export_runs import free_port  # noqa: E402
-from trials.test_script_trials import SHORT  # noqa: E402
+from trials.test_script_trials import PAST_YOURS, SHORT  # noqa: E402
 
 from autoaccel.config import TrainingConfig, save_config  # noqa: E402
 from autoaccel.errors import UsageError  # noqa: E402
@@ -470,7 +470,9 @@ def test_a_trials_lr_decays_over_your_own_training(tmp_path: Path) -> None:
     and the LR is 0 after them (your training has ended there)."""
     path = tmp_path / "train.py"
     path.write_text(LRS_SCRIPT.format(tests=str(Path(__file__).parent)))
-    runner = ScriptRunner(path, (), trials_dir=tmp_path / "trials", settings=SHORT, timeout_s=120)
+    runner = ScriptRunner(
+        path, (), trials_dir=tmp_path / "trials", settings=PAST_YOURS, timeout_s=120
+    )
     lrs_file = tmp_path / "lrs.txt"
     two = TrainingConfig(batch_size=8, processes=2, strategy="ddp", num_threads=1, device="cpu")
     for config, steps in ((None, 8), (TrainingConfig(batch_size=16, device="cpu"), 4), (two, 4)):

@@ -20,11 +20,12 @@ from torch.utils.data import DataLoader, TensorDataset
 L = pytest.importorskip("lightning")
 pytestmark = pytest.mark.usefixtures("process_state_kept")
 
-from trials.test_script_trials import SHORT  # noqa: E402
+from trials.test_script_trials import PAST_YOURS, SHORT  # noqa: E402
 
 from autoaccel.config import TrainingConfig  # noqa: E402
 from autoaccel.errors import UsageError  # noqa: E402
 from autoaccel.lightning import Trainer  # noqa: E402
+from autoaccel.measure import MeterSettings  # noqa: E402
 from autoaccel.schedule import lr_factor  # noqa: E402
 from autoaccel.trials.script import ScriptRunner  # noqa: E402
 from autoaccel.trials.script_curves import sweep_script  # noqa: E402
@@ -286,12 +287,16 @@ trainer.fit({module}(), datamodule={data}())
 
 
 def _runner(
-    tmp_path: Path, extra: str = "", module: str = "Net", data: str = "Data"
+    tmp_path: Path,
+    extra: str = "",
+    module: str = "Net",
+    data: str = "Data",
+    settings: MeterSettings = SHORT,
 ) -> ScriptRunner:
     path = tmp_path / "train.py"
     tests = str(Path(__file__).parent)
     path.write_text(SCRIPT.format(tests=tests, extra=extra, module=module, data=data))
-    return ScriptRunner(path, (), trials_dir=tmp_path / "trials", settings=SHORT, timeout_s=120)
+    return ScriptRunner(path, (), trials_dir=tmp_path / "trials", settings=settings, timeout_s=120)
 
 
 def test_a_baseline_trial_reports_your_settings_and_what_you_pinned(tmp_path: Path) -> None:
@@ -381,7 +386,9 @@ def test_a_one_cycle_over_your_stepping_batches_spans_your_training_in_a_trial(
     show, raised: every trial of such a script failed. In a trial it is your own
     training's (max_steps=8 of the epoch's 32), the cycle spans those 8 steps, and after
     them the LR is held at your last step's (OneCycleLR raises when stepped past)."""
-    trial = _runner(tmp_path, extra="max_steps=8, ", module="OneCycled").run(None)
+    trial = _runner(tmp_path, extra="max_steps=8, ", module="OneCycled", settings=PAST_YOURS).run(
+        None
+    )
     assert trial.measurement.ok, trial.log_tail()
     lrs = [float(line) for line in (tmp_path / "lrs.txt").read_text().split()]
     assert len(lrs) > 12, "the trial trains past your own 8 steps"
@@ -396,7 +403,7 @@ def test_max_epochs_is_yours_where_a_module_sizes_a_schedule_by_it_in_a_trial(
     ``self.trainer.max_epochs`` read -1 and climbed back to the peak LR every other epoch.
     It reads your max_epochs (1), the trial still trains past your epoch (4 steps), and
     there the LR stays at your last step's (a cosine stepped past its T_max climbs back)."""
-    trial = _runner(tmp_path, module="Cosine", data="Few").run(None)
+    trial = _runner(tmp_path, module="Cosine", data="Few", settings=PAST_YOURS).run(None)
     assert trial.measurement.ok, trial.log_tail()
     assert (tmp_path / "epochs.txt").read_text() == "1"
     lrs = [float(line) for line in (tmp_path / "lrs.txt").read_text().split()]
@@ -410,7 +417,7 @@ def test_max_steps_is_yours_where_a_module_sizes_a_schedule_by_it_in_a_trial(
     """A trial trains until it is measured (max_steps -1): a linear decay sized by
     ``self.trainer.max_steps`` read -1 and trained at LR 0 from the first step. It reads
     your max_steps (8), decays over them, and the trial trains on at your last step's LR."""
-    trial = _runner(tmp_path, extra="max_steps=8, ", module="Linear").run(None)
+    trial = _runner(tmp_path, extra="max_steps=8, ", module="Linear", settings=PAST_YOURS).run(None)
     assert trial.measurement.ok, trial.log_tail()
     assert (tmp_path / "steps.txt").read_text() == "8"
     lrs = [float(line) for line in (tmp_path / "lrs.txt").read_text().split()]

@@ -10,6 +10,7 @@ by ``ScriptRunner``, a steady-state window), interleaved round by round, so each
 ratio to your own setup is side by side.
 
     python bench/workers_at_your_batch.py [--example train_lightning] [--rounds 4] [--window 4]
+        [--only "cl, 1 threads, 2 workers" ...]
 """
 
 from __future__ import annotations
@@ -49,7 +50,16 @@ def main() -> None:
     parser.add_argument("--example", default="train_lightning", help="a script in examples/")
     parser.add_argument("--rounds", type=int, default=4, help="measurements of each setup")
     parser.add_argument("--window", type=float, default=4.0, help="steady-state seconds")
+    parser.add_argument(
+        "--only", nargs="+", default=None, metavar="SETUP", help="these setups beside yours"
+    )
     args = parser.parse_args()
+    picks = setups()
+    if args.only:
+        unknown = sorted(set(args.only) - set(picks))
+        if unknown:
+            parser.error(f"no setup named {unknown[0]!r}; the setups: {', '.join(picks)}")
+        picks = {label: picks[label] for label in ("yours", *args.only)}
     print(f"# {probe_system().describe()}; pid {os.getpid()}", flush=True)
     runner = ScriptRunner(
         EXAMPLES / f"{args.example}.py",
@@ -58,7 +68,6 @@ def main() -> None:
         settings=MeterSettings(window_s=args.window),
         timeout_s=180,
     )
-    picks = setups()
     rates: dict[str, list[float]] = {label: [] for label in picks}
     waits: dict[str, list[float]] = {label: [] for label in picks}
     for round_ in range(args.rounds):
